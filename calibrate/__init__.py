@@ -1,0 +1,1 @@
+"""Calibration: measuring what the planner takes as given (the link between device and edge)."""

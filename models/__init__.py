@@ -1,0 +1,1 @@
+"""Model architectures (Keras Applications and tlcut's own small ones) and datasets."""

@@ -1,0 +1,77 @@
+"""Architectures by name: every `keras.applications` constructor, plus tlcut's own small models.
+
+Weights are random: nothing is downloaded. Latency work needs only the architecture; accuracy work
+trains its own weights.
+"""
+
+from __future__ import annotations
+
+import os
+
+# tlcut's own models: small enough for tests, with the features cut enumeration must handle.
+OWN = ("TinyBranchNet",)
+
+
+def _keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    return keras
+
+
+def keras_application_names() -> list[str]:
+    apps = _keras().applications
+    return sorted(n for n in dir(apps) if n[:1].isupper() and callable(getattr(apps, n)))
+
+
+def names() -> list[str]:
+    return sorted(keras_application_names() + list(OWN))
+
+
+def build(name: str, input_shape=None, classes: int | None = None):
+    """Build ``name`` with random weights. ``input_shape`` is (H, W, C) without the batch."""
+    keras = _keras()
+    if name == "TinyBranchNet":
+        return tiny_branch_net(input_shape or (30, 30, 3), classes or 10)
+    ctor = getattr(keras.applications, name)
+    kwargs = {"weights": None}
+    if input_shape is not None:
+        kwargs["input_shape"] = tuple(input_shape)
+    if classes is not None:
+        kwargs["classes"] = classes
+    try:
+        return ctor(**kwargs)
+    except ValueError as e:
+        from tlcut.errors import TlcutError
+
+        raise TlcutError(f"cannot build {name}: {str(e).splitlines()[0][:200]}") from None
+
+
+def tiny_branch_net(input_shape=(30, 30, 3), classes: int = 10):
+    """A few thousand parameters with a residual add, a concat of parallel branches and odd maps.
+
+    30x30 -> 15x15 (odd: the TL must pad and crop) -> 8x8 -> 4x4 -> pooled -> dense.
+    """
+    keras = _keras()
+    L = keras.layers
+    x_in = keras.Input(shape=tuple(input_shape), name="image")
+    x = L.Conv2D(8, 3, padding="same", name="stem_conv")(x_in)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.ReLU(name="stem_relu")(x)
+    x = L.MaxPooling2D(2, name="stem_pool")(x)  # 15x15
+    # residual block
+    y = L.Conv2D(8, 3, padding="same", activation="relu", name="res_conv1")(x)
+    y = L.Conv2D(8, 3, padding="same", name="res_conv2")(y)
+    x = L.Add(name="res_add")([x, y])
+    x = L.ReLU(name="res_relu")(x)
+    # inception-style block with three parallel branches
+    a = L.Conv2D(4, 1, name="inc_a")(x)
+    b = L.Conv2D(4, 3, padding="same", name="inc_b")(x)
+    c = L.MaxPooling2D(3, strides=1, padding="same", name="inc_c_pool")(x)
+    c = L.Conv2D(4, 1, name="inc_c")(c)
+    x = L.Concatenate(name="inc_concat")([a, b, c])
+    x = L.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="down_conv")(x)  # 8x8
+    x = L.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="down_conv2")(x)  # 4x4
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(classes, activation="softmax", name="predictions")(x)
+    return keras.Model(x_in, x, name="tiny_branch_net")

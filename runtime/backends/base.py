@@ -1,0 +1,112 @@
+"""The runner interface every backend implements, after Polygraphy's.
+
+The base does what all backends share: the active/inactive life cycle, context-manager use, and
+the check that a feed matches the declared input names, shapes and dtypes (so a wrong request
+fails with a message, not deep inside an engine). A backend overrides the small ``*_impl``
+methods only.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tlcut.errors import TlcutError
+
+
+class Runner:
+    """Runs one ONNX half (or what a backend built from it)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.is_active = False
+        self.last_inference_time: float | None = None
+
+    # -- to implement -------------------------------------------------------------------------
+    def _activate_impl(self) -> None:
+        raise NotImplementedError
+
+    def _deactivate_impl(self) -> None:
+        raise NotImplementedError
+
+    def _input_metadata_impl(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+        raise NotImplementedError
+
+    def _output_names_impl(self) -> list[str]:
+        raise NotImplementedError
+
+    def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------------
+    def activate(self) -> "Runner":
+        if not self.is_active:
+            self._activate_impl()
+            self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self._deactivate_impl()
+            self.is_active = False
+
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    def input_metadata(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+        self._require_active()
+        return self._input_metadata_impl()
+
+    def output_names(self) -> list[str]:
+        self._require_active()
+        return self._output_names_impl()
+
+    def infer(self, feed: dict[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
+        self._require_active()
+        if check:
+            self.check_feed(feed)
+        t0 = time.perf_counter()
+        out = self._infer_impl(feed)
+        self.last_inference_time = time.perf_counter() - t0
+        return out
+
+    def check_feed(self, feed: dict[str, np.ndarray]) -> None:
+        meta = self._input_metadata_impl()
+        if set(feed) != set(meta):
+            raise TlcutError(f"{self.name}: inputs {sorted(feed)} given, expected {sorted(meta)}")
+        for k, (dtype, shape) in meta.items():
+            a = feed[k]
+            if a.dtype != dtype or tuple(a.shape) != tuple(shape):
+                raise TlcutError(
+                    f"{self.name}: input '{k}' is {a.dtype}{list(a.shape)}, expected {np.dtype(dtype)}{list(shape)}"
+                )
+
+    def _require_active(self) -> None:
+        if not self.is_active:
+            raise TlcutError(f"runner {self.name} is not active; use it as a context manager or call activate()")
+
+
+class Backend:
+    """Turns an ONNX half into something runnable, and runs it."""
+
+    name = "?"
+
+    def compile(self, onnx_path: Path, out_dir: Path, *, threads: int | None = None) -> Path:
+        """Build this backend's artifact for ``onnx_path`` inside ``out_dir``; return its path."""
+        raise NotImplementedError
+
+    def runner(self, artifact, *, threads: int | None = None, profile: bool = False) -> Runner:
+        """An inactive runner for an artifact of ``compile`` (or a plain ONNX file)."""
+        raise NotImplementedError
+
+    #: Backends whose engine has a per-node profiler set this and implement ``node_times``.
+    has_node_profiler = False
+
+    def node_times(self, onnx_path, feed, *, warmup: int, iterations: int, threads=None):
+        """Seconds per ONNX node per timed run, shape (iterations, nodes). Optional."""
+        raise NotImplementedError

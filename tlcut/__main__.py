@@ -1,0 +1,5 @@
+import sys
+
+from tlcut.cli import main
+
+sys.exit(main())

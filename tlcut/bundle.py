@@ -1,0 +1,232 @@
+"""The bundle: the one directory that every tlcut step reads and writes.
+
+Layout (docs/bundle.md says the same for people)::
+
+    BUNDLE/
+      manifest.json          written last and atomically; a directory without it is not a bundle
+      model.onnx             the full model, static shapes, fixed batch
+      halves/<K>/            `tlcut compile` output for cut K
+        head.onnx tail.onnx          plain halves (always)
+        head_tl.onnx tail_tl.onnx    halves with DeviceTL / EdgeTL (where the TL applies)
+        <backend>/...                what the backend built from them (e.g. onnxrt/*.onnx)
+
+``manifest.json`` holds the source, the model file's sha256, the inputs and outputs, every
+activation tensor (shape, dtype, layout, Keras layer) and every cut. Steps never write into a
+bundle in place: a new bundle is built in a sibling temporary directory and renamed into place, a
+new half directory likewise, and the manifest is replaced with ``os.replace``. So an interrupted
+step leaves either the old bundle or the new one, never a half-written one that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from tlcut.errors import TlcutError
+
+FORMAT = "tlcut-bundle"
+VERSION = 1
+MANIFEST = "manifest.json"
+MODEL = "model.onnx"
+
+#: numpy dtype names used in manifests and on the wire, with their sizes in bytes.
+DTYPE_SIZES = {"float32": 4, "float16": 2, "int8": 1, "uint8": 1, "int32": 4, "int64": 8, "float64": 8}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON next to ``path`` and rename it over: readers see the old file or the new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``final``; rename it to ``final`` only if the block succeeds."""
+    final = Path(final)
+    if final.exists() and not overwrite:
+        raise TlcutError(f"'{final}' already exists; choose another path or pass --force to replace it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=final.name + ".old-", dir=final.parent))
+            os.replace(final, old / "x")
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A point where exactly one activation tensor is live: the head ends and the tail starts here."""
+
+    index: int
+    tensor: str
+    layer: str | None
+    shape: tuple[int, ...]
+    dtype: str
+    layout: str | None
+    node_index: int  # position of the producing node in the model's topological order
+    tl: bool  # whether the Transfer Layer applies (4-D, known layout, both spatial sizes >= 2)
+    tl_shape: tuple[int, ...] | None
+    why_no_tl: str | None = None
+
+    @property
+    def bytes(self) -> int:
+        return nbytes(self.shape, self.dtype)
+
+    @property
+    def tl_bytes(self) -> int:
+        return nbytes(self.tl_shape, self.dtype) if self.tl_shape else self.bytes
+
+    def to_json(self) -> dict:
+        d = {
+            "index": self.index,
+            "tensor": self.tensor,
+            "layer": self.layer,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "layout": self.layout,
+            "node_index": self.node_index,
+            "bytes": self.bytes,
+            "tl": self.tl,
+            "tl_shape": list(self.tl_shape) if self.tl_shape else None,
+            "tl_bytes": self.tl_bytes,
+        }
+        if self.why_no_tl:
+            d["why_no_tl"] = self.why_no_tl
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Cut":
+        return cls(
+            index=d["index"],
+            tensor=d["tensor"],
+            layer=d.get("layer"),
+            shape=tuple(d["shape"]),
+            dtype=d["dtype"],
+            layout=d.get("layout"),
+            node_index=d["node_index"],
+            tl=d["tl"],
+            tl_shape=tuple(d["tl_shape"]) if d.get("tl_shape") else None,
+            why_no_tl=d.get("why_no_tl"),
+        )
+
+
+def nbytes(shape, dtype: str) -> int:
+    n = DTYPE_SIZES[dtype]
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+class Bundle:
+    """A complete bundle on disk. Open one with ``Bundle.open``; build one with ``staged_dir``."""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.cuts = [Cut.from_json(c) for c in manifest["cuts"]]
+
+    @classmethod
+    def open(cls, path) -> "Bundle":
+        path = Path(path)
+        mf = path / MANIFEST
+        if not path.is_dir():
+            raise TlcutError(f"bundle '{path}' does not exist; create one with `tlcut export MODEL -o {path}`")
+        if not mf.is_file():
+            raise TlcutError(
+                f"'{path}' is not a complete tlcut bundle (no {MANIFEST}); re-run `tlcut export MODEL -o {path} --force`"
+            )
+        try:
+            manifest = json.loads(mf.read_text())
+        except (ValueError, OSError) as e:
+            raise TlcutError(f"'{mf}' is not readable JSON ({e}); re-export the bundle") from None
+        if manifest.get("format") != FORMAT:
+            raise TlcutError(f"'{mf}' is not a tlcut bundle manifest (format={manifest.get('format')!r})")
+        if manifest.get("version") != VERSION:
+            raise TlcutError(
+                f"bundle '{path}' has format version {manifest.get('version')}, this tlcut reads version {VERSION}; re-export it"
+            )
+        if not (path / manifest["model"]["file"]).is_file():
+            raise TlcutError(f"bundle '{path}' lacks its model file {manifest['model']['file']}; re-export it")
+        return cls(path, manifest)
+
+    # -- what the model is ------------------------------------------------------------------
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest["model"]["file"]
+
+    @property
+    def model_sha256(self) -> str:
+        return self.manifest["model"]["sha256"]
+
+    @property
+    def name(self) -> str:
+        return self.manifest["source"]["name"]
+
+    @property
+    def inputs(self) -> list[dict]:
+        return self.manifest["inputs"]
+
+    @property
+    def outputs(self) -> list[dict]:
+        return self.manifest["outputs"]
+
+    def cut(self, ref) -> Cut:
+        """Find a cut by index, tensor name or Keras layer name (the last cut of that layer)."""
+        text = str(ref).strip()
+        if text.lstrip("-").isdigit():
+            i = int(text)
+            if 0 <= i < len(self.cuts):
+                return self.cuts[i]
+        else:
+            for c in self.cuts:
+                if c.tensor == text:
+                    return c
+            by_layer = [c for c in self.cuts if c.layer == text]
+            if by_layer:
+                return by_layer[-1]
+        raise TlcutError(
+            f"cut '{text}' not found; the model has {len(self.cuts)} cuts (0..{len(self.cuts) - 1}), "
+            f"list them with `tlcut cuts {self.path}`"
+        )
+
+    # -- compiled halves ---------------------------------------------------------------------
+    def half_dir(self, cut: Cut) -> Path:
+        return self.path / "halves" / str(cut.index)
+
+    def compiled(self, cut: Cut) -> dict | None:
+        return self.manifest.get("compiled", {}).get(str(cut.index))
+
+    def save_manifest(self) -> None:
+        write_json_atomic(self.path / MANIFEST, self.manifest)

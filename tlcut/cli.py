@@ -1,0 +1,280 @@
+"""The `tlcut` command: one verb per pipeline step.
+
+Each verb is a small function whose docstring is its --help text; shared flag groups are defined
+once. Heavy libraries are imported inside the verbs that need them, so `tlcut --help` and the
+ONNX-only verbs never import TensorFlow. A ``TlcutError`` ends the command with one line on stderr
+and exit code 2; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tlcut.errors import TlcutError
+
+VERBS = {}
+
+
+def verb(name):
+    def deco(fn):
+        VERBS[name] = fn
+        return fn
+
+    return deco
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _emit_json(obj, path: str | None = None) -> None:
+    text = json.dumps(obj, indent=1)
+    if path and path != "-":
+        from tlcut.bundle import write_json_atomic
+
+        write_json_atomic(Path(path), obj)
+    else:
+        print(text)
+
+
+# ----------------------------------------------------------------------------------------------
+# shared flag groups
+# ----------------------------------------------------------------------------------------------
+def _add_bundle(p):
+    p.add_argument("bundle", help="bundle directory written by `tlcut export`")
+
+
+def _add_threads(p):
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="intra-op threads for the backend (default: the backend's own choice)")
+
+
+def _add_backend(p):
+    p.add_argument("--backend", default="onnxrt", help="runtime backend (default: onnxrt)")
+
+
+def _add_network(p):
+    g = p.add_argument_group("network (the device's uplink to the edge)")
+    g.add_argument("--bandwidth", type=float, metavar="MBPS", help="uplink bandwidth in Mbit/s (default 57, 5G uplink)")
+    g.add_argument("--latency", type=float, metavar="MS", help="round-trip latency (ping) in ms (default 28)")
+    g.add_argument("--down-bandwidth", type=float, metavar="MBPS", help="downlink bandwidth for the reply (default: 10x the uplink)")
+    g.add_argument("--network", metavar="CSV", help="Scission-style CSV: source,destination,ping_ms,bandwidth_mbps")
+    g.add_argument("--device-name", default="device", help="the device's name in --network (default: device)")
+    g.add_argument("--edge-name", default="edge", help="the edge's name in --network (default: edge)")
+
+
+# ----------------------------------------------------------------------------------------------
+# verbs
+# ----------------------------------------------------------------------------------------------
+@verb("export")
+def cmd_export(a):
+    """Convert a Keras model (file or keras.applications name) or an ONNX file into a bundle."""
+    from tlcut.toolchain.export import export
+
+    if a.list:
+        from tlcut.models import zoo
+
+        print("\n".join(zoo.names()))
+        return 0
+    if not a.model or not a.output:
+        raise TlcutError("usage: tlcut export MODEL -o BUNDLE (or `tlcut export --list`)")
+    shape = _parse_shape(a.input_shape) if a.input_shape else None
+    export(a.model, a.output, weights=a.weights, input_shape=shape, classes=a.classes, batch=a.batch,
+           opset=a.opset, force=a.force, progress=_say)
+    return 0
+
+
+def _parse_shape(text: str):
+    try:
+        dims = tuple(int(x) for x in text.replace("x", ",").split(",") if x)
+    except ValueError:
+        raise TlcutError(f"--input-shape '{text}' is not a list of integers like 224,224,3") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise TlcutError(f"--input-shape '{text}' must be positive integers like 224,224,3")
+    return dims
+
+
+def _args_export(p):
+    p.add_argument("model", nargs="?", help="a .keras/.h5/.onnx file, or an architecture name (see --list)")
+    p.add_argument("-o", "--output", help="bundle directory to write")
+    p.add_argument("--weights", help="weights file to load into the model (default: random weights)")
+    p.add_argument("--input-shape", metavar="H,W,C", help="input size for a named architecture (default: its own)")
+    p.add_argument("--classes", type=int, help="number of classes for a named architecture")
+    p.add_argument("--batch", type=int, default=1, help="static batch size of the exported graph (default 1)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--list", action="store_true", help="list the architecture names and exit")
+
+
+@verb("cuts")
+def cmd_cuts(a):
+    """List every valid single-tensor cut of the model, in topological order."""
+    from tlcut.bundle import Bundle
+    from tlcut.toolchain.cuts import format_table
+
+    b = Bundle.open(a.bundle)
+    cuts = b.cuts
+    if a.tl_only:
+        cuts = [c for c in cuts if c.tl]
+    if a.json:
+        _emit_json({"model": b.name, "sha256": b.model_sha256, "cuts": [c.to_json() for c in cuts]})
+    else:
+        print(format_table(cuts, name=b.name))
+    return 0
+
+
+def _args_cuts(p):
+    _add_bundle(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--tl-only", action="store_true", help="only cuts where the TL applies")
+
+
+@verb("compile")
+def cmd_compile(a):
+    """Write the runnable head and tail (with and without the TL) of the chosen cuts into the bundle."""
+    from tlcut.bundle import Bundle
+    from tlcut.toolchain.compile import compile_cuts, select_cuts
+
+    b = Bundle.open(a.bundle)
+    spec = a.cuts
+    if a.plan:
+        spec = str(_plan_best(a.plan, b))
+    cuts = select_cuts(b, spec)
+
+    def bar(items):
+        from tqdm import tqdm
+
+        return tqdm(items, desc="compile", unit="cut", file=sys.stderr, leave=False)
+
+    written = compile_cuts(b, cuts, tl=a.tl, backend=a.backend, threads=a.threads, progress=bar)
+    for k, e in written.items():
+        _say(f"[compile] cut {k}: {', '.join(sorted(e['files']))} in {b.path / e['dir']}")
+    return 0
+
+
+def _plan_best(path, bundle):
+    try:
+        plan = json.loads(Path(path).read_text())
+        best = plan["best"]
+    except (OSError, ValueError, KeyError):
+        raise TlcutError(f"'{path}' is not a plan written by `tlcut plan --json -o`") from None
+    if plan.get("model_sha256") != bundle.model_sha256:
+        raise TlcutError(f"plan '{path}' was made for another model than bundle '{bundle.path}'")
+    if best.get("cut") is None:
+        raise TlcutError(f"the plan's best choice is {best['name']}, which has no cut to compile")
+    return best["cut"]
+
+
+def _args_compile(p):
+    _add_bundle(p)
+    p.add_argument("--cuts", help="cuts to compile: indices, ranges (3-7), tensor or layer names, or 'all'")
+    p.add_argument("--plan", help="compile the best cut of this plan JSON instead of --cuts")
+    p.add_argument("--tl", default="both", choices=["on", "off", "both"],
+                   help="halves with the TL, without, or both (default both, where the TL applies)")
+    _add_backend(p)
+    _add_threads(p)
+
+
+@verb("bench")
+def cmd_bench(a):
+    """Measure every cut on this machine: head, DeviceTL, serialization, payload, EdgeTL, tail."""
+    from tlcut.bundle import Bundle
+    from tlcut.toolchain.bench import bench
+
+    b = Bundle.open(a.bundle)
+    prof = bench(b, role=a.role, warmup=a.warmup, iterations=a.iterations, threads=a.threads,
+                 check=a.check, backend=a.backend, progress=_say)
+    _emit_json(prof, a.output)
+    if a.output and a.output != "-":
+        _say(f"[bench] wrote {a.output}")
+    return 0
+
+
+def _args_bench(p):
+    _add_bundle(p)
+    p.add_argument("--role", required=True, choices=["device", "edge"], help="which side this machine plays")
+    p.add_argument("-o", "--output", help="profile JSON to write (default: stdout)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--iterations", type=int, default=20, help="timed runs (default 20)")
+    p.add_argument("--check", type=int, default=4, metavar="N",
+                   help="time the real halves of N cuts against the profiled prefix sums (default 4; 0: none)")
+    _add_backend(p)
+    _add_threads(p)
+
+
+@verb("plan")
+def cmd_plan(a):
+    """Rank every cut, with and without the TL, by predicted end-to-end latency over the network."""
+    from tlcut.toolchain import plan as planmod
+
+    net = planmod.network_from_args(a.bandwidth, a.latency, a.down_bandwidth, a.network, a.device_name, a.edge_name)
+    dev = planmod.load_profile(a.device, "device")
+    edge = planmod.load_profile(a.edge, "edge")
+    cons = planmod.Constraints(min_cut=a.min_cut, max_device_ms=a.max_device_ms, max_upload_bytes=a.max_upload_bytes,
+                               tl=a.tl)
+    result = planmod.plan(dev, edge, net, cons)
+    if a.plot:
+        planmod.plot(result, a.plot)
+        _say(f"[plan] wrote {a.plot}")
+    if a.json or (a.output and a.output != "-"):
+        _emit_json(result, a.output if a.output else None)
+    if not a.json:
+        print(planmod.format_table(result, top=a.top))
+    return 0
+
+
+def _args_plan(p):
+    p.add_argument("--device", required=True, metavar="PROFILE", help="profile JSON from `tlcut bench --role device`")
+    p.add_argument("--edge", required=True, metavar="PROFILE", help="profile JSON from `tlcut bench --role edge`")
+    _add_network(p)
+    g = p.add_argument_group("constraints")
+    g.add_argument("--min-cut", type=int, default=None, metavar="K",
+                   help="earliest cut allowed (privacy: nothing earlier leaves the device)")
+    g.add_argument("--max-device-ms", type=float, default=None, help="most device compute time allowed")
+    g.add_argument("--max-upload-bytes", type=int, default=None, help="most bytes allowed on the uplink per request")
+    g.add_argument("--tl", default="both", choices=["on", "off", "both"], help="rank cuts with the TL, without, or both")
+    p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
+    p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
+    p.add_argument("-o", "--output", help="write the plan JSON here")
+    p.add_argument("--plot", metavar="PNG", help="write predicted latency per cut, stacked by component")
+
+
+# ----------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from tlcut import __version__
+
+    p = argparse.ArgumentParser(
+        prog="tlcut",
+        description="Cut a DNN between a device and an edge server, with a Transfer Layer at the cut.",
+        epilog="pipeline: export -> cuts -> bench (device, edge) -> plan -> compile -> serve / run",
+    )
+    p.add_argument("--version", action="version", version=f"tlcut {__version__}")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+    for name, fn in VERBS.items():
+        sp = sub.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
+        globals()[f"_args_{name}"](sp)
+        sp.set_defaults(func=fn)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not getattr(a, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return a.func(a) or 0
+    except TlcutError as e:
+        print(f"tlcut: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("tlcut: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""`tlcut bench`: measure every cut on the machine that will run it.
+
+Timing a separate head and tail for each of DenseNet169's ~100 cuts would build ~200 sessions and
+run the model ~100 times per repeat. Instead the whole model runs under the backend's per-node
+profiler: each timed run gives every node's time, so the head of cut k is the prefix sum up to the
+cut's node and the tail the rest, per run, which gives percentiles too. Profiled kernel time
+leaves out the per-run framework overhead, so each run's prefix sums are scaled by that run's
+wall-clock/kernel ratio. A sample of real cut halves is then timed as separate sessions and set
+against the prefix sums (``check`` in the profile): that is how close the shortcut is.
+
+The TL's cost is timed per distinct cut shape with the DeviceTL/EdgeTL alone, and serialization
+with tlcut's own wire encoding of a tensor of the payload's size.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import time
+
+import numpy as np
+import onnx
+
+from tlcut import __version__
+from tlcut.bundle import Bundle, Cut
+from tlcut.errors import TlcutError
+from tlcut.runtime import backends, protocol
+from tlcut.toolchain import surgery
+
+FORMAT = "tlcut-profile"
+VERSION = 1
+
+
+def stats(seconds) -> dict:
+    """Milliseconds: median, p90, p99, mean, min, max and the sample count."""
+    a = np.asarray(seconds, dtype=np.float64) * 1e3
+    if a.size == 0:
+        raise TlcutError("nothing was timed; use --iterations 1 or more")
+    return {"median": float(np.median(a)), "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)),
+            "mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
+
+
+def random_feed(inputs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {i["name"]: rng.random(i["shape"], dtype=np.float64).astype(i["dtype"]) for i in inputs}
+
+
+def time_runner(runner, feed, warmup: int, iterations: int) -> list[float]:
+    for _ in range(warmup):
+        runner.infer(feed, check=False)
+    out = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        runner.infer(feed, check=False)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def time_call(fn, iterations: int) -> list[float]:
+    fn()
+    out = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def wire_times(shape, dtype: str, iterations: int) -> tuple[list[float], list[float]]:
+    """Encode and decode a tensor with tlcut's wire protocol, as device and edge do per request."""
+    a = np.zeros(shape, dtype=dtype)
+    ser = time_call(lambda: protocol.tensor_frames(protocol.REQUEST, a, 1, 0), iterations)
+    frames = [bytes(f) for f in protocol.tensor_frames(protocol.REQUEST, a, 1, 0)]
+    de = time_call(lambda: protocol.decode(frames), iterations)
+    return ser, de
+
+
+def machine_info(threads) -> dict:
+    import onnxruntime
+
+    info = {"hostname": platform.node(), "platform": platform.platform(), "machine": platform.machine(),
+            "processor": _cpu_model(), "cpus_visible": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "threads": threads,
+            "cpu_quota": _cpu_quota()}
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _cpu_quota() -> str | None:
+    try:
+        cg = open("/proc/self/cgroup").read().strip().splitlines()[-1].split(":", 2)[2]
+        p = f"/sys/fs/cgroup{cg}/cpu.max"
+        return open(p).read().strip() if os.path.exists(p) else None
+    except (OSError, IndexError):
+        return None
+
+
+def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, threads: int | None = None,
+          check: int = 4, backend: str = backends.DEFAULT, progress=print, bar=None) -> dict:
+    """Measure every cut of ``bundle`` on this machine; return the profile (see module doc)."""
+    if role not in ("device", "edge"):
+        raise TlcutError(f"--role must be device or edge, got '{role}'")
+    if iterations < 1 or warmup < 0:
+        raise TlcutError("--iterations must be at least 1 and --warmup at least 0")
+    be = backends.get(backend)
+    feed = random_feed(bundle.inputs)
+    model_path = bundle.model_path
+    t_start = time.perf_counter()
+
+    progress(f"[bench] {bundle.name}: whole model, {warmup} warm-up + {iterations} timed runs")
+    with be.runner(model_path, threads=threads) as r:
+        full_wall = np.array(time_runner(r, feed, warmup, iterations))
+        outputs = r.infer(feed, check=False)
+
+    if be.has_node_profiler:
+        progress("[bench] per-node profile of the whole model")
+        nodes = be.node_times(model_path, feed, warmup=warmup, iterations=iterations, threads=threads)
+        kernel_total = nodes.sum(axis=1)
+        # per-run scale from kernel time to wall-clock time (framework overhead, thread hand-offs)
+        scale = float(np.median(full_wall)) / np.maximum(kernel_total, 1e-12)
+        prefix = np.cumsum(nodes, axis=1) * scale[:, None]
+        total = kernel_total * scale
+        method = "profiled prefix sums, scaled to wall clock"
+    else:
+        prefix = total = None
+        method = "separate halves"
+
+    cuts = bundle.cuts
+    rows = []
+    tl_cache: dict[tuple, tuple] = {}
+    progress(f"[bench] TL and wire costs for {len(cuts)} cuts")
+    it = bar(cuts) if bar else cuts
+    for c in it:
+        if prefix is not None:
+            head = prefix[:, c.node_index]
+            tail = total - head
+        else:
+            head, tail = _time_halves(be, model_path, c, feed, warmup, iterations, threads)
+        row = {"index": c.index, "tensor": c.tensor, "layer": c.layer, "bytes": c.bytes, "tl": c.tl,
+               "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail)}
+        ser, de = wire_times(c.shape, c.dtype, max(iterations, 20))
+        row["serialize"], row["deserialize"] = stats(ser), stats(de)
+        if c.tl:
+            key = (c.shape, c.layout, c.dtype)
+            if key not in tl_cache:
+                tl_cache[key] = _time_tl(be, c, warmup, iterations, threads)
+            dtl, etl, ser_tl, de_tl = tl_cache[key]
+            row.update(device_tl=stats(dtl), edge_tl=stats(etl), serialize_tl=stats(ser_tl), deserialize_tl=stats(de_tl))
+        rows.append(row)
+
+    inp = bundle.inputs[0]
+    in_ser, in_de = wire_times(inp["shape"], inp["dtype"], max(iterations, 20))
+    out_arr = next(iter(outputs.values()))
+    out_ser, out_de = wire_times(out_arr.shape, out_arr.dtype.name, max(iterations, 20))
+
+    checks = []
+    if check and prefix is not None:
+        sample = _sample(cuts, check)
+        progress(f"[bench] checking prefix sums against real halves of cuts {[c.index for c in sample]}")
+        for c in sample:
+            checks.append(_check(be, model_path, c, feed, warmup, iterations, threads,
+                                 rows[c.index], tl_cache.get((c.shape, c.layout, c.dtype))))
+    errs = [abs(x["head_err_pct"]) for x in checks] + [abs(x["tail_err_pct"]) for x in checks]
+    profile = {
+        "format": FORMAT, "version": VERSION, "role": role,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "tlcut_version": __version__,
+        "model": bundle.name, "model_sha256": bundle.model_sha256, "backend": be.name,
+        "machine": machine_info(threads),
+        "settings": {"warmup": warmup, "iterations": iterations, "method": method},
+        "full": stats(full_wall),
+        "input": {"name": inp["name"], "bytes": int(np.prod(inp["shape"])) * np.dtype(inp["dtype"]).itemsize,
+                  "serialize": stats(in_ser), "deserialize": stats(in_de)},
+        "output": {"bytes": int(out_arr.nbytes), "serialize": stats(out_ser), "deserialize": stats(out_de)},
+        "cuts": rows,
+        "check": {"cuts": checks, "median_abs_err_pct": float(np.median(errs)) if errs else None,
+                  "max_abs_err_pct": float(np.max(errs)) if errs else None},
+        "bench_seconds": round(time.perf_counter() - t_start, 2),
+    }
+    if checks:
+        progress(f"[bench] prefix sums vs real halves: median |error| {profile['check']['median_abs_err_pct']:.1f}%, "
+                 f"max {profile['check']['max_abs_err_pct']:.1f}%")
+    progress(f"[bench] done in {profile['bench_seconds']:.1f} s")
+    return profile
+
+
+def _sample(cuts: list[Cut], n: int) -> list[Cut]:
+    """``n`` cuts spread evenly over the model (always including early, middle and late ones)."""
+    if n >= len(cuts):
+        return list(cuts)
+    idx = np.unique(np.linspace(0, len(cuts) - 1, n + 2).round().astype(int)[1:-1])
+    return [cuts[i] for i in idx]
+
+
+def _time_halves(be, model_path, c: Cut, feed, warmup, iterations, threads):
+    model = onnx.load(str(model_path))
+    with be.runner(surgery.head(model, c).SerializeToString(), threads=threads) as h:
+        head = time_runner(h, feed, warmup, iterations)
+        mid = h.infer(feed, check=False)
+    with be.runner(surgery.tail(model, c).SerializeToString(), threads=threads) as t:
+        tail = time_runner(t, {c.tensor: next(iter(mid.values()))}, warmup, iterations)
+    return np.array(head), np.array(tail)
+
+
+def _time_tl(be, c: Cut, warmup, iterations, threads):
+    x = {c.tensor: np.random.default_rng(1).random(c.shape).astype(c.dtype)}
+    with be.runner(surgery.device_tl(c).SerializeToString(), threads=threads) as d:
+        dtl = time_runner(d, x, warmup, iterations)
+        payload = next(iter(d.infer(x, check=False).values()))
+    with be.runner(surgery.edge_tl(c).SerializeToString(), threads=threads) as e:
+        etl = time_runner(e, {surgery.PAYLOAD_TL: payload}, warmup, iterations)
+    ser, de = wire_times(c.tl_shape, c.dtype, max(iterations, 20))
+    return dtl, etl, ser, de
+
+
+def _check(be, model_path, c: Cut, feed, warmup, iterations, threads, row, tl_times) -> dict:
+    head, tail = _time_halves(be, model_path, c, feed, warmup, iterations, threads)
+    hm, tm = float(np.median(head)) * 1e3, float(np.median(tail)) * 1e3
+    hp, tp = row["head"]["median"], row["tail"]["median"]
+    return {"index": c.index, "head_measured_ms": hm, "head_predicted_ms": hp, "head_err_pct": 100 * (hp - hm) / hm,
+            "tail_measured_ms": tm, "tail_predicted_ms": tp, "tail_err_pct": 100 * (tp - tm) / tm}
