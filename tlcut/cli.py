@@ -83,7 +83,7 @@ def cmd_export(a):
         raise TlcutError("usage: tlcut export MODEL -o BUNDLE (or `tlcut export --list`)")
     shape = _parse_shape(a.input_shape) if a.input_shape else None
     export(a.model, a.output, weights=a.weights, input_shape=shape, classes=a.classes, batch=a.batch,
-           opset=a.opset, force=a.force, progress=_say)
+           opset=a.opset, input_layout=a.input_layout, force=a.force, progress=_say)
     return 0
 
 
@@ -105,6 +105,8 @@ def _args_export(p):
     p.add_argument("--classes", type=int, help="number of classes for a named architecture")
     p.add_argument("--batch", type=int, default=1, help="static batch size of the exported graph (default 1)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--input-layout", choices=["NCHW", "NHWC"],
+                   help="layout of a 4-D input of an ONNX model (Keras models are NHWC)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--list", action="store_true", help="list the architecture names and exit")
 

@@ -276,7 +276,8 @@ def annotate(model: onnx.ModelProto, input_layout: str | None, layer_names: set[
 # The verb
 # --------------------------------------------------------------------------------------------
 def export(model: str, out, *, weights: str | None = None, input_shape=None, classes: int | None = None,
-           batch: int = 1, opset: int = DEFAULT_OPSET, force: bool = False, progress=print) -> Bundle:
+           batch: int = 1, opset: int = DEFAULT_OPSET, input_layout: str | None = None, force: bool = False,
+           progress=print) -> Bundle:
     """Build a bundle for MODEL in OUT. Nothing appears at OUT unless every step succeeded."""
     from tlcut.toolchain.cuts import enumerate_cuts
 
@@ -297,7 +298,8 @@ def export(model: str, out, *, weights: str | None = None, input_shape=None, cla
             raise TlcutError(f"'{model}' is not a valid ONNX model ({str(e).splitlines()[0][:160]})") from None
         source = {"kind": "onnx-file", "name": src.stem, "path": str(src.resolve()), "sha256": sha256_file(src)}
         producer = f"{proto.producer_name} {proto.producer_version}".strip()
-        input_layout = None
+        if input_layout not in (None, "NCHW", "NHWC"):
+            raise TlcutError(f"--input-layout must be NCHW or NHWC, got '{input_layout}'")
         fix_batch(proto, batch)
     else:
         progress(f"[export] building {model} in Keras")

@@ -1,0 +1,77 @@
+"""Real Keras Applications architectures (random weights, small inputs): export, cut, compose.
+
+For a DenseNet, a ResNet and an Inception model, several cuts spread over the network: head then
+tail equals the full model (max abs diff <= 1e-5); with the TL the halves load, shapes match and
+the payload is a quarter of the cut tensor, rounded up for odd sizes.
+"""
+
+import math
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from tlcut.toolchain import surgery
+
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
+
+MODELS = [("DenseNet121", (64, 64, 3)), ("ResNet50", (64, 64, 3)), ("InceptionV3", (75, 75, 3))]
+
+
+def _sess(m):
+    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _spread(cuts, n=6):
+    idx = sorted(set(np.linspace(0, len(cuts) - 1, n).round().astype(int)))
+    return [cuts[i] for i in idx]
+
+
+@pytest.mark.parametrize("name, shape", MODELS)
+def test_halves_compose_to_the_full_model(keras_bundles, name, shape):
+    b = keras_bundles(name, shape)
+    model = onnx.load(str(b.model_path))
+    inp = b.inputs[0]
+    assert inp["layout"] == "NHWC" and inp["shape"] == [1, *shape]
+    x = np.random.default_rng(0).random(inp["shape"]).astype(np.float32)
+    ref = _sess(model).run(None, {inp["name"]: x})[0]
+    cuts = _spread(b.cuts)
+    assert len(cuts) >= 5
+    for c in cuts:
+        mid = _sess(surgery.head(model, c)).run(None, {inp["name"]: x})[0]
+        assert mid.shape == c.shape
+        y = _sess(surgery.tail(model, c)).run(None, {c.tensor: mid})[0]
+        assert np.abs(y - ref).max() <= 1e-5, f"{name} cut {c.index} ({c.tensor})"
+
+
+@pytest.mark.parametrize("name, shape", MODELS)
+def test_tl_halves_load_and_shrink_the_payload_to_a_quarter(keras_bundles, name, shape):
+    b = keras_bundles(name, shape)
+    model = onnx.load(str(b.model_path))
+    inp = b.inputs[0]
+    x = np.random.default_rng(0).random(inp["shape"]).astype(np.float32)
+    tl_cuts = [c for c in b.cuts if c.tl]
+    assert tl_cuts, f"{name}: no cut takes the TL"
+    checked_odd = False
+    for c in _spread(tl_cuts, 5):
+        payload = _sess(surgery.head(model, c, tl=True)).run(None, {inp["name"]: x})[0]
+        assert payload.shape == c.tl_shape
+        h_ax, w_ax = (2, 3) if c.layout == "NCHW" else (1, 2)
+        h, w = c.shape[h_ax], c.shape[w_ax]
+        checked_odd |= bool(h % 2 or w % 2)
+        want = c.bytes // (h * w) * math.ceil(h / 2) * math.ceil(w / 2)
+        assert payload.nbytes == want == c.tl_bytes
+        y = _sess(surgery.tail(model, c, tl=True)).run(None, {surgery.PAYLOAD_TL: payload})[0]
+        assert y.shape == tuple(b.outputs[0]["shape"]) and np.isfinite(y).all()
+    if name == "InceptionV3":
+        assert checked_odd, "InceptionV3 at 75x75 has odd maps; the sample should include one"
+
+
+def test_cut_layers_map_back_to_keras_layers(keras_bundles):
+    b = keras_bundles("ResNet50", (64, 64, 3))
+    layers = [c.layer for c in b.cuts]
+    assert all(layers), "every cut of a Keras model names its layer"
+    # ResNet cuts fall only between residual blocks, never inside one
+    assert "conv2_block1_out" in layers and "conv3_block4_out" in layers
+    assert not any(l.startswith("conv2_block1_1") for l in layers)

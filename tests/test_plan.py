@@ -1,0 +1,145 @@
+"""The plan's arithmetic on hand-made profiles whose best cut is known."""
+
+import json
+
+import pytest
+
+from tlcut.errors import TlcutError
+from tlcut.toolchain import bench, plan
+
+
+def st(ms):
+    return {"median": ms, "p90": ms, "p99": ms, "mean": ms, "min": ms, "max": ms, "n": 1}
+
+
+def profile(role, head, tail, sizes, tl_ok, full, tl_ms=0.5, ser=0.01, sha="abc"):
+    cuts = []
+    for i, (h, t, nbytes, ok) in enumerate(zip(head, tail, sizes, tl_ok)):
+        c = {"index": i, "tensor": f"t{i}", "layer": f"l{i}", "bytes": nbytes, "tl": ok,
+             "tl_bytes": nbytes // 4 if ok else nbytes, "head": st(h), "tail": st(t),
+             "serialize": st(ser), "deserialize": st(ser)}
+        if ok:
+            c.update(device_tl=st(tl_ms), edge_tl=st(tl_ms), serialize_tl=st(ser), deserialize_tl=st(ser))
+        cuts.append(c)
+    return {"format": bench.FORMAT, "version": bench.VERSION, "role": role, "model": "m", "model_sha256": sha,
+            "full": st(full), "cuts": cuts, "_path": f"{role}.json",
+            "input": {"bytes": 600_000, "serialize": st(ser), "deserialize": st(ser)},
+            "output": {"bytes": 4000, "serialize": st(ser), "deserialize": st(ser)}}
+
+
+# Device 10x slower than the edge; cut 1 is small, cut 2 is big but TL-able, cut 3 is late.
+HEAD = [10, 40, 60, 90]
+SIZES = [800_000, 100_000, 400_000, 8_000]
+TLOK = [True, False, True, False]
+NET = plan.Network(up_mbps=8.0, rtt_ms=20.0, down_mbps=80.0)
+
+
+def dev():
+    return profile("device", HEAD, [90, 60, 40, 10], SIZES, TLOK, full=100)
+
+
+def edge():
+    return profile("edge", [h / 10 for h in HEAD], [9, 6, 4, 1], SIZES, TLOK, full=10)
+
+
+def expected_total(i, tl):
+    d, e = dev()["cuts"][i], edge()["cuts"][i]
+    up = (d["tl_bytes"] if tl else d["bytes"]) + 64
+    reply = 0.01 + (4000 + 64) * 8 / 80e6 * 1e3 + 0.01
+    return d["head"]["median"] + (0.5 if tl else 0) + 0.01 + 20 + up * 8 / 8e6 * 1e3 + 0.01 + (0.5 if tl else 0) \
+        + e["tail"]["median"] + reply
+
+
+def test_every_candidate_adds_up():
+    r = plan.plan(dev(), edge(), NET)
+    by = {c["name"]: c for c in r["ranking"]}
+    for i in range(4):
+        assert by[f"cut {i}"]["total_ms"] == pytest.approx(expected_total(i, False))
+        if TLOK[i]:
+            assert by[f"cut {i} + TL"]["total_ms"] == pytest.approx(expected_total(i, True))
+        else:
+            assert f"cut {i} + TL" not in by
+    assert by["device only"]["total_ms"] == 100
+    assert by["edge only"]["total_ms"] == pytest.approx(0.01 + 20 + (600_064 * 8 / 8e6 * 1e3) + 0.01 + 10
+                                                        + 0.01 + 4064 * 8 / 80e6 * 1e3 + 0.01)
+
+
+def test_best_cut_is_the_known_one():
+    r = plan.plan(dev(), edge(), NET)
+    # cut 3 (late, 8 kB) ~ 90+20+8+1 = 119; cut 0 + TL ~ 10+1+20+200+9 = 240; device only 100
+    assert r["best"]["name"] == "device only"
+    fast = plan.Network(up_mbps=200.0, rtt_ms=5.0, down_mbps=2000.0)
+    r = plan.plan(dev(), edge(), fast)
+    # cut 0 + TL: 10 + 0.5 + 5 + 200064*8/200e6 s (8.0 ms) + 0.5 + 9 = ~33 beats cut 1 (40+5+4+6=55)
+    assert r["best"]["name"] == "cut 0 + TL"
+    assert r["best_plain"]["name"] == "cut 1"
+    assert r["speedup_tl_vs_plain"] == pytest.approx(r["best_plain"]["total_ms"] / r["best"]["total_ms"])
+    assert r["speedup_vs_device"] == pytest.approx(100 / r["best"]["total_ms"])
+    totals = [c["total_ms"] for c in r["ranking"]]
+    assert totals == sorted(totals)
+
+
+def test_constraints_exclude_candidates():
+    fast = plan.Network(up_mbps=200.0, rtt_ms=5.0, down_mbps=2000.0)
+    r = plan.plan(dev(), edge(), fast, plan.Constraints(min_cut=2))
+    assert r["best"]["cut"] is None or r["best"]["cut"] >= 2
+    assert not next(c for c in r["ranking"] if c["kind"] == "edge-only")["allowed"]
+    r = plan.plan(dev(), edge(), fast, plan.Constraints(max_upload_bytes=50_000))
+    assert all(c["upload_bytes"] <= 50_000 for c in r["ranking"] if c["allowed"])
+    r = plan.plan(dev(), edge(), fast, plan.Constraints(max_device_ms=5))
+    assert r["best"]["name"] == "edge only"
+    r = plan.plan(dev(), edge(), fast, plan.Constraints(tl="off"))
+    assert not r["best"]["tl"] and r["best_tl"] is None
+
+
+def test_impossible_constraints_say_so():
+    with pytest.raises(TlcutError, match="no plan meets the constraints"):
+        plan.plan(dev(), edge(), NET, plan.Constraints(max_device_ms=1, max_upload_bytes=10))
+    with pytest.raises(TlcutError, match="outside the model's cuts"):
+        plan.plan(dev(), edge(), NET, plan.Constraints(min_cut=99))
+
+
+def test_profiles_of_different_models_are_refused():
+    e = edge()
+    e["model_sha256"] = "other"
+    with pytest.raises(TlcutError, match="different models"):
+        plan.plan(dev(), e, NET)
+
+
+def test_load_profile_checks_format_and_role(tmp_path):
+    p = tmp_path / "d.json"
+    d = dev()
+    d.pop("_path")
+    p.write_text(json.dumps(d))
+    assert plan.load_profile(p, "device")["role"] == "device"
+    with pytest.raises(TlcutError, match="measured as the device"):
+        plan.load_profile(p, "edge")
+    p.write_text("{not json")
+    with pytest.raises(TlcutError, match="not JSON"):
+        plan.load_profile(p, "device")
+    with pytest.raises(TlcutError, match="cannot read"):
+        plan.load_profile(tmp_path / "missing.json", "device")
+
+
+def test_scission_csv_network(tmp_path):
+    f = tmp_path / "net.csv"
+    f.write_text("source,destination,ping_ms,bandwidth_mbps\ndevice,edge,28,57\nedge,device,28,600\n")
+    n = plan.network_from_args(csv_path=f)
+    assert (n.up_mbps, n.rtt_ms, n.down_mbps) == (57, 28, 600)
+    n = plan.network_from_args(bandwidth=30, csv_path=f)
+    assert n.up_mbps == 30 and n.rtt_ms == 28
+    with pytest.raises(TlcutError, match="no row cam,edge"):
+        plan.network_from_args(csv_path=f, device_name="cam")
+    f.write_text("device,edge,fast,57\n")
+    with pytest.raises(TlcutError, match="must be numbers"):
+        plan.network_from_args(csv_path=f)
+    with pytest.raises(TlcutError, match="positive"):
+        plan.network_from_args(bandwidth=0)
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    fast = plan.Network(up_mbps=200.0, rtt_ms=5.0, down_mbps=2000.0)
+    out = tmp_path / "plan.png"
+    plan.plot(plan.plan(dev(), edge(), fast), out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
