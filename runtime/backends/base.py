@@ -107,6 +107,6 @@ class Backend:
     #: Backends whose engine has a per-node profiler set this and implement ``node_times``.
     has_node_profiler = False
 
-    def node_times(self, onnx_path, feed, *, warmup: int, iterations: int, threads=None):
-        """Seconds per ONNX node per timed run, shape (iterations, nodes). Optional."""
+    def node_times(self, runner, onnx_path, *, skip: int):
+        """Seconds per ONNX node for each run of a ``profile=True`` runner after the first ``skip``."""
         raise NotImplementedError

@@ -46,6 +46,9 @@ def session_options(threads: int | None = None, profile: bool = False, level: st
     }[level]
     so.enable_profiling = profile
     if profile:
+        # A profiled session runs beside a plain one in bench; its idle workers must not spin
+        # and steal the cores the plain run is being timed on.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="tlcut-ort-"), "profile")
     return so
 
@@ -106,8 +109,9 @@ class OnnxrtBackend(Backend):
     def runner(self, artifact, *, threads=None, profile=False):
         return OnnxrtRunner(artifact, threads=threads, profile=profile)
 
-    def node_times(self, onnx_path, feed, *, warmup: int, iterations: int, threads=None) -> np.ndarray:
-        """Seconds spent in each node of ``onnx_path``, one row per timed run, from ORT's profiler.
+    def node_times(self, runner, onnx_path, *, skip: int) -> np.ndarray:
+        """Seconds spent in each node of ``onnx_path`` in each run of ``runner`` (made with
+        ``profile=True``) after the first ``skip`` runs; one row per run. Ends the profiling.
 
         ORT rewrites the graph before running it (fusions, NCHWc reorders), so kernel names are
         mapped back: a kernel named after a node is that node's; one named after a tensor
@@ -116,17 +120,13 @@ class OnnxrtBackend(Backend):
         model = onnx.load(str(onnx_path), load_external_data=False)
         by_name = {n.name: i for i, n in enumerate(model.graph.node)}
         producer = {o: i for i, n in enumerate(model.graph.node) for o in n.output}
-        runner = self.runner(onnx_path, threads=threads, profile=True)
-        with runner:
-            for _ in range(warmup + iterations):
-                runner.infer(feed, check=False)
-            trace = runner.end_profiling()
+        trace = runner.end_profiling()
         try:
             events = json.loads(Path(trace).read_text())
         finally:
             Path(trace).unlink(missing_ok=True)
             os.rmdir(Path(trace).parent)
-        runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[warmup:]
+        runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[skip:]
         kernels = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
                          key=lambda e: e["ts"])
         out = np.zeros((len(runs), len(model.graph.node)))
@@ -137,7 +137,7 @@ class OnnxrtBackend(Backend):
             if r >= len(runs):
                 break
             if e["ts"] < runs[r]["ts"]:
-                continue  # a warm-up run
+                continue  # a skipped run
             name = e["name"][: -len("_kernel_time")]
             idx = by_name.get(name)
             if idx is None:

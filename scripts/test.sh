@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install tlcut with everything its tests use, then run them. The README's test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  # iproute2 (ip, tc) for the testbed tests
+  missing=""
+  command -v ip >/dev/null && command -v tc >/dev/null || missing="$missing iproute2"
+  if [ -n "$missing" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  fi
+fi
+"$PY" -m pip install -q -e '.[all]'
+exec "$PY" -m pytest -q -p no:cacheprovider "$@"
