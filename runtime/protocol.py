@@ -3,14 +3,14 @@
 docs/protocol.md is the specification (the C edge runtime speaks it too); this module is its
 Python side, and tests/test_protocol.py checks both against the same fixed byte vectors.
 
-Header, little-endian, 64 bytes::
+Header, little-endian, 80 bytes::
 
     off size field        meaning
       0    4 magic        b"TLCT"
       4    1 version      1
       5    1 type         1 REQUEST, 2 RESULT, 3 ERROR, 4 PING, 5 PONG
       6    1 dtype        DTYPES code of the payload elements (0 = none)
-      7    1 rank         number of dims used, 0..6
+      7    1 rank         number of dims used, 0..8
       8    8 request_id   u64 chosen by the device, echoed in the reply
      16    4 cut_id       u32 cut index the tensor belongs to (0xFFFFFFFF: the model input)
      20    2 flags        u16, bit 0: payload went through the DeviceTL
@@ -19,29 +19,32 @@ Header, little-endian, 64 bytes::
      24    8 payload_len  u64 bytes in the payload frame
      32    4 scale        f32, int8 encoding only
      36    4 zero_point   i32, int8 encoding only
-     40   24 dims         6 x u32, unused ones 0
+     40    4 server_us    u32, in a RESULT: microseconds the edge spent from receipt to reply
+     44    4 reserved     0
+     48   32 dims         8 x u32, unused ones 0
 
-The payload frame holds the tensor's bytes in C order exactly as they lie in memory; for ERROR it
+Both sides check the magic, version, type, rank and that the payload length equals the product of
+the dims times the dtype size. The payload frame holds the tensor's bytes in C order exactly as they lie in memory; for ERROR it
 holds a UTF-8 message. No pickle, JSON or Protobuf crosses on the hot path.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 MAGIC = b"TLCT"
 VERSION = 1
-HEADER = struct.Struct("<4sBBBBQIHBBQfi6I")
-assert HEADER.size == 64
+HEADER = struct.Struct("<4sBBBBQIHBBQfiII8I")
+assert HEADER.size == 80
 
 REQUEST, RESULT, ERROR, PING, PONG = 1, 2, 3, 4, 5
 TYPES = {REQUEST: "REQUEST", RESULT: "RESULT", ERROR: "ERROR", PING: "PING", PONG: "PONG"}
 INPUT_CUT = 0xFFFFFFFF
 FLAG_TL = 1
-MAX_RANK = 6
+MAX_RANK = 8
 
 ENC_RAW, ENC_FLOAT16, ENC_INT8 = 0, 1, 2
 
@@ -83,8 +86,8 @@ class Header:
     status: int = 0
     scale: float = 0.0
     zero_point: int = 0
+    server_us: int = 0
     version: int = VERSION
-    extra: dict = field(default_factory=dict, repr=False)
 
     def pack(self) -> bytes:
         if len(self.shape) > MAX_RANK:
@@ -92,13 +95,15 @@ class Header:
         dims = list(self.shape) + [0] * (MAX_RANK - len(self.shape))
         code = DTYPE_CODES[self.dtype] if self.dtype else 0
         return HEADER.pack(MAGIC, self.version, self.type, code, len(self.shape), self.request_id, self.cut_id,
-                           self.flags, self.encoding, self.status, self.payload_len, self.scale, self.zero_point, *dims)
+                           self.flags, self.encoding, self.status, self.payload_len, self.scale, self.zero_point,
+                           min(int(self.server_us), 0xFFFFFFFF), 0, *dims)
 
     @classmethod
     def unpack(cls, buf) -> "Header":
         if len(buf) != HEADER.size:
             raise ProtocolError(E_BAD_FRAME, f"header is {len(buf)} bytes, expected {HEADER.size}")
-        (magic, version, mtype, code, rank, rid, cut, flags, enc, status, plen, scale, zp, *dims) = HEADER.unpack(buf)
+        (magic, version, mtype, code, rank, rid, cut, flags, enc, status, plen, scale, zp, server_us, _reserved,
+         *dims) = HEADER.unpack(buf)
         if magic != MAGIC:
             raise ProtocolError(E_BAD_FRAME, f"bad magic {magic!r}, expected {MAGIC!r}")
         if version != VERSION:
@@ -111,20 +116,21 @@ class Header:
             raise ProtocolError(E_WRONG_TENSOR, f"unknown dtype code {code}")
         return cls(type=mtype, request_id=rid, cut_id=cut, dtype=DTYPES.get(code), shape=tuple(dims[:rank]),
                    payload_len=plen, flags=flags, encoding=enc, status=status, scale=scale, zero_point=zp,
-                   version=version)
+                   server_us=server_us, version=version)
 
 
-def tensor_frames(mtype: int, array: np.ndarray, request_id: int, cut_id: int = INPUT_CUT, flags: int = 0) -> list:
+def tensor_frames(mtype: int, array: np.ndarray, request_id: int, cut_id: int = INPUT_CUT, flags: int = 0,
+                  server_us: int = 0) -> list:
     """[header, payload] for a tensor. The payload is the array's own memory (no copy when C-contiguous)."""
     a = np.ascontiguousarray(array)
     h = Header(type=mtype, request_id=request_id, cut_id=cut_id, dtype=a.dtype.name, shape=a.shape,
-               payload_len=a.nbytes, flags=flags)
+               payload_len=a.nbytes, flags=flags, server_us=server_us)
     return [h.pack(), memoryview(a).cast("B") if a.nbytes else b""]
 
 
-def error_frames(request_id: int, code: int, message: str, cut_id: int = INPUT_CUT) -> list:
+def error_frames(request_id: int, code: int, message: str, cut_id: int = INPUT_CUT, server_us: int = 0) -> list:
     msg = message.encode("utf-8", "replace")[:4096]
-    h = Header(type=ERROR, request_id=request_id, cut_id=cut_id, status=code, payload_len=len(msg))
+    h = Header(type=ERROR, request_id=request_id, cut_id=cut_id, status=code, payload_len=len(msg), server_us=server_us)
     return [h.pack(), msg]
 
 
