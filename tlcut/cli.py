@@ -244,6 +244,83 @@ def _args_plan(p):
     p.add_argument("--plot", metavar="PNG", help="write predicted latency per cut, stacked by component")
 
 
+@verb("serve")
+def cmd_serve(a):
+    """The edge: serve the tail of the given cut(s) to devices over ZeroMQ."""
+    import logging
+
+    from tlcut.bundle import Bundle
+    from tlcut.runtime.serve import Edge
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    edge = Edge(Bundle.open(a.bundle), a.cut, tl=a.tl, backend=a.backend, threads=a.threads,
+                max_message_bytes=a.max_message_mb << 20)
+    try:
+        edge.serve(a.bind, max_requests=a.max_requests)
+    finally:
+        edge.close()
+    return 0
+
+
+def _args_serve(p):
+    _add_bundle(p)
+    p.add_argument("--cut", action="append", required=True, metavar="K",
+                   help="cut to serve (index, tensor or layer name; 'input' for the whole model); repeatable")
+    p.add_argument("--tl", default="both", choices=["on", "off", "both"],
+                   help="serve the tail with EdgeTL, without, or both (default both, where compiled)")
+    p.add_argument("--bind", default="tcp://*:5555", help="ZeroMQ endpoint to listen on (default tcp://*:5555)")
+    p.add_argument("--max-message-mb", type=int, default=256, help="largest request accepted, MiB (default 256)")
+    p.add_argument("--max-requests", type=int, default=None, help="stop after this many messages (default: never)")
+    _add_backend(p)
+    _add_threads(p)
+
+
+@verb("run")
+def cmd_run(a):
+    """The device: run the head, send the payload to the edge, report per-request latency."""
+    from tlcut.bundle import Bundle
+    from tlcut.runtime import run as rt
+
+    b = Bundle.open(a.bundle)
+    if a.requests < 1:
+        raise TlcutError(f"--requests must be at least 1, got {a.requests}")
+    xs = rt.inputs(b, a.images, a.requests + a.warmup)
+    with rt.Device(b, a.cut, tl=a.tl == "on", edge=a.edge, backend=a.backend, threads=a.threads,
+                   timeout_s=a.timeout) as dev:
+        def show(rec):
+            if a.verbose:
+                _say(f"[run] {rec['i']:4d} total {rec['total_ms']:8.2f} ms  device {rec['device_ms']:7.2f}  "
+                     f"transfer {rec['transfer_ms']:7.2f}  edge {rec['edge_ms']:7.2f}")
+
+        records, summary = rt.run(dev, xs, warmup=a.warmup, on_record=show)
+        result = {"plan": dev.plan.label, "cut": dev.plan.cut_index, "tl": dev.plan.tl, "edge": a.edge,
+                  "summary": summary, "requests": records}
+    if a.output:
+        _emit_json(result, a.output)
+    if a.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(rt.format_summary(dev.plan.label, summary))
+    return 0
+
+
+def _args_run(p):
+    _add_bundle(p)
+    p.add_argument("--cut", required=True, metavar="K",
+                   help="cut to run at (index, tensor or layer name), 'device' (all on the device) or 'input' (all on the edge)")
+    p.add_argument("--tl", default="on", choices=["on", "off"], help="send through the TL (default on)")
+    p.add_argument("--edge", help="the edge's ZeroMQ endpoint, e.g. tcp://192.0.2.2:5555")
+    p.add_argument("--images", metavar="DIR", help="folder of images to send (default: random tensors)")
+    p.add_argument("--requests", type=int, default=30, help="timed requests (default 30)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed requests first (default 3)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for each reply (default 10)")
+    p.add_argument("--json", action="store_true", help="print the summary and every request as JSON")
+    p.add_argument("-o", "--output", help="write the JSON here")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every request")
+    _add_backend(p)
+    _add_threads(p)
+
+
 # ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from tlcut import __version__

@@ -1,0 +1,176 @@
+"""Device and edge over ZeroMQ on loopback: results equal the full model, bad requests get error
+replies while the edge keeps serving, an absent edge is a timeout and not a hang."""
+
+import socket
+import threading
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import zmq
+
+import graphs
+from tlcut.errors import TlcutError
+from tlcut.runtime import protocol as P
+from tlcut.runtime.run import Device, EdgeClient, EdgeError, inputs, run
+from tlcut.runtime.serve import Edge
+from tlcut.toolchain.compile import compile_cuts
+from tlcut.toolchain.export import export
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rt")
+    onnx.save(graphs.residual(hw=9, c=4), d / "m.onnx")
+    b = export(str(d / "m.onnx"), d / "b", progress=lambda *_: None)
+    compile_cuts(b, b.cuts, tl="both")
+    return b
+
+
+@pytest.fixture(scope="module")
+def edge(bundle):
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    e = Edge(bundle, ["0", "1", "input"], tl="both")
+    stop, ready = threading.Event(), threading.Event()
+    t = threading.Thread(target=e.serve, args=(ep,), kwargs={"stop": stop, "ready": ready}, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    yield ep, e
+    stop.set()
+    t.join(5)
+    e.close()
+
+
+def full_model(bundle, x):
+    s = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    return s.run(None, {bundle.inputs[0]["name"]: x})[0]
+
+
+@pytest.mark.parametrize("cut, tl", [("0", False), ("1", False), ("input", False), ("device", False)])
+def test_round_trip_equals_the_full_model(bundle, edge, cut, tl):
+    ep, _ = edge
+    xs = inputs(bundle, None, 4, seed=3)
+    with Device(bundle, cut, tl=tl, edge=ep) as dev:
+        for x in xs:
+            y, rec = dev.infer(x)
+            assert np.abs(y - full_model(bundle, x)).max() <= 1e-5
+            assert rec["total_ms"] >= rec["device_ms"] >= 0 and rec["edge_ms"] >= 0
+
+
+def test_round_trip_with_tl_matches_the_tl_halves(bundle, edge):
+    from tlcut.toolchain import surgery
+
+    ep, _ = edge
+    c = bundle.cuts[0]
+    x = inputs(bundle, None, 1, seed=4)[0]
+    m = onnx.load(str(bundle.model_path))
+    payload = ort.InferenceSession(surgery.head(m, c, True).SerializeToString()).run(None, {"x": x})[0]
+    want = ort.InferenceSession(surgery.tail(m, c, True).SerializeToString()).run(None, {surgery.PAYLOAD_TL: payload})[0]
+    with Device(bundle, "0", tl=True, edge=ep) as dev:
+        y, rec = dev.infer(x)
+    np.testing.assert_allclose(y, want, atol=1e-6)
+    assert rec["payload_bytes"] == payload.nbytes + P.HEADER.size
+
+
+def test_run_summary(bundle, edge):
+    ep, _ = edge
+    with Device(bundle, "1", edge=ep) as dev:
+        records, s = run(dev, inputs(bundle, None, 8), warmup=2)
+    assert s["requests"] == 6 == len(records)
+    assert s["total_ms"]["median"] <= s["total_ms"]["p90"] <= s["total_ms"]["p99"]
+    assert s["throughput_rps"] > 0
+
+
+def _raw(ep, frames, timeout=5000):
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(ep)
+    s.send_multipart(frames)
+    assert s.poll(timeout), "the edge did not answer"
+    reply = s.recv_multipart()
+    s.close()
+    return P.decode(reply)
+
+
+@pytest.mark.parametrize("name, frames, code", [
+    ("wrong dtype", P.tensor_frames(P.REQUEST, np.zeros((1, 4, 9, 9), np.float64), 7, 0), P.E_WRONG_TENSOR),
+    ("wrong shape", P.tensor_frames(P.REQUEST, np.zeros((1, 4, 9, 8), np.float32), 7, 0), P.E_WRONG_TENSOR),
+    ("unserved cut", P.tensor_frames(P.REQUEST, np.zeros((1, 4, 9, 9), np.float32), 7, 42), P.E_WRONG_CUT),
+    ("TL flag on a plain payload", P.tensor_frames(P.REQUEST, np.zeros((1, 4, 9, 9), np.float32), 7, 0, P.FLAG_TL),
+     P.E_WRONG_TENSOR),
+    ("truncated header", [P.tensor_frames(P.REQUEST, np.zeros(3, np.float32), 7)[0][:40], b"x"], P.E_BAD_FRAME),
+    ("one frame", [P.tensor_frames(P.REQUEST, np.zeros(3, np.float32), 7)[0]], P.E_BAD_FRAME),
+    ("unknown version", [b"TLCT\x09" + bytes(P.tensor_frames(P.REQUEST, np.zeros(1, np.float32), 7)[0])[5:], b"\0" * 4],
+     P.E_VERSION),
+    ("result sent to the edge", P.tensor_frames(P.RESULT, np.zeros((1, 4, 9, 9), np.float32), 7, 0), P.E_BAD_TYPE),
+    ("lying dims", [P.Header(type=P.REQUEST, request_id=7, cut_id=0, dtype="float32", shape=(1, 4, 9, 9),
+                             payload_len=8).pack(), b"\0" * 8], P.E_WRONG_TENSOR),
+])
+def test_bad_requests_get_an_error_and_the_edge_keeps_serving(bundle, edge, name, frames, code):
+    ep, e = edge
+    before = sum(e.errors.values())
+    h, msg = _raw(ep, [bytes(f) for f in frames])
+    assert h.type == P.ERROR and h.status == code, (name, msg)
+    assert isinstance(msg, str) and msg
+    if code not in (P.E_BAD_FRAME, P.E_VERSION):
+        assert h.request_id == 7
+    assert sum(e.errors.values()) == before + 1
+    # and a good request right after is still served
+    with Device(bundle, "1", edge=ep) as dev:
+        x = inputs(bundle, None, 1)[0]
+        y, _ = dev.infer(x)
+        assert np.abs(y - full_model(bundle, x)).max() <= 1e-5
+
+
+def test_device_sees_an_edge_error_as_a_clear_exception(bundle, edge):
+    ep, _ = edge
+    with EdgeClient(ep) as c:
+        with pytest.raises(EdgeError, match="wrong tensor"):
+            c.request(np.zeros((1, 4, 9, 8), np.float32), 0)
+        assert c.ping().type == P.PONG
+
+
+def test_absent_edge_is_a_timeout_not_a_hang(bundle):
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    with Device(bundle, "1", edge=ep, timeout_s=0.5) as dev:
+        with pytest.raises(TlcutError, match="no reply from the edge"):
+            dev.infer(inputs(bundle, None, 1)[0])
+    assert time.monotonic() - t0 < 5
+
+
+def test_late_replies_are_never_delivered_for_another_request(bundle):
+    """A slow edge answers request 1 after the device gave up; request 2 must get its own result."""
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    e = Edge(bundle, ["input"])
+    ctx = zmq.Context.instance()
+    srv = ctx.socket(zmq.ROUTER)
+    srv.bind(ep)
+    cli = EdgeClient(ep, timeout_s=0.3)
+    x1, x2 = inputs(bundle, None, 2, seed=9)
+
+    def slow_then_fast():
+        f = srv.recv_multipart()
+        time.sleep(0.5)  # past the client's deadline
+        srv.send_multipart([f[0], *[bytes(b) for b in e.handle(f[1:])]])
+        f = srv.recv_multipart()
+        srv.send_multipart([f[0], *[bytes(b) for b in e.handle(f[1:])]])
+
+    t = threading.Thread(target=slow_then_fast, daemon=True)
+    t.start()
+    with pytest.raises(TlcutError, match="no reply"):
+        cli.request(x1, P.INPUT_CUT)
+    y2, h = cli.request(x2, P.INPUT_CUT)
+    t.join(5)
+    np.testing.assert_allclose(y2, full_model(bundle, x2), atol=1e-5)
+    cli.close()
+    srv.close(linger=0)
+    e.close()
