@@ -1,0 +1,326 @@
+"""`tlcut testbed`: the paper's device, edge and 5G uplink, emulated on one Linux machine.
+
+Two network namespaces joined by a veth pair act as the two hosts (device 192.0.2.1, edge
+192.0.2.2: TEST-NET-1 addresses that exist only inside these namespaces). The device's egress is
+shaped with tc's token bucket (tbf) to the uplink rate. The round-trip latency is added to the
+uplink with netem where the kernel has it; where it does not, by tlcut's user-space delay relay
+in the edge namespace, which holds every byte from the device for the latency before passing it
+to the edge server (so request payloads see rate-limited transfer plus the delay, like a real
+path). The device runs under a cgroup CPU quota (a Jetson-class device several times slower than
+the edge) and device and edge are pinned to different cores. Everything made is torn down on
+exit, error, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tlcut.errors import TlcutError
+
+DEVICE_IP, EDGE_IP = "192.0.2.1", "192.0.2.2"
+STATE_DIR = Path("/run/tlcut")
+CFS_PERIOD_US = 10_000  # a short period keeps the throttled device's timing smooth
+
+
+@dataclass
+class Config:
+    bandwidth_mbps: float = 57.0
+    latency_ms: float = 28.0
+    device_quota: float = 0.2  # fraction of one CPU the device may use
+    device_cpus: str = "0"
+    edge_cpus: str = "1"
+    port: int = 5555
+    delay: str = "auto"  # auto | netem | relay | none
+
+
+@dataclass
+class State:
+    name: str
+    config: Config
+    ns_device: str
+    ns_edge: str
+    delay_method: str = ""
+    cgroup: str | None = None
+    relay_pid: int | None = None
+    made: list = field(default_factory=list)
+
+    @property
+    def device_endpoint(self) -> str:
+        """What a device connects to."""
+        return f"tcp://{EDGE_IP}:{self.config.port}"
+
+    @property
+    def edge_bind(self) -> str:
+        """What the edge server binds (behind the relay where one is used)."""
+        if self.delay_method == "relay":
+            return f"tcp://127.0.0.1:{self.config.port + 1}"
+        return f"tcp://{EDGE_IP}:{self.config.port}"
+
+
+def _sh(*argv, check=True, quiet=False):
+    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise TlcutError(f"testbed: `{' '.join(map(str, argv))}` failed: {(r.stderr or r.stdout).strip()[:300]}")
+    return r
+
+
+def available() -> str | None:
+    """None if a testbed can be built here, else why not."""
+    if os.geteuid() != 0:
+        return "the testbed needs root (network namespaces, tc, cgroups)"
+    for tool in ("ip", "tc", "taskset"):
+        if not shutil.which(tool):
+            return f"'{tool}' is not installed (Debian: apt-get install iproute2 util-linux)"
+    name = f"tlcut-probe-{uuid.uuid4().hex[:6]}"
+    r = _sh("ip", "netns", "add", name, check=False)
+    if r.returncode != 0:
+        return f"cannot create a network namespace: {r.stderr.strip()}"
+    _sh("ip", "netns", "del", name, check=False)
+    return None
+
+
+def _cgroup_root() -> tuple[str, Path] | None:
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        return "v2", Path("/sys/fs/cgroup")
+    if Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists():
+        return "v1", Path("/sys/fs/cgroup/cpu")
+    return None
+
+
+class Testbed:
+    """Context manager: ``with Testbed(Config()) as tb: tb.popen("edge", [...])``."""
+
+    def __init__(self, config: Config | None = None, name: str | None = None, log=print, state: State | None = None):
+        self.config = state.config if state else (config or Config())
+        self.log = log
+        short = name or uuid.uuid4().hex[:6]
+        self.state = state or State(name=short, config=self.config, ns_device=f"tlcut-{short}-dev",
+                                    ns_edge=f"tlcut-{short}-edge")
+        self._procs: list[subprocess.Popen] = []
+
+    # -- life cycle ---------------------------------------------------------------------------------
+    def __enter__(self) -> "Testbed":
+        self._old = {s: signal.getsignal(s) for s in (signal.SIGTERM,)}
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.down()
+        finally:
+            for s, h in self._old.items():
+                signal.signal(s, h)
+
+    def up(self) -> State:
+        why = available()
+        if why:
+            raise TlcutError(why)
+        c, s = self.config, self.state
+        if c.bandwidth_mbps <= 0 or c.latency_ms < 0 or not 0 < c.device_quota <= 64:
+            raise TlcutError("testbed: bandwidth must be > 0, latency >= 0 and the device quota in (0, 64] CPUs")
+        vd, ve = f"tl{s.name}d", f"tl{s.name}e"
+        for ns in (s.ns_device, s.ns_edge):
+            _sh("ip", "netns", "add", ns)
+            s.made.append(["netns", ns])
+        _sh("ip", "link", "add", vd, "type", "veth", "peer", "name", ve)
+        _sh("ip", "link", "set", vd, "netns", s.ns_device)
+        _sh("ip", "link", "set", ve, "netns", s.ns_edge)
+        for ns, dev, ip in ((s.ns_device, vd, DEVICE_IP), (s.ns_edge, ve, EDGE_IP)):
+            _sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
+            _sh("ip", "-n", ns, "link", "set", dev, "up")
+            _sh("ip", "-n", ns, "link", "set", "lo", "up")
+            # a persistent connection must not fall back to slow start between requests
+            _sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_slow_start_after_idle=0", check=False)
+        # uplink shaping on the device's egress; the burst is ~2 ms at the rate, so even small
+        # payloads travel at the shaped rate
+        rate_bytes = c.bandwidth_mbps * 1e6 / 8
+        burst = max(3200, int(rate_bytes * 0.002))
+        tbf = ["tbf", "rate", f"{c.bandwidth_mbps}mbit", "burst", str(burst), "latency", "2000ms"]
+        method = c.delay
+        if c.latency_ms == 0 or method == "none":
+            method = "none"
+            _sh("tc", "-n", s.ns_device, "qdisc", "add", "dev", vd, "root", *tbf)
+        else:
+            if method in ("auto", "netem"):
+                r = _sh("tc", "-n", s.ns_device, "qdisc", "add", "dev", vd, "root", "handle", "1:", "netem",
+                        "delay", f"{c.latency_ms}ms", "limit", "100000", check=False)
+                if r.returncode == 0:
+                    _sh("tc", "-n", s.ns_device, "qdisc", "add", "dev", vd, "parent", "1:1", "handle", "10:", *tbf)
+                    method = "netem"
+                elif method == "netem":
+                    raise TlcutError(f"testbed: netem is not available in this kernel ({r.stderr.strip()}); use --delay relay")
+                else:
+                    method = "relay"
+            if method == "relay":
+                _sh("tc", "-n", s.ns_device, "qdisc", "add", "dev", vd, "root", *tbf)
+                s.relay_pid = self._start_relay()
+        s.delay_method = method
+        s.cgroup = self._make_cgroup()
+        self.log(f"[testbed] device {DEVICE_IP} (cpus {c.device_cpus}, quota {c.device_quota:g} CPU) -> "
+                 f"edge {EDGE_IP} (cpus {c.edge_cpus}); uplink {c.bandwidth_mbps:g} Mbit/s (tc tbf), "
+                 f"latency {c.latency_ms:g} ms ({_delay_words(method)})")
+        return s
+
+    def down(self) -> None:
+        for p in self._procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self._procs:
+            with contextlib.suppress(Exception):
+                p.wait(5)
+            if p.poll() is None:
+                p.kill()
+        self._procs.clear()
+        teardown(self.state)
+
+    # -- running things inside ----------------------------------------------------------------------
+    def command(self, role: str, argv: list[str]) -> list[str]:
+        s, c = self.state, self.config
+        if role not in ("device", "edge"):
+            raise TlcutError(f"testbed role must be device or edge, got '{role}'")
+        ns = s.ns_device if role == "device" else s.ns_edge
+        cpus = c.device_cpus if role == "device" else c.edge_cpus
+        return ["ip", "netns", "exec", ns, "taskset", "-c", cpus, *argv]
+
+    def popen(self, role: str, argv: list[str], **kw) -> subprocess.Popen:
+        p = subprocess.Popen(self.command(role, argv), preexec_fn=self._enter_cgroup(role), **kw)
+        self._procs.append(p)
+        return p
+
+    def run(self, role: str, argv: list[str], capture_output: bool = False, **kw) -> subprocess.CompletedProcess:
+        if capture_output:
+            kw.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = self.popen(role, argv, **kw)
+        try:
+            out, err = p.communicate()
+        except BaseException:
+            p.kill()
+            raise
+        finally:
+            self._procs.remove(p)
+        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+    def _enter_cgroup(self, role: str):
+        procs = _cgroup_procs_file(self.state.cgroup) if role == "device" and self.state.cgroup else None
+
+        def enter():
+            if procs:
+                Path(procs).write_text(str(os.getpid()))
+
+        return enter
+
+    def _make_cgroup(self) -> str | None:
+        root = _cgroup_root()
+        if root is None:
+            self.log("[testbed] no cgroup CPU controller found: the device runs unthrottled")
+            return None
+        kind, base = root
+        path = base / f"tlcut-{self.state.name}-device"
+        path.mkdir(exist_ok=True)
+        self.state.made.append(["cgroup", str(path)])
+        quota = int(self.config.device_quota * CFS_PERIOD_US)
+        if kind == "v2":
+            with contextlib.suppress(OSError):
+                (base / "cgroup.subtree_control").write_text("+cpu")
+            (path / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
+        else:
+            (path / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+            (path / "cpu.cfs_quota_us").write_text(str(quota))
+        return str(path)
+
+    def _start_relay(self) -> int:
+        s, c = self.state, self.config
+        argv = self.command("edge", [sys.executable, "-m", "tlcut.runtime.relay", f"{EDGE_IP}:{c.port}",
+                                     f"127.0.0.1:{c.port + 1}", str(c.latency_ms)])
+        p = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        s.made.append(["pid", p.pid])
+        # wait until it listens
+        for _ in range(100):
+            if p.poll() is not None:
+                raise TlcutError(f"testbed: the delay relay failed: {p.stderr.read().decode()[-300:]}")
+            r = _sh("ip", "netns", "exec", s.ns_edge, "ss", "-ltn", f"sport = :{c.port}", check=False)
+            if str(c.port) in r.stdout:
+                return p.pid
+            time.sleep(0.05)
+        raise TlcutError("testbed: the delay relay did not start listening")
+
+
+def _delay_words(method: str) -> str:
+    return {"netem": "tc netem", "relay": "tlcut delay relay; netem is not in this kernel",
+            "none": "no delay added"}[method]
+
+
+def _cgroup_procs_file(path: str) -> str:
+    return str(Path(path) / "cgroup.procs")
+
+
+def teardown(s: State) -> None:
+    """Undo everything in ``s.made``, newest first; never raises."""
+    for kind, what in reversed(s.made):
+        with contextlib.suppress(Exception):
+            if kind == "pid":
+                os.killpg(int(what), signal.SIGTERM)
+            elif kind == "netns":
+                _sh("ip", "netns", "pids", what, check=False)
+                for pid in _sh("ip", "netns", "pids", what, check=False).stdout.split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+                _sh("ip", "netns", "del", what, check=False)
+            elif kind == "cgroup":
+                procs = Path(what) / "cgroup.procs"
+                for pid in procs.read_text().split() if procs.exists() else []:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+                for _ in range(50):
+                    try:
+                        os.rmdir(what)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.05)
+    s.made.clear()
+
+
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt
+
+
+# ----- persistent testbeds for the CLI (`tlcut testbed up / exec / down`) -------------------------
+def save(s: State) -> Path:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    p = STATE_DIR / f"testbed-{s.name}.json"
+    p.write_text(json.dumps({**asdict(s), "config": asdict(s.config)}))
+    return p
+
+
+def load(name: str | None) -> State:
+    files = sorted(STATE_DIR.glob("testbed-*.json")) if STATE_DIR.exists() else []
+    if name:
+        files = [f for f in files if f.stem == f"testbed-{name}"]
+    if not files:
+        raise TlcutError("no testbed is up" + (f" named '{name}'" if name else "") + "; start one with `tlcut testbed up`")
+    if len(files) > 1:
+        raise TlcutError(f"{len(files)} testbeds are up ({', '.join(f.stem[8:] for f in files)}); pick one with --name")
+    d = json.loads(files[0].read_text())
+    d["config"] = Config(**d["config"])
+    return State(**d)
+
+
+def forget(s: State) -> None:
+    (STATE_DIR / f"testbed-{s.name}.json").unlink(missing_ok=True)
