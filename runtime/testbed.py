@@ -322,5 +322,7 @@ def load(name: str | None) -> State:
     return State(**d)
 
 
-def forget(s: State) -> None:
+def teardown_saved(s: State) -> None:
+    """Tear down a testbed left up by `tlcut testbed up` and forget it."""
+    teardown(s)
     (STATE_DIR / f"testbed-{s.name}.json").unlink(missing_ok=True)

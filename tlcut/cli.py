@@ -321,6 +321,85 @@ def _args_run(p):
     _add_threads(p)
 
 
+@verb("testbed")
+def cmd_testbed(a):
+    """Emulate device, edge and uplink on this machine (root): up, exec device|edge -- CMD, down, status."""
+    from tlcut.runtime import testbed as tbm
+
+    if a.action == "up":
+        cfg = tbm.Config(bandwidth_mbps=a.bandwidth, latency_ms=a.latency, device_quota=a.device_quota,
+                         device_cpus=a.device_cpus, edge_cpus=a.edge_cpus, port=a.port, delay=a.delay)
+        tb = tbm.Testbed(cfg, name=a.name, log=_say)
+        try:
+            state = tb.up()
+            tbm.save(state)
+        except BaseException:
+            tb.down()
+            raise
+        print(f"testbed '{state.name}' is up: devices connect to {state.device_endpoint}, the edge binds {state.edge_bind}")
+        print(f"  tlcut testbed exec edge -- tlcut serve BUNDLE --cut K --bind {state.edge_bind}")
+        print(f"  tlcut testbed exec device -- tlcut run BUNDLE --cut K --edge {state.device_endpoint}")
+        print("  tlcut testbed down")
+        return 0
+    state = tbm.load(a.name)
+    if a.action == "down":
+        tbm.teardown_saved(state)
+        _say(f"[testbed] '{state.name}' torn down")
+        return 0
+    if a.action == "status":
+        print(json.dumps({"name": state.name, "device_endpoint": state.device_endpoint, "edge_bind": state.edge_bind,
+                          "delay": state.delay_method, "config": vars(state.config)}, indent=1))
+        return 0
+    role, cmd = a.role, list(a.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if role not in ("device", "edge") or not cmd:
+        raise TlcutError("usage: tlcut testbed exec device|edge -- COMMAND [ARGS...]")
+    if cmd[0] == "tlcut":
+        cmd = [sys.executable, "-m", "tlcut", *cmd[1:]]
+    tb = tbm.Testbed(state=state, log=_say)
+    return tb.run(role, cmd).returncode
+
+
+def _args_testbed(p):
+    p.add_argument("action", choices=["up", "down", "exec", "status"])
+    p.add_argument("role", nargs="?", help="with exec: device or edge")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="with exec: the command to run inside")
+    p.add_argument("--name", help="testbed name (default: a new random one for up, the only one for the rest)")
+    p.add_argument("--bandwidth", type=float, default=57.0, metavar="MBPS", help="uplink rate (default 57)")
+    p.add_argument("--latency", type=float, default=28.0, metavar="MS", help="round-trip latency (default 28)")
+    p.add_argument("--device-quota", type=float, default=0.2, metavar="CPUS",
+                   help="CPU the device may use, in CPUs (default 0.2: about 5x slower than one edge core)")
+    p.add_argument("--device-cpus", default="0", help="cores the device is pinned to (default 0)")
+    p.add_argument("--edge-cpus", default="1", help="cores the edge is pinned to (default 1)")
+    p.add_argument("--port", type=int, default=5555, help="edge port (default 5555)")
+    p.add_argument("--delay", default="auto", choices=["auto", "netem", "relay", "none"],
+                   help="how latency is added: netem where the kernel has it, else tlcut's delay relay (default auto)")
+
+
+@verb("demo")
+def cmd_demo(a):
+    """The main job: export, bench in the testbed, plan, then serve and run the best plans; predicted vs measured."""
+    from tlcut.demo import demo
+
+    demo(a.model, a.out, bandwidth=a.bandwidth, latency=a.latency, device_quota=a.device_quota, requests=a.requests,
+         warmup=a.warmup, bench_iterations=a.iterations, bundle=a.bundle, input_shape=a.input_shape, say=_say)
+    return 0
+
+
+def _args_demo(p):
+    p.add_argument("model", nargs="?", default="DenseNet169", help="architecture or model file (default DenseNet169)")
+    p.add_argument("-o", "--out", help="results folder (default results/demo-MODEL)")
+    p.add_argument("--bundle", help="reuse this bundle instead of exporting")
+    p.add_argument("--input-shape", metavar="H,W,C", help="input size for the architecture")
+    p.add_argument("--bandwidth", type=float, default=57.0, metavar="MBPS", help="uplink rate (default 57, 5G)")
+    p.add_argument("--latency", type=float, default=28.0, metavar="MS", help="round-trip latency (default 28)")
+    p.add_argument("--device-quota", type=float, default=0.2, metavar="CPUS", help="device CPU (default 0.2)")
+    p.add_argument("--requests", type=int, default=30, help="timed requests per plan (default 30)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed requests per plan (default 3)")
+    p.add_argument("--iterations", type=int, default=20, help="bench iterations (default 20)")
+
+
 # ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from tlcut import __version__

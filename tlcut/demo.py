@@ -1,0 +1,178 @@
+"""`tlcut demo`: the whole pipeline on an emulated device, edge and 5G uplink, in one go.
+
+export -> cuts -> bench (as device and as edge, inside the testbed) -> plan -> compile -> serve and
+run the four plans that matter (best cut with TL, best cut without TL, device only, edge only) ->
+one table of predicted against measured latency. Every step is a real tlcut verb, run inside the
+testbed's namespaces exactly as a user would run it, so what is measured is what is shipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tlcut.errors import TlcutError
+
+
+def _tlcut(*args) -> list[str]:
+    return [sys.executable, "-m", "tlcut", *map(str, args)]
+
+
+def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float = 57.0, latency: float = 28.0,
+         device_quota: float = 0.2, requests: int = 30, warmup: int = 3, bench_iterations: int = 20,
+         bundle: str | None = None, input_shape=None, say=print) -> dict:
+    from tlcut.bundle import Bundle, write_json_atomic
+    from tlcut.runtime import testbed as tbm
+    from tlcut.toolchain import plan as planmod
+    from tlcut.toolchain.compile import compile_cuts
+
+    why = tbm.available()
+    if why:
+        raise TlcutError(f"the demo runs inside the testbed, and {why}; run it as root (e.g. sudo)")
+    out = Path(out or f"results/demo-{model}")
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    steps = 7
+
+    def step(i, text):
+        say(f"[demo {i}/{steps}] {text}  (t={time.perf_counter() - t_start:.0f} s)")
+
+    # 1. export ----------------------------------------------------------------------------------
+    bpath = Path(bundle) if bundle else out / "bundle"
+    if bundle or (bpath / "manifest.json").exists():
+        b = Bundle.open(bpath)
+        step(1, f"reusing bundle {bpath} ({b.name})")
+    else:
+        step(1, f"export {model} (random weights) -> {bpath}")
+        _check(subprocess.run(_tlcut("export", model, "-o", bpath, *(["--input-shape", input_shape] if input_shape else []))),
+               "export")
+        b = Bundle.open(bpath)
+    # 2. cuts ------------------------------------------------------------------------------------
+    step(2, f"{len(b.cuts)} cuts, the TL applies at {sum(c.tl for c in b.cuts)}")
+    (out / "cuts.json").write_text(json.dumps([c.to_json() for c in b.cuts], indent=1))
+
+    cfg = tbm.Config(bandwidth_mbps=bandwidth, latency_ms=latency, device_quota=device_quota)
+    with tbm.Testbed(cfg, log=say) as tb:
+        # 3. bench as device and as edge, inside the testbed --------------------------------------
+        for role in ("device", "edge"):
+            step(3, f"bench all cuts as the {role} (inside the testbed)")
+            r = tb.run(role, _tlcut("bench", bpath, "--role", role, "--threads", "1", "--iterations", bench_iterations,
+                                     "-o", out / f"profile-{role}.json"))
+            _check(r, f"bench as {role}")
+        # 4. plan ----------------------------------------------------------------------------------
+        step(4, f"plan for uplink {bandwidth:g} Mbit/s, latency {latency:g} ms")
+        net = planmod.Network(up_mbps=bandwidth, rtt_ms=latency, down_mbps=10 * bandwidth,
+                              source=f"testbed ({tb.state.delay_method})")
+        dev = planmod.load_profile(out / "profile-device.json", "device")
+        edg = planmod.load_profile(out / "profile-edge.json", "edge")
+        plan = planmod.plan(dev, edg, net)
+        write_json_atomic(out / "plan.json", plan)
+        planmod.plot(plan, out / "plan.png")
+        say(planmod.format_table(plan, top=8))
+        chosen = {"best with TL": plan["best_tl"], "best without TL (Scission)": plan["best_plain"],
+                  "device only": plan["device_only"], "edge only": plan["edge_only"]}
+        chosen = {k: v for k, v in chosen.items() if v is not None}
+        # 5. compile the halves of the chosen cuts -------------------------------------------------
+        cut_ids = sorted({c["cut"] for c in chosen.values() if c["cut"] is not None})
+        step(5, f"compile cuts {cut_ids}")
+        compile_cuts(b, [b.cuts[i] for i in cut_ids], tl="both")
+        # 6. serve and run -------------------------------------------------------------------------
+        step(6, f"serve on the edge, run {len(chosen)} plans x {requests} requests on the device")
+        serve_args = sum((["--cut", i] for i in cut_ids), []) + ["--cut", "input"]
+        edge = tb.popen("edge", _tlcut("serve", bpath, *serve_args, "--bind", tb.state.edge_bind, "--threads", "1"),
+                        stderr=open(out / "edge.log", "w"))
+        runs = {}
+        try:
+            _wait_for_edge(tb, edge)
+            for label, c in chosen.items():
+                cut = {"device-only": "device", "edge-only": "input"}.get(c["kind"], c["cut"])
+                say(f"[demo 6/{steps}]   {label}: {c['name']}")
+                f = out / f"run-{c['name'].replace(' + ', '-').replace(' ', '-')}.json"
+                r = tb.run("device", _tlcut("run", bpath, "--cut", cut, "--tl", "on" if c["tl"] else "off",
+                                            "--edge", tb.state.device_endpoint, "--requests", requests,
+                                            "--warmup", warmup, "--threads", "1", "--timeout", "60", "-o", f))
+                _check(r, f"run {c['name']}")
+                runs[label] = json.loads(f.read_text())
+        finally:
+            edge.terminate()
+            edge.wait(10)
+    # 7. the table -------------------------------------------------------------------------------
+    step(7, "summary")
+    rows = []
+    for label, c in chosen.items():
+        s = runs[label]["summary"]
+        measured = s["total_ms"]["median"]
+        rows.append({"plan": label, "choice": c["name"], "layer": c["layer"], "predicted_ms": c["total_ms"],
+                     "measured_ms": measured, "measured_p90_ms": s["total_ms"]["p90"],
+                     "error_pct": 100 * (measured - c["total_ms"]) / c["total_ms"],
+                     "payload_bytes": c["upload_bytes"], "measured_device_ms": s["device_ms"]["median"],
+                     "measured_transfer_ms": s["transfer_ms"]["median"], "measured_edge_ms": s["edge_ms"]["median"],
+                     "predicted_components_ms": c["components_ms"], "requests": s["requests"]})
+    by = {r["plan"]: r for r in rows}
+    tl, plain, devo = by.get("best with TL"), by.get("best without TL (Scission)"), by["device only"]
+    speed = {}
+    if tl:
+        speed["tl_vs_device_measured"] = devo["measured_ms"] / tl["measured_ms"]
+        speed["tl_vs_device_predicted"] = devo["predicted_ms"] / tl["predicted_ms"]
+        if plain:
+            speed["tl_vs_plain_measured"] = plain["measured_ms"] / tl["measured_ms"]
+            speed["tl_vs_plain_predicted"] = plain["predicted_ms"] / tl["predicted_ms"]
+    result = {
+        "model": b.name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "testbed": {"bandwidth_mbps": bandwidth, "latency_ms": latency, "latency_method": tb.state.delay_method,
+                    "device_quota_cpus": device_quota, "device_cpus": cfg.device_cpus, "edge_cpus": cfg.edge_cpus},
+        "machine": dev["machine"], "requests_per_plan": requests, "rows": rows, "speedups": speed,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    write_json_atomic(out / "summary.json", result)
+    table = format_summary(result)
+    (out / "summary.md").write_text(table + "\n")
+    say(table)
+    say(f"[demo] results in {out}/ (summary.md, summary.json, plan.png, plan.json, profiles, runs) "
+        f"in {result['seconds']:.0f} s")
+    return result
+
+
+def format_summary(r: dict) -> str:
+    t = r["testbed"]
+    lines = [f"# tlcut demo: {r['model']}", "",
+             f"Testbed: uplink {t['bandwidth_mbps']:g} Mbit/s (tc tbf), latency {t['latency_ms']:g} ms "
+             f"({'tc netem' if t['latency_method'] == 'netem' else 'tlcut delay relay' if t['latency_method'] == 'relay' else 'none'}), "
+             f"device limited to {t['device_quota_cpus']:g} CPU on core {t['device_cpus']}, edge on core {t['edge_cpus']}. "
+             f"{r['requests_per_plan']} timed requests per plan. {r['date']}.", "",
+             "| plan | choice | payload (bytes) | predicted median (ms) | measured median (ms) | error | measured p90 (ms) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for x in r["rows"]:
+        lines.append(f"| {x['plan']} | {x['choice']} ({x['layer'] or '-'}) | {x['payload_bytes']} | {x['predicted_ms']:.1f} | "
+                     f"{x['measured_ms']:.1f} | {x['error_pct']:+.1f}% | {x['measured_p90_ms']:.1f} |")
+    s = r["speedups"]
+    lines.append("")
+    if "tl_vs_plain_measured" in s:
+        lines.append(f"TL over no-TL (Scission): {s['tl_vs_plain_measured']:.2f}x measured, {s['tl_vs_plain_predicted']:.2f}x predicted.")
+    if "tl_vs_device_measured" in s:
+        lines.append(f"TL over device only: {s['tl_vs_device_measured']:.2f}x measured, {s['tl_vs_device_predicted']:.2f}x predicted.")
+    return "\n".join(lines)
+
+
+def _check(r, what: str) -> None:
+    if r.returncode != 0:
+        raise TlcutError(f"demo step '{what}' failed (exit {r.returncode}); see the lines above")
+
+
+def _wait_for_edge(tb, edge, timeout_s: float = 120) -> None:
+    """Ping the edge from the device namespace until it answers (loading halves takes a while)."""
+    code = ("import sys\nfrom tlcut.runtime.run import EdgeClient\n"
+            f"c = EdgeClient({tb.state.device_endpoint!r}, timeout_s=2)\n"
+            "try:\n    c.ping()\nexcept Exception:\n    sys.exit(1)\n")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if edge.poll() is not None:
+            raise TlcutError("the edge server exited at start-up; see edge.log in the results folder")
+        if tb.run("device", [sys.executable, "-c", code], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise TlcutError(f"the edge did not answer within {timeout_s:.0f} s")
