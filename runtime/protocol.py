@@ -1,4 +1,4 @@
-"""The wire protocol between device and edge: a 64-byte header frame and a raw payload frame.
+"""The wire protocol between device and edge: an 80-byte header frame and a raw payload frame.
 
 docs/protocol.md is the specification (the C edge runtime speaks it too); this module is its
 Python side, and tests/test_protocol.py checks both against the same fixed byte vectors.

@@ -83,14 +83,20 @@ class EdgeClient:
         return self._wait(rid)[0]
 
     def _wait(self, rid: int):
+        zmq = self.zmq
         deadline = time.monotonic() + self.timeout_s
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not self.sock.poll(max(1, int(left * 1000))):
+            try:
+                if left <= 0:
+                    raise zmq.Again
+                self.sock.setsockopt(zmq.RCVTIMEO, max(1, int(left * 1000)))
+                # results are small (class scores): a copying receive is cheaper than a zero-copy one there
+                frames = self.sock.recv_multipart(copy=True)
+            except zmq.Again:
                 self._connect()  # a reply to this request may still come; a fresh socket never sees it
                 raise TlcutError(f"no reply from the edge at {self.endpoint} within {self.timeout_s:g} s; "
-                                 "is `tlcut serve` running there and reachable?")
-            frames = self.sock.recv_multipart(copy=False)
+                                 "is `tlcut serve` running there and reachable?") from None
             try:
                 h, body = P.decode(frames)
             except P.ProtocolError:

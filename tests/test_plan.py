@@ -31,7 +31,7 @@ def profile(role, head, tail, sizes, tl_ok, full, tl_ms=0.5, ser=0.01, sha="abc"
 HEAD = [10, 40, 60, 90]
 SIZES = [800_000, 100_000, 400_000, 8_000]
 TLOK = [True, False, True, False]
-NET = plan.Network(up_mbps=8.0, rtt_ms=20.0, down_mbps=80.0)
+NET = plan.Network(up_mbps=8.0, rtt_ms=20.0, down_mbps=80.0, wire_overhead=1.0)
 
 
 def dev():
@@ -44,8 +44,8 @@ def edge():
 
 def expected_total(i, tl):
     d, e = dev()["cuts"][i], edge()["cuts"][i]
-    up = (d["tl_bytes"] if tl else d["bytes"]) + 64
-    reply = 0.01 + (4000 + 64) * 8 / 80e6 * 1e3 + 0.01
+    up = (d["tl_bytes"] if tl else d["bytes"]) + 80
+    reply = 0.01 + (4000 + 80) * 8 / 80e6 * 1e3 + 0.01
     return d["head"]["median"] + (0.5 if tl else 0) + 0.01 + 20 + up * 8 / 8e6 * 1e3 + 0.01 + (0.5 if tl else 0) \
         + e["tail"]["median"] + reply
 
@@ -60,17 +60,17 @@ def test_every_candidate_adds_up():
         else:
             assert f"cut {i} + TL" not in by
     assert by["device only"]["total_ms"] == 100
-    assert by["edge only"]["total_ms"] == pytest.approx(0.01 + 20 + (600_064 * 8 / 8e6 * 1e3) + 0.01 + 10
-                                                        + 0.01 + 4064 * 8 / 80e6 * 1e3 + 0.01)
+    assert by["edge only"]["total_ms"] == pytest.approx(0.01 + 20 + (600_080 * 8 / 8e6 * 1e3) + 0.01 + 10
+                                                        + 0.01 + 4080 * 8 / 80e6 * 1e3 + 0.01)
 
 
 def test_best_cut_is_the_known_one():
     r = plan.plan(dev(), edge(), NET)
     # cut 3 (late, 8 kB) ~ 90+20+8+1 = 119; cut 0 + TL ~ 10+1+20+200+9 = 240; device only 100
     assert r["best"]["name"] == "device only"
-    fast = plan.Network(up_mbps=200.0, rtt_ms=5.0, down_mbps=2000.0)
+    fast = plan.Network(up_mbps=200.0, rtt_ms=5.0, down_mbps=2000.0, wire_overhead=1.0)
     r = plan.plan(dev(), edge(), fast)
-    # cut 0 + TL: 10 + 0.5 + 5 + 200064*8/200e6 s (8.0 ms) + 0.5 + 9 = ~33 beats cut 1 (40+5+4+6=55)
+    # cut 0 + TL: 10 + 0.5 + 5 + 200080*8/200e6 s (8.0 ms) + 0.5 + 9 = ~33 beats cut 1 (40+5+4+6=55)
     assert r["best"]["name"] == "cut 0 + TL"
     assert r["best_plain"]["name"] == "cut 1"
     assert r["speedup_tl_vs_plain"] == pytest.approx(r["best_plain"]["total_ms"] / r["best"]["total_ms"])
@@ -80,7 +80,7 @@ def test_best_cut_is_the_known_one():
 
 
 def test_constraints_exclude_candidates():
-    fast = plan.Network(up_mbps=200.0, rtt_ms=5.0, down_mbps=2000.0)
+    fast = plan.Network(up_mbps=200.0, rtt_ms=5.0, down_mbps=2000.0, wire_overhead=1.0)
     r = plan.plan(dev(), edge(), fast, plan.Constraints(min_cut=2))
     assert r["best"]["cut"] is None or r["best"]["cut"] >= 2
     assert not next(c for c in r["ranking"] if c["kind"] == "edge-only")["allowed"]
@@ -90,6 +90,15 @@ def test_constraints_exclude_candidates():
     assert r["best"]["name"] == "edge only"
     r = plan.plan(dev(), edge(), fast, plan.Constraints(tl="off"))
     assert not r["best"]["tl"] and r["best_tl"] is None
+
+
+def test_link_bytes_include_tcp_framing():
+    n = plan.network_from_args(bandwidth=57, latency=28)
+    assert n.wire_overhead == pytest.approx(1514 / 1448)
+    # 1448 payload bytes occupy one 1514-byte frame: 1514 * 8 bits at 57 Mbit/s
+    assert n.up_ms(1448) == pytest.approx(1514 * 8 / 57e6 * 1e3)
+    with pytest.raises(TlcutError, match="cannot be below 1"):
+        plan.network_from_args(wire_overhead=0.5)
 
 
 def test_impossible_constraints_say_so():
@@ -139,7 +148,7 @@ def test_scission_csv_network(tmp_path):
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    fast = plan.Network(up_mbps=200.0, rtt_ms=5.0, down_mbps=2000.0)
+    fast = plan.Network(up_mbps=200.0, rtt_ms=5.0, down_mbps=2000.0, wire_overhead=1.0)
     out = tmp_path / "plan.png"
     plan.plot(plan.plan(dev(), edge(), fast), out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -64,6 +64,8 @@ def _add_network(p):
     g.add_argument("--network", metavar="CSV", help="Scission-style CSV: source,destination,ping_ms,bandwidth_mbps")
     g.add_argument("--device-name", default="device", help="the device's name in --network (default: device)")
     g.add_argument("--edge-name", default="edge", help="the edge's name in --network (default: edge)")
+    g.add_argument("--wire-overhead", type=float, metavar="X",
+                   help="link bytes per payload byte (default 1514/1448: TCP/IPv4 over Ethernet)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,7 +214,8 @@ def cmd_plan(a):
     """Rank every cut, with and without the TL, by predicted end-to-end latency over the network."""
     from tlcut.toolchain import plan as planmod
 
-    net = planmod.network_from_args(a.bandwidth, a.latency, a.down_bandwidth, a.network, a.device_name, a.edge_name)
+    net = planmod.network_from_args(a.bandwidth, a.latency, a.down_bandwidth, a.network, a.device_name, a.edge_name,
+                                    a.wire_overhead)
     dev = planmod.load_profile(a.device, "device")
     edge = planmod.load_profile(a.edge, "edge")
     cons = planmod.Constraints(min_cut=a.min_cut, max_device_ms=a.max_device_ms, max_upload_bytes=a.max_upload_bytes,
@@ -353,8 +356,10 @@ def cmd_testbed(a):
     role, cmd = a.role, list(a.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    if role not in ("device", "edge") or not cmd:
-        raise TlcutError("usage: tlcut testbed exec device|edge -- COMMAND [ARGS...]")
+    elif cmd and cmd[0].startswith("-"):
+        raise TlcutError(f"options go before the role: tlcut testbed exec [--name N] {role} -- COMMAND [ARGS...]")
+    if not cmd:
+        raise TlcutError("usage: tlcut testbed exec [--name N] device|edge -- COMMAND [ARGS...]")
     if cmd[0] == "tlcut":
         cmd = [sys.executable, "-m", "tlcut", *cmd[1:]]
     tb = tbm.Testbed(state=state, log=_say)
@@ -362,19 +367,24 @@ def cmd_testbed(a):
 
 
 def _args_testbed(p):
-    p.add_argument("action", choices=["up", "down", "exec", "status"])
-    p.add_argument("role", nargs="?", help="with exec: device or edge")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="with exec: the command to run inside")
-    p.add_argument("--name", help="testbed name (default: a new random one for up, the only one for the rest)")
-    p.add_argument("--bandwidth", type=float, default=57.0, metavar="MBPS", help="uplink rate (default 57)")
-    p.add_argument("--latency", type=float, default=28.0, metavar="MS", help="round-trip latency (default 28)")
-    p.add_argument("--device-quota", type=float, default=0.2, metavar="CPUS",
-                   help="CPU the device may use, in CPUs (default 0.2: about 5x slower than one edge core)")
-    p.add_argument("--device-cpus", default="0", help="cores the device is pinned to (default 0)")
-    p.add_argument("--edge-cpus", default="1", help="cores the edge is pinned to (default 1)")
-    p.add_argument("--port", type=int, default=5555, help="edge port (default 5555)")
-    p.add_argument("--delay", default="auto", choices=["auto", "netem", "relay", "none"],
-                   help="how latency is added: netem where the kernel has it, else tlcut's delay relay (default auto)")
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    up = sub.add_parser("up", help="build a testbed and leave it up")
+    up.add_argument("--bandwidth", type=float, default=57.0, metavar="MBPS", help="uplink rate (default 57)")
+    up.add_argument("--latency", type=float, default=28.0, metavar="MS", help="round-trip latency (default 28)")
+    up.add_argument("--device-quota", type=float, default=0.2, metavar="CPUS",
+                    help="CPU the device may use, in CPUs (default 0.2: about 5x slower than one edge core)")
+    up.add_argument("--device-cpus", default="0", help="cores the device is pinned to (default 0)")
+    up.add_argument("--edge-cpus", default="1", help="cores the edge is pinned to (default 1)")
+    up.add_argument("--port", type=int, default=5555, help="edge port (default 5555)")
+    up.add_argument("--delay", default="auto", choices=["auto", "netem", "relay", "none"],
+                    help="how latency is added: netem where the kernel has it, else tlcut's delay relay (default auto)")
+    ex = sub.add_parser("exec", help="run a command inside the device or the edge")
+    ex.add_argument("role", choices=["device", "edge"])
+    ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    sub.add_parser("down", help="tear a testbed down")
+    sub.add_parser("status", help="show a testbed")
+    for sp in sub.choices.values():
+        sp.add_argument("--name", help="testbed name (default: new and random for up, the only one for the rest)")
 
 
 @verb("demo")

@@ -8,7 +8,8 @@ For each cut, with and without the TL, the predicted end-to-end latency of one r
   + serialize result + result bytes / downlink + deserialize (the reply)
 
 plus the two plans without a cut: everything on the device, and everything on the edge (the
-input image crosses). Upload bytes include the 64-byte wire header. Every figure is a median from
+input image crosses). Upload bytes include the 80-byte wire header, and the link carries them with
+TCP/IP framing (1514 bytes on the wire per 1448 of payload), which a shaper counts. Every figure is a median from
 the profiles; the plan says so rather than pretending to percentiles it cannot add up.
 """
 
@@ -29,18 +30,24 @@ DEFAULT_LATENCY_MS = 28.0
 COMPONENTS = ("device", "device_tl", "serialize", "latency", "transfer", "deserialize", "edge_tl", "edge", "reply")
 
 
+#: Link bytes per payload byte for TCP over IPv4 with timestamps on Ethernet (MTU 1500): each
+#: 1514-byte frame carries 1448 payload bytes. A shaper (tc tbf, a 5G uplink) counts the frames.
+TCP_ETHERNET_OVERHEAD = 1514 / 1448
+
+
 @dataclass
 class Network:
     up_mbps: float
     rtt_ms: float
     down_mbps: float
     source: str = "flags"
+    wire_overhead: float = TCP_ETHERNET_OVERHEAD
 
     def up_ms(self, nbytes: int) -> float:
-        return nbytes * 8 / (self.up_mbps * 1e6) * 1e3
+        return nbytes * self.wire_overhead * 8 / (self.up_mbps * 1e6) * 1e3
 
     def down_ms(self, nbytes: int) -> float:
-        return nbytes * 8 / (self.down_mbps * 1e6) * 1e3
+        return nbytes * self.wire_overhead * 8 / (self.down_mbps * 1e6) * 1e3
 
 
 @dataclass
@@ -52,7 +59,7 @@ class Constraints:
 
 
 def network_from_args(bandwidth=None, latency=None, down_bandwidth=None, csv_path=None,
-                      device_name="device", edge_name="edge") -> Network:
+                      device_name="device", edge_name="edge", wire_overhead=None) -> Network:
     """Flags, or a Scission CSV (source,destination,ping_ms,bandwidth_mbps); flags override the CSV."""
     up, rtt, down, source = DEFAULT_BANDWIDTH_MBPS, DEFAULT_LATENCY_MS, None, "default (5G uplink)"
     if csv_path:
@@ -78,7 +85,10 @@ def network_from_args(bandwidth=None, latency=None, down_bandwidth=None, csv_pat
         raise TlcutError(f"latency cannot be negative, got {rtt} ms")
     if down is not None and down <= 0:
         raise TlcutError(f"downlink bandwidth must be positive, got {down} Mbit/s")
-    return Network(up_mbps=up, rtt_ms=rtt, down_mbps=down if down is not None else 10 * up, source=source)
+    if wire_overhead is not None and wire_overhead < 1:
+        raise TlcutError(f"--wire-overhead is link bytes per payload byte and cannot be below 1, got {wire_overhead}")
+    return Network(up_mbps=up, rtt_ms=rtt, down_mbps=down if down is not None else 10 * up, source=source,
+                   wire_overhead=wire_overhead or TCP_ETHERNET_OVERHEAD)
 
 
 def read_network_csv(path) -> dict[tuple[str, str], tuple[float, float]]:

@@ -1,0 +1,114 @@
+"""The testbed: device and edge in two namespaces over a shaped link. Needs root (CI runs as root)."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import graphs
+from tlcut.runtime import testbed as tbm
+from tlcut.toolchain.compile import compile_cuts
+from tlcut.toolchain.export import export
+
+WHY = tbm.available()
+pytestmark = [pytest.mark.root, pytest.mark.skipif(WHY is not None, reason=f"testbed unavailable: {WHY}")]
+
+
+def _netns():
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tb")
+    onnx.save(graphs.residual(hw=64, c=16), d / "m.onnx")  # cut 0 carries 256 KiB
+    b = export(str(d / "m.onnx"), d / "b", progress=lambda *_: None)
+    compile_cuts(b, b.cuts, tl="both")
+    return b
+
+
+def test_round_trip_across_the_shaped_link(bundle, tmp_path):
+    cfg = tbm.Config(bandwidth_mbps=20, latency_ms=30, port=5701)
+    tlcut = [sys.executable, "-m", "tlcut"]
+    with tbm.Testbed(cfg, log=lambda *_: None) as tb:
+        name = tb.state.ns_device
+        assert name in _netns()
+        edge = tb.popen("edge", tlcut + ["serve", str(bundle.path), "--cut", "0", "--bind", tb.state.edge_bind],
+                        stderr=subprocess.DEVNULL)
+        try:
+            code = (
+                "import json, sys, time, numpy as np\n"
+                "from tlcut.bundle import Bundle\n"
+                "from tlcut.runtime.run import Device, inputs\n"
+                f"b = Bundle.open({str(bundle.path)!r})\n"
+                "xs = inputs(b, None, 6, seed=1)\n"
+                "deadline = time.time() + 60\n"
+                "while True:\n"
+                "    try:\n"
+                f"        dev = Device(b, '0', tl=False, edge={tb.state.device_endpoint!r}, timeout_s=3); dev.infer(xs[0]); break\n"
+                "    except Exception:\n"
+                "        dev.close()\n"
+                "        if time.time() > deadline: raise\n"
+                f"tl = Device(b, '0', tl=True, edge={tb.state.device_endpoint!r}, timeout_s=10)\n"
+                "out = []\n"
+                "for x in xs[1:]:\n"
+                "    y, rec = dev.infer(x); ytl, rtl = tl.infer(x)\n"
+                "    out.append({'x': x.tolist(), 'y': y.tolist(), 'rec': rec, 'rtl': rtl})\n"
+                "json.dump(out, sys.stdout)\n"
+            )
+            r = tb.run("device", [sys.executable, "-c", code], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr[-2000:]
+        finally:
+            edge.terminate()
+            edge.wait(10)
+    assert name not in _netns(), "the testbed tore its namespaces down"
+    sess = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    c = bundle.cuts[0]
+    for item in json.loads(r.stdout):
+        x = np.array(item["x"], np.float32)
+        ref = sess.run(None, {"x": x})[0]
+        assert np.abs(np.array(item["y"], np.float32) - ref).max() <= 1e-5
+        # the link is really shaped and delayed: 262 kB at 20 Mbit/s is 105 ms, plus 30 ms
+        want = 30 + (c.bytes + 80) * 8 / 20e6 * 1e3
+        assert want * 0.85 < item["rec"]["transfer_ms"] < want * 1.5, item["rec"]
+        want_tl = 30 + (c.tl_bytes + 80) * 8 / 20e6 * 1e3
+        assert want_tl * 0.85 < item["rtl"]["transfer_ms"] < want_tl * 1.5, item["rtl"]
+
+
+def test_teardown_on_error_leaves_nothing():
+    cfg = tbm.Config(port=5702)
+    with pytest.raises(RuntimeError):
+        with tbm.Testbed(cfg, log=lambda *_: None) as tb:
+            name, cg = tb.state.ns_device, tb.state.cgroup
+            raise RuntimeError("boom")
+    assert name not in _netns()
+    assert cg is None or not __import__("os").path.exists(cg)
+
+
+def test_device_is_slowed_by_the_quota():
+    loop = "import time;t=time.perf_counter();x=0\nfor i in range(2000000): x+=i\nprint(time.perf_counter()-t)"
+    with tbm.Testbed(tbm.Config(device_quota=0.25, port=5703), log=lambda *_: None) as tb:
+        dev = float(tb.run("device", [sys.executable, "-c", loop], capture_output=True, text=True).stdout)
+        edge = float(tb.run("edge", [sys.executable, "-c", loop], capture_output=True, text=True).stdout)
+    assert dev / edge > 2.5, (dev, edge)
+
+
+def test_cli_up_exec_down(tmp_path):
+    tl = [sys.executable, "-m", "tlcut", "testbed"]
+    r = subprocess.run(tl + ["up", "--name", "citest", "--port", "5704"], capture_output=True, text=True)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert "tcp://192.0.2.2:5704" in r.stdout
+        r = subprocess.run(tl + ["exec", "--name", "citest", "device", "--", "ip", "-o", "addr"], capture_output=True, text=True)
+        assert r.returncode == 0 and "192.0.2.1" in r.stdout
+    finally:
+        d = subprocess.run(tl + ["down", "--name", "citest"], capture_output=True, text=True)
+    assert d.returncode == 0, d.stderr
+    assert "tlcut-citest" not in _netns()
+    r = subprocess.run(tl + ["down", "--name", "citest"], capture_output=True, text=True)
+    assert r.returncode == 2 and "no testbed is up" in r.stderr
