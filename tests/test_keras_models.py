@@ -75,3 +75,30 @@ def test_cut_layers_map_back_to_keras_layers(keras_bundles):
     # ResNet cuts fall only between residual blocks, never inside one
     assert "conv2_block1_out" in layers and "conv3_block4_out" in layers
     assert not any(l.startswith("conv2_block1_1") for l in layers)
+
+
+def test_saved_keras_file_exports_and_matches_keras(tmp_path):
+    from tlcut.models import zoo
+    from tlcut.toolchain.export import export
+
+    km = zoo.build("TinyBranchNet")
+    f = tmp_path / "tiny.keras"
+    km.save(f)
+    b = export(str(f), tmp_path / "b", progress=lambda *_: None)
+    assert b.manifest["source"]["kind"] == "keras-file"
+    assert b.manifest["validation"]["max_abs_diff"] <= 1e-5
+    x = np.random.default_rng(5).random((1, 30, 30, 3)).astype(np.float32)
+    got = ort.InferenceSession(str(b.model_path)).run(None, {b.inputs[0]["name"]: x})[0]
+    np.testing.assert_allclose(got, np.asarray(km(x, training=False)), atol=1e-5)
+    assert {"stem_pool", "res_add", "inc_concat"} <= {c.layer for c in b.cuts}
+    assert not any(c.layer in ("inc_a", "inc_b", "inc_c", "res_conv1") for c in b.cuts), "no cut inside a branch"
+
+
+def test_corrupt_keras_file_is_a_clear_error(tmp_path, capsys):
+    from tlcut import cli
+
+    f = tmp_path / "broken.keras"
+    f.write_bytes(b"PK\x03\x04 not really a zip")
+    assert cli.main(["export", str(f), "-o", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "tlcut: error: cannot load Keras model" in err and not (tmp_path / "b").exists()

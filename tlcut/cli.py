@@ -393,7 +393,8 @@ def cmd_demo(a):
     from tlcut.demo import demo
 
     demo(a.model, a.out, bandwidth=a.bandwidth, latency=a.latency, device_quota=a.device_quota, requests=a.requests,
-         warmup=a.warmup, bench_iterations=a.iterations, bundle=a.bundle, input_shape=a.input_shape, say=_say)
+         warmup=a.warmup, bench_iterations=a.iterations, bundle=a.bundle, input_shape=a.input_shape,
+         min_cut=a.min_cut, say=_say)
     return 0
 
 
@@ -408,6 +409,8 @@ def _args_demo(p):
     p.add_argument("--requests", type=int, default=30, help="timed requests per plan (default 30)")
     p.add_argument("--warmup", type=int, default=3, help="untimed requests per plan (default 3)")
     p.add_argument("--iterations", type=int, default=20, help="bench iterations (default 20)")
+    p.add_argument("--min-cut", type=int, default=None, metavar="K",
+                   help="privacy: plan only cuts K or later (the paper used 5); edge only is then not run")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def _tlcut(*args) -> list[str]:
 
 def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float = 57.0, latency: float = 28.0,
          device_quota: float = 0.2, requests: int = 30, warmup: int = 3, bench_iterations: int = 20,
-         bundle: str | None = None, input_shape=None, say=print) -> dict:
+         bundle: str | None = None, input_shape=None, min_cut: int | None = None, say=print) -> dict:
     from tlcut.bundle import Bundle, write_json_atomic
     from tlcut.runtime import testbed as tbm
     from tlcut.toolchain import plan as planmod
@@ -69,12 +69,14 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
                               source=f"testbed ({tb.state.delay_method})")
         dev = planmod.load_profile(out / "profile-device.json", "device")
         edg = planmod.load_profile(out / "profile-edge.json", "edge")
-        plan = planmod.plan(dev, edg, net)
+        plan = planmod.plan(dev, edg, net, planmod.Constraints(min_cut=min_cut))
         write_json_atomic(out / "plan.json", plan)
         planmod.plot(plan, out / "plan.png")
         say(planmod.format_table(plan, top=8))
         chosen = {"best with TL": plan["best_tl"], "best without TL (Scission)": plan["best_plain"],
                   "device only": plan["device_only"], "edge only": plan["edge_only"]}
+        if min_cut is not None:
+            chosen.pop("edge only")  # the privacy constraint forbids sending the input
         chosen = {k: v for k, v in chosen.items() if v is not None}
         # 5. compile the halves of the chosen cuts -------------------------------------------------
         cut_ids = sorted({c["cut"] for c in chosen.values() if c["cut"] is not None})
@@ -125,7 +127,7 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
         "model": b.name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "testbed": {"bandwidth_mbps": bandwidth, "latency_ms": latency, "latency_method": tb.state.delay_method,
                     "device_quota_cpus": device_quota, "device_cpus": cfg.device_cpus, "edge_cpus": cfg.edge_cpus},
-        "machine": dev["machine"], "requests_per_plan": requests, "rows": rows, "speedups": speed,
+        "machine": dev["machine"], "requests_per_plan": requests, "min_cut": min_cut, "rows": rows, "speedups": speed,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     write_json_atomic(out / "summary.json", result)
@@ -143,7 +145,9 @@ def format_summary(r: dict) -> str:
              f"Testbed: uplink {t['bandwidth_mbps']:g} Mbit/s (tc tbf), latency {t['latency_ms']:g} ms "
              f"({'tc netem' if t['latency_method'] == 'netem' else 'tlcut delay relay' if t['latency_method'] == 'relay' else 'none'}), "
              f"device limited to {t['device_quota_cpus']:g} CPU on core {t['device_cpus']}, edge on core {t['edge_cpus']}. "
-             f"{r['requests_per_plan']} timed requests per plan. {r['date']}.", "",
+             f"{r['requests_per_plan']} timed requests per plan. {r['date']}."
+             + (f" Privacy constraint: no cut before {r['min_cut']} (edge only excluded)." if r.get("min_cut") is not None else ""),
+             "",
              "| plan | choice | payload (bytes) | predicted median (ms) | measured median (ms) | error | measured p90 (ms) |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for x in r["rows"]:

@@ -272,6 +272,23 @@ def annotate(model: onnx.ModelProto, input_layout: str | None, layer_names: set[
     return tensors
 
 
+VALIDATION_TOLERANCE = 1e-4
+
+
+def compare_with_keras(km, proto: onnx.ModelProto, batch: int, seed: int = 0) -> dict:
+    """Run the converted graph and the Keras model on the same random input, as Polygraphy would."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    xs = [rng.random((batch, *t.shape[1:])).astype(np.float32) for t in km.inputs]
+    want = km(xs if len(xs) > 1 else xs[0], training=False)
+    want = [np.asarray(w) for w in (want if isinstance(want, (list, tuple)) else [want])]
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {i.name: x for i, x in zip(sess.get_inputs(), xs)})
+    diff = max(float(np.abs(g.astype(np.float64) - w).max()) for g, w in zip(got, want))
+    return {"against": "keras", "input": f"uniform [0,1), seed {seed}", "max_abs_diff": diff}
+
+
 # --------------------------------------------------------------------------------------------
 # The verb
 # --------------------------------------------------------------------------------------------
@@ -310,6 +327,12 @@ def export(model: str, out, *, weights: str | None = None, input_shape=None, cla
         input_layout = "NHWC"  # Keras image models are channels-last
     progress("[export] inferring static shapes and layouts")
     proto = infer_shapes(proto)
+    validation = None
+    if layer_names is not None:
+        validation = compare_with_keras(km, proto, batch)
+        progress(f"[export] ONNX vs Keras on a random input: max abs diff {validation['max_abs_diff']:.2e}")
+        if validation["max_abs_diff"] > VALIDATION_TOLERANCE:
+            progress(f"[export] warning: the conversion differs from Keras by more than {VALIDATION_TOLERANCE:g}")
     tensors = annotate(proto, input_layout, layer_names)
     cuts = enumerate_cuts(proto, tensors)
     g = proto.graph
@@ -329,6 +352,7 @@ def export(model: str, out, *, weights: str | None = None, input_shape=None, cla
                   "producer": producer, "batch": batch, "nodes": len(g.node)},
         "inputs": [io(vi) for vi in g.input if vi.name not in inits],
         "outputs": [io(vi) for vi in g.output],
+        "validation": validation,
         "tensors": tensors,
         "cuts": [c.to_json() for c in cuts],
         "compiled": {},
