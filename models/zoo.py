@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 # tlcut's own models: small enough for tests, with the features cut enumeration must handle.
-OWN = ("TinyBranchNet",)
+OWN = ("TinyBranchNet", "InspectNet")
 
 
 def _keras():
@@ -33,6 +33,8 @@ def build(name: str, input_shape=None, classes: int | None = None):
     keras = _keras()
     if name == "TinyBranchNet":
         return tiny_branch_net(input_shape or (30, 30, 3), classes or 10)
+    if name == "InspectNet":
+        return inspect_net(input_shape or (128, 128, 1), classes or 4)
     ctor = getattr(keras.applications, name)
     kwargs = {"weights": None}
     if input_shape is not None:
@@ -75,3 +77,26 @@ def tiny_branch_net(input_shape=(30, 30, 3), classes: int = 10):
     x = L.GlobalAveragePooling2D(name="gap")(x)
     x = L.Dense(classes, activation="softmax", name="predictions")(x)
     return keras.Model(x_in, x, name="tiny_branch_net")
+
+
+def inspect_net(input_shape=(128, 128, 1), classes: int = 4, width: int = 16):
+    """A compact VGG-style CNN for surface inspection, trainable from scratch on two CPU cores.
+
+    Four stages of two 3x3 conv + BN + ReLU, each halving the map (128 -> 64 -> 32 -> 16 -> 8), then
+    global average pooling and a softmax. Each stage ends in a single tensor, so every pooling
+    output is a cut where the TL applies (64x64 down to 8x8 maps).
+    """
+    keras = _keras()
+    L = keras.layers
+    x_in = keras.Input(shape=tuple(input_shape), name="image")
+    x = x_in
+    for s, mult in enumerate((1, 2, 4, 8), 1):
+        for k in (1, 2):
+            x = L.Conv2D(width * mult, 3, padding="same", use_bias=False, name=f"s{s}_conv{k}")(x)
+            x = L.BatchNormalization(name=f"s{s}_bn{k}")(x)
+            x = L.ReLU(name=f"s{s}_relu{k}")(x)
+        x = L.MaxPooling2D(2, name=f"s{s}_pool")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dropout(0.3, name="dropout")(x)
+    x = L.Dense(classes, activation="softmax", name="predictions")(x)
+    return keras.Model(x_in, x, name="inspect_net")

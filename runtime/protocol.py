@@ -120,12 +120,48 @@ class Header:
 
 
 def tensor_frames(mtype: int, array: np.ndarray, request_id: int, cut_id: int = INPUT_CUT, flags: int = 0,
-                  server_us: int = 0) -> list:
+                  server_us: int = 0, encoding: int = ENC_RAW, scale: float = 0.0, zero_point: int = 0) -> list:
     """[header, payload] for a tensor. The payload is the array's own memory (no copy when C-contiguous)."""
     a = np.ascontiguousarray(array)
     h = Header(type=mtype, request_id=request_id, cut_id=cut_id, dtype=a.dtype.name, shape=a.shape,
-               payload_len=a.nbytes, flags=flags, server_us=server_us)
+               payload_len=a.nbytes, flags=flags, server_us=server_us, encoding=encoding, scale=scale,
+               zero_point=zero_point)
     return [h.pack(), memoryview(a).cast("B") if a.nbytes else b""]
+
+
+ENCODINGS = {"raw": ENC_RAW, "float16": ENC_FLOAT16, "int8": ENC_INT8}
+
+
+def encode(array: np.ndarray, encoding: str) -> tuple[np.ndarray, int, float, int]:
+    """A float32 tensor in a cheaper wire format: (wire array, encoding code, scale, zero_point).
+
+    int8 is affine over the tensor's own range, so the scale and zero point travel in the header:
+    x ~ (q - zero_point) * scale.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding '{encoding}'; use raw, float16 or int8")
+    if encoding == "raw":
+        return array, ENC_RAW, 0.0, 0
+    if encoding == "float16":
+        return array.astype(np.float16), ENC_FLOAT16, 0.0, 0
+    lo, hi = float(array.min()), float(array.max())
+    lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero stays exact (ReLU maps are mostly zeros)
+    scale = (hi - lo) / 255.0 or 1.0
+    zp = int(round(-128 - lo / scale))
+    q = np.clip(np.rint(array / scale) + zp, -128, 127).astype(np.int8)
+    return q, ENC_INT8, float(np.float32(scale)), zp
+
+
+def restore(h: "Header", wire: np.ndarray) -> np.ndarray:
+    """The float32 tensor a wire array stands for; raises ProtocolError where they disagree."""
+    if h.encoding == ENC_RAW:
+        return wire
+    if h.encoding == ENC_FLOAT16 and wire.dtype == np.float16:
+        return wire.astype(np.float32)
+    if h.encoding == ENC_INT8 and wire.dtype == np.int8 and h.scale > 0:
+        return (wire.astype(np.float32) - np.float32(h.zero_point)) * np.float32(h.scale)
+    raise ProtocolError(E_WRONG_TENSOR, f"encoding {h.encoding} does not fit a {wire.dtype} payload"
+                        + (" with scale <= 0" if h.encoding == ENC_INT8 and wire.dtype == np.int8 else ""))
 
 
 def error_frames(request_id: int, code: int, message: str, cut_id: int = INPUT_CUT, server_us: int = 0) -> list:

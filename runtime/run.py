@@ -41,6 +41,7 @@ class EdgeClient:
         self.timeout_s = timeout_s
         self._ids = itertools.count(1)
         self.dropped = 0
+        self.last_payload_bytes = 0
         self.sock = None
         self._connect()
 
@@ -66,10 +67,12 @@ class EdgeClient:
     def __exit__(self, *exc):
         self.close()
 
-    def request(self, array: np.ndarray, cut_id: int, flags: int = 0) -> tuple[np.ndarray, P.Header]:
+    def request(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw") -> tuple[np.ndarray, P.Header]:
         rid = next(self._ids)
-        frames = P.tensor_frames(P.REQUEST, array, rid, cut_id, flags)
-        self.sock.send_multipart(frames, copy=array.nbytes < 65536)
+        wire, enc, scale, zp = P.encode(array, encoding)
+        frames = P.tensor_frames(P.REQUEST, wire, rid, cut_id, flags, encoding=enc, scale=scale, zero_point=zp)
+        self.last_payload_bytes = wire.nbytes + P.HEADER.size
+        self.sock.send_multipart(frames, copy=wire.nbytes < 65536)
         h, body = self._wait(rid)
         if h.type == P.ERROR:
             raise EdgeError(h.status, body)
@@ -129,9 +132,13 @@ class Device:
     """The device side of one plan: the head's runner and the link to the edge."""
 
     def __init__(self, bundle: Bundle, cut: str, *, tl: bool = False, edge: str | None = None,
-                 backend: str = backends.DEFAULT, threads: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
+                 backend: str = backends.DEFAULT, threads: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 encoding: str = "raw"):
         from tlcut.toolchain.compile import half_path
 
+        if encoding not in P.ENCODINGS:
+            raise TlcutError(f"--encoding must be one of {', '.join(P.ENCODINGS)}, got '{encoding}'")
+        self.encoding = encoding
         be = backends.get(backend)
         self.bundle = bundle
         self.input = bundle.inputs[0]
@@ -178,11 +185,11 @@ class Device:
             payload = next(iter(self.runner.infer({self.input["name"]: x}).values()))
             cut_id, flags = self.plan.cut_index, (P.FLAG_TL if self.plan.tl else 0)
         t1 = time.perf_counter()
-        y, h = self.client.request(payload, cut_id, flags)
+        y, h = self.client.request(payload, cut_id, flags, self.encoding)
         t2 = time.perf_counter()
         dev, total, edge = (t1 - t0) * 1e3, (t2 - t0) * 1e3, h.server_us / 1e3
         return y, {"device_ms": dev, "transfer_ms": total - dev - edge, "edge_ms": edge, "total_ms": total,
-                   "payload_bytes": int(payload.nbytes) + P.HEADER.size}
+                   "payload_bytes": self.client.last_payload_bytes}
 
 
 def summarize(records: list[dict], wall_s: float) -> dict:

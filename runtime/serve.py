@@ -89,12 +89,11 @@ class Edge:
                 return [P.Header(type=P.PONG, request_id=rid).pack(), b""]
             if h.type != P.REQUEST:
                 raise P.ProtocolError(P.E_BAD_TYPE, f"an edge takes REQUEST or PING, got {P.TYPES[h.type]}")
-            if h.encoding != P.ENC_RAW:
-                raise P.ProtocolError(P.E_WRONG_TENSOR, f"encoding {h.encoding} is not supported by this edge")
             runner = self.runners.get((cut_id, flags & P.FLAG_TL))
             if runner is None:
                 raise P.ProtocolError(P.E_WRONG_CUT, f"this edge does not serve {_what(cut_id, flags)}; it serves {self.describe()}")
             (name, (dtype, shape)), = runner.input_metadata().items()
+            tensor = P.restore(h, tensor)
             if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
                 raise P.ProtocolError(P.E_WRONG_TENSOR, f"{_what(cut_id, flags)} takes {dtype.name}{list(shape)}, "
                                                         f"got {tensor.dtype.name}{list(tensor.shape)}")

@@ -289,7 +289,7 @@ def cmd_run(a):
         raise TlcutError(f"--requests must be at least 1, got {a.requests}")
     xs = rt.inputs(b, a.images, a.requests + a.warmup)
     with rt.Device(b, a.cut, tl=a.tl == "on", edge=a.edge, backend=a.backend, threads=a.threads,
-                   timeout_s=a.timeout) as dev:
+                   timeout_s=a.timeout, encoding=a.encoding) as dev:
         def show(rec):
             if a.verbose:
                 _say(f"[run] {rec['i']:4d} total {rec['total_ms']:8.2f} ms  device {rec['device_ms']:7.2f}  "
@@ -312,6 +312,8 @@ def _args_run(p):
     p.add_argument("--cut", required=True, metavar="K",
                    help="cut to run at (index, tensor or layer name), 'device' (all on the device) or 'input' (all on the edge)")
     p.add_argument("--tl", default="on", choices=["on", "off"], help="send through the TL (default on)")
+    p.add_argument("--encoding", default="raw", choices=["raw", "float16", "int8"],
+                   help="wire format of the payload: raw, float16, or int8 with a per-tensor scale (default raw)")
     p.add_argument("--edge", help="the edge's ZeroMQ endpoint, e.g. tcp://192.0.2.2:5555")
     p.add_argument("--images", metavar="DIR", help="folder of images to send (default: random tensors)")
     p.add_argument("--requests", type=int, default=30, help="timed requests (default 30)")
@@ -411,6 +413,88 @@ def _args_demo(p):
     p.add_argument("--iterations", type=int, default=20, help="bench iterations (default 20)")
     p.add_argument("--min-cut", type=int, default=None, metavar="K",
                    help="privacy: plan only cuts K or later (the paper used 5); edge only is then not run")
+
+
+def _add_data(p):
+    p.add_argument("--data", help="'elpv' (the embedded solar-cell set) or a folder with one subfolder per class")
+    p.add_argument("--limit", type=int, help="use only this many images (stratified), for quick runs")
+
+
+@verb("train")
+def cmd_train(a):
+    """Train a baseline classifier on the data (CPU) and save it as a .keras model `tlcut export` takes."""
+    from tlcut.toolchain.train import train
+
+    train(a.model, a.data or "elpv", a.output, size=a.size, channels=a.channels, task=a.task, epochs=a.epochs,
+          lr=a.lr, batch=a.batch_size, seed=a.seed, patience=a.patience, limit=a.limit, say=_say)
+    return 0
+
+
+def _args_train(p):
+    p.add_argument("model", nargs="?", default="InspectNet", help="architecture name or .keras file (default InspectNet)")
+    p.add_argument("-o", "--output", required=True, help="the .keras file to write (a .json report goes beside it)")
+    _add_data(p)
+    p.add_argument("--task", default="grade", choices=["grade", "binary"],
+                   help="elpv: 4 defect grades, or functional/defective (default grade)")
+    p.add_argument("--size", type=int, default=128, help="image size (default 128)")
+    p.add_argument("--channels", type=int, default=1, choices=[1, 3], help="image channels (default 1)")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--patience", type=int, default=4, help="epochs without better validation accuracy before stopping")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the training (default 0)")
+
+
+@verb("retrain")
+def cmd_retrain(a):
+    """Insert the TL after a layer, fine-tune the TLModel, and split it into a bundle the runtime serves."""
+    from tlcut.toolchain.train import retrain
+
+    retrain(a.model, a.cut, a.output, data=a.data, epochs=a.epochs, lr=a.lr, batch=a.batch_size,
+            patience=a.patience, limit=a.limit, force=a.force, say=_say)
+    return 0
+
+
+def _args_retrain(p):
+    p.add_argument("model", help=".keras model written by `tlcut train`")
+    p.add_argument("--cut", required=True, metavar="LAYER", help="Keras layer after which the TL goes (see `tlcut cuts`)")
+    p.add_argument("-o", "--output", required=True, help="bundle to write")
+    _add_data(p)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+
+
+@verb("eval")
+def cmd_eval(a):
+    """Accuracy of the deployed halves of a cut, run through the device and edge runtime."""
+    from tqdm import tqdm
+
+    from tlcut.bundle import Bundle
+    from tlcut.toolchain.eval import evaluate
+
+    b = Bundle.open(a.bundle)
+    r = evaluate(b, a.cut, data=a.data, tl=a.tl == "on", encoding=a.encoding, split=a.split, limit=a.limit,
+                 progress=lambda it: tqdm(it, desc="eval", unit="img", file=sys.stderr, leave=False))
+    if a.json:
+        print(json.dumps(r, indent=1))
+    else:
+        what = {"device": "device only", "input": "edge only"}.get(r["cut"], f"cut {r['cut']}{' + TL' if r['tl'] else ''}")
+        print(f"{b.name} {what} ({r['encoding']}): accuracy {r['accuracy']:.4f} "
+              f"on {r['n']} {r['split']} images; payload {r['payload_bytes']} B")
+    return 0
+
+
+def _args_eval(p):
+    _add_bundle(p)
+    p.add_argument("--cut", required=True, help="cut index/tensor/layer, 'device' or 'input'")
+    p.add_argument("--tl", default="on", choices=["on", "off"])
+    p.add_argument("--encoding", default="raw", choices=["raw", "float16", "int8"], help="wire format of the payload")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--json", action="store_true")
+    _add_data(p)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import json
 import os
 import re
 from pathlib import Path
@@ -70,7 +71,14 @@ def load_keras(model: str, weights: str | None = None, input_shape=None, classes
             raise TlcutError(f"cannot load Keras model '{model}': {first[:200]}; is it a complete .keras/.h5 file?") from None
         if weights:
             _load_weights(m, weights)
-        return m, {"kind": "keras-file", "name": path.stem, "path": str(path.resolve()), "sha256": sha256_file(path)}
+        source = {"kind": "keras-file", "name": path.stem, "path": str(path.resolve()), "sha256": sha256_file(path)}
+        report = Path(str(path) + ".json")  # written beside the model by `tlcut train` / `tlcut retrain`
+        if report.is_file():
+            try:
+                source["training"] = json.loads(report.read_text())
+            except ValueError:
+                pass
+        return m, source
     if path.suffix or os.sep in model:
         raise TlcutError(
             f"'{model}' is neither an existing .keras/.h5/.onnx file nor an architecture name; "

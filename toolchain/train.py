@@ -1,0 +1,227 @@
+"""`tlcut train` and `tlcut retrain`: the baseline classifier, and the model retrained with the TL.
+
+The paper's Preprocessor in three steps:
+
+- Inserter (``insert_tl``): the model with DeviceTL and EdgeTL at a cut, as Keras layers that
+  compute exactly what the graph surgery inserts: MaxPool2D(2, padding="same") pads an odd last
+  row/column, UpSampling2D(2) repeats nearest neighbours, Cropping2D takes the padding back off.
+- Trainer (``fit``): fine-tunes that TLModel; the TL has no weights, so the layers around it learn
+  to live with the pooled features.
+- Splitter (``retrain``): the TLModel's weights are the base model's (the TL layers share them),
+  so the retrained base model is exported as a bundle and cut at the same tensor with tlcut's own
+  surgery: the device half ends with DeviceTL, the edge half starts with EdgeTL. The halves are
+  checked against the Keras TLModel before the bundle is called done.
+
+Inputs are float32 in [0, 1] (as `tlcut run --images` feeds them). Training uses Adam, random
+flips of the solar-cell images, and early stopping on validation accuracy with the best weights
+restored; the test split is used only for the final report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tlcut.errors import TlcutError
+
+REPORT_SUFFIX = ".json"
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import keras
+        import tensorflow as tf
+    except ImportError:
+        raise TlcutError("training needs TensorFlow; install it with `pip install 'tlcut[tf]'`") from None
+    return tf, keras
+
+
+def _xy(split):
+    return split.x.astype(np.float32) / 255.0, split.y
+
+
+def _pipeline(tf, split, batch: int, shuffle: bool, seed: int):
+    x, y = _xy(split)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+
+        def aug(a, b):  # EL images of cells have no preferred orientation
+            a = tf.image.random_flip_left_right(a, seed=seed)
+            return tf.image.random_flip_up_down(a, seed=seed + 1), b
+
+        ds = ds.map(aug, num_parallel_calls=2)
+    return ds.batch(batch).prefetch(2)
+
+
+def check_classifier(model, n_classes: int) -> None:
+    out = model.outputs
+    if len(out) != 1 or len(out[0].shape) != 2:
+        raise TlcutError(f"model '{model.name}' has no classifier head (its output is "
+                         f"{[tuple(o.shape) for o in out]}); it must end in (batch, classes)")
+    if out[0].shape[-1] != n_classes:
+        raise TlcutError(f"model '{model.name}' outputs {out[0].shape[-1]} classes, the data has {n_classes}")
+
+
+def fit(model, data, *, epochs: int, lr: float, batch: int = 32, patience: int = 4, seed: int = 0, verbose=None) -> dict:
+    """Train ``model`` on ``data.train``, stop on ``data.val`` accuracy, restore the best epoch."""
+    tf, keras = _tf()
+    keras.utils.set_random_seed(seed)
+    check_classifier(model, len(data.classes))
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
+                                         restore_best_weights=True)
+    t0 = time.perf_counter()
+    hist = model.fit(_pipeline(tf, data.train, batch, True, seed), validation_data=_pipeline(tf, data.val, batch, False, seed),
+                     epochs=epochs, callbacks=[stop], verbose=verbose if verbose is not None else (1 if os.isatty(2) else 2))
+    seconds = time.perf_counter() - t0
+    val = hist.history["val_accuracy"]
+    return {"epochs_run": len(val), "best_epoch": int(np.argmax(val)) + 1, "best_val_accuracy": float(max(val)),
+            "train_seconds": seconds, "lr": lr, "batch": batch, "optimizer": "Adam"}
+
+
+def accuracy(model, split, batch: int = 64) -> float:
+    x, y = _xy(split)
+    p = model.predict(x, batch_size=batch, verbose=0)
+    return float(np.mean(p.argmax(axis=1) == y))
+
+
+def insert_tl(model, layer_name: str):
+    """The TLModel: ``model`` with DeviceTL + EdgeTL after layer ``layer_name`` (shares its weights)."""
+    _, keras = _tf()
+    L = keras.layers
+    try:
+        layer = model.get_layer(layer_name)
+    except ValueError:
+        raise TlcutError(f"model '{model.name}' has no layer '{layer_name}'; cut at a layer listed by `tlcut cuts`") from None
+    t = layer.output
+    if len(t.shape) != 4 or t.shape[1] < 2 or t.shape[2] < 2:
+        raise TlcutError(f"the TL cannot apply after layer '{layer_name}' (output {tuple(t.shape)}): it needs an "
+                         "NHWC feature map of at least 2x2; choose a cut where `tlcut cuts` says the TL applies")
+    try:
+        tail = keras.Model(t, model.outputs, name="tail")
+    except Exception:
+        raise TlcutError(f"layer '{layer_name}' is not a single-tensor cut of the Keras model (the rest of the "
+                         "model needs more than its output); choose a cut from `tlcut cuts`") from None
+    head = keras.Model(model.inputs, t, name="head")
+    x = keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name.split(":")[0] if model.inputs else "image")
+    h, w = int(t.shape[1]), int(t.shape[2])
+    y = L.MaxPooling2D(2, padding="same", name="device_tl")(head(x))
+    y = L.UpSampling2D(2, interpolation="nearest", name="edge_tl")(y)
+    if h % 2 or w % 2:
+        y = L.Cropping2D(((0, h % 2), (0, w % 2)), name="edge_tl_crop")(y)
+    return keras.Model(x, tail(y), name=f"{model.name}_tl_{layer_name}")
+
+
+def save_keras(model, path, report: dict) -> None:
+    """Save the model and, beside it, the report export copies into the bundle's manifest."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise TlcutError(f"save the model as a .keras file, got '{path}'")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+    Path(str(path) + REPORT_SUFFIX).write_text(json.dumps(report, indent=1) + "\n")
+
+
+def data_args(report: dict) -> dict:
+    d = report.get("data", {})
+    return {"size": d.get("size", 128), "channels": d.get("channels", 1), "task": d.get("task", "grade"),
+            "seed": d.get("seed", 0)}
+
+
+def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, task: str = "grade", epochs: int = 15,
+          lr: float = 1e-3, batch: int = 32, seed: int = 0, patience: int = 4, limit: int | None = None,
+          say=print) -> dict:
+    """Baseline: train ``model`` (zoo name or .keras file) on ``data``; save it and its report at ``out``."""
+    from tlcut.models import datasets
+    from tlcut.toolchain.export import load_keras
+
+    ds = datasets.load(data, size=size, channels=channels, task=task, seed=seed, limit=limit)
+    say(f"[train] {ds.describe()}")
+    _tf()
+    km, source = load_keras(model, input_shape=(size, size, channels), classes=len(ds.classes))
+    if tuple(km.input_shape[1:]) != ds.train.x.shape[1:]:
+        raise TlcutError(f"model input {tuple(km.input_shape[1:])} does not fit the images {ds.train.x.shape[1:]}; "
+                         "set --size/--channels to match")
+    say(f"[train] {km.name}: {km.count_params():,} parameters, up to {epochs} epochs")
+    info = fit(km, ds, epochs=epochs, lr=lr, batch=batch, patience=patience, seed=seed)
+    test = accuracy(km, ds.test)
+    report = {"kind": "baseline", "model": source["name"], "classes": ds.classes,
+              "data": {**ds.info, "task": task, "source_arg": data}, "training": info, "test_accuracy": test,
+              "val_accuracy": info["best_val_accuracy"], "majority_class_rate": ds.majority_rate()}
+    save_keras(km, out, report)
+    say(f"[train] test accuracy {test:.4f} (majority class {report['majority_class_rate']:.4f}); "
+        f"{info['train_seconds']:.0f} s; saved {out}")
+    return report
+
+
+def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, epochs: int = 6, lr: float = 1e-4,
+            batch: int = 32, patience: int = 3, limit: int | None = None, force: bool = False, say=print) -> dict:
+    """Inserter, Trainer and Splitter: a bundle whose cut ``cut`` carries the TL, retrained."""
+    from tlcut.models import datasets
+    from tlcut.toolchain.compile import compile_cuts
+    from tlcut.toolchain.export import export, load_keras
+
+    rep_path = Path(str(model_file) + REPORT_SUFFIX)
+    base_report = json.loads(rep_path.read_text()) if rep_path.is_file() else {}
+    dargs = data_args(base_report)
+    data = data or base_report.get("data", {}).get("source_arg", "elpv")
+    ds = datasets.load(data, limit=limit, **dargs)
+    km, _ = load_keras(model_file)
+    layer = _layer_for(cut, km)
+    tlm = insert_tl(km, layer)
+    say(f"[retrain] TL inserted after '{layer}'; {ds.describe()}")
+    before = accuracy(tlm, ds.test)
+    info = fit(tlm, ds, epochs=epochs, lr=lr, batch=batch, patience=patience, seed=dargs["seed"])
+    after = accuracy(tlm, ds.test)
+    say(f"[retrain] test accuracy with TL: {before:.4f} before, {after:.4f} after retraining ({info['train_seconds']:.0f} s)")
+    out_bundle = Path(out_bundle)
+    keras_out = out_bundle.with_name(out_bundle.name + ".retrained.keras")
+    report = {"kind": "tl-retrained", "base": str(model_file), "layer": layer, "classes": ds.classes,
+              "data": base_report.get("data", {**ds.info}), "training": info, "test_accuracy_tl_before": before,
+              "test_accuracy": after}
+    save_keras(km, keras_out, report)
+    b = export(str(keras_out), out_bundle, force=force, progress=say)
+    c = b.cut(layer)
+    if c.layer != layer or not c.tl:
+        raise TlcutError(f"the exported model has no TL cut at layer '{layer}'")
+    compile_cuts(b, [c], tl="both")
+    diff = _check_split(b, c, tlm, ds.test.x[:8])
+    b.manifest["source"]["training"] = {**report, "tl_cut": c.index, "split_max_abs_diff": diff}
+    b.save_manifest()
+    say(f"[retrain] bundle {out_bundle}: cut {c.index} ({layer}); deployed halves vs Keras TLModel max abs diff {diff:.1e}")
+    return {**report, "bundle": str(out_bundle), "cut": c.index, "split_max_abs_diff": diff}
+
+
+def _layer_for(cut: str, km) -> str:
+    names = {layer.name for layer in km.layers}
+    if cut in names:
+        return cut
+    raise TlcutError(f"'{cut}' is not a layer of '{km.name}'; give the Keras layer of a cut (the layer column of `tlcut cuts`)")
+
+
+def _check_split(bundle, cut, tlm, images) -> float:
+    """Deployed halves (ONNX, with tlcut's TL) against the Keras TLModel on real images."""
+    import onnxruntime as ort
+
+    from tlcut.toolchain import surgery
+    from tlcut.toolchain.compile import half_path
+
+    head = ort.InferenceSession(str(half_path(bundle, cut, "head", True)), providers=["CPUExecutionProvider"])
+    tail = ort.InferenceSession(str(half_path(bundle, cut, "tail", True)), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for im in images:
+        x = (im[None].astype(np.float32) / 255.0)
+        p = head.run(None, {bundle.inputs[0]["name"]: x})[0]
+        y = tail.run(None, {surgery.PAYLOAD_TL: p})[0]
+        worst = max(worst, float(np.abs(y - np.asarray(tlm(x, training=False))).max()))
+    if worst > 1e-4:
+        raise TlcutError(f"the split halves differ from the Keras TLModel by {worst:.2e}; this is a tlcut bug, please report it")
+    return worst
