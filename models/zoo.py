@@ -93,7 +93,7 @@ def inspect_net(input_shape=(128, 128, 1), classes: int = 4, width: int = 16):
     for s, mult in enumerate((1, 2, 4, 8), 1):
         for k in (1, 2):
             x = L.Conv2D(width * mult, 3, padding="same", use_bias=False, name=f"s{s}_conv{k}")(x)
-            x = L.BatchNormalization(name=f"s{s}_bn{k}")(x)
+            x = L.BatchNormalization(momentum=0.9, name=f"s{s}_bn{k}")(x)
             x = L.ReLU(name=f"s{s}_relu{k}")(x)
         x = L.MaxPooling2D(2, name=f"s{s}_pool")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)

@@ -60,9 +60,10 @@ E_WRONG_TENSOR = 5   # dtype, shape or payload length disagree with what is serv
 E_TOO_LARGE = 6      # message over the receiver's size limit
 E_INTERNAL = 7       # the engine failed on a well-formed request
 E_BUSY = 8           # too many requests in flight
+E_REPLAY = 9         # a request id not above the last one this connection sent
 ERRORS = {E_BAD_FRAME: "bad frame", E_VERSION: "unsupported version", E_BAD_TYPE: "bad message type",
           E_WRONG_CUT: "wrong cut", E_WRONG_TENSOR: "wrong tensor", E_TOO_LARGE: "message too large",
-          E_INTERNAL: "internal error", E_BUSY: "busy"}
+          E_INTERNAL: "internal error", E_BUSY: "busy", E_REPLAY: "replayed request"}
 
 
 class ProtocolError(Exception):

@@ -30,17 +30,33 @@ class EdgeError(TlcutError):
         self.code = code
 
 
-class EdgeClient:
-    """A DEALER socket to one edge. One request in flight; replies to other ids are dropped."""
+class EdgeUnavailable(TlcutError):
+    """No reply from the edge within the retry budget."""
 
-    def __init__(self, endpoint: str, timeout_s: float = DEFAULT_TIMEOUT_S):
+
+class EdgeClient:
+    """A DEALER socket to one edge, with ZeroMQ's Lazy Pirate retries.
+
+    One request in flight. A request that gets no reply within ``timeout_s`` is sent again on a
+    fresh socket, up to ``retries`` times, each attempt with a new request id; only the reply to
+    the latest attempt is taken, and replies to anything else are dropped and counted.
+    """
+
+    def __init__(self, endpoint: str, timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = 0, curve=None,
+                 insecure: bool = False):
         import zmq
 
+        from tlcut.runtime.security import require_policy
+
+        require_policy(endpoint, curve, insecure, "device")
         self.zmq = zmq
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.retries = retries
+        self.curve = curve
         self._ids = itertools.count(1)
         self.dropped = 0
+        self.retried = 0
         self.last_payload_bytes = 0
         self.sock = None
         self._connect()
@@ -51,6 +67,8 @@ class EdgeClient:
             self.sock.close(linger=0)
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self.curve.apply(self.sock)
         try:
             self.sock.connect(self.endpoint)
         except zmq.ZMQError as e:
@@ -68,26 +86,35 @@ class EdgeClient:
         self.close()
 
     def request(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw") -> tuple[np.ndarray, P.Header]:
-        rid = next(self._ids)
         wire, enc, scale, zp = P.encode(array, encoding)
-        frames = P.tensor_frames(P.REQUEST, wire, rid, cut_id, flags, encoding=enc, scale=scale, zero_point=zp)
         self.last_payload_bytes = wire.nbytes + P.HEADER.size
-        self.sock.send_multipart(frames, copy=wire.nbytes < 65536)
-        h, body = self._wait(rid)
-        if h.type == P.ERROR:
-            raise EdgeError(h.status, body)
-        if h.type != P.RESULT:
-            raise TlcutError(f"edge answered a request with {P.TYPES[h.type]}")
-        return body, h
+        for attempt in range(self.retries + 1):
+            rid = next(self._ids)
+            frames = P.tensor_frames(P.REQUEST, wire, rid, cut_id, flags, encoding=enc, scale=scale, zero_point=zp)
+            self.sock.send_multipart(frames, copy=wire.nbytes < 65536)
+            try:
+                h, body = self._wait(rid)
+            except EdgeUnavailable:
+                if attempt == self.retries:
+                    raise
+                self.retried += 1
+                continue
+            if h.type == P.ERROR:
+                raise EdgeError(h.status, body)
+            if h.type != P.RESULT:
+                raise TlcutError(f"edge answered a request with {P.TYPES[h.type]}")
+            return body, h
+        raise AssertionError("unreachable")
 
-    def ping(self) -> P.Header:
+    def ping(self, timeout_s: float | None = None) -> P.Header:
         rid = next(self._ids)
         self.sock.send_multipart([P.Header(type=P.PING, request_id=rid).pack(), b""])
-        return self._wait(rid)[0]
+        return self._wait(rid, timeout_s)[0]
 
-    def _wait(self, rid: int):
+    def _wait(self, rid: int, timeout_s: float | None = None):
         zmq = self.zmq
-        deadline = time.monotonic() + self.timeout_s
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
             try:
@@ -98,8 +125,9 @@ class EdgeClient:
                 frames = self.sock.recv_multipart(copy=True)
             except zmq.Again:
                 self._connect()  # a reply to this request may still come; a fresh socket never sees it
-                raise TlcutError(f"no reply from the edge at {self.endpoint} within {self.timeout_s:g} s; "
-                                 "is `tlcut serve` running there and reachable?") from None
+                raise EdgeUnavailable(f"no reply from the edge at {self.endpoint} within {timeout_s:g} s"
+                                      + (f" after {self.retries + 1} attempts" if self.retries else "")
+                                      + "; is `tlcut serve` running there and reachable?") from None
             try:
                 h, body = P.decode(frames)
             except P.ProtocolError:
@@ -129,22 +157,34 @@ class Plan:
 
 
 class Device:
-    """The device side of one plan: the head's runner and the link to the edge."""
+    """The device side of one plan: the head's runner, the link to the edge, and the fallback.
+
+    With ``fallback`` (on by default: every bundle holds the full model) a request the edge does
+    not answer within the retry budget runs the whole model here instead, and says so in its
+    record; while the edge is away a cheap PING is tried every ``probe_s`` seconds, and offloading
+    resumes as soon as the edge answers.
+    """
 
     def __init__(self, bundle: Bundle, cut: str, *, tl: bool = False, edge: str | None = None,
                  backend: str = backends.DEFAULT, threads: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 encoding: str = "raw"):
+                 encoding: str = "raw", retries: int = 0, fallback: bool = False, probe_s: float = 2.0,
+                 curve=None, insecure: bool = False):
         from tlcut.toolchain.compile import half_path
 
         if encoding not in P.ENCODINGS:
             raise TlcutError(f"--encoding must be one of {', '.join(P.ENCODINGS)}, got '{encoding}'")
         self.encoding = encoding
-        be = backends.get(backend)
+        self._be, self._threads = backends.get(backend), threads
         self.bundle = bundle
         self.input = bundle.inputs[0]
+        self.fallback, self.probe_s = fallback, probe_s
+        self.counts = {"requests": 0, "offloaded": 0, "local": 0, "fell_back": 0, "failed": 0}
+        self._away_since: float | None = None
+        self._last_probe = 0.0
+        self._local = None
         if str(cut) == "device":
             self.plan = Plan("device")
-            self.runner = be.runner(bundle.model_path, threads=threads)
+            self.runner = self._be.runner(bundle.model_path, threads=threads)
         elif str(cut) == "input":
             self.plan = Plan("edge")
             self.runner = None
@@ -153,16 +193,18 @@ class Device:
             if tl and not c.tl:
                 raise TlcutError(f"the TL cannot apply at cut {c.index} ({c.why_no_tl}); run it with --tl off")
             self.plan = Plan("cut", c.index, tl)
-            self.runner = be.runner(half_path(bundle, c, "head", tl, be.name), threads=threads)
+            self.runner = self._be.runner(half_path(bundle, c, "head", tl, self._be.name), threads=threads)
         if self.plan.mode != "device" and not edge:
             raise TlcutError(f"{self.plan.label} needs an edge: pass --edge tcp://HOST:PORT")
-        self.client = EdgeClient(edge, timeout_s) if self.plan.mode != "device" else None
+        self.client = (EdgeClient(edge, timeout_s, retries=retries, curve=curve, insecure=insecure)
+                       if self.plan.mode != "device" else None)
         if self.runner:
             self.runner.activate()
 
     def close(self):
-        if self.runner:
-            self.runner.deactivate()
+        for r in (self.runner, self._local):
+            if r:
+                r.deactivate()
         if self.client:
             self.client.close()
 
@@ -172,24 +214,71 @@ class Device:
     def __exit__(self, *exc):
         self.close()
 
+    @property
+    def edge_away(self) -> bool:
+        return self._away_since is not None
+
+    def _run_local(self, x, t0, fell_back: bool):
+        if self._local is None:
+            self._local = self.runner if self.plan.mode == "device" else self._be.runner(self.bundle.model_path,
+                                                                                          threads=self._threads)
+            self._local.activate()
+        y = next(iter(self._local.infer({self.input["name"]: x}).values()))
+        dev = (time.perf_counter() - t0) * 1e3
+        self.counts["local"] += 1
+        return y, {"device_ms": dev, "transfer_ms": 0.0, "edge_ms": 0.0, "total_ms": dev, "payload_bytes": 0,
+                   "fallback": fell_back}
+
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
         """The model's output for ``x`` and where the time went (ms)."""
         t0 = time.perf_counter()
+        self.counts["requests"] += 1
         if self.plan.mode == "device":
-            y = next(iter(self.runner.infer({self.input["name"]: x}).values()))
-            dev = (time.perf_counter() - t0) * 1e3
-            return y, {"device_ms": dev, "transfer_ms": 0.0, "edge_ms": 0.0, "total_ms": dev, "payload_bytes": 0}
+            return self._run_local(x, t0, False)
+        if self.edge_away and not self._edge_back():
+            return self._run_local(x, t0, True)
         if self.plan.mode == "edge":
             payload, cut_id, flags = x, P.INPUT_CUT, 0
         else:
             payload = next(iter(self.runner.infer({self.input["name"]: x}).values()))
             cut_id, flags = self.plan.cut_index, (P.FLAG_TL if self.plan.tl else 0)
         t1 = time.perf_counter()
-        y, h = self.client.request(payload, cut_id, flags, self.encoding)
+        try:
+            y, h = self.client.request(payload, cut_id, flags, self.encoding)
+        except EdgeUnavailable:
+            if not self.fallback:
+                self.counts["failed"] += 1
+                raise
+            self._away_since = self._last_probe = time.monotonic()
+            self.counts["fell_back"] += 1
+            return self._run_local(x, t0, True)
+        except EdgeError:
+            self.counts["failed"] += 1
+            raise
         t2 = time.perf_counter()
+        self.counts["offloaded"] += 1
         dev, total, edge = (t1 - t0) * 1e3, (t2 - t0) * 1e3, h.server_us / 1e3
         return y, {"device_ms": dev, "transfer_ms": total - dev - edge, "edge_ms": edge, "total_ms": total,
-                   "payload_bytes": self.client.last_payload_bytes}
+                   "payload_bytes": self.client.last_payload_bytes, "fallback": False}
+
+    def _edge_back(self) -> bool:
+        """While the edge is away, ping it at most every ``probe_s`` seconds."""
+        now = time.monotonic()
+        if now - self._last_probe < self.probe_s:
+            return False
+        self._last_probe = now
+        try:
+            self.client.ping(timeout_s=min(1.0, self.client.timeout_s))
+        except EdgeUnavailable:
+            return False
+        self._away_since = None
+        return True
+
+    def report(self) -> dict:
+        c = dict(self.counts)
+        if self.client:
+            c.update(retried=self.client.retried, dropped_replies=self.client.dropped)
+        return c
 
 
 def summarize(records: list[dict], wall_s: float) -> dict:
@@ -238,4 +327,8 @@ def format_summary(label: str, s: dict) -> str:
             "             median      p90      p99   (ms)"]
     for k, name in (("total_ms", "end-to-end"), ("device_ms", "device"), ("transfer_ms", "transfer"), ("edge_ms", "edge")):
         rows.append(f"  {name:<10} {s[k]['median']:8.2f} {s[k]['p90']:8.2f} {s[k]['p99']:8.2f}")
+    c = s.get("counts")
+    if c and (c.get("retried") or c.get("fell_back") or c.get("failed") or c.get("dropped_replies")):
+        rows.append(f"  offloaded {c['offloaded']}, ran locally {c['local']} (fell back {c['fell_back']}), "
+                    f"retried {c.get('retried', 0)}, failed {c['failed']}, late replies dropped {c.get('dropped_replies', 0)}")
     return "\n".join(rows)

@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
@@ -42,12 +43,19 @@ class Edge:
         self.runners: dict[tuple[int, int], object] = {}
         self.stats = collections.Counter()
         self.errors = collections.Counter()
+        self.latency_us: collections.deque = collections.deque(maxlen=10000)
+        self.last_rid: collections.OrderedDict = collections.OrderedDict()  # peer -> last request id
+        self.started = time.time()
+        self.ready = False
         for spec in cuts:
             if str(spec) == "input":
                 self.runners[(P.INPUT_CUT, 0)] = be.runner(bundle.model_path, threads=threads)
                 continue
             cut = bundle.cut(spec)
             for with_tl in tl_modes(cut, tl):
+                entry = bundle.compiled(cut) or {}
+                if tl == "both" and with_tl and "tail_tl" not in entry.get("files", {}):
+                    continue  # "both" serves the TL tail where it was compiled
                 path = half_path(bundle, cut, "tail", with_tl, be.name)
                 self.runners[(cut.index, P.FLAG_TL if with_tl else 0)] = be.runner(path, threads=threads)
         for r in self.runners.values():
@@ -68,8 +76,20 @@ class Edge:
         for r in self.runners.values():
             r.deactivate()
 
-    def handle(self, frames) -> list:
-        """Reply frames for one request's frames (without the ROUTER identity)."""
+    def _check_replay(self, peer, rid: int) -> None:
+        if peer is None:
+            return
+        last = self.last_rid.get(peer)
+        if last is not None and rid <= last:
+            raise P.ProtocolError(P.E_REPLAY, f"request id {rid} is not above {last}, the last one on this connection")
+        self.last_rid[peer] = rid
+        self.last_rid.move_to_end(peer)
+        while len(self.last_rid) > 4096:
+            self.last_rid.popitem(last=False)
+
+    def handle(self, frames, peer=None) -> list:
+        """Reply frames for one request's frames (without the ROUTER identity); ``peer`` is the
+        connection's identity, for replay checks."""
         t0 = time.perf_counter()
         rid, cut_id, flags = 0, P.INPUT_CUT, 0
         try:
@@ -89,6 +109,7 @@ class Edge:
                 return [P.Header(type=P.PONG, request_id=rid).pack(), b""]
             if h.type != P.REQUEST:
                 raise P.ProtocolError(P.E_BAD_TYPE, f"an edge takes REQUEST or PING, got {P.TYPES[h.type]}")
+            self._check_replay(peer, rid)
             runner = self.runners.get((cut_id, flags & P.FLAG_TL))
             if runner is None:
                 raise P.ProtocolError(P.E_WRONG_CUT, f"this edge does not serve {_what(cut_id, flags)}; it serves {self.describe()}")
@@ -104,6 +125,7 @@ class Edge:
             result = next(iter(out.values()))
             self.stats["ok"] += 1
             us = int((time.perf_counter() - t0) * 1e6)
+            self.latency_us.append(us)
             return P.tensor_frames(P.RESULT, result, rid, cut_id, flags & P.FLAG_TL, server_us=us)
         except P.ProtocolError as e:
             self.errors[P.ERRORS[e.code]] += 1
@@ -112,22 +134,41 @@ class Edge:
             return P.error_frames(rid, e.code, str(e), cut_id, server_us=us)
 
     def serve(self, endpoint: str, stop: threading.Event | None = None, ready: threading.Event | None = None,
-              max_requests: int | None = None) -> None:
-        """Answer requests on ``endpoint`` until ``stop`` is set, SIGINT/SIGTERM, or ``max_requests``."""
+              max_requests: int | None = None, curve=None, insecure: bool = False, max_queue: int = 64,
+              metrics_port: int | None = None) -> None:
+        """Answer requests on ``endpoint`` until ``stop`` is set, SIGINT/SIGTERM, or ``max_requests``.
+
+        ``curve`` (a security.ServerCurve) encrypts the link and admits only listed devices; without
+        it, a non-loopback endpoint needs ``insecure``. Each connection may queue ``max_queue``
+        messages (ZeroMQ's receive high-water mark, so a flooding device is held back by TCP, not
+        buffered here); ZeroMQ fair-queues between connections, so one device cannot starve the
+        others. Messages over 4x the size limit are cut off by ZeroMQ itself, before any memory is
+        spent on them; those over the limit get an error reply.
+        """
         import zmq
 
+        from tlcut.runtime.security import require_policy
+
+        require_policy(endpoint, curve, insecure, "edge")
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        sock.setsockopt(zmq.RCVHWM, max_queue)
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes + 4096)
+        auth = curve.apply(ctx, sock) if curve else None
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as e:
             sock.close()
+            if auth:
+                auth.stop()
             raise TlcutError(f"cannot listen on {endpoint}: {e}; is another edge already there?") from None
+        http = _start_http(self, metrics_port) if metrics_port is not None else None
         stop = stop or threading.Event()
         restore = _stop_on_signals(stop)
-        log.info("serving %s on %s", self.describe(), endpoint)
+        log.info("serving %s on %s (%s)", self.describe(), endpoint, "CURVE" if curve else "plain TCP")
+        self.ready = True
         if ready:
             ready.set()
         handled = 0
@@ -137,13 +178,71 @@ class Edge:
                     continue
                 frames = sock.recv_multipart(copy=False)
                 ident, body = frames[0], frames[1:]
-                reply = self.handle(body)
+                self.stats["messages"] += 1
+                reply = self.handle(body, peer=ident.bytes)
                 sock.send_multipart([ident, *reply], copy=len(reply[1]) < 65536)
                 handled += 1
         finally:
+            self.ready = False
             restore()
             sock.close()
+            if auth:
+                auth.stop()
+            if http:
+                http.shutdown()
             log.info("stopped after %d messages: %d ok, errors %s", handled, self.stats["ok"], dict(self.errors) or "none")
+
+    def metrics(self) -> str:
+        """Prometheus text format, after Triton's metrics endpoint."""
+        import numpy as np
+
+        lines = ["# HELP tlcut_edge_requests_total Requests answered with a result.",
+                 "# TYPE tlcut_edge_requests_total counter", f"tlcut_edge_requests_total {self.stats['ok']}",
+                 "# HELP tlcut_edge_pings_total Health pings answered.", "# TYPE tlcut_edge_pings_total counter",
+                 f"tlcut_edge_pings_total {self.stats['ping']}",
+                 "# HELP tlcut_edge_errors_total Requests answered with an error, by kind.",
+                 "# TYPE tlcut_edge_errors_total counter"]
+        for code, name in P.ERRORS.items():
+            lines.append(f'tlcut_edge_errors_total{{kind="{name.replace(" ", "_")}"}} {self.errors[name]}')
+        lines += ["# HELP tlcut_edge_request_duration_us Time from receipt to reply of the last 10000 results.",
+                  "# TYPE tlcut_edge_request_duration_us summary"]
+        lat = np.array(self.latency_us) if self.latency_us else None
+        for q in (0.5, 0.9, 0.99):
+            v = float(np.quantile(lat, q)) if lat is not None else float("nan")
+            lines.append(f'tlcut_edge_request_duration_us{{quantile="{q}"}} {v:.0f}')
+        lines.append(f"tlcut_edge_request_duration_us_count {len(self.latency_us)}")
+        lines += ["# TYPE tlcut_edge_uptime_seconds gauge", f"tlcut_edge_uptime_seconds {time.time() - self.started:.1f}"]
+        return "\n".join(lines) + "\n"
+
+
+def _start_http(edge: Edge, port: int) -> ThreadingHTTPServer:
+    """/metrics (Prometheus text), /health/live and /health/ready, as Triton serves them."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/metrics":
+                body, code = edge.metrics().encode(), 200
+            elif self.path == "/health/live":
+                body, code = b"live\n", 200
+            elif self.path == "/health/ready":
+                body, code = (b"ready\n", 200) if edge.ready else (b"not ready\n", 503)
+            else:
+                body, code = b"not found\n", 404
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    try:
+        srv = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    except OSError as e:
+        raise TlcutError(f"cannot serve metrics on port {port}: {e.strerror}") from None
+    threading.Thread(target=srv.serve_forever, daemon=True, name="tlcut-metrics").start()
+    return srv
 
 
 def _what(cut_id: int, flags: int) -> str:

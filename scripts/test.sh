@@ -4,9 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  # iproute2 (ip, tc) for the testbed tests
+  # iproute2 (ip, tc) for the testbed tests, tcpdump for the link-capture test
   missing=""
   command -v ip >/dev/null && command -v tc >/dev/null || missing="$missing iproute2"
+  command -v tcpdump >/dev/null || missing="$missing tcpdump"
   if [ -n "$missing" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   fi

@@ -255,11 +255,20 @@ def cmd_serve(a):
     from tlcut.bundle import Bundle
     from tlcut.runtime.serve import Edge
 
+    from tlcut.runtime.security import ServerCurve
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    curve = ServerCurve.from_files(a.key, a.allow) if a.key else None
+    if a.allow and not a.key:
+        raise TlcutError("--allow needs the edge's own key pair: --key edge.key_secret")
+    from tlcut.runtime.security import require_policy
+
+    require_policy(a.bind, curve, a.insecure, "edge")
     edge = Edge(Bundle.open(a.bundle), a.cut, tl=a.tl, backend=a.backend, threads=a.threads,
                 max_message_bytes=a.max_message_mb << 20)
     try:
-        edge.serve(a.bind, max_requests=a.max_requests)
+        edge.serve(a.bind, max_requests=a.max_requests, curve=curve, insecure=a.insecure, max_queue=a.max_queue,
+                   metrics_port=a.metrics_port)
     finally:
         edge.close()
     return 0
@@ -274,6 +283,12 @@ def _args_serve(p):
     p.add_argument("--bind", default="tcp://*:5555", help="ZeroMQ endpoint to listen on (default tcp://*:5555)")
     p.add_argument("--max-message-mb", type=int, default=256, help="largest request accepted, MiB (default 256)")
     p.add_argument("--max-requests", type=int, default=None, help="stop after this many messages (default: never)")
+    p.add_argument("--max-queue", type=int, default=64, help="messages one device may have queued (default 64)")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics and /health/{live,ready} over HTTP on this port")
+    g = p.add_argument_group("security (CURVE; required outside loopback)")
+    g.add_argument("--key", metavar="SECRET", help="the edge's key pair, NAME.key_secret from `tlcut keys`")
+    g.add_argument("--allow", metavar="DIR", help="folder of admitted devices' public keys (NAME.key)")
+    g.add_argument("--insecure", action="store_true", help="plain TCP outside loopback (lab links only)")
     _add_backend(p)
     _add_threads(p)
 
@@ -288,16 +303,23 @@ def cmd_run(a):
     if a.requests < 1:
         raise TlcutError(f"--requests must be at least 1, got {a.requests}")
     xs = rt.inputs(b, a.images, a.requests + a.warmup)
+    from tlcut.runtime.security import ClientCurve
+
+    if bool(a.key) != bool(a.edge_key):
+        raise TlcutError("CURVE needs both --key (this device's NAME.key_secret) and --edge-key (the edge's NAME.key)")
+    curve = ClientCurve.from_files(a.key, a.edge_key) if a.key else None
     with rt.Device(b, a.cut, tl=a.tl == "on", edge=a.edge, backend=a.backend, threads=a.threads,
-                   timeout_s=a.timeout, encoding=a.encoding) as dev:
+                   timeout_s=a.timeout, encoding=a.encoding, retries=a.retries, fallback=a.fallback == "on",
+                   curve=curve, insecure=a.insecure) as dev:
         def show(rec):
             if a.verbose:
                 _say(f"[run] {rec['i']:4d} total {rec['total_ms']:8.2f} ms  device {rec['device_ms']:7.2f}  "
                      f"transfer {rec['transfer_ms']:7.2f}  edge {rec['edge_ms']:7.2f}")
 
         records, summary = rt.run(dev, xs, warmup=a.warmup, on_record=show)
+        summary["counts"] = dev.report()
         result = {"plan": dev.plan.label, "cut": dev.plan.cut_index, "tl": dev.plan.tl, "edge": a.edge,
-                  "summary": summary, "requests": records}
+                  "encoding": a.encoding, "summary": summary, "requests": records}
     if a.output:
         _emit_json(result, a.output)
     if a.json:
@@ -318,7 +340,14 @@ def _args_run(p):
     p.add_argument("--images", metavar="DIR", help="folder of images to send (default: random tensors)")
     p.add_argument("--requests", type=int, default=30, help="timed requests (default 30)")
     p.add_argument("--warmup", type=int, default=3, help="untimed requests first (default 3)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for each reply (default 10)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for each attempt (default 10)")
+    p.add_argument("--retries", type=int, default=2, help="resend a request this often on a fresh socket (default 2)")
+    p.add_argument("--fallback", default="on", choices=["on", "off"],
+                   help="run the whole model here when the edge is unreachable (default on)")
+    g = p.add_argument_group("security (CURVE; required outside loopback)")
+    g.add_argument("--key", metavar="SECRET", help="this device's key pair, NAME.key_secret from `tlcut keys`")
+    g.add_argument("--edge-key", metavar="PUBLIC", help="the edge's public key, NAME.key (pinned)")
+    g.add_argument("--insecure", action="store_true", help="plain TCP outside loopback (lab links only)")
     p.add_argument("--json", action="store_true", help="print the summary and every request as JSON")
     p.add_argument("-o", "--output", help="write the JSON here")
     p.add_argument("-v", "--verbose", action="store_true", help="print every request")
@@ -495,6 +524,61 @@ def _args_eval(p):
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("--json", action="store_true")
     _add_data(p)
+
+
+@verb("perf")
+def cmd_perf(a):
+    """Load an edge from many device processes at once; every result is checked against the full model."""
+    from tlcut.runtime.perf import perf
+
+    r = perf(a.bundle, a.cut, a.edge, devices=a.devices, requests=a.requests, tl=a.tl == "on", timeout=a.timeout,
+             retries=a.retries, fallback=a.fallback == "on", key=a.key, edge_key=a.edge_key, insecure=a.insecure,
+             interval=a.interval)
+    timeline = r.pop("timeline")
+    if a.output:
+        _emit_json({**r, "timeline": timeline}, a.output)
+    if a.json:
+        print(json.dumps(r, indent=1))
+    else:
+        lat = r["latency_ms"]
+        print(f"{r['devices']} devices x {r['requests_per_device']} requests: {r['ok']} correct from the edge, "
+              f"{r['fell_back']} ran locally, {r['failed']} failed, {r['wrong']} wrong; retried {r['retried']}; "
+              f"{r['throughput_rps']:.1f} req/s; latency median {lat['median']:.2f} ms, p99 {lat['p99']:.2f} ms")
+    return 0 if r["wrong"] == 0 and r["accounted"] else 1
+
+
+def _args_perf(p):
+    _add_bundle(p)
+    p.add_argument("--cut", required=True, help="cut index/tensor/layer, or 'input'")
+    p.add_argument("--tl", default="off", choices=["on", "off"])
+    p.add_argument("--edge", required=True, help="the edge's ZeroMQ endpoint")
+    p.add_argument("--devices", type=int, default=8, help="device processes (default 8)")
+    p.add_argument("--requests", type=int, default=500, help="requests per device (default 500)")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="S", help="seconds per attempt (default 2)")
+    p.add_argument("--retries", type=int, default=2)
+    p.add_argument("--fallback", default="on", choices=["on", "off"])
+    p.add_argument("--interval", type=float, default=0.0, metavar="S", help="pause between a device's requests")
+    p.add_argument("--key", metavar="SECRET")
+    p.add_argument("--edge-key", metavar="PUBLIC")
+    p.add_argument("--insecure", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-o", "--output", help="write the JSON (with every request's outcome over time) here")
+
+
+@verb("keys")
+def cmd_keys(a):
+    """Make CURVE key pairs for edges and devices (NAME.key public, NAME.key_secret private)."""
+    from tlcut.runtime.security import make_keys
+
+    for pub, sec in make_keys(a.output, a.names, force=a.force):
+        print(f"{pub}  (public: give it to the other side)\n{sec}  (secret: keep it on this host)")
+    return 0
+
+
+def _args_keys(p):
+    p.add_argument("names", nargs="*", help="one name per key pair, e.g. edge device1 device2")
+    p.add_argument("-o", "--output", default="keys", help="folder to write (default keys)")
+    p.add_argument("--force", action="store_true", help="replace existing keys")
 
 
 # ----------------------------------------------------------------------------------------------

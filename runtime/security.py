@@ -1,0 +1,135 @@
+"""Encryption and authentication of the device-edge link: ZeroMQ CURVE with a ZAP allow-list.
+
+Intermediate features can leak the product image, so outside loopback the link is encrypted by
+default. `tlcut keys` makes CURVE key pairs (ZeroMQ's own certificate files: NAME.key holds the
+public key, NAME.key_secret both). The edge serves with its secret key and admits only devices
+whose public key files are in its allow-list folder; a device pins the edge's public key. Plain
+TCP outside loopback needs an explicit --insecure and logs a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlcut.errors import TlcutError
+
+log = logging.getLogger("tlcut.security")
+
+_LOCAL = re.compile(r"^(inproc|ipc)://|^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:|$)")
+
+
+def is_loopback(endpoint: str) -> bool:
+    return bool(_LOCAL.match(endpoint))
+
+
+def make_keys(folder, names: list[str], force: bool = False) -> list[tuple[Path, Path]]:
+    import zmq.auth
+
+    if not names:
+        raise TlcutError("name the key pairs to make, e.g. `tlcut keys -o keys edge device1 device2`")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for n in names:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", n):
+            raise TlcutError(f"key name '{n}' may use only letters, digits, '.', '_' and '-'")
+        pub, sec = folder / f"{n}.key", folder / f"{n}.key_secret"
+        if (pub.exists() or sec.exists()) and not force:
+            raise TlcutError(f"keys for '{n}' already exist in {folder}; pass --force to replace them")
+        pub_path, sec_path = zmq.auth.create_certificates(str(folder), n)
+        Path(sec_path).chmod(0o600)
+        out.append((Path(pub_path), Path(sec_path)))
+    return out
+
+
+def load_secret(path) -> tuple[bytes, bytes]:
+    """(public, secret) from a NAME.key_secret file."""
+    import zmq.auth
+
+    p = Path(path)
+    if not p.is_file():
+        raise TlcutError(f"key file '{path}' does not exist; make one with `tlcut keys`")
+    try:
+        public, secret = zmq.auth.load_certificate(str(p))
+    except Exception as e:
+        raise TlcutError(f"'{path}' is not a CURVE key file ({e})") from None
+    if not secret:
+        raise TlcutError(f"'{path}' holds no secret key; give the NAME.key_secret file, not NAME.key")
+    return public, secret
+
+
+def load_public(path) -> bytes:
+    import zmq.auth
+
+    p = Path(path)
+    if not p.is_file():
+        raise TlcutError(f"public key file '{path}' does not exist; copy the edge's NAME.key here")
+    try:
+        public, _ = zmq.auth.load_certificate(str(p))
+    except Exception as e:
+        raise TlcutError(f"'{path}' is not a CURVE key file ({e})") from None
+    return public
+
+
+@dataclass
+class ServerCurve:
+    """The edge's side: its key pair and the folder of admitted devices' public keys."""
+
+    public: bytes
+    secret: bytes
+    allow: Path
+
+    @classmethod
+    def from_files(cls, secret_file, allow_dir) -> "ServerCurve":
+        public, secret = load_secret(secret_file)
+        allow = Path(allow_dir) if allow_dir else None
+        if allow is None or not allow.is_dir():
+            raise TlcutError("an encrypted edge needs --allow DIR, a folder of the public keys (NAME.key) of admitted devices")
+        if not any(allow.glob("*.key")):
+            raise TlcutError(f"--allow folder '{allow}' holds no public keys (*.key); no device could connect")
+        return cls(public, secret, allow)
+
+    def apply(self, ctx, sock):
+        """Start the ZAP handler on ``ctx`` and make ``sock`` a CURVE server; returns the handler."""
+        from zmq.auth.thread import ThreadAuthenticator
+
+        auth = ThreadAuthenticator(ctx, log=logging.getLogger("tlcut.edge.zap"))
+        auth.start()
+        auth.configure_curve(domain="*", location=str(self.allow))
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_server = True
+        return auth
+
+
+@dataclass
+class ClientCurve:
+    """The device's side: its key pair and the edge's pinned public key."""
+
+    public: bytes
+    secret: bytes
+    server: bytes
+
+    @classmethod
+    def from_files(cls, secret_file, edge_public_file) -> "ClientCurve":
+        public, secret = load_secret(secret_file)
+        return cls(public, secret, load_public(edge_public_file))
+
+    def apply(self, sock) -> None:
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_serverkey = self.server
+
+
+def require_policy(endpoint: str, curve, insecure: bool, role: str) -> None:
+    """Encryption on by default outside loopback; plain TCP there only when asked for, with a warning."""
+    if curve is not None or is_loopback(endpoint):
+        return
+    if not insecure:
+        how = ("--key edge.key_secret --allow DIR" if role == "edge" else "--key device.key_secret --edge-key edge.key")
+        raise TlcutError(f"refusing plain TCP on {endpoint}: features of product images would cross unencrypted; "
+                         f"give {how} (make keys with `tlcut keys`), or --insecure for a lab link")
+    log.warning("plain TCP on %s: the link is neither encrypted nor authenticated (--insecure)", endpoint)

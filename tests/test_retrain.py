@@ -1,0 +1,83 @@
+"""Train, insert the TL, retrain, split and evaluate on a tiny synthetic image folder (TensorFlow)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tlcut.bundle import Bundle
+from tlcut.errors import TlcutError
+
+pytestmark = pytest.mark.tf
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Two classes a CNN can tell apart: bright blobs top-left vs bottom-right."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for cls, corner in (("left", 0), ("right", 1)):
+        (root / cls).mkdir()
+        for i in range(30):
+            a = rng.integers(0, 60, (32, 32), dtype=np.uint8)
+            s = slice(2, 14) if corner == 0 else slice(18, 30)
+            a[s, s] = 230
+            Image.fromarray(a).save(root / cls / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data):
+    from tlcut.toolchain.train import train
+
+    out = tmp_path_factory.mktemp("m") / "m.keras"
+    rep = train("InspectNet", str(data), out, size=30, epochs=3, seed=0, say=lambda *_: None)
+    return out, rep
+
+
+def test_train_writes_a_model_and_report(trained):
+    out, rep = trained
+    assert out.is_file()
+    saved = json.loads(out.with_name(out.name + ".json").read_text())
+    assert saved["classes"] == ["left", "right"] and 0 <= saved["test_accuracy"] <= 1
+    assert saved["data"]["size"] == 30 and saved["data"]["split_sha256"]
+
+
+def test_tl_model_equals_the_deployed_halves_and_evaluates(trained, tmp_path, data):
+    from tlcut.toolchain.eval import evaluate
+    from tlcut.toolchain.train import retrain
+
+    out, _ = trained
+    # s1_pool is 15x15 here: the odd size takes the pad-and-crop path
+    r = retrain(str(out), "s1_pool", tmp_path / "b", epochs=1, say=lambda *_: None)
+    assert r["split_max_abs_diff"] <= 1e-4
+    b = Bundle.open(tmp_path / "b")
+    c = b.cuts[r["cut"]]
+    assert c.layer == "s1_pool" and c.tl and c.tl_shape[2:] == (8, 8)
+    assert b.manifest["source"]["training"]["kind"] == "tl-retrained"
+    res = {enc: evaluate(b, "s1_pool", tl=True, encoding=enc) for enc in ("raw", "float16", "int8")}
+    raw = res["raw"]["payload_bytes"] - 80
+    assert raw == c.tl_bytes
+    assert res["float16"]["payload_bytes"] - 80 == raw // 2 and res["int8"]["payload_bytes"] - 80 == raw // 4
+    for v in res.values():
+        assert 0 <= v["accuracy"] <= 1 and v["n"] > 0
+
+
+def test_bad_cuts_and_models(trained, tmp_path):
+    from tlcut.models import zoo
+    from tlcut.toolchain.train import check_classifier, insert_tl
+
+    out, _ = trained
+    import keras
+
+    m = keras.models.load_model(out)
+    with pytest.raises(TlcutError, match="TL cannot apply"):
+        insert_tl(m, "gap")
+    with pytest.raises(TlcutError, match="no layer"):
+        insert_tl(m, "nope")
+    headless = keras.Model(m.inputs, m.get_layer("s4_pool").output)
+    with pytest.raises(TlcutError, match="no classifier head"):
+        check_classifier(headless, 2)
+    with pytest.raises(TlcutError, match="outputs 4 classes"):
+        check_classifier(zoo.build("InspectNet", input_shape=(30, 30, 1), classes=4), 2)

@@ -1,0 +1,144 @@
+"""CURVE on by default outside loopback, key files, and an edge that admits only listed devices."""
+
+import socket
+import threading
+
+import numpy as np
+import onnx
+import pytest
+
+import graphs
+from tlcut import cli
+from tlcut.errors import TlcutError
+from tlcut.runtime import security as S
+from tlcut.runtime.run import Device, EdgeClient, EdgeUnavailable
+from tlcut.runtime.serve import Edge
+from tlcut.toolchain.compile import compile_cuts
+from tlcut.toolchain.export import export
+
+
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("ep, local", [("tcp://127.0.0.1:5", True), ("tcp://localhost:5", True), ("ipc:///tmp/x", True),
+                                       ("tcp://192.0.2.2:5555", False), ("tcp://*:5555", False), ("tcp://10.0.0.1:1", False)])
+def test_loopback_detection(ep, local):
+    assert S.is_loopback(ep) == local
+
+
+def test_plain_tcp_outside_loopback_needs_insecure():
+    with pytest.raises(TlcutError, match="refusing plain TCP"):
+        S.require_policy("tcp://192.0.2.2:5555", None, False, "device")
+    S.require_policy("tcp://192.0.2.2:5555", None, True, "device")  # allowed, with a warning
+    S.require_policy("tcp://127.0.0.1:5555", None, False, "edge")
+
+
+def test_keys_cli_and_errors(tmp_path, capsys):
+    assert cli.main(["keys", "-o", str(tmp_path), "edge", "dev1"]) == 0
+    assert (tmp_path / "edge.key").is_file() and (tmp_path / "edge.key_secret").stat().st_mode & 0o777 == 0o600
+    assert cli.main(["keys", "-o", str(tmp_path), "edge"]) == 2
+    assert "already exist" in capsys.readouterr().err
+    with pytest.raises(TlcutError, match="holds no secret key"):
+        S.load_secret(tmp_path / "edge.key")
+    with pytest.raises(TlcutError, match="does not exist"):
+        S.load_secret(tmp_path / "nope.key_secret")
+    with pytest.raises(TlcutError, match="holds no public keys"):
+        (tmp_path / "empty").mkdir()
+        S.ServerCurve.from_files(tmp_path / "edge.key_secret", tmp_path / "empty")
+
+
+def test_only_listed_devices_are_served(tmp_path):
+    onnx.save(graphs.residual(hw=8, c=4), tmp_path / "m.onnx")
+    b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=lambda *_: None)
+    compile_cuts(b, b.cuts, tl="off")
+    S.make_keys(tmp_path / "k", ["edge", "good", "bad"])
+    (tmp_path / "allow").mkdir()
+    (tmp_path / "allow" / "good.key").write_bytes((tmp_path / "k" / "good.key").read_bytes())
+    ep = f"tcp://127.0.0.1:{_port()}"
+    edge = Edge(b, ["1"])
+    stop, ready = threading.Event(), threading.Event()
+    curve = S.ServerCurve.from_files(tmp_path / "k" / "edge.key_secret", tmp_path / "allow")
+    t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready, "curve": curve}, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    try:
+        good = S.ClientCurve.from_files(tmp_path / "k" / "good.key_secret", tmp_path / "k" / "edge.key")
+        with Device(b, "1", edge=ep, curve=good) as dev:
+            y, rec = dev.infer(np.ones(b.inputs[0]["shape"], np.float32))
+            assert y.shape == tuple(b.outputs[0]["shape"]) and not rec["fallback"]
+        bad = S.ClientCurve.from_files(tmp_path / "k" / "bad.key_secret", tmp_path / "k" / "edge.key")
+        with EdgeClient(ep, timeout_s=1, curve=bad) as c:
+            with pytest.raises(EdgeUnavailable):
+                c.ping()
+        # a device that pins the wrong edge key cannot talk to this edge either
+        wrong_pin = S.ClientCurve.from_files(tmp_path / "k" / "good.key_secret", tmp_path / "k" / "bad.key")
+        with EdgeClient(ep, timeout_s=1, curve=wrong_pin) as c:
+            with pytest.raises(EdgeUnavailable):
+                c.ping()
+        assert edge.stats["ok"] == 1
+    finally:
+        stop.set()
+        t.join(5)
+        edge.close()
+
+
+def test_fallback_runs_locally_and_comes_back(tmp_path):
+    onnx.save(graphs.residual(hw=8, c=4), tmp_path / "m.onnx")
+    b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=lambda *_: None)
+    compile_cuts(b, b.cuts, tl="off")
+    ep = f"tcp://127.0.0.1:{_port()}"
+    x = np.ones(b.inputs[0]["shape"], np.float32)
+    with Device(b, "1", edge=ep, timeout_s=0.3, retries=1, fallback=True, probe_s=0.2) as dev:
+        y0, rec = dev.infer(x)  # no edge yet
+        assert rec["fallback"] and dev.edge_away and dev.client.retried == 1
+        edge = Edge(b, ["1"])
+        stop, ready = threading.Event(), threading.Event()
+        t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready}, daemon=True)
+        t.start()
+        ready.wait(10)
+        try:
+            import time
+
+            time.sleep(0.3)
+            y1, rec = dev.infer(x)
+            assert not rec["fallback"] and not dev.edge_away
+            np.testing.assert_allclose(y0, y1, atol=1e-5)
+            assert dev.report()["fell_back"] == 1 and dev.report()["offloaded"] == 1
+        finally:
+            stop.set()
+            t.join(5)
+            edge.close()
+
+
+def test_metrics_and_health_endpoints(tmp_path):
+    import urllib.request
+
+    onnx.save(graphs.residual(hw=8, c=4), tmp_path / "m.onnx")
+    b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=lambda *_: None)
+    compile_cuts(b, b.cuts, tl="off")
+    ep, mport = f"tcp://127.0.0.1:{_port()}", _port()
+    edge = Edge(b, ["1"])
+    stop, ready = threading.Event(), threading.Event()
+    t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready, "metrics_port": mport},
+                         daemon=True)
+    t.start()
+    ready.wait(10)
+    try:
+        with Device(b, "1", edge=ep) as dev:
+            for _ in range(3):
+                dev.infer(np.ones(b.inputs[0]["shape"], np.float32))
+        with EdgeClient(ep) as c:
+            with pytest.raises(Exception):
+                c.request(np.ones((1, 2), np.float32), 1)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics").read().decode()
+        assert "tlcut_edge_requests_total 3" in text
+        assert 'tlcut_edge_errors_total{kind="wrong_tensor"} 1' in text
+        assert 'tlcut_edge_request_duration_us{quantile="0.99"}' in text
+        assert urllib.request.urlopen(f"http://127.0.0.1:{mport}/health/ready").status == 200
+    finally:
+        stop.set()
+        t.join(5)
+        edge.close()
