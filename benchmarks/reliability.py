@@ -222,14 +222,71 @@ def scenario_bandwidth_drop(tb, root) -> dict:
     return r
 
 
-def bad_input_table() -> list[dict]:
-    """Malformed frames against a Python edge on loopback; each must get an error reply."""
-    import socket
-
+def bad_input_rows(ep: str, bundle, errors) -> list[dict]:
+    """Malformed frames against the edge at ``ep`` serving cut 0 of ``bundle`` with a 1 MiB message
+    limit; ``errors()`` returns the edge's error count. Each frame must get an error reply, be
+    counted, and leave the edge serving a good request from a fresh device."""
     import zmq
 
-    from tlcut.bundle import Bundle
     from tlcut.runtime import protocol as P
+
+    c = bundle.cuts[0]
+    good = np.zeros(c.shape, np.float32)
+    other = tuple(c.shape[:-1]) + (c.shape[-1] + 1,)
+
+    def hdr(**k):
+        return P.Header(**{"type": P.REQUEST, "request_id": 50, "cut_id": 0, "dtype": "float32",
+                           "shape": c.shape, "payload_len": good.nbytes, **k}).pack()
+
+    cases = [
+        ("truncated header", [hdr()[:30], good.tobytes()]),
+        ("truncated payload", [hdr(), good.tobytes()[:100]]),
+        ("wrong magic", [b"XXXX" + hdr()[4:], good.tobytes()]),
+        ("wrong version", [hdr(version=7), good.tobytes()]),
+        ("lying dims", [hdr(shape=other), good.tobytes()]),
+        ("wrong dtype", [hdr(dtype="float64", payload_len=good.nbytes * 2), good.astype(np.float64).tobytes()]),
+        ("wrong shape", [hdr(shape=(1, good.size)), good.tobytes()]),
+        ("unserved cut", [hdr(cut_id=9), good.tobytes()]),
+        ("oversized (2 MiB > 1 MiB limit)", [hdr(shape=(1, 8, 256, 256), payload_len=2 << 20), b"\0" * (2 << 20)]),
+        ("garbage bytes", [os.urandom(80), os.urandom(200)]),
+        ("three frames", [hdr(), good.tobytes(), b"x"]),
+        ("unknown message type", [hdr(type=42), good.tobytes()]),
+    ]
+    ctx = zmq.Context.instance()
+    rows = []
+    for name, frames in cases + [("replayed request id", None)]:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(ep)
+        if frames is None:  # a valid request, then the same id again
+            sock.send_multipart([hdr(request_id=77), good.tobytes()])
+            sock.poll(5000)
+            sock.recv_multipart()
+            frames = [hdr(request_id=77), good.tobytes()]
+        time.sleep(0.05)
+        before = errors()
+        sock.send_multipart(frames)
+        got = sock.poll(5000)
+        h = P.decode(sock.recv_multipart())[0] if got else None
+        sock.close()
+        ok = ctx.socket(zmq.DEALER)  # a valid request from a fresh device still gets its result
+        ok.setsockopt(zmq.LINGER, 0)
+        ok.connect(ep)
+        ok.send_multipart(P.tensor_frames(P.REQUEST, good, 1, 0))
+        served = ok.poll(5000) and P.decode(ok.recv_multipart())[0].type == P.RESULT
+        ok.close()
+        time.sleep(0.05)
+        rows.append({"case": name, "reply": P.TYPES.get(h.type) if h else None,
+                     "error": P.ERRORS.get(h.status) if h and h.type == P.ERROR else None,
+                     "counted": errors() == before + 1, "still_serving": bool(served)})
+    return rows
+
+
+def bad_input_table() -> list[dict]:
+    """bad_input_rows against a Python edge on loopback."""
+    import socket
+
+    from tlcut.bundle import Bundle
     from tlcut.runtime.serve import Edge
 
     root = Path(tempfile.mkdtemp(prefix="tlcut-bad-"))
@@ -244,57 +301,12 @@ def bad_input_table() -> list[dict]:
     th = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready}, daemon=True)
     th.start()
     ready.wait(10)
-    c = b.cuts[0]
-    good = np.zeros(c.shape, np.float32)
-    hdr = lambda **k: P.Header(**{"type": P.REQUEST, "request_id": 50, "cut_id": 0, "dtype": "float32",  # noqa: E731
-                                  "shape": c.shape, "payload_len": good.nbytes, **k}).pack()
-    cases = [
-        ("truncated header", [hdr()[:30], good.tobytes()]),
-        ("truncated payload", [hdr(), good.tobytes()[:100]]),
-        ("wrong magic", [b"XXXX" + hdr()[4:], good.tobytes()]),
-        ("wrong version", [hdr(version=7), good.tobytes()]),
-        ("lying dims", [hdr(shape=(1, 4, 32, 31)), good.tobytes()]),
-        ("wrong dtype", [hdr(dtype="float64", payload_len=good.nbytes * 2), good.astype(np.float64).tobytes()]),
-        ("wrong shape", [hdr(shape=(1, 4, 16, 64)), good.tobytes()]),
-        ("unserved cut", [hdr(cut_id=9), good.tobytes()]),
-        ("oversized (2 MiB > 1 MiB limit)", [hdr(shape=(1, 8, 256, 256), payload_len=2 << 20), b"\0" * (2 << 20)]),
-        ("garbage bytes", [os.urandom(80), os.urandom(200)]),
-        ("three frames", [hdr(), good.tobytes(), b"x"]),
-        ("unknown message type", [hdr(type=42), good.tobytes()]),
-    ]
-    ctx = zmq.Context.instance()
-    rows = []
     try:
-        for name, frames in cases + [("replayed request id", None)]:
-            sock = ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(ep)
-            before = sum(edge.errors.values())
-            if frames is None:  # a valid request, then the same id again
-                sock.send_multipart([hdr(request_id=77), good.tobytes()])
-                sock.poll(5000)
-                sock.recv_multipart()
-                before = sum(edge.errors.values())
-                frames = [hdr(request_id=77), good.tobytes()]
-            sock.send_multipart(frames)
-            got = sock.poll(5000)
-            h = P.decode(sock.recv_multipart())[0] if got else None
-            sock.close()
-            # and a valid request from a fresh device still gets its result
-            ok = ctx.socket(zmq.DEALER)
-            ok.setsockopt(zmq.LINGER, 0)
-            ok.connect(ep)
-            ok.send_multipart(P.tensor_frames(P.REQUEST, good, 1, 0))
-            served = ok.poll(5000) and P.decode(ok.recv_multipart())[0].type == P.RESULT
-            ok.close()
-            rows.append({"case": name, "reply": P.TYPES.get(h.type) if h else None,
-                         "error": P.ERRORS.get(h.status) if h and h.type == P.ERROR else None,
-                         "counted": sum(edge.errors.values()) == before + 1, "still_serving": bool(served)})
+        return bad_input_rows(ep, b, lambda: sum(edge.errors.values()))
     finally:
         stop.set()
         th.join(5)
         edge.close()
-    return rows
 
 
 def scenario_security(tb, root) -> dict:

@@ -67,6 +67,7 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend: 
                     onnx.save(fn(model, cut, tl=with_tl), str(p))
                     art = be.compile(p, tmp / be.name, threads=threads)
                     files[f"{part}{sfx}"] = {"onnx": str(p.relative_to(tmp)), be.name: str(art.relative_to(tmp))}
+            write_io(tmp / "io.txt", {k: tmp / v["onnx"] for k, v in files.items()})
         entry = {"cut": cut.index, "tensor": cut.tensor, "backend": be.name, "dir": str(final.relative_to(bundle.path)),
                  "files": files, "payload": {
                      "plain": {"name": surgery.payload_name(cut, False), "shape": list(cut.shape), "dtype": cut.dtype},
@@ -77,6 +78,24 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend: 
         bundle.save_manifest()
         written[cut.index] = entry
     return written
+
+
+def write_io(path: Path, halves: dict) -> None:
+    """io.txt: each ONNX file's input as "<stem> <name> <dtype> <rank> <dims...>", for readers without
+    an ONNX parser (the C edge)."""
+    from onnx import helper
+
+    lines = []
+    for stem, f in sorted(halves.items()):
+        m = onnx.load(str(f), load_external_data=False)
+        inits = {i.name for i in m.graph.initializer}
+        (inp,) = [i for i in m.graph.input if i.name not in inits]
+        dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+        import numpy as np
+
+        dt = np.dtype(helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)).name
+        lines.append(" ".join([stem, inp.name, dt, str(len(dims)), *map(str, dims)]))
+    Path(path).write_text("\n".join(lines) + "\n")
 
 
 def half_path(bundle: Bundle, cut: Cut, part: str, tl: bool, backend: str = backends.DEFAULT) -> Path:

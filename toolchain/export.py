@@ -367,6 +367,10 @@ def export(model: str, out, *, weights: str | None = None, input_shape=None, cla
     }
     with staged_dir(out, overwrite=force) as tmp:
         onnx.save(proto, str(tmp / MODEL))
+        if len(manifest["inputs"]) == 1:
+            i = manifest["inputs"][0]
+            (tmp / "io.txt").write_text(" ".join(["model", i["name"], i["dtype"], str(len(i["shape"])),
+                                                  *map(str, i["shape"])]) + "\n")
         manifest["model"]["sha256"] = sha256_file(tmp / MODEL)
         write_json_atomic(tmp / MANIFEST, manifest)
     progress(f"[export] wrote {out} ({len(g.node)} nodes, {len(cuts)} cuts, "

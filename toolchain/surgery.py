@@ -114,9 +114,11 @@ def _prepend_edge_tl(g: gs.Graph, t: gs.Variable, cut: Cut) -> gs.Variable:
     up_shape[w_ax] *= 2
     crop = up_shape != list(cut.shape)
     up = gs.Variable("tlcut_edge_tl_up", dtype=np.dtype(cut.dtype), shape=up_shape) if crop else t
+    # Resize's roi input is optional from opset 13; before that it must be given (and is unused)
+    roi = gs.Variable.empty() if (g.opset or _OPSET) >= 13 else gs.Constant("tlcut_edge_tl_roi", np.zeros(0, np.float32))
     g.nodes.append(gs.Node(
         op="Resize", name="tlcut_edge_tl",
-        inputs=[payload, gs.Variable.empty(), gs.Constant("tlcut_edge_tl_scales", scales)], outputs=[up],
+        inputs=[payload, roi, gs.Constant("tlcut_edge_tl_scales", scales)], outputs=[up],
         attrs={"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
     ))
     if crop:

@@ -1,0 +1,124 @@
+/* tlcut.h: the C edge runtime of tlcut.
+ *
+ * Serves the tail of a cut model to devices over ZeroMQ, speaking the wire protocol of
+ * docs/protocol.md (the same bytes as the Python runtime). One header, one prefix (tlc_),
+ * opaque handles, one error scheme: every function that can fail returns an int status,
+ * TLC_OK (0) or a code that tlc_strerror() names.
+ *
+ * Ownership: the caller owns every buffer it passes in; nothing is kept after a call returns.
+ * Pointers handed out by the library (tlc_edge_handle's reply payload, tlc_edge_last_error's
+ * string) belong to the handle and stay valid until the next call on that handle or its
+ * destruction. tlc_edge_destroy(NULL) is a no-op.
+ */
+#ifndef TLCUT_H
+#define TLCUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define TLC_EXPORT __declspec(dllexport)
+#else
+#define TLC_EXPORT __attribute__((visibility("default")))
+#endif
+
+#define TLC_VERSION_MAJOR 0
+#define TLC_VERSION_MINOR 1
+#define TLC_VERSION_PATCH 0
+#define TLC_PROTOCOL_VERSION 1
+#define TLC_HEADER_SIZE 80
+#define TLC_MAX_RANK 8
+#define TLC_INPUT_CUT 0xFFFFFFFFu
+
+/* Message types, dtypes, flags and encodings: docs/protocol.md. */
+enum { TLC_REQUEST = 1, TLC_RESULT = 2, TLC_ERROR = 3, TLC_PING = 4, TLC_PONG = 5 };
+enum { TLC_F32 = 1, TLC_F16 = 2, TLC_I8 = 3, TLC_U8 = 4, TLC_I32 = 5, TLC_I64 = 6, TLC_F64 = 7 };
+enum { TLC_FLAG_TL = 1 };
+enum { TLC_ENC_RAW = 0, TLC_ENC_FLOAT16 = 1, TLC_ENC_INT8 = 2 };
+
+/* Status codes. 1..9 are the protocol's error codes (the status byte of an ERROR reply). */
+enum {
+    TLC_OK = 0,
+    TLC_E_BAD_FRAME = 1,
+    TLC_E_VERSION = 2,
+    TLC_E_BAD_TYPE = 3,
+    TLC_E_WRONG_CUT = 4,
+    TLC_E_WRONG_TENSOR = 5,
+    TLC_E_TOO_LARGE = 6,
+    TLC_E_INTERNAL = 7,
+    TLC_E_BUSY = 8,
+    TLC_E_REPLAY = 9,
+    TLC_E_INVALID_ARGUMENT = 100, /* a NULL or out-of-range argument */
+    TLC_E_NOT_FOUND = 101,        /* bundle, cut or file missing */
+    TLC_E_ENGINE = 102,           /* the inference engine refused a half */
+    TLC_E_TRANSPORT = 103,        /* ZeroMQ failed */
+    TLC_E_NO_MEMORY = 104
+};
+
+/* A decoded header: a plain value, filled by tlc_header_parse, read by tlc_header_pack. */
+typedef struct tlc_header {
+    uint8_t version, type, dtype, rank;
+    uint64_t request_id;
+    uint32_t cut_id;
+    uint16_t flags;
+    uint8_t encoding, status;
+    uint64_t payload_len;
+    float scale;
+    int32_t zero_point;
+    uint32_t server_us;
+    uint32_t dims[TLC_MAX_RANK];
+} tlc_header;
+
+/* Library version as "MAJOR.MINOR.PATCH" (static string). */
+TLC_EXPORT const char *tlc_version(void);
+/* A short English name for a status code (static string; never NULL). */
+TLC_EXPORT const char *tlc_strerror(int status);
+/* Bytes per element of a protocol dtype, 0 if unknown. */
+TLC_EXPORT size_t tlc_dtype_size(int dtype);
+
+/* Parse and check an 80-byte header: size, magic, version, type, rank, dtype. */
+TLC_EXPORT int tlc_header_parse(const void *buf, size_t len, tlc_header *out);
+/* Write ``h`` as 80 bytes into ``buf`` (``len`` >= TLC_HEADER_SIZE). */
+TLC_EXPORT int tlc_header_pack(const tlc_header *h, void *buf, size_t len);
+/* Check a parsed header against its payload frame: length, and dims x dtype size for tensors. */
+TLC_EXPORT int tlc_frame_check(const tlc_header *h, size_t payload_len);
+
+/* ---- the edge: tails of a bundle, and the request handler ---------------------------------- */
+typedef struct tlc_edge tlc_edge;
+
+/* Open ``bundle_dir`` (written by `tlcut export`/`tlcut compile`). No tails are loaded yet. */
+TLC_EXPORT int tlc_edge_create(const char *bundle_dir, tlc_edge **out);
+/* Load the tail of cut ``cut`` (a cut index, or "input" for the whole model); ``tl``: 0 plain,
+ * 1 with EdgeTL, -1 both where compiled. */
+TLC_EXPORT int tlc_edge_add_cut(tlc_edge *edge, const char *cut, int tl);
+/* Refuse messages over ``bytes`` with TLC_E_TOO_LARGE (default 256 MiB). */
+TLC_EXPORT int tlc_edge_set_max_message(tlc_edge *edge, size_t bytes);
+/* Answer one request. ``reply_header`` receives TLC_HEADER_SIZE bytes; ``*reply_payload`` points
+ * to memory owned by ``edge`` (valid until the next call on it). Returns TLC_OK when a reply was
+ * made, a RESULT or an ERROR: a bad request is answered, not returned as a failure. */
+TLC_EXPORT int tlc_edge_handle(tlc_edge *edge, const void *header, size_t header_len, const void *payload,
+                               size_t payload_len, void *reply_header, const void **reply_payload,
+                               size_t *reply_payload_len);
+/* Serve on ``endpoint`` (a ZeroMQ ROUTER bind) until *stop becomes non-zero or ``max_messages``
+ * (0: no limit) have been answered. */
+TLC_EXPORT int tlc_edge_serve(tlc_edge *edge, const char *endpoint, volatile int *stop, uint64_t max_messages);
+/* Counters: results sent, and errors by protocol code (index 1..9). */
+typedef struct tlc_edge_stats {
+    uint64_t messages, results, pings, errors[10];
+} tlc_edge_stats;
+TLC_EXPORT int tlc_edge_stats_get(const tlc_edge *edge, tlc_edge_stats *out);
+/* Called with one line for every request answered with an ERROR (``line`` valid during the call). */
+typedef void (*tlc_log_fn)(void *user, const char *line);
+TLC_EXPORT int tlc_edge_set_log(tlc_edge *edge, tlc_log_fn fn, void *user);
+/* What went wrong in the last failing call on ``edge`` (owned by it; "" if nothing). */
+TLC_EXPORT const char *tlc_edge_last_error(const tlc_edge *edge);
+TLC_EXPORT void tlc_edge_destroy(tlc_edge *edge);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TLCUT_H */
