@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install tlcut with everything its tests use, then run them. The README's test command.
+# Install tlcut with everything its tests use, build the C edge (also with ASan/UBSan), then run
+# the C tests (ctest) and the Python tests (pytest). The README's test command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,4 +14,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 "$PY" -m pip install -q -e '.[all]'
+bash scripts/build-c.sh --sanitize
+(cd build && ctest --output-on-failure -E integration)      # framing, validation, the C example
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure)  # all C tests under ASan+UBSan
+export TLCUT_EDGED="$PWD/build/tlcut-edged"
 exec "$PY" -m pytest -q -p no:cacheprovider "$@"

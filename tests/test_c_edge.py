@@ -80,8 +80,12 @@ class CEdge:
         return Path(self.log.name).read_text().count(" WARNING request ")
 
     def stop(self):
+        """SIGTERM is a clean shutdown: exit 0, and nothing from a sanitizer in the log."""
         self.p.terminate()
-        self.p.wait(10)
+        code = self.p.wait(30)
+        text = Path(self.log.name).read_text()
+        assert code == 0, f"tlcut-edged exited {code}: {text[-2000:]}"
+        assert "Sanitizer" not in text and "runtime error" not in text, text[-3000:]
 
 
 class PyEdge:

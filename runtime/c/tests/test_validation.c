@@ -94,8 +94,10 @@ int main(int argc, char **argv) {
     r = ask(e, h, half, 196 * 2, TLC_HEADER_SIZE);
     CHECK(r.r.type == TLC_RESULT, "float16 payload");
     /* still serving */
-    r = ask(e, req(TLC_INPUT_CUT, 0, dx, 4, 147 * 4), calloc(147, 4), 147 * 4, TLC_HEADER_SIZE);
+    float *zeros = calloc(147, sizeof *zeros);
+    r = ask(e, req(TLC_INPUT_CUT, 0, dx, 4, 147 * 4), zeros, 147 * 4, TLC_HEADER_SIZE);
     CHECK(r.r.type == TLC_RESULT && r.len == 16, "whole model after the errors");
+    free(zeros);
     tlc_edge_destroy(e);
     tlc_edge_destroy(NULL);
     free(in); free(out); free(tin); free(tout); free(dbl); free(half);
