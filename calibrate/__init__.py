@@ -1,1 +1,1 @@
-"""Calibration: measuring what the planner takes as given (the link between device and edge)."""
+"""Calibration: measuring what the planner takes as given, on the real link."""

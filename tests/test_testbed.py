@@ -112,3 +112,25 @@ def test_cli_up_exec_down(tmp_path):
     assert "tlcut-citest" not in _netns()
     r = subprocess.run(tl + ["down", "--name", "citest"], capture_output=True, text=True)
     assert r.returncode == 2 and "no testbed is up" in r.stderr
+
+
+def test_calibrate_measures_the_shaped_link(bundle, tmp_path):
+    from tlcut.toolchain import plan
+
+    cfg = tbm.Config(bandwidth_mbps=20, latency_ms=30, port=5705)
+    tlcut = [sys.executable, "-m", "tlcut"]
+    with tbm.Testbed(cfg, log=lambda *_: None) as tb:
+        edge = tb.popen("edge", tlcut + ["serve", str(bundle.path), "--cut", "input", "--bind", tb.state.edge_bind],
+                        stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(3)
+            out = tmp_path / "net.csv"
+            r = tb.run("device", tlcut + ["calibrate", str(bundle.path), "--edge", tb.state.device_endpoint, "--insecure",
+                                          "--requests", "5", "--pings", "10", "-o", str(out)], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+        finally:
+            edge.terminate()
+            edge.wait(10)
+    n = plan.network_from_args(csv_path=out)
+    assert 27 <= n.rtt_ms <= 36, n
+    assert 16 <= n.up_mbps <= 22, n

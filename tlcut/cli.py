@@ -565,6 +565,39 @@ def _args_perf(p):
     p.add_argument("-o", "--output", help="write the JSON (with every request's outcome over time) here")
 
 
+@verb("calibrate")
+def cmd_calibrate(a):
+    """Measure the link to a running edge (ping, uplink goodput) and write it as a Scission network CSV."""
+    from tlcut.bundle import Bundle
+    from tlcut.calibrate.link import measure, write_csv
+    from tlcut.runtime.security import ClientCurve
+
+    curve = ClientCurve.from_files(a.key, a.edge_key) if a.key and a.edge_key else None
+    m = measure(Bundle.open(a.bundle), a.edge, a.cut, pings=a.pings, requests=a.requests, tl=a.tl == "on",
+                curve=curve, insecure=a.insecure)
+    print(f"ping {m['ping_ms']:.2f} ms (p90 {m['ping_ms_p90']:.2f}), uplink {m['bandwidth_mbps']:.2f} Mbit/s "
+          f"over {m['requests']} requests of {m['payload_bytes']} B")
+    if a.output:
+        write_csv(a.output, a.device_name, a.edge_name, m)
+        _say(f"[calibrate] wrote {a.output}; use it with `tlcut plan --network {a.output}`")
+    return 0
+
+
+def _args_calibrate(p):
+    _add_bundle(p)
+    p.add_argument("--edge", required=True, help="the running edge's endpoint")
+    p.add_argument("--cut", default="input", help="a cut the edge serves, or 'input' (default: the model input)")
+    p.add_argument("--tl", default="off", choices=["on", "off"])
+    p.add_argument("--pings", type=int, default=20)
+    p.add_argument("--requests", type=int, default=10)
+    p.add_argument("-o", "--output", help="Scission CSV to write")
+    p.add_argument("--device-name", default="device")
+    p.add_argument("--edge-name", default="edge")
+    p.add_argument("--key", metavar="SECRET")
+    p.add_argument("--edge-key", metavar="PUBLIC")
+    p.add_argument("--insecure", action="store_true")
+
+
 @verb("keys")
 def cmd_keys(a):
     """Make CURVE key pairs for edges and devices (NAME.key public, NAME.key_secret private)."""
