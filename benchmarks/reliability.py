@@ -358,11 +358,43 @@ def scenario_security(tb, root) -> dict:
     return res
 
 
+def bad_input_table_c() -> list[dict] | None:
+    """bad_input_rows against the C edge (tlcut-edged), where it is built; errors counted from its log."""
+    edged = os.environ.get("TLCUT_EDGED") or str(HERE.parent / "build" / "tlcut-edged")
+    if not os.access(edged, os.X_OK):
+        return None
+    import socket
+
+    from tlcut.bundle import Bundle
+    from tlcut.runtime.run import EdgeClient
+
+    root = Path(tempfile.mkdtemp(prefix="tlcut-bad-c-"))
+    make_bundle(root)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        ep = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    log = root / "edged.log"
+    p = subprocess.Popen([edged, str(root / "bundle"), "--cut", "0", "--bind", ep, "--max-message-mb", "1"],
+                         stderr=open(log, "w"))
+    try:
+        for _ in range(100):
+            try:
+                EdgeClient(ep, timeout_s=0.5).ping()
+                break
+            except Exception:
+                time.sleep(0.1)
+        return bad_input_rows(ep, Bundle.open(root / "bundle"), lambda: log.read_text().count(" WARNING request "))
+    finally:
+        p.terminate()
+        p.wait(10)
+
+
 def run_all(root: Path, load_requests=500) -> dict:
     from tlcut.runtime import testbed as tbm
 
     why = tbm.available()
-    out = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "bad_input": bad_input_table()}
+    out = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "bad_input": bad_input_table(),
+           "bad_input_c": bad_input_table_c()}
     if why:
         out["skipped"] = why
         return out
@@ -402,10 +434,15 @@ def to_markdown(r: dict) -> str:
                f"plain TCP (control) {s['plain']['captured_bytes']} bytes, marker found: {s['plain']['marker_found']}.", ""]
     else:
         md += [f"Testbed scenarios not run: {r.get('skipped')}", ""]
-    md += ["## Malformed frames against the Python edge (the C edge does not exist yet)", "",
-           "| frame | reply | error | counted | edge still serving |", "|---|---|---|---|---|"]
+    cb = {b["case"]: b for b in (r.get("bad_input_c") or [])}
+    md += ["## Malformed frames against the Python edge and the C edge (tlcut-edged)", "",
+           "Each is sent on its own connection; then a fresh device sends a valid request.", "",
+           "| frame | Python: reply, error | counted | still serving | C: reply, error | counted | still serving |",
+           "|---|---|---|---|---|---|---|"]
     for b in r["bad_input"]:
-        md.append(f"| {b['case']} | {b['reply']} | {b['error']} | {b['counted']} | {b['still_serving']} |")
+        c = cb.get(b["case"])
+        cpart = f"{c['reply']}, {c['error']} | {c['counted']} | {c['still_serving']}" if c else "not built | | "
+        md.append(f"| {b['case']} | {b['reply']}, {b['error']} | {b['counted']} | {b['still_serving']} | {cpart} |")
     return "\n".join(md) + "\n"
 
 

@@ -2,6 +2,7 @@
 error replies to bad frames, on loopback and across the testbed. Built by CMake; ctest runs this
 file with TLCUT_EDGED set (or set it yourself to the built daemon)."""
 
+import json
 import os
 import socket
 import subprocess
@@ -162,3 +163,43 @@ def test_startup_errors_are_one_line(bundles, tmp_path):
         r = subprocess.run([EDGED, *args], capture_output=True, text=True, timeout=30)
         lines = [l for l in r.stderr.splitlines() if l.startswith("tlcut-edged: error:")]
         assert r.returncode == 2 and len(lines) == 1 and text in lines[0], r.stderr
+
+
+@pytest.mark.root
+def test_same_results_across_the_testbed(bundles):
+    from tlcut.runtime import testbed as tbm
+
+    why = tbm.available()
+    if why:
+        pytest.skip(f"testbed unavailable: {why}")
+    b = bundles["chain"]
+    cuts = _cuts(b)
+    code = ("import json, sys, numpy as np\nfrom tlcut.bundle import Bundle\nfrom tlcut.runtime.run import Device\n"
+            f"b = Bundle.open({str(b.path)!r})\nout = {{}}\n"
+            "rng = np.random.default_rng(2)\nxs = [rng.random(b.inputs[0]['shape']).astype(np.float32) for _ in range(2)]\n"
+            f"for k in {cuts!r}:\n"
+            "    for tl in ([False, True] if b.cuts[k].tl else [False]):\n"
+            "        with Device(b, str(k), tl=tl, edge=sys.argv[1], timeout_s=20, insecure=True) as d:\n"
+            "            out[f'{k}-{tl}'] = [d.infer(x)[0].tolist() for x in xs]\n"
+            "print(json.dumps(out))\n")
+    results = {}
+    with tbm.Testbed(tbm.Config(port=5841, device_quota=1.0), log=lambda *_: None) as tb:
+        for name in ("python", "c"):
+            if name == "python":
+                argv = [sys.executable, "-m", "tlcut", "serve", str(b.path), *sum((["--cut", str(k)] for k in cuts), []),
+                        "--bind", tb.state.edge_bind, "--insecure"]
+            else:
+                argv = [EDGED, str(b.path), *sum((["--cut", str(k)] for k in cuts), []), "--bind", tb.state.edge_bind,
+                        "--insecure"]
+            edge = tb.popen("edge", argv, stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(2.0)
+                r = tb.run("device", [sys.executable, "-c", code, tb.state.device_endpoint], capture_output=True, text=True)
+                assert r.returncode == 0, r.stderr[-2000:]
+                results[name] = json.loads(r.stdout)
+            finally:
+                edge.terminate()
+                edge.wait(10)
+    assert results["python"].keys() == results["c"].keys() and len(results["c"]) >= 3
+    for k in results["c"]:
+        assert np.abs(np.array(results["c"][k]) - np.array(results["python"][k])).max() <= 1e-4, k

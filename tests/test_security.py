@@ -142,3 +142,57 @@ def test_metrics_and_health_endpoints(tmp_path):
         stop.set()
         t.join(5)
         edge.close()
+
+
+def test_a_flooding_device_does_not_starve_another(tmp_path):
+    """ZeroMQ fair-queues the edge's input per connection: a device that pipelines hundreds of
+    requests is served in turn with one that sends one at a time, which waits for at most a few
+    requests of the flood, not for all of it."""
+    import time
+
+    import zmq
+
+    from tlcut.runtime import protocol as P
+
+    onnx.save(graphs.residual(hw=32, c=8), tmp_path / "m.onnx")
+    b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=lambda *_: None)
+    compile_cuts(b, b.cuts, tl="off")
+    ep = f"tcp://127.0.0.1:{_port()}"
+    edge = Edge(b, ["0"])
+    stop, ready = threading.Event(), threading.Event()
+    t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready, "max_queue": 1000},
+                         daemon=True)
+    t.start()
+    ready.wait(10)
+    try:
+        x = np.zeros(b.cuts[0].shape, np.float32)
+        flood = zmq.Context.instance().socket(zmq.DEALER)
+        flood.setsockopt(zmq.LINGER, 0)
+        flood.connect(ep)
+        n_flood = 600
+        for i in range(n_flood):
+            flood.send_multipart(P.tensor_frames(P.REQUEST, x, i + 1, 0))
+        time.sleep(0.05)  # the flood is queued at the edge first
+        t0 = time.perf_counter()
+        waits = []
+        with EdgeClient(ep, timeout_s=30) as polite:
+            for _ in range(10):
+                t1 = time.perf_counter()
+                polite.request(x, 0)
+                waits.append(time.perf_counter() - t1)
+        polite_done = time.perf_counter() - t0
+        got = 0
+        while got < n_flood and flood.poll(30000):
+            flood.recv_multipart()
+            got += 1
+        flood_done = time.perf_counter() - t0
+        flood.close()
+        assert got == n_flood
+        # the polite device finished long before the flood drained; after its first request (which
+        # also connects) each waits about one flood request, not for the flood's queue
+        assert polite_done < flood_done / 4, (polite_done, flood_done)
+        assert max(waits[1:]) < flood_done / 20, (waits, flood_done)
+    finally:
+        stop.set()
+        t.join(10)
+        edge.close()

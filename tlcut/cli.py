@@ -188,9 +188,12 @@ def cmd_bench(a):
     from tlcut.bundle import Bundle
     from tlcut.toolchain.bench import bench
 
+    from tqdm import tqdm
+
     b = Bundle.open(a.bundle)
     prof = bench(b, role=a.role, warmup=a.warmup, iterations=a.iterations, threads=a.threads,
-                 check=a.check, backend=a.backend, progress=_say)
+                 check=a.check, backend=a.backend, progress=_say,
+                 bar=lambda it: tqdm(it, desc="bench", unit="cut", file=sys.stderr, leave=False))
     _emit_json(prof, a.output)
     if a.output and a.output != "-":
         _say(f"[bench] wrote {a.output}")
