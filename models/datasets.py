@@ -84,7 +84,7 @@ def _elpv(task: str):
     try:
         from elpv_dataset.utils import load_dataset
     except ImportError:
-        raise TlcutError("the ELPV dataset is not installed; pip install elpv-dataset (or pass a folder of images)") from None
+        raise TlcutError("the ELPV dataset is not installed; pip install 'tlcut[train]' (or pass a folder of images)") from None
     images, probs, types = load_dataset()
     if task == "grade":
         grades = sorted(ELPV_GRADES)

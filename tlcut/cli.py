@@ -470,10 +470,10 @@ def _args_train(p):
                    help="elpv: 4 defect grades, or functional/defective (default grade)")
     p.add_argument("--size", type=int, default=128, help="image size (default 128)")
     p.add_argument("--channels", type=int, default=1, choices=[1, 3], help="image channels (default 1)")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--patience", type=int, default=4, help="epochs without better validation accuracy before stopping")
+    p.add_argument("--patience", type=int, default=5, help="epochs without better validation accuracy before stopping")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the training (default 0)")
 
 
@@ -492,8 +492,8 @@ def _args_retrain(p):
     p.add_argument("--cut", required=True, metavar="LAYER", help="Keras layer after which the TL goes (see `tlcut cuts`)")
     p.add_argument("-o", "--output", required=True, help="bundle to write")
     _add_data(p)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--force", action="store_true", help="replace an existing bundle")

@@ -136,8 +136,8 @@ def data_args(report: dict) -> dict:
             "seed": d.get("seed", 0)}
 
 
-def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, task: str = "grade", epochs: int = 15,
-          lr: float = 1e-3, batch: int = 32, seed: int = 0, patience: int = 4, limit: int | None = None,
+def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, task: str = "grade", epochs: int = 25,
+          lr: float = 1e-3, batch: int = 32, seed: int = 0, patience: int = 5, limit: int | None = None,
           say=print) -> dict:
     """Baseline: train ``model`` (zoo name or .keras file) on ``data``; save it and its report at ``out``."""
     from tlcut.models import datasets
@@ -162,7 +162,7 @@ def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, tas
     return report
 
 
-def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, epochs: int = 6, lr: float = 1e-4,
+def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, epochs: int = 8, lr: float = 3e-4,
             batch: int = 32, patience: int = 3, limit: int | None = None, force: bool = False, say=print) -> dict:
     """Inserter, Trainer and Splitter: a bundle whose cut ``cut`` carries the TL, retrained."""
     from tlcut.models import datasets
