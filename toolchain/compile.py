@@ -7,7 +7,6 @@ manifest records it; an interrupted compile leaves the bundle as it was.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import onnx
@@ -113,9 +112,3 @@ def half_path(bundle: Bundle, cut: Cut, part: str, tl: bool, backend: str = back
     if not p.is_file():
         raise TlcutError(f"{p} is missing; re-run `tlcut compile {bundle.path} --cuts {cut.index}`")
     return p
-
-
-def remove(bundle: Bundle, cut: Cut) -> None:
-    shutil.rmtree(bundle.half_dir(cut), ignore_errors=True)
-    bundle.manifest.get("compiled", {}).pop(str(cut.index), None)
-    bundle.save_manifest()
