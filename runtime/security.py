@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,4 +133,5 @@ def require_policy(endpoint: str, curve, insecure: bool, role: str) -> None:
         how = ("--key edge.key_secret --allow DIR" if role == "edge" else "--key device.key_secret --edge-key edge.key")
         raise TlcutError(f"refusing plain TCP on {endpoint}: features of product images would cross unencrypted; "
                          f"give {how} (make keys with `tlcut keys`), or --insecure for a lab link")
-    log.warning("plain TCP on %s: the link is neither encrypted nor authenticated (--insecure)", endpoint)
+    print(f"tlcut: warning: plain TCP on {endpoint}: the link is neither encrypted nor authenticated (--insecure)",
+          file=sys.stderr, flush=True)
