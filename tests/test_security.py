@@ -154,13 +154,13 @@ def test_a_flooding_device_does_not_starve_another(tmp_path):
 
     from tlcut.runtime import protocol as P
 
-    onnx.save(graphs.residual(hw=32, c=8), tmp_path / "m.onnx")
+    onnx.save(graphs.residual(hw=64, c=16), tmp_path / "m.onnx")  # about a millisecond a request
     b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=lambda *_: None)
     compile_cuts(b, b.cuts, tl="off")
     ep = f"tcp://127.0.0.1:{_port()}"
     edge = Edge(b, ["0"])
     stop, ready = threading.Event(), threading.Event()
-    t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready, "max_queue": 1000},
+    t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready, "max_queue": 2000},
                          daemon=True)
     t.start()
     ready.wait(10)
@@ -169,7 +169,7 @@ def test_a_flooding_device_does_not_starve_another(tmp_path):
         flood = zmq.Context.instance().socket(zmq.DEALER)
         flood.setsockopt(zmq.LINGER, 0)
         flood.connect(ep)
-        n_flood = 600
+        n_flood = 1000
         for i in range(n_flood):
             flood.send_multipart(P.tensor_frames(P.REQUEST, x, i + 1, 0))
         time.sleep(0.05)  # the flood is queued at the edge first
@@ -190,8 +190,8 @@ def test_a_flooding_device_does_not_starve_another(tmp_path):
         assert got == n_flood
         # the polite device finished long before the flood drained; after its first request (which
         # also connects) each waits about one flood request, not for the flood's queue
-        assert polite_done < flood_done / 4, (polite_done, flood_done)
-        assert max(waits[1:]) < flood_done / 20, (waits, flood_done)
+        assert polite_done < flood_done / 3, (polite_done, flood_done)
+        assert max(waits[1:]) < flood_done / 10, (waits, flood_done)
     finally:
         stop.set()
         t.join(10)
