@@ -203,3 +203,41 @@ def test_same_results_across_the_testbed(bundles):
     assert results["python"].keys() == results["c"].keys() and len(results["c"]) >= 3
     for k in results["c"]:
         assert np.abs(np.array(results["c"][k]) - np.array(results["python"][k])).max() <= 1e-4, k
+
+
+def test_curve_admits_only_listed_devices(bundles, tmp_path):
+    from tlcut.runtime import security as S
+    from tlcut.runtime.run import EdgeUnavailable
+
+    b = bundles["chain"]
+    S.make_keys(tmp_path / "k", ["edge", "good", "bad"])
+    (tmp_path / "allow").mkdir()
+    (tmp_path / "allow" / "good.key").write_bytes((tmp_path / "k" / "good.key").read_bytes())
+    ep = f"tcp://127.0.0.1:{_port()}"
+    log = open(tmp_path / "edged.log", "w+")
+    p = subprocess.Popen([EDGED, str(b.path), "--cut", "0", "--bind", ep, "--key", str(tmp_path / "k" / "edge.key_secret"),
+                          "--allow", str(tmp_path / "allow")], stderr=log)
+    try:
+        good = S.ClientCurve.from_files(tmp_path / "k" / "good.key_secret", tmp_path / "k" / "edge.key")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                EdgeClient(ep, timeout_s=0.5, curve=good).ping()
+                break
+            except EdgeUnavailable:
+                assert time.monotonic() < deadline and p.poll() is None, Path(log.name).read_text()
+        x = np.random.default_rng(0).random(b.inputs[0]["shape"]).astype(np.float32)
+        with Device(b, "0", edge=ep, curve=good) as d:
+            y, rec = d.infer(x)
+        assert y.shape == tuple(b.outputs[0]["shape"]) and not rec["fallback"]
+        for who, pin in (("bad", "edge"), ("good", "bad")):  # an unlisted key; a wrongly pinned edge
+            c = S.ClientCurve.from_files(tmp_path / "k" / f"{who}.key_secret", tmp_path / "k" / f"{pin}.key")
+            with EdgeClient(ep, timeout_s=1, curve=c) as cl:
+                with pytest.raises(EdgeUnavailable):
+                    cl.ping()
+        assert "not in the allow-list" in Path(log.name).read_text()
+    finally:
+        p.terminate()
+        assert p.wait(30) == 0
+        text = Path(log.name).read_text()
+        assert "Sanitizer" not in text and "runtime error" not in text, text[-3000:]

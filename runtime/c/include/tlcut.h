@@ -106,6 +106,10 @@ TLC_EXPORT int tlc_edge_handle(tlc_edge *edge, const void *header, size_t header
 /* Serve on ``endpoint`` (a ZeroMQ ROUTER bind) until *stop becomes non-zero or ``max_messages``
  * (0: no limit) have been answered. */
 TLC_EXPORT int tlc_edge_serve(tlc_edge *edge, const char *endpoint, volatile int *stop, uint64_t max_messages);
+/* Encrypt and authenticate with CURVE: ``secret_key_file`` is the edge's NAME.key_secret (from
+ * `tlcut keys`), ``allow_dir`` a folder of admitted devices' NAME.key files. tlc_edge_serve then
+ * runs a ZAP handler that admits only those keys. */
+TLC_EXPORT int tlc_edge_set_curve(tlc_edge *edge, const char *secret_key_file, const char *allow_dir);
 /* Counters: results sent, and errors by protocol code (index 1..9). */
 typedef struct tlc_edge_stats {
     uint64_t messages, results, pings, errors[10];

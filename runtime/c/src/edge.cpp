@@ -2,8 +2,12 @@
 // It answers exactly as runtime/serve.py does: the same checks in the same order, the same codes.
 #include <zmq.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <set>
+#include <thread>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -87,6 +91,10 @@ struct tlc_edge {
     std::unordered_map<std::string, uint64_t> last_rid;
     tlc_log_fn log = nullptr;
     void *log_user = nullptr;
+    bool curve = false;
+    std::string public_z85, secret_z85;
+    std::set<std::string> allowed;  // Z85 public keys
+    uint64_t denied = 0;
 };
 
 static int fail(tlc_edge *e, int code, const std::string &msg) {
@@ -134,6 +142,78 @@ int tlc_edge_set_max_message(tlc_edge *e, size_t bytes) {
     if (!e || bytes < TLC_HEADER_SIZE) return TLC_E_INVALID_ARGUMENT;
     e->max_message = bytes;
     return TLC_OK;
+}
+
+// A ZeroMQ certificate file: lines `public-key = "<40 Z85 chars>"` and `secret-key = "..."`.
+static std::string cert_value(const std::string &file, const std::string &key) {
+    std::ifstream f(file);
+    std::string line;
+    while (std::getline(f, line)) {
+        auto k = line.find(key);
+        auto q1 = line.find('"'), q2 = line.rfind('"');
+        if (k != std::string::npos && q1 != std::string::npos && q2 > q1 && q2 - q1 - 1 == 40)
+            return line.substr(q1 + 1, 40);
+    }
+    return "";
+}
+
+int tlc_edge_set_curve(tlc_edge *e, const char *secret_file, const char *allow_dir) {
+    if (!e || !secret_file || !allow_dir) return TLC_E_INVALID_ARGUMENT;
+    if (!zmq_has("curve")) return fail(e, TLC_E_TRANSPORT, "this libzmq was built without CURVE");
+    std::string pub = cert_value(secret_file, "public-key"), sec = cert_value(secret_file, "secret-key");
+    if (sec.empty() || pub.empty())
+        return fail(e, TLC_E_NOT_FOUND, std::string("'") + secret_file + "' is not a CURVE secret key file (NAME.key_secret from `tlcut keys`)");
+    std::set<std::string> allowed;
+    std::error_code ec;
+    for (auto &entry : std::filesystem::directory_iterator(allow_dir, ec))
+        if (entry.path().extension() == ".key") {
+            std::string k = cert_value(entry.path().string(), "public-key");
+            if (!k.empty()) allowed.insert(k);
+        }
+    if (ec) return fail(e, TLC_E_NOT_FOUND, std::string("--allow folder '") + allow_dir + "' cannot be read");
+    if (allowed.empty()) return fail(e, TLC_E_NOT_FOUND, std::string("--allow folder '") + allow_dir + "' holds no public keys (*.key); no device could connect");
+    e->curve = true;
+    e->public_z85 = pub;
+    e->secret_z85 = sec;
+    e->allowed = std::move(allowed);
+    return TLC_OK;
+}
+
+// ZAP (RFC 27) handler: admit a CURVE client only if its public key is in the allow-list.
+static void zap_loop(void *ctx, tlc_edge *e, std::atomic<bool> *stop, std::atomic<bool> *ready) {
+    void *zap = zmq_socket(ctx, ZMQ_REP);
+    int zero = 0;
+    zmq_setsockopt(zap, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_bind(zap, "inproc://zeromq.zap.01");
+    ready->store(true);
+    while (!stop->load()) {
+        zmq_pollitem_t it = {zap, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 100) <= 0) continue;
+        std::vector<std::string> fr;
+        int more = 1;
+        while (more) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, zap, 0) < 0) { zmq_msg_close(&m); break; }
+            fr.emplace_back(static_cast<char *>(zmq_msg_data(&m)), zmq_msg_size(&m));
+            more = zmq_msg_more(&m);
+            zmq_msg_close(&m);
+        }
+        if (fr.size() < 6) continue;
+        bool ok = false;
+        if (fr[5] == "CURVE" && fr.size() >= 7 && fr[6].size() == 32) {
+            char z85[41];
+            zmq_z85_encode(z85, reinterpret_cast<const uint8_t *>(fr[6].data()), 32);
+            ok = e->allowed.count(std::string(z85, 40)) > 0;
+        }
+        if (!ok) {
+            e->denied++;
+            if (e->log) e->log(e->log_user, "connection refused: its CURVE key is not in the allow-list");
+        }
+        const std::string reply[6] = {"1.0", fr[1], ok ? "200" : "400", ok ? "OK" : "key not allowed", "", ""};
+        for (int i = 0; i < 6; i++) zmq_send(zap, reply[i].data(), reply[i].size(), i < 5 ? ZMQ_SNDMORE : 0);
+    }
+    zmq_close(zap);
 }
 
 int tlc_edge_set_log(tlc_edge *e, tlc_log_fn fn, void *user) {
@@ -339,8 +419,20 @@ extern "C" int tlc_edge_handle(tlc_edge *e, const void *header, size_t header_le
 extern "C" int tlc_edge_serve(tlc_edge *e, const char *endpoint, volatile int *stop, uint64_t max_messages) {
     if (!e || !endpoint) return TLC_E_INVALID_ARGUMENT;
     void *ctx = zmq_ctx_new();
+    std::atomic<bool> zap_stop(false), zap_ready(false);
+    std::thread zap;
+    if (e->curve) {
+        zap = std::thread(zap_loop, ctx, e, &zap_stop, &zap_ready);
+        while (!zap_ready.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     void *sock = zmq_socket(ctx, ZMQ_ROUTER);
-    int zero = 0, hwm = 64;
+    int zero = 0, hwm = 64, one = 1;
+    if (e->curve) {
+        uint8_t secret[32];
+        zmq_z85_decode(secret, e->secret_z85.c_str());
+        zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one);
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, secret, 32);
+    }
     int64_t maxsz = int64_t(e->max_message) * 4 + 4096;
     zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
@@ -348,6 +440,8 @@ extern "C" int tlc_edge_serve(tlc_edge *e, const char *endpoint, volatile int *s
     if (zmq_bind(sock, endpoint) != 0) {
         std::string m = std::string("cannot listen on ") + endpoint + ": " + zmq_strerror(zmq_errno());
         zmq_close(sock);
+        zap_stop.store(true);
+        if (zap.joinable()) zap.join();
         zmq_ctx_term(ctx);
         return fail(e, TLC_E_TRANSPORT, m);
     }
@@ -401,6 +495,8 @@ extern "C" int tlc_edge_serve(tlc_edge *e, const char *endpoint, volatile int *s
     }
     for (auto &m : parts) zmq_msg_close(&m);
     zmq_close(sock);
+    zap_stop.store(true);
+    if (zap.joinable()) zap.join();
     zmq_ctx_term(ctx);
     return status;
 }

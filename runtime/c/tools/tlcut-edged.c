@@ -1,6 +1,6 @@
 /* tlcut-edged: the C edge daemon. Same command-line meaning as `tlcut serve`:
  *   tlcut-edged BUNDLE --cut K [--cut input ...] [--tl on|off|both] [--bind EP]
- *               [--max-message-mb N] [--max-requests N] [--insecure]
+ *               [--max-message-mb N] [--max-requests N] [--key SECRET --allow DIR | --insecure]
  * Errors at start-up are one line on stderr and exit code 2; a bad request is answered with an
  * ERROR reply, logged, counted, and the daemon keeps serving. */
 #include <signal.h>
@@ -34,11 +34,12 @@ static int is_loopback(const char *ep) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: tlcut-edged BUNDLE --cut K [--cut input ...] [--tl on|off|both] [--bind EP]\n"
-               "                   [--max-message-mb N] [--max-requests N] [--insecure] [--version]\n");
+               "                   [--max-message-mb N] [--max-requests N] [--key SECRET --allow DIR | --insecure]\n"
+               "                   [--version]\n");
 }
 
 int main(int argc, char **argv) {
-    const char *bundle = NULL, *bind = "tcp://*:5555", *cuts[64];
+    const char *bundle = NULL, *bind = "tcp://*:5555", *cuts[64], *key = NULL, *allow = NULL;
     int ncuts = 0, tl = -1, insecure = 0;
     unsigned long long max_requests = 0, max_mb = 256;
     for (int i = 1; i < argc; i++) {
@@ -54,6 +55,8 @@ int main(int argc, char **argv) {
             if (tl == -2) return die("--tl must be on, off or both, got", v);
             i++;
         } else if (!strcmp(a, "--bind")) { bind = v; i++; }
+        else if (!strcmp(a, "--key")) { key = v; i++; }
+        else if (!strcmp(a, "--allow")) { allow = v; i++; }
         else if (!strcmp(a, "--max-message-mb")) { max_mb = strtoull(v, NULL, 10); i++; }
         else if (!strcmp(a, "--max-requests")) { max_requests = strtoull(v, NULL, 10); i++; }
         else if (a[0] == '-') { usage(stderr); return die("unknown option", a); }
@@ -62,8 +65,12 @@ int main(int argc, char **argv) {
     }
     if (!bundle) { usage(stderr); return die("name the bundle to serve", NULL); }
     if (!ncuts) return die("name the cut(s) to serve with --cut K (or --cut input for the whole model)", NULL);
-    if (!is_loopback(bind) && !insecure)
-        return die("refusing plain TCP outside loopback (the C edge has no CURVE yet); bind to 127.0.0.1 or pass --insecure for a lab link", bind);
+    if (!key != !allow) return die("CURVE needs both --key (the edge's NAME.key_secret) and --allow DIR", NULL);
+    if (!is_loopback(bind) && !key && !insecure)
+        return die("refusing plain TCP outside loopback: features of product images would cross unencrypted; "
+                   "give --key edge.key_secret --allow DIR (make keys with `tlcut keys`), or --insecure for a lab link", bind);
+    if (!key && insecure && !is_loopback(bind))
+        fprintf(stderr, "tlcut-edged: warning: plain TCP on %s: the link is neither encrypted nor authenticated (--insecure)\n", bind);
     if (!max_mb) return die("--max-message-mb must be at least 1", NULL);
 
     tlc_edge *edge = NULL;
@@ -81,11 +88,17 @@ int main(int argc, char **argv) {
             return code;
         }
     }
+    if (key && (rc = tlc_edge_set_curve(edge, key, allow))) {
+        int code = die(tlc_edge_last_error(edge), NULL);
+        tlc_edge_destroy(edge);
+        return code;
+    }
     tlc_edge_set_max_message(edge, (size_t)max_mb << 20);
     tlc_edge_set_log(edge, log_line, NULL);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    fprintf(stderr, "tlcut-edged %s: serving %d cut(s) of %s on %s\n", tlc_version(), ncuts, bundle, bind);
+    fprintf(stderr, "tlcut-edged %s: serving %d cut(s) of %s on %s (%s)\n", tlc_version(), ncuts, bundle, bind,
+            key ? "CURVE" : "plain TCP");
     rc = tlc_edge_serve(edge, bind, &stop_flag, max_requests);
     tlc_edge_stats s;
     tlc_edge_stats_get(edge, &s);
