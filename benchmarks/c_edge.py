@@ -70,7 +70,7 @@ def _echo(ep, stop):
 
 
 def loopback(requests: int) -> dict:
-    from tlcut.runtime.run import EdgeClient
+    from tlcut.runtime.run import EdgeClient, wait_for_edge
 
     root = Path(tempfile.mkdtemp(prefix="tlcut-cedge-"))
     out = {}
@@ -89,12 +89,7 @@ def loopback(requests: int) -> dict:
         try:
             clients = {}
             for name, ep in (("python", py_ep), ("c", c_ep)):
-                for _ in range(100):
-                    try:
-                        EdgeClient(ep, timeout_s=0.5).ping()
-                        break
-                    except Exception:
-                        time.sleep(0.1)
+                wait_for_edge(ep)
                 clients[name] = EdgeClient(ep, timeout_s=10)
             bare = zmq.Context.instance().socket(zmq.DEALER)
             bare.connect(echo_ep)

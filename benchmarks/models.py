@@ -70,7 +70,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "models.json").write_text(json.dumps(res, indent=1) + "\n")
     md = ["# Architectures through export, cuts and surgery", "",
-          f"Command: `python benchmarks/models.py`  ", f"Date: {res['date']}; {res['platform']}  ",
+          "Command: `python benchmarks/models.py`  ", f"Date: {res['date']}; {res['platform']}  ",
           "Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()), "",
           "Random weights; one export each (seconds on this 2-core machine, one run, not a timing study).", "",
           "| model | input | export (s) | ONNX nodes | cuts | TL applies | TL at odd sizes | ONNX vs Keras max abs diff | head->tail vs full, 3 cuts |",

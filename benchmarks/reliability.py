@@ -335,7 +335,6 @@ def scenario_security(tb, root) -> dict:
             cap = subprocess.Popen(["ip", "netns", "exec", tb.state.ns_edge, "tcpdump", "-i", ve, "-U", "-w", str(pcap),
                                     "-s", "0", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
-            key = "" if insecure else (f"--key {root / 'keys' / 'device0.key_secret'} --edge-key {root / 'keys' / 'edge.key'}")
             code = ("import numpy as np\nfrom tlcut.bundle import Bundle\nfrom tlcut.runtime.run import EdgeClient\n"
                     "from tlcut.runtime.security import ClientCurve\n"
                     f"b = Bundle.open({str(root / 'bundle')!r})\n"
@@ -366,7 +365,7 @@ def bad_input_table_c() -> list[dict] | None:
     import socket
 
     from tlcut.bundle import Bundle
-    from tlcut.runtime.run import EdgeClient
+    from tlcut.runtime.run import wait_for_edge
 
     root = Path(tempfile.mkdtemp(prefix="tlcut-bad-c-"))
     make_bundle(root)
@@ -377,12 +376,7 @@ def bad_input_table_c() -> list[dict] | None:
     p = subprocess.Popen([edged, str(root / "bundle"), "--cut", "0", "--bind", ep, "--max-message-mb", "1"],
                          stderr=open(log, "w"))
     try:
-        for _ in range(100):
-            try:
-                EdgeClient(ep, timeout_s=0.5).ping()
-                break
-            except Exception:
-                time.sleep(0.1)
+        wait_for_edge(ep)
         return bad_input_rows(ep, Bundle.open(root / "bundle"), lambda: log.read_text().count(" WARNING request "))
     finally:
         p.terminate()

@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -51,7 +50,6 @@ def _edge_thread(ep, mode, stop):
 
 
 def loopback(sizes, requests):
-    from tlcut.runtime import protocol as P
     from tlcut.runtime.run import EdgeClient
 
     ep = "tcp://127.0.0.1:5791"

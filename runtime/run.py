@@ -139,6 +139,19 @@ class EdgeClient:
             return h, body
 
 
+def wait_for_edge(endpoint: str, timeout_s: float = 30.0, curve=None, insecure: bool = False) -> None:
+    """Ping ``endpoint`` until it answers; a clear error after ``timeout_s`` (an edge loading its halves)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with EdgeClient(endpoint, timeout_s=0.5, curve=curve, insecure=insecure) as c:
+                c.ping()
+            return
+        except EdgeUnavailable:
+            if time.monotonic() > deadline:
+                raise EdgeUnavailable(f"the edge at {endpoint} did not answer within {timeout_s:g} s") from None
+
+
 @dataclass
 class Plan:
     """What the device runs: ``mode`` is 'device', 'edge' (input crosses) or 'cut'."""

@@ -46,33 +46,28 @@ def make_keys(folder, names: list[str], force: bool = False) -> list[tuple[Path,
     return out
 
 
-def load_secret(path) -> tuple[bytes, bytes]:
-    """(public, secret) from a NAME.key_secret file."""
+def _load_certificate(path, missing: str) -> tuple[bytes, bytes | None]:
     import zmq.auth
 
     p = Path(path)
     if not p.is_file():
-        raise TlcutError(f"key file '{path}' does not exist; make one with `tlcut keys`")
+        raise TlcutError(f"key file '{path}' does not exist; {missing}")
     try:
-        public, secret = zmq.auth.load_certificate(str(p))
+        return zmq.auth.load_certificate(str(p))
     except Exception as e:
         raise TlcutError(f"'{path}' is not a CURVE key file ({e})") from None
+
+
+def load_secret(path) -> tuple[bytes, bytes]:
+    """(public, secret) from a NAME.key_secret file."""
+    public, secret = _load_certificate(path, "make one with `tlcut keys`")
     if not secret:
         raise TlcutError(f"'{path}' holds no secret key; give the NAME.key_secret file, not NAME.key")
     return public, secret
 
 
 def load_public(path) -> bytes:
-    import zmq.auth
-
-    p = Path(path)
-    if not p.is_file():
-        raise TlcutError(f"public key file '{path}' does not exist; copy the edge's NAME.key here")
-    try:
-        public, _ = zmq.auth.load_certificate(str(p))
-    except Exception as e:
-        raise TlcutError(f"'{path}' is not a CURVE key file ({e})") from None
-    return public
+    return _load_certificate(path, "copy the edge's NAME.key here")[0]
 
 
 @dataclass

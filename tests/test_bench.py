@@ -5,7 +5,6 @@ import onnx
 import pytest
 
 import graphs
-from tlcut.bundle import Bundle
 from tlcut.toolchain import bench
 from tlcut.toolchain.export import export
 

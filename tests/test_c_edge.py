@@ -16,7 +16,7 @@ import onnx
 import pytest
 
 import graphs
-from tlcut.runtime.run import Device, EdgeClient
+from tlcut.runtime.run import Device, EdgeClient, wait_for_edge
 from tlcut.runtime.serve import Edge
 from tlcut.toolchain.compile import compile_cuts
 from tlcut.toolchain.export import export
@@ -219,13 +219,7 @@ def test_curve_admits_only_listed_devices(bundles, tmp_path):
                           "--allow", str(tmp_path / "allow")], stderr=log)
     try:
         good = S.ClientCurve.from_files(tmp_path / "k" / "good.key_secret", tmp_path / "k" / "edge.key")
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                EdgeClient(ep, timeout_s=0.5, curve=good).ping()
-                break
-            except EdgeUnavailable:
-                assert time.monotonic() < deadline and p.poll() is None, Path(log.name).read_text()
+        wait_for_edge(ep, 20, curve=good)
         x = np.random.default_rng(0).random(b.inputs[0]["shape"]).astype(np.float32)
         with Device(b, "0", edge=ep, curve=good) as d:
             y, rec = d.infer(x)

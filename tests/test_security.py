@@ -11,7 +11,7 @@ import graphs
 from tlcut import cli
 from tlcut.errors import TlcutError
 from tlcut.runtime import security as S
-from tlcut.runtime.run import Device, EdgeClient, EdgeUnavailable
+from tlcut.runtime.run import Device, EdgeClient, EdgeUnavailable, wait_for_edge
 from tlcut.runtime.serve import Edge
 from tlcut.toolchain.compile import compile_cuts
 from tlcut.toolchain.export import export
@@ -165,13 +165,7 @@ def test_a_flooding_device_does_not_starve_another(tmp_path):
                              "--bind", ep, "--max-queue", "2000"], stderr=subprocess.DEVNULL)
     try:
         x = np.zeros(b.cuts[0].shape, np.float32)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                EdgeClient(ep, timeout_s=0.5).ping()
-                break
-            except EdgeUnavailable:
-                assert time.monotonic() < deadline
+        wait_for_edge(ep)
         flood = zmq.Context.instance().socket(zmq.DEALER)
         flood.setsockopt(zmq.LINGER, 0)
         flood.setsockopt(zmq.SNDHWM, 0)

@@ -2,7 +2,6 @@
 max-pool 2x2/2 (padded) then nearest 2x upsample cropped back to the original size."""
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 
