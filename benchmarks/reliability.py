@@ -116,17 +116,14 @@ def _run_perf(tb, root, devices, requests, interval=0.0, during=None, timeout=1.
 
 
 def _wait_ready(tb, root, secure=True, timeout=60):
-    code = ("import sys\nfrom tlcut.runtime.run import EdgeClient\nfrom tlcut.runtime.security import ClientCurve\n"
-            + (f"c = ClientCurve.from_files({str(root / 'keys' / 'device0.key_secret')!r}, {str(root / 'keys' / 'edge.key')!r})\n"
-               if secure else "c = None\n")
-            + f"cl = EdgeClient({tb.state.device_endpoint!r}, timeout_s=1, curve=c, insecure=c is None)\n"
-            "try:\n    cl.ping()\nexcept Exception:\n    sys.exit(1)\n")
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if tb.run("device", [sys.executable, "-c", code], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.3)
-    raise RuntimeError("edge did not become ready")
+    """Wait, from the device namespace, until the edge answers (with the device's CURVE keys)."""
+    curve = (f"ClientCurve.from_files({str(root / 'keys' / 'device0.key_secret')!r}, {str(root / 'keys' / 'edge.key')!r})"
+             if secure else "None")
+    code = ("from tlcut.runtime.run import wait_for_edge\nfrom tlcut.runtime.security import ClientCurve\n"
+            f"wait_for_edge({tb.state.device_endpoint!r}, {timeout}, curve={curve}, insecure={not secure})\n")
+    r = tb.run("device", [sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"edge did not become ready: {r.stderr[-300:]}")
 
 
 def scenario_load(tb, root, devices=8, requests=500) -> dict:

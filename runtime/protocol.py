@@ -69,9 +69,10 @@ ERRORS = {E_BAD_FRAME: "bad frame", E_VERSION: "unsupported version", E_BAD_TYPE
 class ProtocolError(Exception):
     """A frame that breaks the protocol; ``code`` is what an ERROR reply carries."""
 
-    def __init__(self, code: int, message: str):
+    def __init__(self, code: int, message: str, header: "Header | None" = None):
         super().__init__(message)
         self.code = code
+        self.header = header  # set when the header parsed and a later check failed
 
 
 @dataclass
@@ -178,7 +179,7 @@ def decode(frames) -> tuple[Header, np.ndarray | str | None]:
     h = Header.unpack(_buffer(frames[0]))
     payload = _buffer(frames[1])
     if len(payload) != h.payload_len:
-        raise ProtocolError(E_BAD_FRAME, f"payload is {len(payload)} bytes, header says {h.payload_len}")
+        raise ProtocolError(E_BAD_FRAME, f"payload is {len(payload)} bytes, header says {h.payload_len}", h)
     if h.type == ERROR:
         return h, bytes(payload).decode("utf-8", "replace")
     if h.type in (PING, PONG) or not h.dtype:
@@ -186,7 +187,8 @@ def decode(frames) -> tuple[Header, np.ndarray | str | None]:
     itemsize = np.dtype(h.dtype).itemsize
     expect = itemsize * int(np.prod(h.shape, dtype=np.int64)) if h.shape else itemsize
     if expect != h.payload_len:
-        raise ProtocolError(E_WRONG_TENSOR, f"dims {list(h.shape)} of {h.dtype} need {expect} bytes, payload has {h.payload_len}")
+        raise ProtocolError(E_WRONG_TENSOR, f"dims {list(h.shape)} of {h.dtype} need {expect} bytes, "
+                            f"payload has {h.payload_len}", h)
     return h, as_array(payload, h.dtype, h.shape)
 
 

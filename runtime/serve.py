@@ -96,12 +96,6 @@ class Edge:
             size = sum(len(P._buffer(f)) for f in frames)
             if size > self.max_message_bytes:
                 raise P.ProtocolError(P.E_TOO_LARGE, f"message of {size} bytes exceeds this edge's limit of {self.max_message_bytes}")
-            if frames and len(P._buffer(frames[0])) == P.HEADER.size:
-                try:
-                    h0 = P.Header.unpack(P._buffer(frames[0]))
-                    rid, cut_id, flags = h0.request_id, h0.cut_id, h0.flags
-                except P.ProtocolError:
-                    pass
             h, tensor = P.decode(frames)
             rid, cut_id, flags = h.request_id, h.cut_id, h.flags
             if h.type == P.PING:
@@ -128,6 +122,8 @@ class Edge:
             self.latency_us.append(us)
             return P.tensor_frames(P.RESULT, result, rid, cut_id, flags & P.FLAG_TL, server_us=us)
         except P.ProtocolError as e:
+            if e.header is not None:  # the header parsed; answer with its ids
+                rid, cut_id, flags = e.header.request_id, e.header.cut_id, e.header.flags
             self.errors[P.ERRORS[e.code]] += 1
             log.warning("request %d (%s): %s: %s", rid, _what(cut_id, flags), P.ERRORS[e.code], e)
             us = int((time.perf_counter() - t0) * 1e6)

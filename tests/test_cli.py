@@ -154,3 +154,15 @@ def test_help_does_not_import_tensorflow():
             "assert 'keras' not in sys.modules, 'keras imported'\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_damaged_manifest(tmp_path, capsys, model_file):
+    import json as _json
+
+    b = tmp_path / "b"
+    run(capsys, "export", model_file, "-o", b)
+    m = _json.loads((b / "manifest.json").read_text())
+    del m["cuts"]
+    (b / "manifest.json").write_text(_json.dumps(m))
+    code, _, err = run(capsys, "cuts", b)
+    one_line_error(code, err, "is damaged", "re-export")

@@ -50,10 +50,17 @@ def test_keys_cli_and_errors(tmp_path, capsys):
         S.ServerCurve.from_files(tmp_path / "edge.key_secret", tmp_path / "empty")
 
 
-def test_only_listed_devices_are_served(tmp_path):
+@pytest.fixture
+def small(tmp_path):
+    """A small residual model, compiled without the TL."""
     onnx.save(graphs.residual(hw=8, c=4), tmp_path / "m.onnx")
     b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=lambda *_: None)
     compile_cuts(b, b.cuts, tl="off")
+    return b
+
+
+def test_only_listed_devices_are_served(tmp_path, small):
+    b = small
     S.make_keys(tmp_path / "k", ["edge", "good", "bad"])
     (tmp_path / "allow").mkdir()
     (tmp_path / "allow" / "good.key").write_bytes((tmp_path / "k" / "good.key").read_bytes())
@@ -85,10 +92,8 @@ def test_only_listed_devices_are_served(tmp_path):
         edge.close()
 
 
-def test_fallback_runs_locally_and_comes_back(tmp_path):
-    onnx.save(graphs.residual(hw=8, c=4), tmp_path / "m.onnx")
-    b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=lambda *_: None)
-    compile_cuts(b, b.cuts, tl="off")
+def test_fallback_runs_locally_and_comes_back(small):
+    b = small
     ep = f"tcp://127.0.0.1:{_port()}"
     x = np.ones(b.inputs[0]["shape"], np.float32)
     with Device(b, "1", edge=ep, timeout_s=0.3, retries=1, fallback=True, probe_s=0.2) as dev:
@@ -113,12 +118,10 @@ def test_fallback_runs_locally_and_comes_back(tmp_path):
             edge.close()
 
 
-def test_metrics_and_health_endpoints(tmp_path):
+def test_metrics_and_health_endpoints(small):
     import urllib.request
 
-    onnx.save(graphs.residual(hw=8, c=4), tmp_path / "m.onnx")
-    b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=lambda *_: None)
-    compile_cuts(b, b.cuts, tl="off")
+    b = small
     ep, mport = f"tcp://127.0.0.1:{_port()}", _port()
     edge = Edge(b, ["1"])
     stop, ready = threading.Event(), threading.Event()

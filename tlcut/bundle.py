@@ -177,9 +177,14 @@ class Bundle:
             raise TlcutError(
                 f"bundle '{path}' has format version {manifest.get('version')}, this tlcut reads version {VERSION}; re-export it"
             )
-        if not (path / manifest["model"]["file"]).is_file():
-            raise TlcutError(f"bundle '{path}' lacks its model file {manifest['model']['file']}; re-export it")
-        return cls(path, manifest)
+        try:
+            model_file = manifest["model"]["file"]
+            bundle = cls(path, manifest)
+        except (KeyError, TypeError, ValueError) as e:
+            raise TlcutError(f"'{mf}' is damaged ({type(e).__name__}: {e}); re-export the bundle with --force") from None
+        if not (path / model_file).is_file():
+            raise TlcutError(f"bundle '{path}' lacks its model file {model_file}; re-export it")
+        return bundle
 
     # -- what the model is ------------------------------------------------------------------
     @property

@@ -151,7 +151,7 @@ def cmd_compile(a):
     def bar(items):
         from tqdm import tqdm
 
-        return tqdm(items, desc="compile", unit="cut", file=sys.stderr, leave=False)
+        return tqdm(items, desc="compile", unit="cut", file=sys.stderr, leave=False, disable=None)
 
     written = compile_cuts(b, cuts, tl=a.tl, backend=a.backend, threads=a.threads, progress=bar)
     for k, e in written.items():
@@ -193,7 +193,7 @@ def cmd_bench(a):
     b = Bundle.open(a.bundle)
     prof = bench(b, role=a.role, warmup=a.warmup, iterations=a.iterations, threads=a.threads,
                  check=a.check, backend=a.backend, progress=_say,
-                 bar=lambda it: tqdm(it, desc="bench", unit="cut", file=sys.stderr, leave=False))
+                 bar=lambda it: tqdm(it, desc="bench", unit="cut", file=sys.stderr, leave=False, disable=None))
     _emit_json(prof, a.output)
     if a.output and a.output != "-":
         _say(f"[bench] wrote {a.output}")
@@ -260,13 +260,13 @@ def cmd_serve(a):
 
     from tlcut.runtime.security import ServerCurve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    curve = ServerCurve.from_files(a.key, a.allow) if a.key else None
-    if a.allow and not a.key:
-        raise TlcutError("--allow needs the edge's own key pair: --key edge.key_secret")
     from tlcut.runtime.security import require_policy
 
-    require_policy(a.bind, curve, a.insecure, "edge")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    if a.allow and not a.key:
+        raise TlcutError("--allow needs the edge's own key pair: --key edge.key_secret")
+    curve = ServerCurve.from_files(a.key, a.allow) if a.key else None
+    require_policy(a.bind, curve, a.insecure, "edge")  # before the halves load, not after
     edge = Edge(Bundle.open(a.bundle), a.cut, tl=a.tl, backend=a.backend, threads=a.threads,
                 max_message_bytes=a.max_message_mb << 20)
     try:
@@ -509,7 +509,7 @@ def cmd_eval(a):
 
     b = Bundle.open(a.bundle)
     r = evaluate(b, a.cut, data=a.data, tl=a.tl == "on", encoding=a.encoding, split=a.split, limit=a.limit,
-                 progress=lambda it: tqdm(it, desc="eval", unit="img", file=sys.stderr, leave=False))
+                 progress=lambda it: tqdm(it, desc="eval", unit="img", file=sys.stderr, leave=False, disable=None))
     if a.json:
         print(json.dumps(r, indent=1))
     else:

@@ -172,15 +172,14 @@ def _check(r, what: str) -> None:
 
 
 def _wait_for_edge(tb, edge, timeout_s: float = 120) -> None:
-    """Ping the edge from the device namespace until it answers (loading halves takes a while)."""
-    code = ("import sys\nfrom tlcut.runtime.run import EdgeClient\n"
-            f"c = EdgeClient({tb.state.device_endpoint!r}, timeout_s=2, insecure=True)\n"
-            "try:\n    c.ping()\nexcept Exception:\n    sys.exit(1)\n")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    """Wait, from the device namespace, until the edge answers (loading halves takes a while)."""
+    code = ("from tlcut.runtime.run import wait_for_edge\n"
+            f"wait_for_edge({tb.state.device_endpoint!r}, {timeout_s}, insecure=True)\n")
+    probe = tb.popen("device", [sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    while probe.poll() is None:
         if edge.poll() is not None:
+            probe.kill()
             raise TlcutError("the edge server exited at start-up; see edge.log in the results folder")
-        if tb.run("device", [sys.executable, "-c", code], capture_output=True).returncode == 0:
-            return
         time.sleep(0.5)
-    raise TlcutError(f"the edge did not answer within {timeout_s:.0f} s")
+    if probe.returncode != 0:
+        raise TlcutError(f"the edge did not answer within {timeout_s:.0f} s; see edge.log in the results folder")
