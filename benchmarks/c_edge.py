@@ -132,7 +132,7 @@ def loopback(requests: int) -> dict:
 
 
 def e2e(requests: int) -> dict:
-    from tlcut.runtime import testbed as tbm
+    from tlcut.lab import testbed as tbm
     from tlcut.toolchain.compile import compile_cuts
     from tlcut.toolchain.export import export
 

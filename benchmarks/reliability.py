@@ -307,7 +307,7 @@ def bad_input_table() -> list[dict]:
 
 
 def scenario_security(tb, root) -> dict:
-    from tlcut.runtime import testbed as tbm
+    from tlcut.lab import testbed as tbm
 
     res = {}
     edge = EdgeProc(tb, root).start()
@@ -381,7 +381,7 @@ def bad_input_table_c() -> list[dict] | None:
 
 
 def run_all(root: Path, load_requests=500) -> dict:
-    from tlcut.runtime import testbed as tbm
+    from tlcut.lab import testbed as tbm
 
     why = tbm.available()
     out = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "bad_input": bad_input_table(),

@@ -96,7 +96,7 @@ def _st(xs):
 
 
 def shaped(sizes, requests, bandwidth, latency):
-    from tlcut.runtime import testbed as tbm
+    from tlcut.lab import testbed as tbm
 
     why = tbm.available()
     if why:

@@ -22,7 +22,6 @@ def measure(bundle, edge: str, cut: str = "input", *, pings: int = 20, requests:
             curve=None, insecure: bool = False, timeout_s: float = 10.0) -> dict:
     from tlcut.runtime import protocol as P
     from tlcut.runtime.run import EdgeClient
-    from tlcut.toolchain.compile import half_path
     from tlcut.toolchain.plan import TCP_ETHERNET_OVERHEAD
 
     if pings < 3 or requests < 3:
@@ -32,7 +31,7 @@ def measure(bundle, edge: str, cut: str = "input", *, pings: int = 20, requests:
         shape, dtype, cut_id, flags = inp["shape"], inp["dtype"], P.INPUT_CUT, 0
     else:
         c = bundle.cut(cut)
-        half_path(bundle, c, "head", tl)  # the edge must serve it; fail early with the compile hint
+        bundle.runnable("tail", c.index, tl)  # the edge must serve it; fail early with the compile hint
         shape = c.tl_shape if tl else c.shape
         dtype, cut_id, flags = c.dtype, c.index, (P.FLAG_TL if tl else 0)
     x = np.random.default_rng(0).random(shape).astype(dtype)

@@ -35,6 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tlcut import dtypes
+from tlcut.placement import ENCODINGS as ENCODING_NAMES
+
 MAGIC = b"TLCT"
 VERSION = 1
 HEADER = struct.Struct("<4sBBBBQIHBBQfiII8I")
@@ -47,9 +50,10 @@ FLAG_TL = 1
 MAX_RANK = 8
 
 ENC_RAW, ENC_FLOAT16, ENC_INT8 = 0, 1, 2
+ENCODINGS = dict(zip(ENCODING_NAMES, (ENC_RAW, ENC_FLOAT16, ENC_INT8)))
 
-DTYPES = {1: "float32", 2: "float16", 3: "int8", 4: "uint8", 5: "int32", 6: "int64", 7: "float64"}
-DTYPE_CODES = {v: k for k, v in DTYPES.items()}
+DTYPES = dtypes.NAMES
+DTYPE_CODES = dtypes.CODES
 
 # Error codes carried in the status byte of an ERROR reply.
 E_BAD_FRAME = 1      # truncated, wrong magic, wrong frame count
@@ -131,9 +135,6 @@ def tensor_frames(mtype: int, array: np.ndarray, request_id: int, cut_id: int = 
     return [h.pack(), memoryview(a).cast("B") if a.nbytes else b""]
 
 
-ENCODINGS = {"raw": ENC_RAW, "float16": ENC_FLOAT16, "int8": ENC_INT8}
-
-
 def encode(array: np.ndarray, encoding: str) -> tuple[np.ndarray, int, float, int]:
     """A float32 tensor in a cheaper wire format: (wire array, encoding code, scale, zero_point).
 
@@ -184,8 +185,7 @@ def decode(frames) -> tuple[Header, np.ndarray | str | None]:
         return h, bytes(payload).decode("utf-8", "replace")
     if h.type in (PING, PONG) or not h.dtype:
         return h, None
-    itemsize = np.dtype(h.dtype).itemsize
-    expect = itemsize * int(np.prod(h.shape, dtype=np.int64)) if h.shape else itemsize
+    expect = dtypes.nbytes(h.shape, h.dtype)  # Python integers: dims cannot overflow into a match
     if expect != h.payload_len:
         raise ProtocolError(E_WRONG_TENSOR, f"dims {list(h.shape)} of {h.dtype} need {expect} bytes, "
                             f"payload has {h.payload_len}", h)

@@ -3,21 +3,22 @@
 Each request's latency is split into device compute (head, with the DeviceTL where used), edge
 time (what the edge reports it spent, from receipt to reply), and transfer (the rest: encoding,
 the network both ways, decoding). ``--cut device`` runs the whole model on the device and
-``--cut input`` sends the input to the edge, so the same command measures all four plans.
+``--cut input`` sends the input to the edge, so the same command measures every placement.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from tlcut.bundle import Bundle
 from tlcut.errors import TlcutError
+from tlcut.placement import DEVICE, EDGE, SPLIT, Placement
 from tlcut.runtime import backends
 from tlcut.runtime import protocol as P
+from tlcut.stats import summary
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -152,25 +153,8 @@ def wait_for_edge(endpoint: str, timeout_s: float = 30.0, curve=None, insecure: 
                 raise EdgeUnavailable(f"the edge at {endpoint} did not answer within {timeout_s:g} s") from None
 
 
-@dataclass
-class Plan:
-    """What the device runs: ``mode`` is 'device', 'edge' (input crosses) or 'cut'."""
-
-    mode: str
-    cut_index: int | None = None
-    tl: bool = False
-
-    @property
-    def label(self) -> str:
-        if self.mode == "device":
-            return "device only"
-        if self.mode == "edge":
-            return "edge only"
-        return f"cut {self.cut_index}{' + TL' if self.tl else ''}"
-
-
 class Device:
-    """The device side of one plan: the head's runner, the link to the edge, and the fallback.
+    """The device side of one placement: the head's runner, the link to the edge, and the fallback.
 
     With ``fallback`` (on by default: every bundle holds the full model) a request the edge does
     not answer within the retry budget runs the whole model here instead, and says so in its
@@ -178,15 +162,16 @@ class Device:
     resumes as soon as the edge answers.
     """
 
-    def __init__(self, bundle: Bundle, cut: str, *, tl: bool = False, edge: str | None = None,
-                 backend: str = backends.DEFAULT, threads: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 encoding: str = "raw", retries: int = 0, fallback: bool = False, probe_s: float = 2.0,
-                 curve=None, insecure: bool = False):
-        from tlcut.toolchain.compile import half_path
-
-        if encoding not in P.ENCODINGS:
-            raise TlcutError(f"--encoding must be one of {', '.join(P.ENCODINGS)}, got '{encoding}'")
-        self.encoding = encoding
+    def __init__(self, bundle: Bundle, placement: Placement | str, *, tl: bool = False, encoding: str = "raw",
+                 edge: str | None = None, backend: str = backends.DEFAULT, threads: int | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = 0, fallback: bool = False,
+                 probe_s: float = 2.0, curve=None, insecure: bool = False, slowdown: float = 1.0):
+        if slowdown < 1.0:
+            raise TlcutError(f"--slowdown stretches the device's compute and must be at least 1, got {slowdown:g}")
+        self.slowdown = slowdown
+        if not isinstance(placement, Placement):
+            placement = Placement.resolve(bundle, placement, tl, encoding)
+        self.placement = placement
         self._be, self._threads = backends.get(backend), threads
         self.bundle = bundle
         self.input = bundle.inputs[0]
@@ -195,23 +180,18 @@ class Device:
         self._away_since: float | None = None
         self._last_probe = 0.0
         self._local = None
-        if str(cut) == "device":
-            self.plan = Plan("device")
-            self.runner = self._be.runner(bundle.model_path, threads=threads)
-        elif str(cut) == "input":
-            self.plan = Plan("edge")
-            self.runner = None
-        else:
-            c = bundle.cut(cut)
-            if tl and not c.tl:
-                raise TlcutError(f"the TL cannot apply at cut {c.index} ({c.why_no_tl}); run it with --tl off")
-            self.plan = Plan("cut", c.index, tl)
-            self.runner = self._be.runner(half_path(bundle, c, "head", tl, self._be.name), threads=threads)
-        if self.plan.mode != "device" and not edge:
-            raise TlcutError(f"{self.plan.label} needs an edge: pass --edge tcp://HOST:PORT")
+        self.runner = None
+        if placement.where == DEVICE:
+            self.runner = self._be.runner(bundle.runnable("model", engine=self._be.name), threads=threads)
+        elif placement.where == SPLIT:
+            path = bundle.runnable("head", placement.cut, placement.tl, self._be.name)
+            self.runner = self._be.runner(path, threads=threads)
+        if placement.offloads and not edge:
+            raise TlcutError(f"{placement.label} needs an edge: pass --edge tcp://HOST:PORT")
         self.client = (EdgeClient(edge, timeout_s, retries=retries, curve=curve, insecure=insecure)
-                       if self.plan.mode != "device" else None)
+                       if placement.offloads else None)
         if self.runner:
+            self.runner.slowdown = slowdown
             self.runner.activate()
 
     def close(self):
@@ -233,8 +213,9 @@ class Device:
 
     def _run_local(self, x, t0, fell_back: bool):
         if self._local is None:
-            self._local = self.runner if self.plan.mode == "device" else self._be.runner(self.bundle.model_path,
-                                                                                          threads=self._threads)
+            self._local = self.runner if self.placement.where == DEVICE else self._be.runner(
+                self.bundle.runnable("model", engine=self._be.name), threads=self._threads)
+            self._local.slowdown = self.slowdown
             self._local.activate()
         y = next(iter(self._local.infer({self.input["name"]: x}).values()))
         dev = (time.perf_counter() - t0) * 1e3
@@ -246,18 +227,19 @@ class Device:
         """The model's output for ``x`` and where the time went (ms)."""
         t0 = time.perf_counter()
         self.counts["requests"] += 1
-        if self.plan.mode == "device":
+        p = self.placement
+        if p.where == DEVICE:
             return self._run_local(x, t0, False)
         if self.edge_away and not self._edge_back():
             return self._run_local(x, t0, True)
-        if self.plan.mode == "edge":
+        if p.where == EDGE:
             payload, cut_id, flags = x, P.INPUT_CUT, 0
         else:
             payload = next(iter(self.runner.infer({self.input["name"]: x}).values()))
-            cut_id, flags = self.plan.cut_index, (P.FLAG_TL if self.plan.tl else 0)
+            cut_id, flags = p.cut, (P.FLAG_TL if p.tl else 0)
         t1 = time.perf_counter()
         try:
-            y, h = self.client.request(payload, cut_id, flags, self.encoding)
+            y, h = self.client.request(payload, cut_id, flags, p.encoding)
         except EdgeUnavailable:
             if not self.fallback:
                 self.counts["failed"] += 1
@@ -298,9 +280,7 @@ def summarize(records: list[dict], wall_s: float) -> dict:
     """Median, p90 and p99 of each component and the end-to-end throughput."""
     out = {"requests": len(records), "throughput_rps": len(records) / wall_s if wall_s > 0 else None}
     for k in ("total_ms", "device_ms", "transfer_ms", "edge_ms"):
-        a = np.array([r[k] for r in records])
-        out[k] = {"median": float(np.median(a)), "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)),
-                  "mean": float(a.mean()), "min": float(a.min()), "max": float(a.max())}
+        out[k] = summary([r[k] for r in records])
     out["payload_bytes"] = records[0]["payload_bytes"] if records else 0
     return out
 
@@ -318,7 +298,7 @@ def inputs(bundle: Bundle, images: str | None, count: int, seed: int = 0):
 
 
 def run(device: Device, xs: list[np.ndarray], warmup: int = 3, on_record=None) -> tuple[list[dict], dict]:
-    """Run ``xs`` through the plan after ``warmup`` untimed requests; per-request records and a summary."""
+    """Run ``xs`` through the device's placement after ``warmup`` untimed requests; per-request records and a summary."""
     for x in xs[:warmup]:
         device.infer(x)
     records = []

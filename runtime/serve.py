@@ -10,6 +10,7 @@ Requests are handled one at a time: the engine uses the edge's cores for each on
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import signal
 import threading
@@ -20,6 +21,7 @@ import numpy as np
 
 from tlcut.bundle import Bundle
 from tlcut.errors import TlcutError
+from tlcut.placement import DEVICE, EDGE, Placement, tl_modes
 from tlcut.runtime import backends
 from tlcut.runtime import protocol as P
 
@@ -28,13 +30,16 @@ log = logging.getLogger("tlcut.edge")
 DEFAULT_MAX_MESSAGE = 256 << 20
 
 
+#: Connections whose last request id an edge remembers (replay refusal); past that the one used
+#: least recently is forgotten (docs/protocol.md, the C edge does the same).
+REPLAY_TABLE = 4096
+
+
 class Edge:
     """The tails this edge serves, keyed by (cut_id, flags), and the request handler."""
 
     def __init__(self, bundle: Bundle, cuts: list[str], *, tl: str = "both", backend: str = backends.DEFAULT,
                  threads: int | None = None, max_message_bytes: int = DEFAULT_MAX_MESSAGE):
-        from tlcut.toolchain.compile import half_path, tl_modes
-
         if not cuts:
             raise TlcutError("name the cut(s) to serve with --cut K (or --cut input for the whole model)")
         be = backends.get(backend)
@@ -47,16 +52,19 @@ class Edge:
         self.last_rid: collections.OrderedDict = collections.OrderedDict()  # peer -> last request id
         self.started = time.time()
         self.ready = False
+        self.endpoint: str | None = None
         for spec in cuts:
-            if str(spec) == "input":
-                self.runners[(P.INPUT_CUT, 0)] = be.runner(bundle.model_path, threads=threads)
+            p = Placement.resolve(bundle, spec)
+            if p.where == DEVICE:
+                raise TlcutError("an edge serves a cut or the whole model ('input'), not 'device'")
+            if p.where == EDGE:
+                self.runners[(P.INPUT_CUT, 0)] = be.runner(bundle.runnable("model", engine=be.name), threads=threads)
                 continue
-            cut = bundle.cut(spec)
+            cut = bundle.cuts[p.cut]
             for with_tl in tl_modes(cut, tl):
-                entry = bundle.compiled(cut) or {}
-                if tl == "both" and with_tl and "tail_tl" not in entry.get("files", {}):
+                if tl == "both" and with_tl and not bundle.has_tl_half(cut.index):
                     continue  # "both" serves the TL tail where it was compiled
-                path = half_path(bundle, cut, "tail", with_tl, be.name)
+                path = bundle.runnable("tail", cut.index, with_tl, be.name)
                 self.runners[(cut.index, P.FLAG_TL if with_tl else 0)] = be.runner(path, threads=threads)
         for r in self.runners.values():
             r.activate()
@@ -84,13 +92,23 @@ class Edge:
             raise P.ProtocolError(P.E_REPLAY, f"request id {rid} is not above {last}, the last one on this connection")
         self.last_rid[peer] = rid
         self.last_rid.move_to_end(peer)
-        while len(self.last_rid) > 4096:
+        while len(self.last_rid) > REPLAY_TABLE:
             self.last_rid.popitem(last=False)
 
     def handle(self, frames, peer=None) -> list:
         """Reply frames for one request's frames (without the ROUTER identity); ``peer`` is the
-        connection's identity, for replay checks."""
+        connection's identity, for replay checks. Never raises: whatever goes wrong with one
+        request is that request's ERROR reply, and the edge goes on serving."""
         t0 = time.perf_counter()
+        try:
+            return self._handle(frames, peer, t0)
+        except Exception as e:  # a bug of ours, not the device's: still one reply, logged with its traceback
+            log.exception("request failed inside the edge")
+            self.errors[P.ERRORS[P.E_INTERNAL]] += 1
+            return P.error_frames(0, P.E_INTERNAL, f"internal error: {type(e).__name__}",
+                                  server_us=int((time.perf_counter() - t0) * 1e6))
+
+    def _handle(self, frames, peer, t0) -> list:
         rid, cut_id, flags = 0, P.INPUT_CUT, 0
         try:
             size = sum(len(P._buffer(f)) for f in frames)
@@ -102,7 +120,9 @@ class Edge:
                 self.stats["ping"] += 1
                 return [P.Header(type=P.PONG, request_id=rid).pack(), b""]
             if h.type != P.REQUEST:
-                raise P.ProtocolError(P.E_BAD_TYPE, f"an edge takes REQUEST or PING, got {P.TYPES[h.type]}")
+                raise P.ProtocolError(P.E_BAD_TYPE, f"an edge takes REQUEST or PING, got {P.TYPES[h.type]}", h)
+            if tensor is None:
+                raise P.ProtocolError(P.E_WRONG_TENSOR, "a REQUEST must carry a tensor; dtype 0 (none) is not one", h)
             self._check_replay(peer, rid)
             runner = self.runners.get((cut_id, flags & P.FLAG_TL))
             if runner is None:
@@ -139,59 +159,60 @@ class Edge:
         messages (ZeroMQ's receive high-water mark, so a flooding device is held back by TCP, not
         buffered here); ZeroMQ fair-queues between connections, so one device cannot starve the
         others. Messages over 4x the size limit are cut off by ZeroMQ itself, before any memory is
-        spent on them; those over the limit get an error reply.
+        spent on them; those over the limit get an error reply. The metrics server listens on the
+        host of ``endpoint`` only. A port of ``*`` binds any free port; ``self.endpoint`` says which.
         """
         import zmq
 
         from tlcut.runtime.security import require_policy
 
         require_policy(endpoint, curve, insecure, "edge")
-        ctx = zmq.Context.instance()
-        sock = ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        sock.setsockopt(zmq.RCVHWM, max_queue)
-        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes + 4096)
-        auth = curve.apply(ctx, sock) if curve else None
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as e:
-            sock.close()
-            if auth:
-                auth.stop()
-            raise TlcutError(f"cannot listen on {endpoint}: {e}; is another edge already there?") from None
-        http = _start_http(self, metrics_port) if metrics_port is not None else None
-        stop = stop or threading.Event()
-        restore = _stop_on_signals(stop)
-        log.info("serving %s on %s (%s)", self.describe(), endpoint, "CURVE" if curve else "plain TCP")
-        self.ready = True
-        if ready:
-            ready.set()
-        handled = 0
-        try:
-            while not stop.is_set() and (max_requests is None or handled < max_requests):
-                if not sock.poll(100):
-                    continue
-                frames = sock.recv_multipart(copy=False)
-                ident, body = frames[0], frames[1:]
-                self.stats["messages"] += 1
-                reply = self.handle(body, peer=ident.bytes)
-                sock.send_multipart([ident, *reply], copy=len(reply[1]) < 65536)
-                handled += 1
-        finally:
-            self.ready = False
-            restore()
-            sock.close()
-            if auth:
-                auth.stop()
+        with contextlib.ExitStack() as undo:
+            http = _start_http(self, _host_of(endpoint), metrics_port) if metrics_port is not None else None
             if http:
-                http.shutdown()
-            log.info("stopped after %d messages: %d ok, errors %s", handled, self.stats["ok"], dict(self.errors) or "none")
+                undo.callback(http.server_close)
+                undo.callback(http.shutdown)
+            ctx = zmq.Context.instance()
+            sock = ctx.socket(zmq.ROUTER)
+            undo.callback(sock.close)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+            sock.setsockopt(zmq.RCVHWM, max_queue)
+            sock.setsockopt(zmq.MAXMSGSIZE, min(4 * self.max_message_bytes + 4096, 2**62))
+            if curve:
+                undo.callback(curve.apply(ctx, sock).stop)
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as e:
+                raise TlcutError(f"cannot listen on {endpoint}: {e}; is another edge already there?") from None
+            self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            stop = stop or threading.Event()
+            undo.callback(_stop_on_signals(stop))
+            log.info("serving %s on %s (%s)", self.describe(), self.endpoint, "CURVE" if curve else "plain TCP")
+            self.ready = True
+            if ready:
+                ready.set()
+            handled = 0
+            try:
+                while not stop.is_set() and (max_requests is None or handled < max_requests):
+                    if not sock.poll(100):
+                        continue
+                    frames = sock.recv_multipart(copy=False)
+                    ident, body = frames[0], frames[1:]
+                    self.stats["messages"] += 1
+                    reply = self.handle(body, peer=ident.bytes)
+                    try:
+                        sock.send_multipart([ident, *reply], copy=len(reply[1]) < 65536)
+                    except zmq.ZMQError as e:  # the device went away; the next one is still served
+                        log.warning("reply not sent: %s", e)
+                    handled += 1
+            finally:
+                self.ready = False
+                log.info("stopped after %d messages: %d ok, errors %s", handled, self.stats["ok"],
+                         dict(self.errors) or "none")
 
     def metrics(self) -> str:
         """Prometheus text format, after Triton's metrics endpoint."""
-        import numpy as np
-
         lines = ["# HELP tlcut_edge_requests_total Requests answered with a result.",
                  "# TYPE tlcut_edge_requests_total counter", f"tlcut_edge_requests_total {self.stats['ok']}",
                  "# HELP tlcut_edge_pings_total Health pings answered.", "# TYPE tlcut_edge_pings_total counter",
@@ -211,7 +232,13 @@ class Edge:
         return "\n".join(lines) + "\n"
 
 
-def _start_http(edge: Edge, port: int) -> ThreadingHTTPServer:
+def _host_of(endpoint: str) -> str:
+    """The address part of tcp://HOST:PORT, as an HTTP server binds it ('*' is every address)."""
+    host = endpoint.split("://", 1)[-1].rpartition(":")[0].strip("[]")
+    return "0.0.0.0" if host in ("*", "") else ("127.0.0.1" if host == "localhost" else host)
+
+
+def _start_http(edge: Edge, host: str, port: int) -> ThreadingHTTPServer:
     """/metrics (Prometheus text), /health/live and /health/ready, as Triton serves them."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -234,11 +261,38 @@ def _start_http(edge: Edge, port: int) -> ThreadingHTTPServer:
             pass
 
     try:
-        srv = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+        srv = ThreadingHTTPServer((host, port), Handler)
     except OSError as e:
-        raise TlcutError(f"cannot serve metrics on port {port}: {e.strerror}") from None
+        raise TlcutError(f"cannot serve metrics on {host}:{port}: {e.strerror}; choose another --metrics-port") from None
     threading.Thread(target=srv.serve_forever, daemon=True, name="tlcut-metrics").start()
     return srv
+
+
+@contextlib.contextmanager
+def local_edge(bundle: Bundle, cuts: list[str], **kw):
+    """An edge serving ``cuts`` on a free loopback port in a thread of this process; yields its
+    endpoint. For eval and tests: the device then talks to it exactly as to a remote edge."""
+    edge = Edge(bundle, cuts, **kw)
+    stop, ready = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def serve():
+        try:
+            edge.serve("tcp://127.0.0.1:*", stop=stop, ready=ready)
+        except BaseException as e:  # surfaced to the caller below
+            failed.append(e)
+            ready.set()
+
+    th = threading.Thread(target=serve, daemon=True, name="tlcut-local-edge")
+    th.start()
+    try:
+        if not ready.wait(60) or failed:
+            raise failed[0] if failed else TlcutError("the local edge did not start within 60 s")
+        yield edge.endpoint
+    finally:
+        stop.set()
+        th.join(10)
+        edge.close()
 
 
 def _what(cut_id: int, flags: int) -> str:

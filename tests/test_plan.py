@@ -83,7 +83,7 @@ def test_constraints_exclude_candidates():
     fast = plan.Network(up_mbps=200.0, rtt_ms=5.0, down_mbps=2000.0, wire_overhead=1.0)
     r = plan.plan(dev(), edge(), fast, plan.Constraints(min_cut=2))
     assert r["best"]["cut"] is None or r["best"]["cut"] >= 2
-    assert not next(c for c in r["ranking"] if c["kind"] == "edge-only")["allowed"]
+    assert not next(c for c in r["ranking"] if c["where"] == "edge")["allowed"]
     r = plan.plan(dev(), edge(), fast, plan.Constraints(max_upload_bytes=50_000))
     assert all(c["upload_bytes"] <= 50_000 for c in r["ranking"] if c["allowed"])
     r = plan.plan(dev(), edge(), fast, plan.Constraints(max_device_ms=5))

@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import reliability as R  # noqa: E402
 
-from tlcut.runtime import testbed as tbm  # noqa: E402
+from tlcut.lab import testbed as tbm  # noqa: E402
 
 WHY = tbm.available()
 

@@ -8,6 +8,7 @@ from PIL import Image
 
 from tlcut.bundle import Bundle
 from tlcut.errors import TlcutError
+from tlcut.placement import Placement
 
 pytestmark = pytest.mark.tf
 
@@ -56,7 +57,7 @@ def test_tl_model_equals_the_deployed_halves_and_evaluates(trained, tmp_path, da
     c = b.cuts[r["cut"]]
     assert c.layer == "s1_pool" and c.tl and c.tl_shape[2:] == (8, 8)
     assert b.manifest["source"]["training"]["kind"] == "tl-retrained"
-    res = {enc: evaluate(b, "s1_pool", tl=True, encoding=enc) for enc in ("raw", "float16", "int8")}
+    res = {enc: evaluate(b, Placement.resolve(b, "s1_pool", True, enc)) for enc in ("raw", "float16", "int8")}
     raw = res["raw"]["payload_bytes"] - 80
     assert raw == c.tl_bytes
     assert res["float16"]["payload_bytes"] - 80 == raw // 2 and res["int8"]["payload_bytes"] - 80 == raw // 4

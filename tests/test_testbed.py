@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 import graphs
-from tlcut.runtime import testbed as tbm
+from tlcut.lab import testbed as tbm
 from tlcut.toolchain.compile import compile_cuts
 from tlcut.toolchain.export import export
 

@@ -1,16 +1,13 @@
 """The bundle: the one directory that every tlcut step reads and writes.
 
-Layout (docs/bundle.md says the same for people)::
+This module is the only code that knows a bundle's paths and names (docs/bundle.md says the same
+for people). Every runnable file is an *artifact*: a row in the manifest's ``artifacts`` table
+keyed by (kind, cut, tl, engine, precision), with its file and the name, dtype and shape of its
+input and output. Readers ask for an artifact by key, never by guessing a path, and the C edge
+reads the same table. A new kind of file (an int8 half, a TensorRT engine) is a new key value,
+not a new layout.
 
-    BUNDLE/
-      manifest.json          written last and atomically; a directory without it is not a bundle
-      model.onnx             the full model, static shapes, fixed batch
-      halves/<K>/            `tlcut compile` output for cut K
-        head.onnx tail.onnx          plain halves (always)
-        head_tl.onnx tail_tl.onnx    halves with DeviceTL / EdgeTL (where the TL applies)
-        <backend>/...                what the backend built from them (e.g. onnxrt/*.onnx)
-
-``manifest.json`` holds the source, the model file's sha256, the inputs and outputs, every
+``manifest.json`` also holds the source, the model file's sha256, the inputs and outputs, every
 activation tensor (shape, dtype, layout, Keras layer) and every cut. Steps never write into a
 bundle in place: a new bundle is built in a sibling temporary directory and renamed into place, a
 new half directory likewise, and the manifest is replaced with ``os.replace``. So an interrupted
@@ -29,15 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from tlcut import dtypes
 from tlcut.errors import TlcutError
 
 FORMAT = "tlcut-bundle"
-VERSION = 1
+VERSION = 2
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
 
-#: numpy dtype names used in manifests and on the wire, with their sizes in bytes.
-DTYPE_SIZES = {"float32": 4, "float16": 2, "int8": 1, "uint8": 1, "int32": 4, "int64": 8, "float64": 8}
+#: The portable engine: a plain ONNX file any ONNX engine reads. Backends add their own builds.
+ONNX = "onnx"
+KINDS = ("model", "head", "tail")
 
 
 def sha256_file(path: Path) -> str:
@@ -102,11 +101,11 @@ class Cut:
 
     @property
     def bytes(self) -> int:
-        return nbytes(self.shape, self.dtype)
+        return dtypes.nbytes(self.shape, self.dtype)
 
     @property
     def tl_bytes(self) -> int:
-        return nbytes(self.tl_shape, self.dtype) if self.tl_shape else self.bytes
+        return dtypes.nbytes(self.tl_shape, self.dtype) if self.tl_shape else self.bytes
 
     def to_json(self) -> dict:
         d = {
@@ -142,11 +141,50 @@ class Cut:
         )
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """One runnable file of the bundle: the whole model, or the head or tail of a cut."""
+
+    kind: str  # "model" | "head" | "tail"
+    cut: int | None  # None for the whole model
+    tl: bool
+    engine: str  # ONNX, or the backend that built it
+    precision: str
+    file: str  # relative to the bundle
+    input: dict  # {"name", "dtype", "shape"}
+    output: dict
+
+    @property
+    def key(self) -> tuple:
+        return (self.kind, self.cut, self.tl, self.engine, self.precision)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "cut": self.cut, "tl": self.tl, "engine": self.engine, "precision": self.precision,
+                "file": self.file, "input": self.input, "output": self.output}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Artifact":
+        return cls(d["kind"], d["cut"], bool(d["tl"]), d["engine"], d["precision"], d["file"], d["input"], d["output"])
+
+
+def artifact_file(kind: str, cut: int | None, tl: bool = False, engine: str = ONNX, precision: str = "float32",
+                  suffix: str = ".onnx") -> str:
+    """Where an artifact lives, relative to the bundle: the one place that spells a bundle's paths."""
+    if kind not in KINDS:
+        raise ValueError(f"artifact kind {kind!r} is not one of {KINDS}")
+    folder = "" if kind == "model" else f"halves/{cut}/"
+    sub = "" if engine == ONNX else f"{engine}/"
+    stem = kind + ("_tl" if tl else "") + ("" if precision == "float32" else f".{precision}")
+    return f"{folder}{sub}{stem}{suffix}"
+
+
+def half_folder(cut: int) -> str:
+    """The folder holding every artifact of one cut; compile replaces it whole."""
+    return f"halves/{cut}"
+
+
 def nbytes(shape, dtype: str) -> int:
-    n = DTYPE_SIZES[dtype]
-    for d in shape:
-        n *= int(d)
-    return n
+    return dtypes.nbytes(shape, dtype)
 
 
 class Bundle:
@@ -226,12 +264,42 @@ class Bundle:
             f"list them with `tlcut cuts {self.path}`"
         )
 
-    # -- compiled halves ---------------------------------------------------------------------
-    def half_dir(self, cut: Cut) -> Path:
-        return self.path / "halves" / str(cut.index)
+    # -- artifacts ---------------------------------------------------------------------------
+    @property
+    def artifacts(self) -> list[Artifact]:
+        return [Artifact.from_json(a) for a in self.manifest.get("artifacts", [])]
 
-    def compiled(self, cut: Cut) -> dict | None:
-        return self.manifest.get("compiled", {}).get(str(cut.index))
+    def find(self, kind: str, cut: int | None = None, tl: bool = False, engine: str = ONNX,
+             precision: str = "float32") -> Artifact | None:
+        key = (kind, cut, tl, engine, precision)
+        return next((a for a in self.artifacts if a.key == key), None)
+
+    def runnable(self, kind: str, cut: int | None = None, tl: bool = False, engine: str = ONNX,
+                 precision: str = "float32") -> Path:
+        """The file a backend called ``engine`` runs for this artifact: its own build where there is
+        one, else the portable ONNX. A clear error, with the command that makes it, if neither exists."""
+        a = self.find(kind, cut, tl, engine, precision) or self.find(kind, cut, tl, ONNX, precision)
+        if a is None:
+            what = "the whole model" if kind == "model" else f"{kind}{' with the TL' if tl else ''} of cut {cut}"
+            prec = "" if precision == "float32" else f" --precision {precision}"
+            raise TlcutError(f"bundle '{self.path}' has no {precision} {what}; run "
+                             f"`tlcut compile {self.path} --cuts {cut} --tl {'on' if tl else 'off'}{prec}` first")
+        p = self.path / a.file
+        if not p.is_file():
+            raise TlcutError(f"{p} is listed in the manifest but missing; re-run `tlcut compile {self.path} --cuts {cut}`")
+        return p
+
+    def has_tl_half(self, cut: int) -> bool:
+        return self.find("tail", cut, True) is not None
+
+    def replace_artifacts(self, cut: int | None, new: list[Artifact]) -> None:
+        """Swap every artifact of ``cut`` for ``new`` and save the manifest (the files are already in place)."""
+        keep = [a for a in self.manifest.get("artifacts", []) if a["cut"] != cut or a["kind"] == "model"]
+        self.manifest["artifacts"] = keep + [a.to_json() for a in new]
+        self.save_manifest()
+
+    def half_dir(self, cut: Cut) -> Path:
+        return self.path / half_folder(cut.index)
 
     def save_manifest(self) -> None:
         write_json_atomic(self.path / MANIFEST, self.manifest)

@@ -27,6 +27,7 @@ from tlcut import __version__
 from tlcut.bundle import Bundle, Cut
 from tlcut.errors import TlcutError
 from tlcut.runtime import backends, protocol
+from tlcut.stats import summary
 from tlcut.toolchain import surgery
 
 FORMAT = "tlcut-profile"
@@ -35,11 +36,7 @@ VERSION = 1
 
 def stats(seconds) -> dict:
     """Milliseconds: median, p90, p99, mean, min, max and the sample count."""
-    a = np.asarray(seconds, dtype=np.float64) * 1e3
-    if a.size == 0:
-        raise TlcutError("nothing was timed; use --iterations 1 or more")
-    return {"median": float(np.median(a)), "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)),
-            "mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
+    return summary(seconds, 1e3)
 
 
 def random_feed(inputs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
@@ -107,13 +104,19 @@ def _cpu_quota() -> str | None:
 
 
 def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, threads: int | None = None,
-          check: int = 4, backend: str = backends.DEFAULT, progress=print, bar=None) -> dict:
-    """Measure every cut of ``bundle`` on this machine; return the profile (see module doc)."""
+          check: int = 4, backend: str = backends.DEFAULT, progress=print, bar=None, slowdown: float = 1.0) -> dict:
+    """Measure every cut of ``bundle`` on this machine; return the profile (see module doc).
+
+    ``slowdown`` > 1 emulates a slower device without root: every engine run is stretched to that
+    many times its duration, exactly as `tlcut run --slowdown` stretches them (runners/base.py).
+    """
     if role not in ("device", "edge"):
         raise TlcutError(f"--role must be device or edge, got '{role}'")
     if iterations < 1 or warmup < 0:
         raise TlcutError("--iterations must be at least 1 and --warmup at least 0")
-    be = backends.get(backend)
+    if slowdown < 1.0:
+        raise TlcutError(f"--slowdown must be at least 1, got {slowdown:g}")
+    be = _Stretched(backends.get(backend), slowdown)
     feed = random_feed(bundle.inputs)
     model_path = bundle.model_path
     t_start = time.perf_counter()
@@ -190,7 +193,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "tlcut_version": __version__,
         "model": bundle.name, "model_sha256": bundle.model_sha256, "backend": be.name,
         "machine": machine_info(threads),
-        "settings": {"warmup": warmup, "iterations": iterations, "method": method},
+        "settings": {"warmup": warmup, "iterations": iterations, "method": method, "slowdown": slowdown},
         "full": stats(full_wall),
         "input": {"name": inp["name"], "bytes": int(np.prod(inp["shape"])) * np.dtype(inp["dtype"]).itemsize,
                   "serialize": stats(in_ser), "deserialize": stats(in_de)},
@@ -205,6 +208,21 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
                  f"max {profile['check']['max_abs_err_pct']:.1f}%")
     progress(f"[bench] done in {profile['bench_seconds']:.1f} s")
     return profile
+
+
+class _Stretched:
+    """A backend whose runners are stretched by ``slowdown`` (lab emulation of a slower device)."""
+
+    def __init__(self, be, slowdown: float):
+        self._be, self._slowdown = be, slowdown
+
+    def runner(self, *args, **kw):
+        r = self._be.runner(*args, **kw)
+        r.slowdown = self._slowdown
+        return r
+
+    def __getattr__(self, name):
+        return getattr(self._be, name)
 
 
 def _call_overhead(be, threads, warmup, iterations) -> list[float]:

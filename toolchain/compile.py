@@ -1,18 +1,22 @@
 """`tlcut compile`: write the runnable halves of the chosen cuts into the bundle.
 
 For each cut: the plain head and tail, the halves with the TL where it applies, and what the
-backend builds from each. A half directory is built aside and renamed into place, then the
-manifest records it; an interrupted compile leaves the bundle as it was.
+backend builds from each, every file recorded as an artifact of the bundle (tlcut/bundle.py). A
+cut's folder is built aside and renamed into place, then the manifest records it; an interrupted
+compile leaves the bundle as it was.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import helper
 
-from tlcut.bundle import Bundle, Cut, staged_dir
+from tlcut.bundle import ONNX, Artifact, Bundle, Cut, artifact_file, half_folder, staged_dir
 from tlcut.errors import TlcutError
+from tlcut.placement import tl_modes
 from tlcut.runtime import backends
 from tlcut.toolchain import surgery
 
@@ -37,18 +41,9 @@ def select_cuts(bundle: Bundle, spec: str | None) -> list[Cut]:
     return sorted(set(out), key=lambda c: c.index)
 
 
-def tl_modes(cut: Cut, tl: str) -> list[bool]:
-    if tl not in ("on", "off", "both"):
-        raise TlcutError(f"--tl must be on, off or both, got '{tl}'")
-    if tl == "on" and not cut.tl:
-        raise TlcutError(f"the TL cannot apply at cut {cut.index} ({cut.why_no_tl}); use --tl off or --tl both")
-    modes = {"on": [True], "off": [False], "both": [False, True]}[tl]
-    return [m for m in modes if not m or cut.tl]
-
-
 def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend: str = backends.DEFAULT,
-                 threads: int | None = None, progress=None) -> dict:
-    """Write halves for ``cuts``; return the manifest entries written."""
+                 threads: int | None = None, progress=None) -> dict[int, list[Artifact]]:
+    """Write the halves of ``cuts`` and record them as artifacts; return what was written per cut."""
     be = backends.get(backend)
     for c in cuts:
         tl_modes(c, tl)  # fail before writing anything
@@ -57,58 +52,37 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend: 
     it = progress(cuts) if progress else cuts
     for cut in it:
         final = bundle.half_dir(cut)
+        arts = []
         with staged_dir(final, overwrite=True) as tmp:
-            files = {}
             for with_tl in tl_modes(cut, tl):
-                sfx = "_tl" if with_tl else ""
-                for part, fn in (("head", surgery.head), ("tail", surgery.tail)):
-                    p = tmp / f"{part}{sfx}.onnx"
+                for kind, fn in (("head", surgery.head), ("tail", surgery.tail)):
+                    rel = artifact_file(kind, cut.index, with_tl)
+                    p = tmp / Path(rel).relative_to(half_folder(cut.index))
+                    p.parent.mkdir(parents=True, exist_ok=True)
                     onnx.save(fn(model, cut, tl=with_tl), str(p))
-                    art = be.compile(p, tmp / be.name, threads=threads)
-                    files[f"{part}{sfx}"] = {"onnx": str(p.relative_to(tmp)), be.name: str(art.relative_to(tmp))}
-            write_io(tmp / "io.txt", {k: tmp / v["onnx"] for k, v in files.items()})
-        entry = {"cut": cut.index, "tensor": cut.tensor, "backend": be.name, "dir": str(final.relative_to(bundle.path)),
-                 "files": files, "payload": {
-                     "plain": {"name": surgery.payload_name(cut, False), "shape": list(cut.shape), "dtype": cut.dtype},
-                     **({"tl": {"name": surgery.payload_name(cut, True), "shape": list(cut.tl_shape), "dtype": cut.dtype}}
-                        if cut.tl and "head_tl" in files else {}),
-                 }}
-        bundle.manifest.setdefault("compiled", {})[str(cut.index)] = entry
-        bundle.save_manifest()
-        written[cut.index] = entry
+                    io = describe_io(p)
+                    arts.append(Artifact(kind, cut.index, with_tl, ONNX, "float32", rel, *io))
+                    if be.builds:
+                        brel = artifact_file(kind, cut.index, with_tl, be.name, "float32", be.suffix)
+                        bp = tmp / Path(brel).relative_to(half_folder(cut.index))
+                        be.compile(p, bp, threads=threads)
+                        arts.append(Artifact(kind, cut.index, with_tl, be.name, "float32", brel, *io))
+        bundle.replace_artifacts(cut.index, arts)
+        written[cut.index] = arts
     return written
 
 
-def write_io(path: Path, halves: dict) -> None:
-    """io.txt: each ONNX file's input as "<stem> <name> <dtype> <rank> <dims...>", for readers without
-    an ONNX parser (the C edge)."""
-    from onnx import helper
+def describe_io(path) -> tuple[dict, dict]:
+    """The single input and the first output of an ONNX file: name, dtype, shape."""
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
 
-    lines = []
-    for stem, f in sorted(halves.items()):
-        m = onnx.load(str(f), load_external_data=False)
-        inits = {i.name for i in m.graph.initializer}
-        (inp,) = [i for i in m.graph.input if i.name not in inits]
-        dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
-        import numpy as np
+    def one(vi):
+        t = vi.type.tensor_type
+        return {"name": vi.name, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name,
+                "shape": [d.dim_value for d in t.shape.dim]}
 
-        dt = np.dtype(helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)).name
-        lines.append(" ".join([stem, inp.name, dt, str(len(dims)), *map(str, dims)]))
-    Path(path).write_text("\n".join(lines) + "\n")
-
-
-def half_path(bundle: Bundle, cut: Cut, part: str, tl: bool, backend: str = backends.DEFAULT) -> Path:
-    """Where the runnable ``part`` ('head' or 'tail') of ``cut`` lies; a clear error if not compiled."""
-    entry = bundle.compiled(cut)
-    key = f"{part}{'_tl' if tl else ''}"
-    if not entry or key not in entry["files"]:
-        hint = "--tl on" if tl else "--tl off"
-        raise TlcutError(
-            f"cut {cut.index} has no compiled {key}; run `tlcut compile {bundle.path} --cuts {cut.index} {hint}` first"
-        )
-    f = entry["files"][key]
-    rel = f.get(backend) or f["onnx"]
-    p = bundle.path / entry["dir"] / rel
-    if not p.is_file():
-        raise TlcutError(f"{p} is missing; re-run `tlcut compile {bundle.path} --cuts {cut.index}`")
-    return p
+    ins = [i for i in m.graph.input if i.name not in inits]
+    if len(ins) != 1:
+        raise TlcutError(f"{path} has {len(ins)} inputs; tlcut serves halves with exactly one")
+    return one(ins[0]), one(m.graph.output[0])

@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import helper, shape_inference
 
-from tlcut import __version__
-from tlcut.bundle import MODEL, FORMAT, VERSION, Bundle, sha256_file, staged_dir, write_json_atomic, MANIFEST
+from tlcut import __version__, dtypes
+from tlcut.bundle import FORMAT, MANIFEST, MODEL, ONNX, VERSION, Artifact, Bundle, artifact_file, sha256_file, staged_dir, write_json_atomic
 from tlcut.errors import TlcutError
 
 DEFAULT_OPSET = 17
@@ -182,7 +182,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    feed = {i.name: np.zeros(i.shape, dtype=_ort_dtype(i.type)) for i in sess.get_inputs()}
+    feed = {i.name: np.zeros(i.shape, dtype=dtypes.from_ort(i.type)) for i in sess.get_inputs()}
     values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
     vis = {vi.name: vi for vi in inferred.graph.value_info}
     for name in missing:
@@ -194,13 +194,6 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         else:
             inferred.graph.value_info.append(new)
     return inferred
-
-
-def _ort_dtype(type_str: str):
-    table = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-             "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
-    return table[type_str]
 
 
 def activation_tensors(graph: onnx.GraphProto) -> set[str]:
@@ -257,12 +250,12 @@ def annotate(model: onnx.ModelProto, input_layout: str | None, layer_names: set[
     """Per-tensor facts the later steps need, for every activation tensor of the model."""
     g = model.graph
     vinfo = {vi.name: vi for vi in list(g.value_info) + list(g.output) + list(g.input)}
-    shapes, dtypes = {}, {}
+    shapes, types = {}, {}
     for name, vi in vinfo.items():
         s = _static_shape(vi)
         if s is not None:
             shapes[name] = s
-            dtypes[name] = _np_dtype(vi.type.tensor_type.elem_type)
+            types[name] = _np_dtype(vi.type.tensor_type.elem_type)
     act = activation_tensors(g)
     inits = {i.name for i in g.initializer}
     in_names = [i.name for i in g.input if i.name not in inits]
@@ -276,7 +269,7 @@ def annotate(model: onnx.ModelProto, input_layout: str | None, layer_names: set[
             raise TlcutError(f"tensor '{name}' has no static shape after inference; export with a fixed input shape")
         node = producer.get(name)
         layer = keras_layer_of(node.name, layer_names) if (node is not None and layer_names) else None
-        tensors[name] = {"shape": list(shapes[name]), "dtype": dtypes[name], "layout": layouts.get(name), "layer": layer}
+        tensors[name] = {"shape": list(shapes[name]), "dtype": types[name], "layout": layouts.get(name), "layer": layer}
     return tensors
 
 
@@ -363,14 +356,14 @@ def export(model: str, out, *, weights: str | None = None, input_shape=None, cla
         "validation": validation,
         "tensors": tensors,
         "cuts": [c.to_json() for c in cuts],
-        "compiled": {},
+        "artifacts": [],
     }
     with staged_dir(out, overwrite=force) as tmp:
         onnx.save(proto, str(tmp / MODEL))
         if len(manifest["inputs"]) == 1:
-            i = manifest["inputs"][0]
-            (tmp / "io.txt").write_text(" ".join(["model", i["name"], i["dtype"], str(len(i["shape"])),
-                                                  *map(str, i["shape"])]) + "\n")
+            strip = lambda d: {k: d[k] for k in ("name", "dtype", "shape")}  # noqa: E731
+            manifest["artifacts"].append(Artifact("model", None, False, ONNX, "float32", artifact_file("model", None),
+                                                  strip(manifest["inputs"][0]), strip(manifest["outputs"][0])).to_json())
         manifest["model"]["sha256"] = sha256_file(tmp / MODEL)
         write_json_atomic(tmp / MANIFEST, manifest)
     progress(f"[export] wrote {out} ({len(g.node)} nodes, {len(cuts)} cuts, "

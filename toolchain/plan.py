@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tlcut.errors import TlcutError
+from tlcut.placement import DEVICE, EDGE, SPLIT, TL_CHOICES, Placement
 from tlcut.runtime import protocol
 from tlcut.toolchain import bench
 
@@ -152,8 +153,8 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
     n = len(device["cuts"])
     if cons.min_cut is not None and not 0 <= cons.min_cut < n:
         raise TlcutError(f"--min-cut {cons.min_cut} is outside the model's cuts 0..{n - 1}")
-    if cons.tl not in ("on", "off", "both"):
-        raise TlcutError(f"--tl must be on, off or both, got '{cons.tl}'")
+    if cons.tl not in TL_CHOICES:
+        raise TlcutError(f"--tl must be one of {', '.join(TL_CHOICES)}, got '{cons.tl}'")
 
     hdr = protocol.HEADER.size
     out_bytes = edge["output"]["bytes"]
@@ -171,15 +172,14 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
                 "deserialize": e["deserialize" + sfx]["median"], "edge_tl": e["edge_tl"]["median"] if tl else 0.0,
                 "edge": e["tail"]["median"], "reply": reply_ms,
             }
-            cands.append(_cand(f"cut {d['index']}{' + TL' if tl else ''}", d["index"], d.get("layer"), tl, up, comp))
+            cands.append(_cand(Placement(SPLIT, d["index"], tl), d.get("layer"), up, comp))
     inp = device["input"]
     up = inp["bytes"] + hdr
-    cands.append(_cand("edge only", None, None, False, up, {
+    cands.append(_cand(Placement(EDGE), None, up, {
         "device": 0.0, "device_tl": 0.0, "serialize": inp["serialize"]["median"], "latency": net.rtt_ms,
         "transfer": net.up_ms(up), "deserialize": edge["input"]["deserialize"]["median"], "edge_tl": 0.0,
-        "edge": edge["full"]["median"], "reply": reply_ms}, kind="edge-only"))
-    cands.append(_cand("device only", None, None, False, 0, {
-        **{k: 0.0 for k in COMPONENTS}, "device": device["full"]["median"]}, kind="device-only"))
+        "edge": edge["full"]["median"], "reply": reply_ms}))
+    cands.append(_cand(Placement(DEVICE), None, 0, {**{k: 0.0 for k in COMPONENTS}, "device": device["full"]["median"]}))
 
     for c in cands:
         c["allowed"], c["why_not"] = _allowed(c, cons)
@@ -188,38 +188,38 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
     if not allowed:
         raise TlcutError("no plan meets the constraints (" + _describe(cons) + "); relax one of them")
     best = allowed[0]
-    dev_only = next(c for c in cands if c["kind"] == "device-only")
+    dev_only = next(c for c in cands if c["where"] == DEVICE)
 
     def best_of(pred):
         m = [c for c in allowed if pred(c)]
         return m[0] if m else None
 
     best_tl = best_of(lambda c: c["tl"])
-    best_plain = best_of(lambda c: c["kind"] == "cut" and not c["tl"])
+    best_plain = best_of(lambda c: c["where"] == SPLIT and not c["tl"])
     return {
         "format": FORMAT, "version": 1, "model": device["model"], "model_sha256": device["model_sha256"],
         "device_profile": device["_path"], "edge_profile": edge["_path"], "network": asdict(net),
         "constraints": asdict(cons), "statistic": "median",
         "best": best, "best_tl": best_tl, "best_plain": best_plain, "device_only": dev_only,
-        "edge_only": next(c for c in cands if c["kind"] == "edge-only"),
+        "edge_only": next(c for c in cands if c["where"] == EDGE),
         "speedup_vs_device": dev_only["total_ms"] / best["total_ms"],
         "speedup_tl_vs_plain": (best_plain["total_ms"] / best_tl["total_ms"]) if best_tl and best_plain else None,
         "ranking": ranking,
     }
 
 
-def _cand(name, cut, layer, tl, upload, comp, kind="cut") -> dict:
+def _cand(p: Placement, layer, upload, comp) -> dict:
     dev = comp["device"] + comp["device_tl"] + comp["serialize"]
-    return {"name": name, "kind": kind, "cut": cut, "layer": layer, "tl": tl, "upload_bytes": upload,
-            "device_ms": dev, "components_ms": comp, "total_ms": sum(comp.values())}
+    return {"name": p.label, "placement": p.to_json(), "where": p.where, "cut": p.cut, "layer": layer, "tl": p.tl,
+            "upload_bytes": upload, "device_ms": dev, "components_ms": comp, "total_ms": sum(comp.values())}
 
 
 def _allowed(c: dict, cons: Constraints) -> tuple[bool, str | None]:
-    if cons.tl == "on" and c["kind"] == "cut" and not c["tl"]:
+    if cons.tl == "on" and c["where"] == SPLIT and not c["tl"]:
         return False, "--tl on"
     if cons.tl == "off" and c["tl"]:
         return False, "--tl off"
-    if cons.min_cut is not None and c["kind"] != "device-only":
+    if cons.min_cut is not None and c["where"] != DEVICE:
         if c["cut"] is None or c["cut"] < cons.min_cut:
             return False, f"before --min-cut {cons.min_cut}"
     if cons.max_device_ms is not None and c["device_ms"] > cons.max_device_ms:
@@ -273,7 +273,7 @@ def plot(result: dict, path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise TlcutError("--plot needs matplotlib; install it with `pip install 'tlcut[plot]'`") from None
-    cuts = [c for c in result["ranking"] if c["kind"] == "cut"]
+    cuts = [c for c in result["ranking"] if c["where"] == SPLIT]
     groups = {"no TL (Scission)": sorted((c for c in cuts if not c["tl"]), key=lambda c: c["cut"]),
               "with TL (ScissionTL)": sorted((c for c in cuts if c["tl"]), key=lambda c: c["cut"])}
     stacks = [("device", ("device",), "#4c72b0"), ("TL", ("device_tl", "edge_tl"), "#dd8452"),

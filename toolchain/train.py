@@ -212,10 +212,9 @@ def _check_split(bundle, cut, tlm, images) -> float:
     import onnxruntime as ort
 
     from tlcut.toolchain import surgery
-    from tlcut.toolchain.compile import half_path
 
-    head = ort.InferenceSession(str(half_path(bundle, cut, "head", True)), providers=["CPUExecutionProvider"])
-    tail = ort.InferenceSession(str(half_path(bundle, cut, "tail", True)), providers=["CPUExecutionProvider"])
+    head = ort.InferenceSession(str(bundle.runnable("head", cut.index, True)), providers=["CPUExecutionProvider"])
+    tail = ort.InferenceSession(str(bundle.runnable("tail", cut.index, True)), providers=["CPUExecutionProvider"])
     worst = 0.0
     for im in images:
         x = (im[None].astype(np.float32) / 255.0)

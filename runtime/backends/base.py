@@ -23,6 +23,9 @@ class Runner:
         self.name = name
         self.is_active = False
         self.last_inference_time: float | None = None
+        #: Lab emulation of a slower device without root: each run is stretched to this many times
+        #: its own duration by sleeping after it (the testbed uses a cgroup CPU quota instead).
+        self.slowdown = 1.0
 
     # -- to implement -------------------------------------------------------------------------
     def _activate_impl(self) -> None:
@@ -72,6 +75,8 @@ class Runner:
             self.check_feed(feed)
         t0 = time.perf_counter()
         out = self._infer_impl(feed)
+        if self.slowdown > 1.0:
+            time.sleep((time.perf_counter() - t0) * (self.slowdown - 1.0))
         self.last_inference_time = time.perf_counter() - t0
         return out
 
@@ -95,9 +100,13 @@ class Backend:
     """Turns an ONNX half into something runnable, and runs it."""
 
     name = "?"
+    #: Whether ``compile`` builds an artifact of its own (stored in the bundle under the backend's
+    #: name), and the file suffix of that artifact. A backend that runs plain ONNX builds nothing.
+    builds = False
+    suffix = ".onnx"
 
-    def compile(self, onnx_path: Path, out_dir: Path, *, threads: int | None = None) -> Path:
-        """Build this backend's artifact for ``onnx_path`` inside ``out_dir``; return its path."""
+    def compile(self, onnx_path: Path, out_path: Path, *, threads: int | None = None) -> None:
+        """Build this backend's artifact for ``onnx_path`` at ``out_path``."""
         raise NotImplementedError
 
     def runner(self, artifact, *, threads: int | None = None, profile: bool = False) -> Runner:

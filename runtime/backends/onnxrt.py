@@ -17,12 +17,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from tlcut import dtypes
 from tlcut.errors import TlcutError
 from tlcut.runtime.backends.base import Backend, Runner
-
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-           "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
 
 
 def _ort():
@@ -69,7 +66,7 @@ class OnnxrtRunner(Runner):
                                                 providers=["CPUExecutionProvider"])
         except Exception as e:
             raise TlcutError(f"ONNX Runtime cannot load {self.name}: {str(e).splitlines()[0][:200]}") from None
-        self._meta = {i.name: (np.dtype(_DTYPES[i.type]), tuple(i.shape)) for i in self.session.get_inputs()}
+        self._meta = {i.name: (dtypes.from_ort(i.type), tuple(i.shape)) for i in self.session.get_inputs()}
         self._outs = [o.name for o in self.session.get_outputs()]
 
     def _deactivate_impl(self):
@@ -92,19 +89,17 @@ class OnnxrtRunner(Runner):
 class OnnxrtBackend(Backend):
     name = "onnxrt"
     has_node_profiler = True
+    builds = True
 
-    def compile(self, onnx_path, out_dir, *, threads=None):
+    def compile(self, onnx_path, out_path, *, threads=None):
         ort = _ort()
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        artifact = out_dir / Path(onnx_path).name
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         so = session_options(threads, level="extended")
-        so.optimized_model_filepath = str(artifact)
+        so.optimized_model_filepath = str(out_path)
         try:
             ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise TlcutError(f"ONNX Runtime cannot load {onnx_path}: {str(e).splitlines()[0][:200]}") from None
-        return artifact
 
     def runner(self, artifact, *, threads=None, profile=False):
         return OnnxrtRunner(artifact, threads=threads, profile=profile)

@@ -1,9 +1,10 @@
 """`tlcut demo`: the whole pipeline on an emulated device, edge and 5G uplink, in one go.
 
-export -> cuts -> bench (as device and as edge, inside the testbed) -> plan -> compile -> serve and
-run the four plans that matter (best cut with TL, best cut without TL, device only, edge only) ->
-one table of predicted against measured latency. Every step is a real tlcut verb, run inside the
-testbed's namespaces exactly as a user would run it, so what is measured is what is shipped.
+export -> cuts -> bench (as device and as edge) -> plan -> compile -> serve and run the four
+placements that matter (best cut with TL, best cut without TL, device only, edge only) -> one table
+of predicted against measured latency. Every step is a real tlcut verb, run as a user would run
+it, so what is measured is what is shipped. As root it runs in the testbed (namespaces, tc, a
+cgroup quota); without root on loopback (lab/loopback.py), and the results say which.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from tlcut.errors import TlcutError
+from tlcut.placement import Placement
 
 
 def _tlcut(*args) -> list[str]:
@@ -24,15 +26,21 @@ def _tlcut(*args) -> list[str]:
 
 def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float = 57.0, latency: float = 28.0,
          device_quota: float = 0.2, requests: int = 30, warmup: int = 3, bench_iterations: int = 20,
-         bundle: str | None = None, input_shape=None, min_cut: int | None = None, say=print) -> dict:
+         bundle: str | None = None, input_shape=None, min_cut: int | None = None, emulation: str = "auto",
+         say=print) -> dict:
     from tlcut.bundle import Bundle, write_json_atomic
-    from tlcut.runtime import testbed as tbm
+    from tlcut.lab import testbed as tbm
+    from tlcut.lab.loopback import Loopback
+    from tlcut.placement import DEVICE, EDGE
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain.compile import compile_cuts
 
     why = tbm.available()
-    if why:
-        raise TlcutError(f"the demo runs inside the testbed, and {why}; run it as root (e.g. sudo)")
+    if emulation == "testbed" and why:
+        raise TlcutError(f"--emulation testbed: {why}; run as root (e.g. sudo), or use --emulation loopback")
+    use_testbed = emulation == "testbed" or (emulation == "auto" and not why)
+    if emulation == "auto" and why:
+        say(f"[demo] no testbed ({why}): running on loopback with the link and the device emulated in user space")
     out = Path(out or f"results/demo-{model}")
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -56,17 +64,18 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
     (out / "cuts.json").write_text(json.dumps([c.to_json() for c in b.cuts], indent=1))
 
     cfg = tbm.Config(bandwidth_mbps=bandwidth, latency_ms=latency, device_quota=device_quota)
-    with tbm.Testbed(cfg, log=say) as tb:
-        # 3. bench as device and as edge, inside the testbed --------------------------------------
+    with (tbm.Testbed(cfg, log=say) if use_testbed else Loopback(cfg, log=say)) as tb:
+        # 3. bench as device and as edge, inside the emulation -------------------------------------
         for role in ("device", "edge"):
-            step(3, f"bench all cuts as the {role} (inside the testbed)")
+            step(3, f"bench all cuts as the {role} ({tb.kind})")
+            extra = tb.device_args() if role == "device" else []
             r = tb.run(role, _tlcut("bench", bpath, "--role", role, "--threads", "1", "--iterations", bench_iterations,
-                                     "-o", out / f"profile-{role}.json"))
+                                     *extra, "-o", out / f"profile-{role}.json"))
             _check(r, f"bench as {role}")
         # 4. plan ----------------------------------------------------------------------------------
         step(4, f"plan for uplink {bandwidth:g} Mbit/s, latency {latency:g} ms")
         net = planmod.Network(up_mbps=bandwidth, rtt_ms=latency, down_mbps=10 * bandwidth,
-                              source=f"testbed ({tb.state.delay_method})")
+                              source=f"{tb.kind} ({tb.state.delay_method})")
         dev = planmod.load_profile(out / "profile-device.json", "device")
         edg = planmod.load_profile(out / "profile-edge.json", "edge")
         plan = planmod.plan(dev, edg, net, planmod.Constraints(min_cut=min_cut))
@@ -83,7 +92,7 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
         step(5, f"compile cuts {cut_ids}")
         compile_cuts(b, [b.cuts[i] for i in cut_ids], tl="both")
         # 6. serve and run -------------------------------------------------------------------------
-        step(6, f"serve on the edge, run {len(chosen)} plans x {requests} requests on the device")
+        step(6, f"serve on the edge, run {len(chosen)} placements x {requests} requests on the device")
         serve_args = sum((["--cut", i] for i in cut_ids), []) + ["--cut", "input"]
         # the testbed is a lab link on one machine: plain TCP (--insecure); CURVE's cost is measured
         # on its own in benchmarks/reliability.py
@@ -94,13 +103,15 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
         try:
             _wait_for_edge(tb, edge)
             for label, c in chosen.items():
-                cut = {"device-only": "device", "edge-only": "input"}.get(c["kind"], c["cut"])
-                say(f"[demo 6/{steps}]   {label}: {c['name']}")
-                f = out / f"run-{c['name'].replace(' + ', '-').replace(' ', '-')}.json"
-                r = tb.run("device", _tlcut("run", bpath, "--cut", cut, "--tl", "on" if c["tl"] else "off",
-                                            "--edge", tb.state.device_endpoint, "--requests", requests,
-                                            "--warmup", warmup, "--threads", "1", "--timeout", "60", "--retries", "0",
-                                            "--fallback", "off", "--insecure", "-o", f))
+                pl = Placement.from_json(c["placement"])
+                cut = {DEVICE: "device", EDGE: "input"}.get(pl.where, pl.cut)
+                say(f"[demo 6/{steps}]   {label}: {pl.label}")
+                f = out / f"run-{pl.slug}.json"
+                r = tb.run("device", _tlcut("run", bpath, "--cut", cut, "--tl", "on" if pl.tl else "off",
+                                            "--encoding", pl.encoding, "--edge", tb.state.device_endpoint,
+                                            "--requests", requests, "--warmup", warmup, "--threads", "1",
+                                            "--timeout", "60", "--retries", "0", "--fallback", "off", "--insecure",
+                                            *tb.device_args(), "-o", f))
                 _check(r, f"run {c['name']}")
                 runs[label] = json.loads(f.read_text())
         finally:
@@ -112,13 +123,13 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
     for label, c in chosen.items():
         s = runs[label]["summary"]
         measured = s["total_ms"]["median"]
-        rows.append({"plan": label, "choice": c["name"], "layer": c["layer"], "predicted_ms": c["total_ms"],
+        rows.append({"placement": label, "choice": c["name"], "layer": c["layer"], "predicted_ms": c["total_ms"],
                      "measured_ms": measured, "measured_p90_ms": s["total_ms"]["p90"],
                      "error_pct": 100 * (measured - c["total_ms"]) / c["total_ms"],
                      "payload_bytes": c["upload_bytes"], "measured_device_ms": s["device_ms"]["median"],
                      "measured_transfer_ms": s["transfer_ms"]["median"], "measured_edge_ms": s["edge_ms"]["median"],
                      "predicted_components_ms": c["components_ms"], "requests": s["requests"]})
-    by = {r["plan"]: r for r in rows}
+    by = {r["placement"]: r for r in rows}
     tl, plain, devo = by.get("best with TL"), by.get("best without TL (Scission)"), by["device only"]
     speed = {}
     if tl:
@@ -130,7 +141,8 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
     result = {
         "model": b.name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "testbed": {"bandwidth_mbps": bandwidth, "latency_ms": latency, "latency_method": tb.state.delay_method,
-                    "device_quota_cpus": device_quota, "device_cpus": cfg.device_cpus, "edge_cpus": cfg.edge_cpus},
+                    "device_quota_cpus": device_quota, "device_cpus": cfg.device_cpus, "edge_cpus": cfg.edge_cpus,
+                    "emulation": tb.kind, "described": tb.describe()},
         "machine": dev["machine"], "requests_per_plan": requests, "min_cut": min_cut, "rows": rows, "speedups": speed,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
@@ -146,16 +158,13 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
 def format_summary(r: dict) -> str:
     t = r["testbed"]
     lines = [f"# tlcut demo: {r['model']}", "",
-             f"Testbed: uplink {t['bandwidth_mbps']:g} Mbit/s (tc tbf), latency {t['latency_ms']:g} ms "
-             f"({'tc netem' if t['latency_method'] == 'netem' else 'tlcut delay relay' if t['latency_method'] == 'relay' else 'none'}), "
-             f"device limited to {t['device_quota_cpus']:g} CPU on core {t['device_cpus']}, edge on core {t['edge_cpus']}. "
-             f"{r['requests_per_plan']} timed requests per plan. {r['date']}."
+             f"Emulation: {t['described']}. {r['requests_per_plan']} timed requests per placement. {r['date']}."
              + (f" Privacy constraint: no cut before {r['min_cut']} (edge only excluded)." if r.get("min_cut") is not None else ""),
              "",
-             "| plan | choice | payload (bytes) | predicted median (ms) | measured median (ms) | error | measured p90 (ms) |",
+             "| placement | choice | payload (bytes) | predicted median (ms) | measured median (ms) | error | measured p90 (ms) |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for x in r["rows"]:
-        lines.append(f"| {x['plan']} | {x['choice']} ({x['layer'] or '-'}) | {x['payload_bytes']} | {x['predicted_ms']:.1f} | "
+        lines.append(f"| {x['placement']} | {x['choice']} ({x['layer'] or '-'}) | {x['payload_bytes']} | {x['predicted_ms']:.1f} | "
                      f"{x['measured_ms']:.1f} | {x['error_pct']:+.1f}% | {x['measured_p90_ms']:.1f} |")
     s = r["speedups"]
     lines.append("")
@@ -172,7 +181,7 @@ def _check(r, what: str) -> None:
 
 
 def _wait_for_edge(tb, edge, timeout_s: float = 120) -> None:
-    """Wait, from the device namespace, until the edge answers (loading halves takes a while)."""
+    """Wait, from the device's side, until the edge answers (loading halves takes a while)."""
     code = ("from tlcut.runtime.run import wait_for_edge\n"
             f"wait_for_edge({tb.state.device_endpoint!r}, {timeout_s}, insecure=True)\n")
     probe = tb.popen("device", [sys.executable, "-c", code], stderr=subprocess.DEVNULL)

@@ -100,6 +100,8 @@ def _cgroup_root() -> tuple[str, Path] | None:
 class Testbed:
     """Context manager: ``with Testbed(Config()) as tb: tb.popen("edge", [...])``."""
 
+    kind = "testbed"
+
     def __init__(self, config: Config | None = None, name: str | None = None, log=print, state: State | None = None):
         self.config = state.config if state else (config or Config())
         self.log = log
@@ -188,6 +190,15 @@ class Testbed:
         self._procs.clear()
         teardown(self.state)
 
+    def describe(self) -> str:
+        c = self.config
+        return (f"testbed (root): network namespaces, uplink {c.bandwidth_mbps:g} Mbit/s by tc tbf, latency "
+                f"{c.latency_ms:g} ms by {_delay_words(self.state.delay_method)}, device limited to "
+                f"{c.device_quota:g} CPU by a cgroup quota on core {c.device_cpus}, edge on core {c.edge_cpus}")
+
+    def device_args(self) -> list[str]:
+        return []  # the cgroup quota slows the device
+
     # -- running things inside ----------------------------------------------------------------------
     def command(self, role: str, argv: list[str]) -> list[str]:
         s, c = self.state, self.config
@@ -245,7 +256,7 @@ class Testbed:
 
     def _start_relay(self) -> int:
         s, c = self.state, self.config
-        argv = self.command("edge", [sys.executable, "-m", "tlcut.runtime.relay", f"{EDGE_IP}:{c.port}",
+        argv = self.command("edge", [sys.executable, "-m", "tlcut.lab.relay", f"{EDGE_IP}:{c.port}",
                                      f"127.0.0.1:{c.port + 1}", str(c.latency_ms)])
         p = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         s.made.append(["pid", p.pid])

@@ -15,12 +15,14 @@ import time
 import numpy as np
 
 from tlcut.errors import TlcutError
+from tlcut.stats import summary
 
 
 def _worker(args: dict) -> dict:
     import onnxruntime as ort
 
     from tlcut.bundle import Bundle
+    from tlcut.placement import Placement
     from tlcut.runtime.run import Device, EdgeError, EdgeUnavailable
     from tlcut.runtime.security import ClientCurve
 
@@ -33,7 +35,7 @@ def _worker(args: dict) -> dict:
     out = {"device": args["device"], "ok": 0, "wrong": 0, "failed": 0, "fell_back": 0, "latency_ms": [],
            "errors": {}, "timeline": []}
     t_start = time.perf_counter()
-    with Device(b, args["cut"], tl=args["tl"], edge=args["edge"], timeout_s=args["timeout"], retries=args["retries"],
+    with Device(b, Placement.from_json(args["placement"]), edge=args["edge"], timeout_s=args["timeout"], retries=args["retries"],
                 fallback=args["fallback"], probe_s=args["probe"], curve=curve, insecure=args["insecure"],
                 threads=1) as dev:
         for i in range(args["requests"]):
@@ -68,13 +70,13 @@ def _worker(args: dict) -> dict:
     return out
 
 
-def perf(bundle: str, cut: str, edge: str, *, devices: int = 8, requests: int = 500, tl: bool = False,
+def perf(bundle, placement, edge: str, *, devices: int = 8, requests: int = 500,
          timeout: float = 2.0, retries: int = 2, fallback: bool = True, probe: float = 1.0, key=None, edge_key=None,
          insecure: bool = False, tolerance: float = 1e-5, interval: float = 0.0) -> dict:
     """Run ``devices`` device processes of ``requests`` each; return per-device and overall results."""
     if devices < 1 or requests < 1:
         raise TlcutError("--devices and --requests must be at least 1")
-    args = [{"bundle": str(bundle), "cut": str(cut), "edge": edge, "device": d, "requests": requests, "tl": tl,
+    args = [{"bundle": str(bundle), "placement": placement.to_json(), "edge": edge, "device": d, "requests": requests,
              "timeout": timeout, "retries": retries, "fallback": fallback, "probe": probe, "key": key,
              "edge_key": edge_key, "insecure": insecure, "tolerance": tolerance, "interval": interval}
             for d in range(devices)]
@@ -89,8 +91,7 @@ def perf(bundle: str, cut: str, edge: str, *, devices: int = 8, requests: int = 
     return {"devices": devices, "requests_per_device": requests, "requests": devices * requests, **total,
             "retried": retried, "dropped_late_replies": dropped, "wall_s": wall,
             "throughput_rps": devices * requests / wall if wall else None,
-            "latency_ms": {"median": float(np.median(lat)), "p90": float(np.percentile(lat, 90)),
-                           "p99": float(np.percentile(lat, 99)), "max": float(lat.max())},
+            "latency_ms": summary(lat),
             "accounted": total["ok"] + total["wrong"] + total["failed"] + total["fell_back"] == devices * requests,
             "per_device": [{k: r[k] for k in ("device", "ok", "wrong", "failed", "fell_back", "errors", "seconds")}
                            | {"counts": r["counts"]} for r in results],

@@ -1,0 +1,111 @@
+"""The `tlcut` command: one verb per pipeline step.
+
+A verb is a small class: its docstring is its --help, ``groups`` lists the shared flag groups it
+takes (tlcut/cli/args.py), ``add`` its own flags and ``run`` the work. Heavy libraries are imported
+inside ``run``, so `tlcut --help` and the ONNX-only verbs never import TensorFlow. A ``TlcutError``
+ends the command with one line on stderr and exit code 2; any other exception is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tlcut.errors import TlcutError
+
+
+class Verb:
+    name = ""
+    groups: tuple = ()
+
+    def __init__(self):
+        self.groups = self.make_groups()
+
+    def make_groups(self) -> list:
+        return []
+
+    def add(self, p) -> None:
+        """The verb's own flags."""
+
+    def run(self, a) -> int:
+        raise NotImplementedError
+
+    def __call__(self, a) -> int:
+        for g in self.groups:
+            g.parse(a)
+        return self.run(a) or 0
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def emit_json(obj, path: str | None = None) -> None:
+    """Print ``obj`` as JSON, or write it atomically to ``path``."""
+    if path and path != "-":
+        from tlcut.bundle import write_json_atomic
+
+        write_json_atomic(Path(path), obj)
+    else:
+        print(json.dumps(obj, indent=1))
+
+
+def bar(desc: str, unit: str):
+    """A progress bar on a terminal, nothing in a log."""
+
+    def wrap(items):
+        from tqdm import tqdm
+
+        return tqdm(items, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=None)
+
+    return wrap
+
+
+def verbs() -> list[Verb]:
+    from tlcut.cli import lab, learning, pipeline, serving
+
+    return [v() for m in (pipeline, serving, learning, lab) for v in m.VERBS]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tlcut import __version__
+
+    p = argparse.ArgumentParser(
+        prog="tlcut",
+        description="Cut a DNN between a device and an edge server, with a Transfer Layer at the cut.",
+        epilog="pipeline: export -> cuts -> bench (device, edge) -> plan -> compile -> serve / run",
+    )
+    p.add_argument("--version", action="version", version=f"tlcut {__version__}")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+    for v in verbs():
+        doc = (v.__doc__ or "").strip()
+        sp = sub.add_parser(v.name, help=doc.splitlines()[0], description=doc,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        for g in v.groups:
+            g.add_to(sp)
+        v.add(sp)
+        sp.set_defaults(func=v)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not getattr(a, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return a.func(a)
+    except TlcutError as e:
+        print(f"tlcut: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("tlcut: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

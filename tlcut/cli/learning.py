@@ -1,0 +1,90 @@
+"""The accuracy verbs: train, retrain (with the TL), eval (through the runtime)."""
+
+from __future__ import annotations
+
+import json
+
+from tlcut.cli import Verb, bar, say
+from tlcut.cli.args import BundleArgs, DataArgs, PlacementArgs
+
+
+class Train(Verb):
+    """Train a baseline classifier on the data (CPU) and save it as a .keras model `tlcut export` takes."""
+
+    name = "train"
+
+    def make_groups(self):
+        return [DataArgs()]
+
+    def add(self, p):
+        p.add_argument("model", nargs="?", default="InspectNet", help="architecture name or .keras file (default InspectNet)")
+        p.add_argument("-o", "--output", required=True, help="the .keras file to write (a .json report goes beside it)")
+        p.add_argument("--task", default="grade", choices=["grade", "binary"],
+                       help="elpv: 4 defect grades, or functional/defective (default grade)")
+        p.add_argument("--size", type=int, default=128, help="image size (default 128)")
+        p.add_argument("--channels", type=int, default=1, choices=[1, 3], help="image channels (default 1)")
+        p.add_argument("--epochs", type=int, default=25)
+        p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--patience", type=int, default=5, help="epochs without better validation accuracy before stopping")
+        p.add_argument("--seed", type=int, default=0, help="seed of the split and the training (default 0)")
+
+    def run(self, a):
+        from tlcut.toolchain.train import train
+
+        train(a.model, a.data or "elpv", a.output, size=a.size, channels=a.channels, task=a.task, epochs=a.epochs,
+              lr=a.lr, batch=a.batch_size, seed=a.seed, patience=a.patience, limit=a.limit, say=say)
+
+
+class Retrain(Verb):
+    """Insert the TL after a layer, fine-tune the TLModel, and split it into a bundle the runtime serves."""
+
+    name = "retrain"
+
+    def make_groups(self):
+        return [DataArgs()]
+
+    def add(self, p):
+        p.add_argument("model", help=".keras model written by `tlcut train`")
+        p.add_argument("--cut", required=True, metavar="LAYER", help="Keras layer after which the TL goes (see `tlcut cuts`)")
+        p.add_argument("-o", "--output", required=True, help="bundle to write")
+        p.add_argument("--epochs", type=int, default=8)
+        p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--patience", type=int, default=3)
+        p.add_argument("--force", action="store_true", help="replace an existing bundle")
+
+    def run(self, a):
+        from tlcut.toolchain.train import retrain
+
+        retrain(a.model, a.cut, a.output, data=a.data, epochs=a.epochs, lr=a.lr, batch=a.batch_size,
+                patience=a.patience, limit=a.limit, force=a.force, say=say)
+
+
+class Eval(Verb):
+    """Accuracy of the deployed halves of a placement, run through the device and edge runtime."""
+
+    name = "eval"
+
+    def make_groups(self):
+        self.b = BundleArgs()
+        self.pl = PlacementArgs(self.b)
+        return [self.b, self.pl, DataArgs()]
+
+    def add(self, p):
+        p.add_argument("--split", default="test", choices=["test", "val", "train"])
+        p.add_argument("--json", action="store_true")
+
+    def run(self, a):
+        from tlcut.toolchain.eval import evaluate
+
+        b = self.b.bundle
+        r = evaluate(b, self.pl.placement, data=a.data, split=a.split, limit=a.limit, progress=bar("eval", "img"))
+        if a.json:
+            print(json.dumps(r, indent=1))
+        else:
+            print(f"{b.name} {r['placement']['label']}: accuracy {r['accuracy']:.4f} "
+                  f"on {r['n']} {r['split']} images; payload {r['payload_bytes']} B")
+
+
+VERBS = [Train, Retrain, Eval]

@@ -1,0 +1,190 @@
+"""The offline verbs: export, cuts, compile, bench, plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tlcut.cli import Verb, bar, emit_json, say
+from tlcut.cli.args import BackendArgs, BundleArgs, NetworkArgs
+from tlcut.errors import TlcutError
+from tlcut.placement import TL_CHOICES
+
+
+def parse_shape(text: str):
+    try:
+        dims = tuple(int(x) for x in text.replace("x", ",").split(",") if x)
+    except ValueError:
+        raise TlcutError(f"--input-shape '{text}' is not a list of integers like 224,224,3") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise TlcutError(f"--input-shape '{text}' must be positive integers like 224,224,3")
+    return dims
+
+
+class Export(Verb):
+    """Convert a Keras model (file or keras.applications name) or an ONNX file into a bundle."""
+
+    name = "export"
+
+    def add(self, p):
+        p.add_argument("model", nargs="?", help="a .keras/.h5/.onnx file, or an architecture name (see --list)")
+        p.add_argument("-o", "--output", help="bundle directory to write")
+        p.add_argument("--weights", help="weights file to load into the model (default: random weights)")
+        p.add_argument("--input-shape", metavar="H,W,C", help="input size for a named architecture (default: its own)")
+        p.add_argument("--classes", type=int, help="number of classes for a named architecture")
+        p.add_argument("--batch", type=int, default=1, help="static batch size of the exported graph (default 1)")
+        p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+        p.add_argument("--input-layout", choices=["NCHW", "NHWC"],
+                       help="layout of a 4-D input of an ONNX model (Keras models are NHWC)")
+        p.add_argument("--force", action="store_true", help="replace an existing bundle")
+        p.add_argument("--list", action="store_true", help="list the architecture names and exit")
+
+    def run(self, a):
+        from tlcut.toolchain.export import export
+
+        if a.list:
+            from tlcut.models import zoo
+
+            print("\n".join(zoo.names()))
+            return 0
+        if not a.model or not a.output:
+            raise TlcutError("usage: tlcut export MODEL -o BUNDLE (or `tlcut export --list`)")
+        shape = parse_shape(a.input_shape) if a.input_shape else None
+        export(a.model, a.output, weights=a.weights, input_shape=shape, classes=a.classes, batch=a.batch,
+               opset=a.opset, input_layout=a.input_layout, force=a.force, progress=say)
+
+
+class Cuts(Verb):
+    """List every valid single-tensor cut of the model, in topological order."""
+
+    name = "cuts"
+
+    def make_groups(self):
+        self.b = BundleArgs()
+        return [self.b]
+
+    def add(self, p):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--tl-only", action="store_true", help="only cuts where the TL applies")
+
+    def run(self, a):
+        from tlcut.toolchain.cuts import format_table
+
+        b = self.b.bundle
+        cuts = [c for c in b.cuts if c.tl or not a.tl_only]
+        if a.json:
+            emit_json({"model": b.name, "sha256": b.model_sha256, "cuts": [c.to_json() for c in cuts]})
+        else:
+            print(format_table(cuts, name=b.name))
+
+
+class Compile(Verb):
+    """Write the runnable head and tail (with and without the TL) of the chosen cuts into the bundle."""
+
+    name = "compile"
+
+    def make_groups(self):
+        self.b, self.be = BundleArgs(), BackendArgs()
+        return [self.b, self.be]
+
+    def add(self, p):
+        p.add_argument("--cuts", help="cuts to compile: indices, ranges (3-7), tensor or layer names, or 'all'")
+        p.add_argument("--plan", help="compile the best cut of this plan JSON instead of --cuts")
+        p.add_argument("--tl", default="both", choices=TL_CHOICES,
+                       help="halves with the TL, without, or both (default both, where the TL applies)")
+
+    def run(self, a):
+        from tlcut.toolchain.compile import compile_cuts, select_cuts
+
+        b = self.b.bundle
+        spec = str(best_cut_of_plan(a.plan, b)) if a.plan else a.cuts
+        written = compile_cuts(b, select_cuts(b, spec), tl=a.tl, backend=self.be.backend, threads=self.be.threads,
+                               progress=bar("compile", "cut"))
+        for k, arts in written.items():
+            say(f"[compile] cut {k}: {', '.join(a.file for a in arts)}")
+
+
+def best_cut_of_plan(path, bundle):
+    try:
+        plan = json.loads(Path(path).read_text())
+        best = plan["best"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise TlcutError(f"'{path}' is not a plan written by `tlcut plan --json -o`") from None
+    if plan.get("model_sha256") != bundle.model_sha256:
+        raise TlcutError(f"plan '{path}' was made for another model than bundle '{bundle.path}'")
+    if best.get("cut") is None:
+        raise TlcutError(f"the plan's best placement is {best['name']}, which has no cut to compile")
+    return best["cut"]
+
+
+class Bench(Verb):
+    """Measure every cut on this machine: head, DeviceTL, serialization, payload, EdgeTL, tail."""
+
+    name = "bench"
+
+    def make_groups(self):
+        self.b, self.be = BundleArgs(), BackendArgs()
+        return [self.b, self.be]
+
+    def add(self, p):
+        p.add_argument("--role", required=True, choices=["device", "edge"], help="which side this machine plays")
+        p.add_argument("-o", "--output", help="profile JSON to write (default: stdout)")
+        p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+        p.add_argument("--iterations", type=int, default=20, help="timed runs (default 20)")
+        p.add_argument("--check", type=int, default=4, metavar="N",
+                       help="time the real halves of N cuts against the profiled prefix sums (default 4; 0: none)")
+        p.add_argument("--slowdown", type=float, default=1.0, metavar="X",
+                       help="lab: emulate a device X times slower by stretching every compute step (default 1)")
+
+    def run(self, a):
+        from tlcut.toolchain.bench import bench
+
+        prof = bench(self.b.bundle, role=a.role, warmup=a.warmup, iterations=a.iterations, threads=self.be.threads,
+                     check=a.check, backend=self.be.backend, progress=say, bar=bar("bench", "cut"),
+                     slowdown=a.slowdown)
+        emit_json(prof, a.output)
+        if a.output and a.output != "-":
+            say(f"[bench] wrote {a.output}")
+
+
+class Plan(Verb):
+    """Rank every placement (each cut with and without the TL, device only, edge only) by predicted latency."""
+
+    name = "plan"
+
+    def make_groups(self):
+        self.net = NetworkArgs()
+        return [self.net]
+
+    def add(self, p):
+        p.add_argument("--device", required=True, metavar="PROFILE", help="profile JSON from `tlcut bench --role device`")
+        p.add_argument("--edge", required=True, metavar="PROFILE", help="profile JSON from `tlcut bench --role edge`")
+        g = p.add_argument_group("constraints")
+        g.add_argument("--min-cut", type=int, default=None, metavar="K",
+                       help="earliest cut allowed (privacy: nothing earlier leaves the device)")
+        g.add_argument("--max-device-ms", type=float, default=None, help="most device compute time allowed")
+        g.add_argument("--max-upload-bytes", type=int, default=None, help="most bytes allowed on the uplink per request")
+        g.add_argument("--tl", default="both", choices=TL_CHOICES, help="rank cuts with the TL, without, or both")
+        p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
+        p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
+        p.add_argument("-o", "--output", help="write the plan JSON here")
+        p.add_argument("--plot", metavar="PNG", help="write predicted latency per cut, stacked by component")
+
+    def run(self, a):
+        from tlcut.toolchain import plan as planmod
+
+        dev = planmod.load_profile(a.device, "device")
+        edge = planmod.load_profile(a.edge, "edge")
+        cons = planmod.Constraints(min_cut=a.min_cut, max_device_ms=a.max_device_ms,
+                                   max_upload_bytes=a.max_upload_bytes, tl=a.tl)
+        result = planmod.plan(dev, edge, self.net.network, cons)
+        if a.plot:
+            planmod.plot(result, a.plot)
+            say(f"[plan] wrote {a.plot}")
+        if a.json or (a.output and a.output != "-"):
+            emit_json(result, a.output if a.output else None)
+        if not a.json:
+            print(planmod.format_table(result, top=a.top))
+
+
+VERBS = [Export, Cuts, Compile, Bench, Plan]

@@ -1,0 +1,93 @@
+"""Placements: where a request's work runs and what crosses the link, in one type with one label.
+
+A placement is everything on the device (``device``), everything on the edge with the model input
+crossing (``edge``), or the model cut at cut K, optionally through the Transfer Layer, with the
+crossing tensor in a wire encoding. The plan ranks placements, ``tlcut run`` runs one, the CLI
+parses one, and the demo and results tables print their labels; so a new option (an input codec,
+a third tier) extends this one type.
+
+Labels read ``device only``, ``edge only``, ``cut 5``, ``cut 5 + TL``, ``cut 5 + TL, int8``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from tlcut.errors import TlcutError
+
+DEVICE, EDGE, SPLIT = "device", "edge", "split"
+#: Wire encodings of the crossing tensor (docs/protocol.md, field `encoding`), in protocol order.
+ENCODINGS = ("raw", "float16", "int8")
+#: Choices for a --tl flag: halves with the TL, without, or both where the TL applies.
+TL_CHOICES = ("on", "off", "both")
+#: What the CLI takes for --cut besides a cut index, tensor or layer name.
+SENTINELS = {"device": DEVICE, "input": EDGE, "edge": EDGE}
+
+
+@dataclass(frozen=True)
+class Placement:
+    where: str  # DEVICE, EDGE or SPLIT
+    cut: int | None = None  # the cut index, for SPLIT
+    tl: bool = False
+    encoding: str = "raw"
+
+    def __post_init__(self):
+        if self.where not in (DEVICE, EDGE, SPLIT):
+            raise ValueError(f"placement where={self.where!r}")
+        if (self.where == SPLIT) != (self.cut is not None):
+            raise ValueError("a split placement has a cut; the others have none")
+        if self.tl and self.where != SPLIT:
+            raise TlcutError("the TL applies only at a cut; device only and edge only take --tl off")
+        if self.encoding not in ENCODINGS:
+            raise TlcutError(f"unknown encoding '{self.encoding}'; use one of {', '.join(ENCODINGS)}")
+
+    @property
+    def label(self) -> str:
+        if self.where == DEVICE:
+            base = "device only"
+        elif self.where == EDGE:
+            base = "edge only"
+        else:
+            base = f"cut {self.cut}{' + TL' if self.tl else ''}"
+        return base if self.encoding == "raw" else f"{base}, {self.encoding}"
+
+    @property
+    def slug(self) -> str:
+        """The label as a file-name part: ``cut-5-TL-int8``."""
+        return re.sub(r"[^A-Za-z0-9]+", "-", self.label).strip("-")
+
+    @property
+    def offloads(self) -> bool:
+        return self.where != DEVICE
+
+    def with_(self, **kw) -> "Placement":
+        return replace(self, **kw)
+
+    def to_json(self) -> dict:
+        return {"where": self.where, "cut": self.cut, "tl": self.tl, "encoding": self.encoding, "label": self.label}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Placement":
+        return cls(d["where"], d.get("cut"), bool(d.get("tl", False)), d.get("encoding", "raw"))
+
+    @classmethod
+    def resolve(cls, bundle, cut: str, tl: bool = False, encoding: str = "raw") -> "Placement":
+        """From the CLI's words: ``--cut device|input|K`` (index, tensor or layer), ``--tl``, ``--encoding``."""
+        text = str(cut).strip()
+        where = SENTINELS.get(text.lower())
+        if where:
+            return cls(where, None, tl, encoding)
+        c = bundle.cut(text)
+        if tl and not c.tl:
+            raise TlcutError(f"the TL cannot apply at cut {c.index} ({c.why_no_tl}); use --tl off")
+        return cls(SPLIT, c.index, tl, encoding)
+
+
+def tl_modes(cut, choice: str) -> list[bool]:
+    """The TL settings ``choice`` (on, off, both) asks for at ``cut``; 'both' gives the TL only where it applies."""
+    if choice not in TL_CHOICES:
+        raise TlcutError(f"--tl must be one of {', '.join(TL_CHOICES)}, got '{choice}'")
+    if choice == "on" and not cut.tl:
+        raise TlcutError(f"the TL cannot apply at cut {cut.index} ({cut.why_no_tl}); use --tl off or --tl both")
+    return [m for m in {"on": [True], "off": [False], "both": [False, True]}[choice] if not m or cut.tl]
