@@ -167,9 +167,11 @@ def restore(h: "Header", wire: np.ndarray) -> np.ndarray:
                         + (" with scale <= 0" if h.encoding == ENC_INT8 and wire.dtype == np.int8 else ""))
 
 
-def error_frames(request_id: int, code: int, message: str, cut_id: int = INPUT_CUT, server_us: int = 0) -> list:
+def error_frames(request_id: int, code: int, message: str, cut_id: int = INPUT_CUT, server_us: int = 0,
+                 flags: int = 0) -> list:
     msg = message.encode("utf-8", "replace")[:4096]
-    h = Header(type=ERROR, request_id=request_id, cut_id=cut_id, status=code, payload_len=len(msg), server_us=server_us)
+    h = Header(type=ERROR, request_id=request_id, cut_id=cut_id, status=code, payload_len=len(msg), server_us=server_us,
+               flags=flags & FLAG_TL)
     return [h.pack(), msg]
 
 

@@ -147,7 +147,7 @@ class Edge:
             self.errors[P.ERRORS[e.code]] += 1
             log.warning("request %d (%s): %s: %s", rid, _what(cut_id, flags), P.ERRORS[e.code], e)
             us = int((time.perf_counter() - t0) * 1e6)
-            return P.error_frames(rid, e.code, str(e), cut_id, server_us=us)
+            return P.error_frames(rid, e.code, str(e), cut_id, server_us=us, flags=flags)
 
     def serve(self, endpoint: str, stop: threading.Event | None = None, ready: threading.Event | None = None,
               max_requests: int | None = None, curve=None, insecure: bool = False, max_queue: int = 64,

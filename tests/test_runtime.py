@@ -54,30 +54,42 @@ def full_model(bundle, x):
     return s.run(None, {bundle.inputs[0]["name"]: x})[0]
 
 
-@pytest.mark.parametrize("cut, tl", [("0", False), ("1", False), ("input", False), ("device", False)])
-def test_round_trip_equals_the_full_model(bundle, edge, cut, tl):
+@pytest.mark.parametrize("cut", ["0", "1", "input", "device"])
+def test_round_trip_equals_the_full_model(bundle, edge, cut):
     ep, _ = edge
     xs = inputs(bundle, None, 4, seed=3)
-    with Device(bundle, cut, tl=tl, edge=ep) as dev:
+    ys = []
+    with Device(bundle, cut, tl=False, edge=ep) as dev:
         for x in xs:
             y, rec = dev.infer(x)
             assert np.abs(y - full_model(bundle, x)).max() <= 1e-5
             assert rec["total_ms"] >= rec["device_ms"] >= 0 and rec["edge_ms"] >= 0
+            ys.append(y)
+    assert np.abs(ys[0] - ys[1]).max() > 1e-3, "the output must move with the input, or the check proves nothing"
 
 
-def test_round_trip_with_tl_matches_the_tl_halves(bundle, edge):
+@pytest.mark.parametrize("cut", ["0", "1"])
+def test_round_trip_with_tl_matches_the_tl_halves(bundle, edge, cut):
+    """With the TL the result is that of the TL halves composed (the TL is lossy, so not the full model)."""
     from tlcut.toolchain import surgery
 
     ep, _ = edge
-    c = bundle.cuts[0]
-    x = inputs(bundle, None, 1, seed=4)[0]
+    c = bundle.cut(cut)
+    assert c.tl
     m = onnx.load(str(bundle.model_path))
-    payload = ort.InferenceSession(surgery.head(m, c, True).SerializeToString()).run(None, {"x": x})[0]
-    want = ort.InferenceSession(surgery.tail(m, c, True).SerializeToString()).run(None, {surgery.PAYLOAD_TL: payload})[0]
-    with Device(bundle, "0", tl=True, edge=ep) as dev:
-        y, rec = dev.infer(x)
-    np.testing.assert_allclose(y, want, atol=1e-6)
-    assert rec["payload_bytes"] == payload.nbytes + P.HEADER.size
+    head = ort.InferenceSession(surgery.head(m, c, True).SerializeToString())
+    tail = ort.InferenceSession(surgery.tail(m, c, True).SerializeToString())
+    ys = []
+    with Device(bundle, cut, tl=True, edge=ep) as dev:
+        assert dev.placement.label == f"cut {c.index} + TL"
+        for x in inputs(bundle, None, 3, seed=4):
+            payload = head.run(None, {"x": x})[0]
+            want = tail.run(None, {surgery.PAYLOAD_TL: payload})[0]
+            y, rec = dev.infer(x)
+            np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+            assert rec["payload_bytes"] == payload.nbytes + P.HEADER.size == c.tl_bytes + P.HEADER.size
+            ys.append(y)
+    assert np.abs(ys[0] - ys[1]).max() > 1e-3
 
 
 def test_run_summary(bundle, edge):

@@ -2,6 +2,7 @@
 
 import socket
 import threading
+import time
 
 import numpy as np
 import onnx
@@ -11,7 +12,7 @@ import graphs
 from tlcut import cli
 from tlcut.errors import TlcutError
 from tlcut.runtime import security as S
-from tlcut.runtime.run import Device, EdgeClient, EdgeUnavailable, wait_for_edge
+from tlcut.runtime.run import Device, EdgeClient, EdgeError, EdgeUnavailable, wait_for_edge
 from tlcut.runtime.serve import Edge
 from tlcut.toolchain.compile import compile_cuts
 from tlcut.toolchain.export import export
@@ -134,7 +135,7 @@ def test_metrics_and_health_endpoints(small):
             for _ in range(3):
                 dev.infer(np.ones(b.inputs[0]["shape"], np.float32))
         with EdgeClient(ep) as c:
-            with pytest.raises(Exception):
+            with pytest.raises(EdgeError, match="wrong tensor"):
                 c.request(np.ones((1, 2), np.float32), 1)
         text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics").read().decode()
         assert "tlcut_edge_requests_total 3" in text
@@ -165,7 +166,7 @@ def test_a_flooding_device_does_not_starve_another(tmp_path):
     compile_cuts(b, b.cuts, tl="off")
     ep = f"tcp://127.0.0.1:{_port()}"
     edge = subprocess.Popen([sys.executable, "-m", "tlcut", "serve", str(b.path), "--cut", "0", "--tl", "off",
-                             "--bind", ep, "--max-queue", "2000"], stderr=subprocess.DEVNULL)
+                             "--bind", ep, "--max-queue", "4000"], stderr=subprocess.DEVNULL)
     try:
         x = np.zeros(b.cuts[0].shape, np.float32)
         wait_for_edge(ep)
@@ -173,7 +174,7 @@ def test_a_flooding_device_does_not_starve_another(tmp_path):
         flood.setsockopt(zmq.LINGER, 0)
         flood.setsockopt(zmq.SNDHWM, 0)
         flood.connect(ep)
-        n_flood = 1000
+        n_flood = 3000
         for i in range(n_flood):
             flood.send_multipart(P.tensor_frames(P.REQUEST, x, i + 1, 0))
         time.sleep(0.05)  # the flood is queued at the edge first
@@ -198,3 +199,105 @@ def test_a_flooding_device_does_not_starve_another(tmp_path):
     finally:
         edge.terminate()
         edge.wait(10)
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["perf", "{b}", "--cut", "1", "--edge", "tcp://127.0.0.1:9", "--key", "{k}/dev.key_secret"], "needs both --key"),
+    (["calibrate", "{b}", "--edge", "tcp://127.0.0.1:9", "--key", "{k}/dev.key_secret"], "needs both --key"),
+    (["run", "{b}", "--cut", "1", "--edge", "tcp://127.0.0.1:9", "--edge-key", "{k}/edge.key"], "needs both --key"),
+    (["serve", "{b}", "--cut", "1", "--allow", "{k}"], "needs both --key"),
+    (["serve", "{b}", "--cut", "1", "--key", "{k}/edge.key_secret"], "needs both --key"),
+    (["calibrate", "{b}", "--edge", "tcp://127.0.0.1:9", "--key", "{k}/dev.key_secret", "--edge-key", "{k}/edge.key",
+      "--insecure"], "--insecure asks for plain TCP"),
+    (["perf", "{b}", "--cut", "1", "--edge", "tcp://192.0.2.9:5555"], "refusing plain TCP"),
+    (["calibrate", "{b}", "--edge", "tcp://192.0.2.9:5555"], "refusing plain TCP"),
+])
+def test_security_flags_follow_one_rule_in_every_verb(small, tmp_path, capsys, argv, text):
+    """Every verb with keys takes them through one flag group: the same rules, one-line errors."""
+    S.make_keys(tmp_path / "k", ["edge", "dev"])
+    args = [a.format(b=small.path, k=tmp_path / "k") for a in argv]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tlcut: error:") and text in err[0], err
+
+
+def test_calibrate_uses_its_keys(small, tmp_path):
+    """--key/--edge-key reach the link: an edge admitting only that key answers calibrate."""
+    S.make_keys(tmp_path / "k", ["edge", "dev"])
+    (tmp_path / "allow").mkdir()
+    (tmp_path / "allow" / "dev.key").write_bytes((tmp_path / "k" / "dev.key").read_bytes())
+    from tlcut.calibrate.link import measure
+
+    curve_srv = S.ServerCurve.from_files(tmp_path / "k" / "edge.key_secret", tmp_path / "allow")
+    edge = Edge(small, ["1"])
+    stop, ready = threading.Event(), threading.Event()
+    t = threading.Thread(target=edge.serve, args=("tcp://127.0.0.1:*",),
+                         kwargs={"stop": stop, "ready": ready, "curve": curve_srv}, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    try:
+        # on loopback the payload may cross within the ping time (a one-line error, exit 2); either
+        # way the edge, which admits only dev's key, must have answered calibrate's pings and requests
+        cli.main(["calibrate", str(small.path), "--edge", edge.endpoint, "--cut", "1", "--pings", "3",
+                  "--requests", "3", "--key", str(tmp_path / "k" / "dev.key_secret"),
+                  "--edge-key", str(tmp_path / "k" / "edge.key")])
+        assert edge.stats["ping"] >= 3 and edge.stats["ok"] >= 3, edge.stats
+        with pytest.raises(EdgeUnavailable):  # without the keys the same edge does not answer at all
+            measure(small, edge.endpoint, "1", pings=3, requests=3, timeout_s=1)
+    finally:
+        stop.set()
+        t.join(5)
+        edge.close()
+
+
+def _listening_host(port: int) -> str:
+    """The local address a TCP socket listens on for ``port``, from /proc/net/tcp."""
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        host, p = local.split(":")
+        if int(p, 16) == port and state == "0A":
+            return socket.inet_ntoa(bytes.fromhex(host)[::-1])
+    return ""
+
+
+def test_metrics_listen_on_the_bind_host_only(small):
+    ep, mport = f"tcp://127.0.0.1:{_port()}", _port()
+    edge = Edge(small, ["1"])
+    stop, ready = threading.Event(), threading.Event()
+    t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready, "metrics_port": mport},
+                         daemon=True)
+    t.start()
+    assert ready.wait(10)
+    try:
+        assert _listening_host(mport) == "127.0.0.1"
+    finally:
+        stop.set()
+        t.join(5)
+        edge.close()
+
+
+def test_a_busy_metrics_port_is_a_clear_error_and_leaks_nothing(small, tmp_path):
+    S.make_keys(tmp_path / "k", ["edge", "dev"])
+    (tmp_path / "allow").mkdir()
+    (tmp_path / "allow" / "dev.key").write_bytes((tmp_path / "k" / "dev.key").read_bytes())
+    curve = S.ServerCurve.from_files(tmp_path / "k" / "edge.key_secret", tmp_path / "allow")
+    ep = f"tcp://127.0.0.1:{_port()}"
+    before = {th.name for th in threading.enumerate()}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        edge = Edge(small, ["1"])
+        try:
+            with pytest.raises(TlcutError, match="cannot serve metrics"):
+                edge.serve(ep, curve=curve, metrics_port=busy.getsockname()[1])
+        finally:
+            edge.close()
+    time.sleep(0.5)
+    assert {th.name for th in threading.enumerate() if th.is_alive()} <= before  # no ZAP or HTTP thread left
+    import zmq
+
+    s = zmq.Context.instance().socket(zmq.ROUTER)  # and the endpoint is free again
+    try:
+        s.bind(ep)
+    finally:
+        s.close(linger=0)

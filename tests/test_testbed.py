@@ -38,8 +38,9 @@ def test_round_trip_across_the_shaped_link(bundle, tmp_path):
     with tbm.Testbed(cfg, log=lambda *_: None) as tb:
         name = tb.state.ns_device
         assert name in _netns()
-        edge = tb.popen("edge", tlcut + ["serve", str(bundle.path), "--cut", "0", "--bind", tb.state.edge_bind],
-                        stderr=subprocess.DEVNULL)
+        # --insecure: where netem exists the edge binds the namespace's own address, not loopback
+        edge = tb.popen("edge", tlcut + ["serve", str(bundle.path), "--cut", "0", "--bind", tb.state.edge_bind,
+                                         "--insecure"], stderr=subprocess.DEVNULL)
         try:
             code = (
                 "import json, sys, time, numpy as np\n"
@@ -122,7 +123,7 @@ def test_calibrate_measures_the_shaped_link(bundle, tmp_path):
     cfg = tbm.Config(bandwidth_mbps=20, latency_ms=30, port=5705)
     tlcut = [sys.executable, "-m", "tlcut"]
     with tbm.Testbed(cfg, log=lambda *_: None) as tb:
-        edge = tb.popen("edge", tlcut + ["serve", str(bundle.path), "--cut", "input", "--bind", tb.state.edge_bind],
+        edge = tb.popen("edge", tlcut + ["serve", str(bundle.path), "--cut", "input", "--bind", tb.state.edge_bind, "--insecure"],
                         stderr=subprocess.DEVNULL)
         try:
             time.sleep(3)

@@ -1,0 +1,147 @@
+"""Writes tests/vectors/behaviour.json: what an edge must answer to each message, as data.
+
+Every row is one message (its frames, as hex or as a fill pattern for large ones) sent on a named
+connection, and the reply the spec (docs/protocol.md) demands: its type, status code and echoed
+ids, and for a RESULT the values (computed here with ONNX Runtime from the committed test bundle,
+on the input the row sends). The codes are written here by hand from the spec, never read back from
+an edge. tests/behaviour.py runs the rows in order against a live edge, Python or C, and checks
+that a PING is still answered after each. Re-run after changing a rule or the test bundle:
+
+    python scripts/make_behaviour_vectors.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from tlcut.bundle import Bundle
+from tlcut.runtime import protocol as P
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = "runtime/c/tests/data/bundle"
+OUT = ROOT / "tests" / "vectors" / "behaviour.json"
+MAX_MESSAGE_MB = 1
+
+
+def hexf(b) -> dict:
+    return {"hex": bytes(b).hex()}
+
+
+def header(**kw) -> bytes:
+    return P.Header(**kw).pack()
+
+
+def main():
+    b = Bundle.open(ROOT / BUNDLE)
+
+    def run(kind, cut, tl, x):
+        s = ort.InferenceSession(str(b.runnable(kind, cut, tl)), providers=["CPUExecutionProvider"])
+        return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((1, 3, 7, 7)).astype(np.float32)
+    mid = run("head", 1, False, x)
+    mid_tl = run("head", 1, True, x)
+    rows = []
+
+    def row(name, frames, expect, peer="a"):
+        rows.append({"name": name, "peer": peer, "frames": frames, "expect": expect})
+
+    def request(a, rid, cut, flags=0, **kw):
+        return [hexf(f) for f in P.tensor_frames(P.REQUEST, a, rid, cut, flags, **kw)]
+
+    def result(rid, cut, y, flags=0, atol=1e-5):
+        return {"type": "RESULT", "request_id": rid, "cut_id": cut, "flags": flags, "dtype": "float32",
+                "shape": list(y.shape), "values": [float(v) for v in y.ravel()], "atol": atol}
+
+    def error(code, rid=0, cut=P.INPUT_CUT, flags=0):
+        return {"type": "ERROR", "status": code, "request_id": rid, "cut_id": cut, "flags": flags}
+
+    # -- answered with a result ------------------------------------------------------------------
+    row("ping", [hexf(header(type=P.PING, request_id=3)), hexf(b"")], {"type": "PONG", "request_id": 3})
+    row("cut 1, raw float32", request(mid, 10, 1), result(10, 1, run("tail", 1, False, mid)))
+    row("cut 1 + TL, raw float32", request(mid_tl, 11, 1, P.FLAG_TL), result(11, 1, run("tail", 1, True, mid_tl), P.FLAG_TL))
+    row("whole model (cut_id 0xFFFFFFFF)", request(x, 12, P.INPUT_CUT), result(12, P.INPUT_CUT, run("model", None, False, x)))
+    wire16 = mid.astype(np.float16)
+    row("cut 1, float16 encoding", request(wire16, 13, 1, encoding=P.ENC_FLOAT16),
+        result(13, 1, run("tail", 1, False, wire16.astype(np.float32))))
+    q, enc, scale, zp = P.encode(mid, "int8")
+    restored = (q.astype(np.float32) - np.float32(zp)) * np.float32(scale)
+    row("cut 1, int8 affine encoding", request(q, 14, 1, encoding=enc, scale=scale, zero_point=zp),
+        result(14, 1, run("tail", 1, False, restored), atol=1e-4))
+    row("other flag bits are ignored", request(mid, 15, 1, 0x8000), result(15, 1, run("tail", 1, False, mid)))
+
+    # -- framing: answered with an error, ids echoed where the header parsed ----------------------
+    good = P.tensor_frames(P.REQUEST, mid, 20, 1)
+    hb = bytes(good[0])
+    row("one frame", [hexf(hb)], error(P.E_BAD_FRAME))
+    row("three frames", [hexf(hb), hexf(bytes(good[1])), hexf(b"x")], error(P.E_BAD_FRAME))
+    row("empty header frame", [hexf(b""), hexf(b"")], error(P.E_BAD_FRAME))
+    row("truncated header (40 bytes)", [hexf(hb[:40]), hexf(bytes(good[1]))], error(P.E_BAD_FRAME))
+    row("header of 81 bytes", [hexf(hb + b"\0"), hexf(bytes(good[1]))], error(P.E_BAD_FRAME))
+    row("bad magic", [hexf(b"XLCT" + hb[4:]), hexf(bytes(good[1]))], error(P.E_BAD_FRAME))
+    row("version 2", [hexf(hb[:4] + b"\x02" + hb[5:]), hexf(bytes(good[1]))], error(P.E_VERSION))
+    row("unknown message type 9", [hexf(hb[:5] + b"\x09" + hb[6:]), hexf(bytes(good[1]))], error(P.E_BAD_TYPE))
+    row("rank 9", [hexf(hb[:7] + b"\x09" + hb[8:]), hexf(bytes(good[1]))], error(P.E_BAD_FRAME))
+    row("unknown dtype code 12", [hexf(hb[:6] + b"\x0c" + hb[7:]), hexf(bytes(good[1]))], error(P.E_WRONG_TENSOR))
+    row("payload frame shorter than payload_len",
+        [hexf(hb), hexf(bytes(good[1])[:-4])], error(P.E_BAD_FRAME, 20, 1))
+    row("dims disagree with payload_len",
+        [hexf(header(type=P.REQUEST, request_id=21, cut_id=1, dtype="float32", shape=(1, 4, 7, 7), payload_len=8)),
+         hexf(b"\0" * 8)], error(P.E_WRONG_TENSOR, 21, 1))
+    big = 0xFFFFFFFF
+    row("dims whose product overflows 64 bits",
+        [hexf(header(type=P.REQUEST, request_id=22, cut_id=1, dtype="float32", shape=(big,) * 8, payload_len=4)),
+         hexf(b"\0" * 4)], error(P.E_WRONG_TENSOR, 22, 1))
+    row("REQUEST with dtype 0 (none), rank 0, empty payload",
+        [hexf(header(type=P.REQUEST, request_id=23, cut_id=1, flags=0)), hexf(b"")], error(P.E_WRONG_TENSOR, 23, 1))
+    row("REQUEST with dtype 0 to the whole model",
+        [hexf(header(type=P.REQUEST, request_id=24)), hexf(b"")], error(P.E_WRONG_TENSOR, 24))
+    row("RESULT sent to the edge", [hexf(f) for f in P.tensor_frames(P.RESULT, mid, 25, 1)], error(P.E_BAD_TYPE, 25, 1))
+    row("ERROR sent to the edge", [hexf(f) for f in P.error_frames(26, 5, "no")], error(P.E_BAD_TYPE, 26))
+    row("PONG sent to the edge", [hexf(header(type=P.PONG, request_id=27)), hexf(b"")], error(P.E_BAD_TYPE, 27))
+    over = (MAX_MESSAGE_MB << 20) + 4096
+    row(f"message over the {MAX_MESSAGE_MB} MiB limit",
+        [hexf(header(type=P.REQUEST, request_id=28, cut_id=1, dtype="uint8", shape=(over,), payload_len=over)),
+         {"fill": "00", "count": over}], error(P.E_TOO_LARGE))
+
+    # -- well-formed, but not what is served --------------------------------------------------------
+    row("cut not served (42)", request(mid, 30, 42), error(P.E_WRONG_CUT, 30, 42))
+    row("TL at a cut served without it (cut 3)", request(np.zeros((1, 4, 1, 1), np.float32), 31, 3, P.FLAG_TL),
+        error(P.E_WRONG_CUT, 31, 3, P.FLAG_TL))
+    row("TL flag on a plain-size payload", request(mid, 32, 1, P.FLAG_TL), error(P.E_WRONG_TENSOR, 32, 1, P.FLAG_TL))
+    row("wrong dtype (float64)", request(mid.astype(np.float64), 33, 1), error(P.E_WRONG_TENSOR, 33, 1))
+    row("wrong shape", request(mid[:, :, :, :6].copy(), 34, 1), error(P.E_WRONG_TENSOR, 34, 1))
+    row("uint8 payload to a float32 tail", request(np.zeros((1, 4, 7, 7), np.uint8), 35, 1), error(P.E_WRONG_TENSOR, 35, 1))
+    row("rank-0 scalar", request(np.float32(1.0).reshape(()), 36, 1), error(P.E_WRONG_TENSOR, 36, 1))
+    row("float16 encoding on a float32 payload", request(mid, 37, 1, encoding=P.ENC_FLOAT16),
+        error(P.E_WRONG_TENSOR, 37, 1))
+    row("int8 encoding with scale 0", request(q, 38, 1, encoding=P.ENC_INT8, scale=0.0, zero_point=0),
+        error(P.E_WRONG_TENSOR, 38, 1))
+    row("unknown encoding 7", request(mid, 39, 1, encoding=7), error(P.E_WRONG_TENSOR, 39, 1))
+
+    # -- replay refusal: per connection, ids must grow ----------------------------------------------
+    row("replay: first id on a connection", request(mid, 100, 1), result(100, 1, run("tail", 1, False, mid)), peer="r")
+    row("replay: the same id again", request(mid, 100, 1), error(P.E_REPLAY, 100, 1), peer="r")
+    row("replay: a lower id", request(mid, 50, 1), error(P.E_REPLAY, 50, 1), peer="r")
+    row("replay: a higher id is served", request(mid, 101, 1), result(101, 1, run("tail", 1, False, mid)), peer="r")
+    row("replay: another connection keeps its own count", request(mid, 1, 1), result(1, 1, run("tail", 1, False, mid)),
+        peer="s")
+    row("replay: ids keep growing after refusals", request(mid, 102, 1),
+        result(102, 1, run("tail", 1, False, mid)), peer="r")
+
+    data = {"comment": "Edge behaviour: request -> expected reply, in order, per named connection. "
+                       "Written by scripts/make_behaviour_vectors.py from docs/protocol.md; run by tests/behaviour.py "
+                       "against the Python and the C edge.",
+            "bundle": BUNDLE, "serve": {"cuts": ["0", "1", "3", "input"], "tl": "both", "max_message_mb": MAX_MESSAGE_MB},
+            "rows": rows}
+    OUT.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {len(rows)} rows to {OUT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
