@@ -43,6 +43,7 @@ def main() -> int:
 
     from tlcut.bundle import Bundle
     from tlcut.toolchain.compile import compile_cuts
+    from tlcut.placement import Placement
     from tlcut.toolchain.eval import evaluate
     from tlcut.toolchain.export import export
     from tlcut.toolchain.train import retrain, train
@@ -53,20 +54,20 @@ def main() -> int:
         base = train("InspectNet", "elpv", work / "base.keras", size=a.size, task=a.task, epochs=a.epochs,
                      patience=5, limit=a.limit, say=say)
         b = export(str(work / "base.keras"), work / "base", progress=say)
-        device_only = evaluate(b, "device", limit=a.limit)
+        device_only = evaluate(b, Placement.resolve(b, "device"), limit=a.limit)
         rows = []
         for layer in a.cuts.split(","):
             c = b.cut(layer)
             compile_cuts(b, [c], tl="both")
             b = Bundle.open(b.path)
-            plain = evaluate(b, layer, tl=False, limit=a.limit)
-            no_retrain = evaluate(b, layer, tl=True, limit=a.limit)
+            plain = evaluate(b, Placement.resolve(b, layer, False), limit=a.limit)
+            no_retrain = evaluate(b, Placement.resolve(b, layer, True), limit=a.limit)
             t0 = time.perf_counter()
             r = retrain(str(work / "base.keras"), layer, work / f"tl_{layer}", epochs=a.retrain_epochs,
                         lr=a.retrain_lr, limit=a.limit, say=say)
             rt_s = time.perf_counter() - t0
             rb = Bundle.open(work / f"tl_{layer}")
-            evs = {enc: evaluate(rb, layer, tl=True, encoding=enc, limit=a.limit) for enc in ("raw", "float16", "int8")}
+            evs = {enc: evaluate(rb, Placement.resolve(rb, layer, True, enc), limit=a.limit) for enc in ("raw", "float16", "int8")}
             rows.append({
                 "layer": layer, "cut": c.index, "shape": list(c.shape), "tl_shape": list(c.tl_shape),
                 "baseline": device_only["accuracy"], "plain_cut": plain["accuracy"], "plain_bytes": plain["payload_bytes"],

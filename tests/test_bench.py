@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 import pytest
 
-import graphs
+from tlcut.models import graphs
 from tlcut.toolchain import bench
 from tlcut.toolchain.export import export
 

@@ -7,7 +7,7 @@ import os
 import onnx
 import pytest
 
-import graphs
+from tlcut.models import graphs
 from tlcut import cli
 
 

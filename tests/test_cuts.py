@@ -3,7 +3,7 @@
 import onnx
 import pytest
 
-import graphs
+from tlcut.models import graphs
 from tlcut.toolchain.cuts import enumerate_cuts, tl_shape
 from tlcut.toolchain.export import annotate, export, infer_shapes
 

@@ -1,15 +1,11 @@
 """Load, faults, bad input and security on the testbed (root; CI runs as root). The scenarios are
-those of benchmarks/reliability.py, which writes the results file; here each is asserted."""
-
-import sys
-from pathlib import Path
+those of tlcut.lab.reliability, whose results file benchmarks/reliability.py writes; here each is
+asserted. Malformed frames: tests/test_behaviour.py (the shared table, both edges)."""
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import reliability as R  # noqa: E402
-
-from tlcut.lab import testbed as tbm  # noqa: E402
+from tlcut.lab import reliability as R
+from tlcut.lab import testbed as tbm
 
 WHY = tbm.available()
 
@@ -23,18 +19,6 @@ def bed(tmp_path_factory):
     with tbm.Testbed(tbm.Config(bandwidth_mbps=57, latency_ms=28, device_quota=1.0, port=5821),
                      log=lambda *_: None) as tb:
         yield tb, root
-
-
-def test_bad_input_gets_error_replies_and_the_edge_keeps_serving():
-    rows = R.bad_input_table()
-    assert len(rows) == 13
-    for r in rows:
-        assert r["reply"] == "ERROR" and r["error"], r
-        assert r["counted"] and r["still_serving"], r
-    by = {r["case"]: r["error"] for r in rows}
-    assert by["replayed request id"] == "replayed request"
-    assert by["oversized (2 MiB > 1 MiB limit)"] == "message too large"
-    assert by["wrong version"] == "unsupported version"
 
 
 @pytest.mark.root

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import zmq
 
-import graphs
+from tlcut.models import graphs
 from tlcut.errors import TlcutError
 from tlcut.runtime import protocol as P
 from tlcut.runtime.run import Device, EdgeClient, EdgeError, inputs, run

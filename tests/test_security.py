@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-import graphs
+from tlcut.models import graphs
 from tlcut import cli
 from tlcut.errors import TlcutError
 from tlcut.runtime import security as S

@@ -5,7 +5,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import graphs
+from tlcut.models import graphs
 from tlcut.toolchain import surgery
 from tlcut.toolchain.cuts import enumerate_cuts
 from tlcut.toolchain.export import annotate, infer_shapes

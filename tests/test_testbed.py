@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-import graphs
+from tlcut.models import graphs
 from tlcut.lab import testbed as tbm
 from tlcut.toolchain.compile import compile_cuts
 from tlcut.toolchain.export import export

@@ -1,4 +1,4 @@
-"""Small hand-built ONNX graphs whose cuts are known, for tests that need no TensorFlow."""
+"""Small hand-built ONNX graphs whose cuts are known: for tests and lab scenarios that need no TensorFlow."""
 
 import numpy as np
 import onnx
