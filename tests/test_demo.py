@@ -1,0 +1,43 @@
+"""The main job without root: `tlcut demo` falls back to loopback emulation and says so."""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.tf
+
+
+def test_demo_without_root_runs_on_loopback_and_states_it(tmp_path, monkeypatch):
+    from tlcut.lab import demo as demo_mod
+    from tlcut.lab import testbed as tbm
+
+    monkeypatch.setattr(tbm, "available", lambda: "the testbed needs root (network namespaces, tc, cgroups)")
+    said = []
+    r = demo_mod.demo("TinyBranchNet", tmp_path / "out", input_shape="30,30,3", requests=4, warmup=1,
+                      bench_iterations=3, say=said.append)
+    assert any("running on loopback" in s for s in said)
+    t = r["testbed"]
+    assert t["emulation"] == "loopback" and "pacing relay" in t["described"] and "slowed 5x" in t["described"]
+    assert "loopback without root" in (tmp_path / "out" / "summary.md").read_text()
+    placements = {row["placement"] for row in r["rows"]}
+    assert {"device only", "edge only", "best with TL"} <= placements
+    for row in r["rows"]:
+        assert row["measured_ms"] > 0 and row["requests"] == 4
+    # the device really was stretched: its profile was benched with --slowdown 5, its runs too
+    dev = json.loads((tmp_path / "out" / "profile-device.json").read_text())
+    edge = json.loads((tmp_path / "out" / "profile-edge.json").read_text())
+    assert dev["settings"]["slowdown"] == 5 and edge["settings"]["slowdown"] == 1
+    assert dev["full"]["median"] > 2.5 * edge["full"]["median"]
+    # and the link: edge only pays at least the 28 ms delay
+    edge_only = next(row for row in r["rows"] if row["placement"] == "edge only")
+    assert edge_only["measured_ms"] >= 28
+
+
+def test_demo_testbed_without_root_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from tlcut import cli
+    from tlcut.lab import testbed as tbm
+
+    monkeypatch.setattr(tbm, "available", lambda: "the testbed needs root (network namespaces, tc, cgroups)")
+    assert cli.main(["demo", "TinyBranchNet", "--emulation", "testbed", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--emulation loopback" in err[0]
