@@ -165,14 +165,15 @@ class Device:
     def __init__(self, bundle: Bundle, placement: Placement | str, *, tl: bool = False, encoding: str = "raw",
                  edge: str | None = None, backend: str = backends.DEFAULT, threads: int | None = None,
                  timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = 0, fallback: bool = False,
-                 probe_s: float = 2.0, curve=None, insecure: bool = False, slowdown: float = 1.0):
+                 probe_s: float = 2.0, curve=None, insecure: bool = False, slowdown: float = 1.0,
+                 precision: str = "float32"):
         if slowdown < 1.0:
             raise TlcutError(f"--slowdown stretches the device's compute and must be at least 1, got {slowdown:g}")
         self.slowdown = slowdown
         if not isinstance(placement, Placement):
             placement = Placement.resolve(bundle, placement, tl, encoding)
         self.placement = placement
-        self._be, self._threads = backends.get(backend), threads
+        self._be, self._threads, self.precision = backends.get(backend), threads, precision
         self.bundle = bundle
         self.input = bundle.inputs[0]
         self.fallback, self.probe_s = fallback, probe_s
@@ -182,9 +183,10 @@ class Device:
         self._local = None
         self.runner = None
         if placement.where == DEVICE:
-            self.runner = self._be.runner(bundle.runnable("model", engine=self._be.name), threads=threads)
+            self.runner = self._be.runner(bundle.runnable("model", engine=self._be.name, precision=precision),
+                                          threads=threads)
         elif placement.where == SPLIT:
-            path = bundle.runnable("head", placement.cut, placement.tl, self._be.name)
+            path = bundle.runnable("head", placement.cut, placement.tl, self._be.name, precision)
             self.runner = self._be.runner(path, threads=threads)
         if placement.offloads and not edge:
             raise TlcutError(f"{placement.label} needs an edge: pass --edge tcp://HOST:PORT")
@@ -213,8 +215,10 @@ class Device:
 
     def _run_local(self, x, t0, fell_back: bool):
         if self._local is None:
+            local = self.bundle.find("model", engine=self._be.name, precision=self.precision)  # else float32
             self._local = self.runner if self.placement.where == DEVICE else self._be.runner(
-                self.bundle.runnable("model", engine=self._be.name), threads=self._threads)
+                self.bundle.path / local.file if local else self.bundle.runnable("model", engine=self._be.name),
+                threads=self._threads)
             self._local.slowdown = self.slowdown
             self._local.activate()
         y = next(iter(self._local.infer({self.input["name"]: x}).values()))

@@ -39,7 +39,7 @@ class Edge:
     """The tails this edge serves, keyed by (cut_id, flags), and the request handler."""
 
     def __init__(self, bundle: Bundle, cuts: list[str], *, tl: str = "both", backend: str = backends.DEFAULT,
-                 threads: int | None = None, max_message_bytes: int = DEFAULT_MAX_MESSAGE):
+                 threads: int | None = None, max_message_bytes: int = DEFAULT_MAX_MESSAGE, precision: str = "float32"):
         if not cuts:
             raise TlcutError("name the cut(s) to serve with --cut K (or --cut input for the whole model)")
         be = backends.get(backend)
@@ -58,13 +58,14 @@ class Edge:
             if p.where == DEVICE:
                 raise TlcutError("an edge serves a cut or the whole model ('input'), not 'device'")
             if p.where == EDGE:
-                self.runners[(P.INPUT_CUT, 0)] = be.runner(bundle.runnable("model", engine=be.name), threads=threads)
+                path = bundle.runnable("model", engine=be.name, precision=precision)
+                self.runners[(P.INPUT_CUT, 0)] = be.runner(path, threads=threads)
                 continue
             cut = bundle.cuts[p.cut]
             for with_tl in tl_modes(cut, tl):
-                if tl == "both" and with_tl and not bundle.has_tl_half(cut.index):
+                if tl == "both" and with_tl and not bundle.find("tail", cut.index, True, precision=precision):
                     continue  # "both" serves the TL tail where it was compiled
-                path = bundle.runnable("tail", cut.index, with_tl, be.name)
+                path = bundle.runnable("tail", cut.index, with_tl, be.name, precision)
                 self.runners[(cut.index, P.FLAG_TL if with_tl else 0)] = be.runner(path, threads=threads)
         for r in self.runners.values():
             r.activate()

@@ -37,6 +37,8 @@ MODEL = "model.onnx"
 #: The portable engine: a plain ONNX file any ONNX engine reads. Backends add their own builds.
 ONNX = "onnx"
 KINDS = ("model", "head", "tail")
+#: Precisions a half can be compiled at: float32 (the model's own), int8 (QDQ, statically calibrated).
+PRECISIONS = ("float32", "int8")
 
 
 def sha256_file(path: Path) -> str:
@@ -153,18 +155,23 @@ class Artifact:
     file: str  # relative to the bundle
     input: dict  # {"name", "dtype", "shape"}
     output: dict
+    calibration: dict | None = None  # int8: source, count, seed, method
 
     @property
     def key(self) -> tuple:
         return (self.kind, self.cut, self.tl, self.engine, self.precision)
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "cut": self.cut, "tl": self.tl, "engine": self.engine, "precision": self.precision,
-                "file": self.file, "input": self.input, "output": self.output}
+        d = {"kind": self.kind, "cut": self.cut, "tl": self.tl, "engine": self.engine, "precision": self.precision,
+             "file": self.file, "input": self.input, "output": self.output}
+        if self.calibration:
+            d["calibration"] = self.calibration
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "Artifact":
-        return cls(d["kind"], d["cut"], bool(d["tl"]), d["engine"], d["precision"], d["file"], d["input"], d["output"])
+        return cls(d["kind"], d["cut"], bool(d["tl"]), d["engine"], d["precision"], d["file"], d["input"], d["output"],
+                   d.get("calibration"))
 
 
 def artifact_file(kind: str, cut: int | None, tl: bool = False, engine: str = ONNX, precision: str = "float32",
@@ -271,14 +278,16 @@ class Bundle:
 
     def find(self, kind: str, cut: int | None = None, tl: bool = False, engine: str = ONNX,
              precision: str = "float32") -> Artifact | None:
+        """The artifact with this key; for a backend's engine, its own build or else the portable ONNX."""
         key = (kind, cut, tl, engine, precision)
-        return next((a for a in self.artifacts if a.key == key), None)
+        found = next((a for a in self.artifacts if a.key == key), None)
+        return found or (self.find(kind, cut, tl, ONNX, precision) if engine != ONNX else None)
 
     def runnable(self, kind: str, cut: int | None = None, tl: bool = False, engine: str = ONNX,
                  precision: str = "float32") -> Path:
         """The file a backend called ``engine`` runs for this artifact: its own build where there is
         one, else the portable ONNX. A clear error, with the command that makes it, if neither exists."""
-        a = self.find(kind, cut, tl, engine, precision) or self.find(kind, cut, tl, ONNX, precision)
+        a = self.find(kind, cut, tl, engine, precision)
         if a is None:
             what = "the whole model" if kind == "model" else f"{kind}{' with the TL' if tl else ''} of cut {cut}"
             prec = "" if precision == "float32" else f" --precision {precision}"
@@ -289,12 +298,10 @@ class Bundle:
             raise TlcutError(f"{p} is listed in the manifest but missing; re-run `tlcut compile {self.path} --cuts {cut}`")
         return p
 
-    def has_tl_half(self, cut: int) -> bool:
-        return self.find("tail", cut, True) is not None
-
-    def replace_artifacts(self, cut: int | None, new: list[Artifact]) -> None:
-        """Swap every artifact of ``cut`` for ``new`` and save the manifest (the files are already in place)."""
-        keep = [a for a in self.manifest.get("artifacts", []) if a["cut"] != cut or a["kind"] == "model"]
+    def put_artifacts(self, new: list[Artifact]) -> None:
+        """Record ``new`` (their files are already in place), replacing rows with the same keys; save."""
+        keys = {a.key for a in new}
+        keep = [a for a in self.manifest.get("artifacts", []) if Artifact.from_json(a).key not in keys]
         self.manifest["artifacts"] = keep + [a.to_json() for a in new]
         self.save_manifest()
 

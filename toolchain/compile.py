@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+import shutil
+
 import numpy as np
 import onnx
 from onnx import helper
 
-from tlcut.bundle import ONNX, Artifact, Bundle, Cut, artifact_file, half_folder, staged_dir
+from tlcut.bundle import ONNX, PRECISIONS, Artifact, Bundle, Cut, artifact_file, half_folder, staged_dir
 from tlcut.errors import TlcutError
 from tlcut.placement import tl_modes
 from tlcut.runtime import backends
@@ -41,35 +44,95 @@ def select_cuts(bundle: Bundle, spec: str | None) -> list[Cut]:
     return sorted(set(out), key=lambda c: c.index)
 
 
-def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend: str = backends.DEFAULT,
-                 threads: int | None = None, progress=None) -> dict[int, list[Artifact]]:
-    """Write the halves of ``cuts`` and record them as artifacts; return what was written per cut."""
+def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=backends.DEFAULT,
+                 threads: int | None = None, precision: str = "float32", calib: str | None = None,
+                 calib_method: str = "entropy", calib_count: int = 64, progress=None) -> dict[int, list[Artifact]]:
+    """Write the halves of ``cuts`` at ``precision`` and record them as artifacts; return what was
+    written per cut. int8 halves are QDQ, calibrated on ``calib`` (calibrate/int8.py); the whole
+    model is quantized too, so device only and edge only can run at int8 beside the splits."""
     be = backends.get(backend)
+    if precision not in PRECISIONS:
+        raise TlcutError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     for c in cuts:
         tl_modes(c, tl)  # fail before writing anything
+    calib_info, xs = None, None
+    if precision == "int8":
+        from tlcut.calibrate.int8 import METHODS, calibration_inputs
+
+        if not calib:
+            raise TlcutError("--precision int8 needs calibration images: --calib elpv or --calib FOLDER")
+        if calib_method not in METHODS:
+            raise TlcutError(f"--calib-method must be one of {', '.join(METHODS)}, got '{calib_method}'")
+        xs, calib_info = calibration_inputs(bundle, calib, calib_count)
+        calib_info["method"] = calib_method
     model = onnx.load(str(bundle.model_path))
+    if precision == "int8":
+        _quantize_model(bundle, be, xs, calib_info, threads)
     written = {}
     it = progress(cuts) if progress else cuts
     for cut in it:
         final = bundle.half_dir(cut)
         arts = []
         with staged_dir(final, overwrite=True) as tmp:
+            if final.exists():  # other precisions and engines of this cut stay
+                shutil.copytree(final, tmp, dirs_exist_ok=True)
             for with_tl in tl_modes(cut, tl):
+                payloads = None
                 for kind, fn in (("head", surgery.head), ("tail", surgery.tail)):
-                    rel = artifact_file(kind, cut.index, with_tl)
+                    half = fn(model, cut, tl=with_tl)
+                    rel = artifact_file(kind, cut.index, with_tl, precision=precision)
                     p = tmp / Path(rel).relative_to(half_folder(cut.index))
                     p.parent.mkdir(parents=True, exist_ok=True)
-                    onnx.save(fn(model, cut, tl=with_tl), str(p))
+                    if precision == "int8":
+                        from tlcut.calibrate.int8 import quantize
+
+                        f32 = tmp / f"{kind}.calib-src.onnx"
+                        onnx.save(half, str(f32))
+                        name = bundle.inputs[0]["name"] if kind == "head" else surgery.payload_name(cut, with_tl)
+                        feeds = [{name: x} for x in (xs if kind == "head" else payloads)]
+                        if kind == "head":
+                            payloads = _run_all(half, name, xs)
+                        quantize(f32, p, feeds, calib_method)
+                        f32.unlink()
+                    else:
+                        onnx.save(half, str(p))
                     io = describe_io(p)
-                    arts.append(Artifact(kind, cut.index, with_tl, ONNX, "float32", rel, *io))
+                    arts.append(Artifact(kind, cut.index, with_tl, ONNX, precision, rel, *io, calib_info))
                     if be.builds:
-                        brel = artifact_file(kind, cut.index, with_tl, be.name, "float32", be.suffix)
+                        brel = artifact_file(kind, cut.index, with_tl, be.name, precision, be.suffix)
                         bp = tmp / Path(brel).relative_to(half_folder(cut.index))
                         be.compile(p, bp, threads=threads)
-                        arts.append(Artifact(kind, cut.index, with_tl, be.name, "float32", brel, *io))
-        bundle.replace_artifacts(cut.index, arts)
+                        arts.append(Artifact(kind, cut.index, with_tl, be.name, precision, brel, *io, calib_info))
+        bundle.put_artifacts(arts)
         written[cut.index] = arts
     return written
+
+
+def _run_all(model: onnx.ModelProto, name: str, xs) -> list:
+    """The outputs of ``model`` for each input (float32: what a quantized tail will be fed)."""
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [s.run(None, {name: x})[0] for x in xs]
+
+
+def _quantize_model(bundle: Bundle, be, xs, calib_info, threads) -> None:
+    """The whole model at int8, beside model.onnx, written aside and renamed into place."""
+    from tlcut.calibrate.int8 import quantize
+
+    rel = artifact_file("model", None, precision="int8")
+    final = bundle.path / rel
+    tmp = final.with_name(final.name + ".tmp")
+    quantize(bundle.model_path, tmp, [{bundle.inputs[0]["name"]: x} for x in xs], calib_info["method"])
+    os.replace(tmp, final)
+    io = describe_io(final)
+    arts = [Artifact("model", None, False, ONNX, "int8", rel, *io, calib_info)]
+    if be.builds:
+        brel = artifact_file("model", None, False, be.name, "int8", be.suffix)
+        (bundle.path / brel).parent.mkdir(parents=True, exist_ok=True)
+        be.compile(final, bundle.path / brel, threads=threads)
+        arts.append(Artifact("model", None, False, be.name, "int8", brel, *io, calib_info))
+    bundle.put_artifacts(arts)
 
 
 def describe_io(path) -> tuple[dict, dict]:

@@ -17,7 +17,7 @@ from tlcut.placement import DEVICE, EDGE, Placement
 
 
 def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, split: str = "test",
-             limit: int | None = None, progress=None) -> dict:
+             limit: int | None = None, progress=None, backend="onnxrt", precision: str = "float32") -> dict:
     from tlcut.models import datasets
     from tlcut.runtime.run import Device
     from tlcut.runtime.serve import local_edge
@@ -42,8 +42,9 @@ def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, s
     served = [] if placement.where == DEVICE else ["input" if placement.where == EDGE else str(placement.cut)]
     correct, payload = 0, 0
     with contextlib.ExitStack() as stack:
-        ep = stack.enter_context(local_edge(bundle, served, tl="on" if placement.tl else "off")) if served else None
-        dev = stack.enter_context(Device(bundle, placement, edge=ep))
+        ep = stack.enter_context(local_edge(bundle, served, tl="on" if placement.tl else "off", backend=backend,
+                                            precision=precision)) if served else None
+        dev = stack.enter_context(Device(bundle, placement, edge=ep, backend=backend, precision=precision))
         it = range(len(part))
         for i in (progress(it) if progress else it):
             x = part.x[i][None].astype(np.float32) / 255.0
@@ -51,4 +52,5 @@ def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, s
             correct += int(np.argmax(y) == part.y[i])
             payload = rec["payload_bytes"]
     return {"accuracy": correct / len(part), "n": len(part), "split": split, "placement": placement.to_json(),
+            "precision": precision, "backend": getattr(backend, "name", backend),
             "payload_bytes": payload, "data": ds.info}

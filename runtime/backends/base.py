@@ -105,6 +105,9 @@ class Backend:
     builds = False
     suffix = ".onnx"
 
+    def __init__(self, **options):
+        self.options = options
+
     def compile(self, onnx_path: Path, out_path: Path, *, threads: int | None = None) -> None:
         """Build this backend's artifact for ``onnx_path`` at ``out_path``."""
         raise NotImplementedError

@@ -9,6 +9,7 @@ from the code that implements them (backends, encodings, TL modes). Heavy import
 from __future__ import annotations
 
 from tlcut.errors import TlcutError
+from tlcut.bundle import PRECISIONS
 from tlcut.placement import ENCODINGS, TL_CHOICES
 
 
@@ -46,11 +47,18 @@ class BackendArgs(Group):
         p.add_argument("--backend", default=DEFAULT, choices=names(), help=f"runtime backend (default {DEFAULT})")
         p.add_argument("--threads", type=int, default=None, metavar="N",
                        help="intra-op threads for the backend (default: the backend's own choice)")
+        p.add_argument("--hint", default="latency", choices=["latency", "throughput"],
+                       help="OpenVINO's performance hint: one request at a time, or several streams (default latency)")
+        p.add_argument("--precision", default="float32", choices=PRECISIONS,
+                       help="which compiled halves to run: float32, or int8 (QDQ, from `tlcut compile --precision int8`)")
 
     def parse(self, a):
+        from tlcut.runtime import backends
+
         if a.threads is not None and a.threads < 1:
             raise TlcutError(f"--threads must be at least 1, got {a.threads}")
-        self.backend, self.threads = a.backend, a.threads
+        self.name, self.threads, self.precision = a.backend, a.threads, a.precision
+        self.backend = backends.get(a.backend, hint=a.hint)
 
 
 class PlacementArgs(Group):

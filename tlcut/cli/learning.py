@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tlcut.cli import Verb, bar, say
-from tlcut.cli.args import BundleArgs, DataArgs, PlacementArgs
+from tlcut.cli.args import BackendArgs, BundleArgs, DataArgs, PlacementArgs
 
 
 class Train(Verb):
@@ -68,8 +68,8 @@ class Eval(Verb):
 
     def make_groups(self):
         self.b = BundleArgs()
-        self.pl = PlacementArgs(self.b)
-        return [self.b, self.pl, DataArgs()]
+        self.pl, self.be = PlacementArgs(self.b), BackendArgs()
+        return [self.b, self.pl, self.be, DataArgs()]
 
     def add(self, p):
         p.add_argument("--split", default="test", choices=["test", "val", "train"])
@@ -79,11 +79,12 @@ class Eval(Verb):
         from tlcut.toolchain.eval import evaluate
 
         b = self.b.bundle
-        r = evaluate(b, self.pl.placement, data=a.data, split=a.split, limit=a.limit, progress=bar("eval", "img"))
+        r = evaluate(b, self.pl.placement, data=a.data, split=a.split, limit=a.limit, progress=bar("eval", "img"),
+                     backend=self.be.backend, precision=self.be.precision)
         if a.json:
             print(json.dumps(r, indent=1))
         else:
-            print(f"{b.name} {r['placement']['label']}: accuracy {r['accuracy']:.4f} "
+            print(f"{b.name} {r['placement']['label']} ({r['precision']}, {r['backend']}): accuracy {r['accuracy']:.4f} "
                   f"on {r['n']} {r['split']} images; payload {r['payload_bytes']} B")
 
 

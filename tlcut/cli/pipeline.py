@@ -8,6 +8,7 @@ from pathlib import Path
 from tlcut.cli import Verb, bar, emit_json, say
 from tlcut.cli.args import BackendArgs, BundleArgs, NetworkArgs
 from tlcut.errors import TlcutError
+from tlcut.calibrate.int8 import METHODS
 from tlcut.placement import TL_CHOICES
 
 
@@ -92,14 +93,22 @@ class Compile(Verb):
         p.add_argument("--plan", help="compile the best cut of this plan JSON instead of --cuts")
         p.add_argument("--tl", default="both", choices=TL_CHOICES,
                        help="halves with the TL, without, or both (default both, where the TL applies)")
+        g = p.add_argument_group("int8 calibration (--precision int8)")
+        g.add_argument("--calib", metavar="DATA", help="calibration images: 'elpv' (its training split) or a folder")
+        g.add_argument("--calib-method", default="entropy", choices=METHODS,
+                       help="how activation ranges are chosen (default entropy)")
+        g.add_argument("--calib-count", type=int, default=64, metavar="N", help="calibration images (default 64)")
 
     def run(self, a):
         from tlcut.toolchain.compile import compile_cuts, select_cuts
 
         b = self.b.bundle
         spec = str(best_cut_of_plan(a.plan, b)) if a.plan else a.cuts
+        if a.calib and self.be.precision != "int8":
+            raise TlcutError("--calib calibrates int8 halves; add --precision int8")
         written = compile_cuts(b, select_cuts(b, spec), tl=a.tl, backend=self.be.backend, threads=self.be.threads,
-                               progress=bar("compile", "cut"))
+                               precision=self.be.precision, calib=a.calib, calib_method=a.calib_method,
+                               calib_count=a.calib_count, progress=bar("compile", "cut"))
         for k, arts in written.items():
             say(f"[compile] cut {k}: {', '.join(a.file for a in arts)}")
 
@@ -139,6 +148,8 @@ class Bench(Verb):
     def run(self, a):
         from tlcut.toolchain.bench import bench
 
+        if self.be.precision != "float32":
+            raise TlcutError("bench profiles the float32 model; time int8 halves with benchmarks/engines.py")
         prof = bench(self.b.bundle, role=a.role, warmup=a.warmup, iterations=a.iterations, threads=self.be.threads,
                      check=a.check, backend=self.be.backend, progress=say, bar=bar("bench", "cut"),
                      slowdown=a.slowdown)

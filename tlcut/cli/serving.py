@@ -38,7 +38,7 @@ class Serve(Verb):
                             stream=sys.stderr)
         self.sec.check(a.bind)  # before the halves load, not after
         edge = Edge(self.b.bundle, self.cuts.cuts, tl=self.cuts.tl, backend=self.be.backend, threads=self.be.threads,
-                    max_message_bytes=a.max_message_mb << 20)
+                    max_message_bytes=a.max_message_mb << 20, precision=self.be.precision)
         try:
             edge.serve(a.bind, max_requests=a.max_requests, curve=self.sec.curve, insecure=self.sec.insecure,
                        max_queue=a.max_queue, metrics_port=a.metrics_port)
@@ -79,7 +79,8 @@ class Run(Verb):
         xs = rt.inputs(b, a.images, a.requests + a.warmup)
         with rt.Device(b, pl, edge=self.link.edge, backend=self.be.backend, threads=self.be.threads,
                        timeout_s=self.link.timeout, retries=self.link.retries, fallback=self.link.fallback,
-                       curve=self.sec.curve, insecure=self.sec.insecure, slowdown=a.slowdown) as dev:
+                       curve=self.sec.curve, insecure=self.sec.insecure, slowdown=a.slowdown,
+                       precision=self.be.precision) as dev:
             def show(rec):
                 if a.verbose:
                     say(f"[run] {rec['i']:4d} total {rec['total_ms']:8.2f} ms  device {rec['device_ms']:7.2f}  "
@@ -87,7 +88,8 @@ class Run(Verb):
 
             records, summary = rt.run(dev, xs, warmup=a.warmup, on_record=show)
             summary["counts"] = dev.report()
-        result = {"placement": pl.to_json(), "edge": self.link.edge, "slowdown": a.slowdown, "summary": summary,
+        result = {"placement": pl.to_json(), "edge": self.link.edge, "backend": self.be.name,
+                  "precision": self.be.precision, "slowdown": a.slowdown, "summary": summary,
                   "requests": records}
         if a.output:
             emit_json(result, a.output)

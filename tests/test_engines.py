@@ -1,0 +1,132 @@
+"""Engines behind the one runner interface, and int8 halves.
+
+OpenVINO against ONNX Runtime on hand-built graphs and a real Keras model (float32: 1e-4, on
+outputs that move with the input); QDQ int8 halves from `tlcut compile --precision int8`: QDQ nodes
+where a quantizable op is, calibration recorded, run on both engines through the device and the
+edge, close to float32 and agreeing on the top class; bad calibration data is a one-line error.
+"""
+
+import collections
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from tlcut import cli
+from tlcut.models import graphs
+from tlcut.runtime import backends
+from tlcut.runtime.run import Device
+from tlcut.runtime.serve import local_edge
+from tlcut.toolchain.compile import compile_cuts
+from tlcut.toolchain.export import export
+
+pytest.importorskip("openvino", reason="OpenVINO not installed (pip install 'tlcut[openvino]')")
+
+BUILDERS = {"chain": lambda: graphs.chain(hw=9, c=4), "branches": lambda: graphs.branches(hw=12, c=4),
+            "residual": lambda: graphs.residual(hw=16, c=4)}
+
+
+def _bundle(tmp_path, name):
+    onnx.save(BUILDERS[name](), tmp_path / f"{name}.onnx")
+    return export(str(tmp_path / f"{name}.onnx"), tmp_path / name, input_layout="NCHW", progress=lambda *_: None)
+
+
+def _run(backend, path, x, name):
+    with backends.get(backend).runner(path) as r:
+        return next(iter(r.infer({name: x}).values()))
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_openvino_matches_onnxruntime_on_every_half(tmp_path, name):
+    b = _bundle(tmp_path, name)
+    compile_cuts(b, b.cuts, tl="both")
+    rng = np.random.default_rng(0)
+    x, x2 = (rng.standard_normal(b.inputs[0]["shape"]).astype(np.float32) for _ in range(2))
+    ref = _run("onnxrt", b.model_path, x, b.inputs[0]["name"])
+    assert np.abs(ref - _run("onnxrt", b.model_path, x2, b.inputs[0]["name"])).max() > 1e-3, "output must move"
+    for a in b.artifacts:
+        if a.engine != "onnx":
+            continue
+        feed = rng.standard_normal(a.input["shape"]).astype(np.float32)
+        want = _run("onnxrt", b.path / a.file, feed, a.input["name"])
+        got = _run("openvino", b.path / a.file, feed, a.input["name"])
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), a.file
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_openvino_matches_onnxruntime_on_a_keras_model(keras_bundles):
+    from test_keras_models import assert_close, logits_model
+
+    b = keras_bundles("DenseNet121", (64, 64, 3))
+    path = b.path / "logits.onnx"
+    onnx.save(logits_model(onnx.load(str(b.model_path))), str(path))
+    rng = np.random.default_rng(1)
+    outs = []
+    for _ in range(2):
+        x = rng.random(b.inputs[0]["shape"]).astype(np.float32)
+        want, got = (_run(be, path, x, b.inputs[0]["name"]) for be in ("onnxrt", "openvino"))
+        assert_close(got, want, "DenseNet121 logits, OpenVINO vs ONNX Runtime")
+        outs.append(want)
+    assert np.abs(outs[0] - outs[1]).max() > 1e-2 * np.abs(outs[0]).max()
+
+
+@pytest.fixture
+def images(tmp_path):
+    d = tmp_path / "calib"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return d
+
+
+def test_int8_halves_are_qdq_calibrated_and_run_on_both_engines(tmp_path, images):
+    b = _bundle(tmp_path, "residual")
+    compile_cuts(b, b.cuts, tl="both")
+    assert cli.main(["compile", str(b.path), "--cuts", "0", "--precision", "int8", "--calib", str(images),
+                     "--calib-method", "percentile", "--calib-count", "10"]) == 0
+    from tlcut.bundle import Bundle
+
+    b = Bundle.open(b.path)
+    head = b.find("head", 0, False, precision="int8")
+    assert head and head.calibration == {"source": str(images.resolve()), "count": 10, "seed": 0, "method": "percentile"}
+    assert b.find("head", 0, False, precision="float32"), "compiling int8 keeps the float32 halves"
+    for kind in ("head", "tail"):
+        ops = collections.Counter(n.op_type for n in onnx.load(str(b.path / b.find(kind, 0, False, precision="int8").file)).graph.node)
+        assert ops["Conv"] >= 1 and ops["QuantizeLinear"] >= 1 and ops["DequantizeLinear"] >= 2, (kind, ops)
+        w = [n for n in onnx.load(str(b.path / b.find(kind, 0, False, precision="int8").file)).graph.node
+             if n.op_type == "DequantizeLinear"]
+        assert any(len(n.input) == 3 for n in w), "weights carry zero points (per-channel int8)"
+    x = np.random.default_rng(3).random(b.inputs[0]["shape"]).astype(np.float32)
+    x2 = np.random.default_rng(4).random(b.inputs[0]["shape"]).astype(np.float32)
+    with Device(b, "device") as ref:
+        want, want2 = ref.infer(x)[0], ref.infer(x2)[0]
+    for be in ("onnxrt", "openvino"):
+        with local_edge(b, ["0"], backend=be, precision="int8") as ep, \
+                Device(b, "0", edge=ep, backend=be, precision="int8") as dev:
+            y, y2 = dev.infer(x)[0], dev.infer(x2)[0]
+        err = np.abs(y - want).max() / np.abs(want).max()
+        assert 0 < err < 0.05, (be, err)  # quantized, so not identical, but close
+        assert np.argmax(y) == np.argmax(want) and np.abs(y - y2).max() > 1e-2
+
+
+@pytest.mark.parametrize("calib, text", [("{tmp}/missing", "does not exist"), ("{tmp}/empty", "no images")])
+def test_bad_calibration_data_is_a_one_line_error(tmp_path, capsys, calib, text):
+    b = _bundle(tmp_path, "residual")
+    (tmp_path / "empty").mkdir()
+    before = (b.path / "manifest.json").read_text()
+    assert cli.main(["compile", str(b.path), "--cuts", "0", "--precision", "int8",
+                     "--calib", calib.format(tmp=tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tlcut: error:") and text in err[0], err
+    assert (b.path / "manifest.json").read_text() == before and not (b.path / "halves").exists()
+
+
+def test_int8_needs_calibration_and_calibration_needs_int8(tmp_path, capsys):
+    b = _bundle(tmp_path, "residual")
+    assert cli.main(["compile", str(b.path), "--cuts", "0", "--precision", "int8"]) == 2
+    assert "needs calibration images" in capsys.readouterr().err
+    assert cli.main(["compile", str(b.path), "--cuts", "0", "--calib", "elpv"]) == 2
+    assert "add --precision int8" in capsys.readouterr().err
