@@ -8,6 +8,7 @@ command -v cmake >/dev/null || pkgs="$pkgs cmake"
 command -v g++ >/dev/null || pkgs="$pkgs g++"
 [ -f /usr/include/zmq.h ] || pkgs="$pkgs libzmq3-dev"
 [ -f /usr/include/opencv4/opencv2/dnn.hpp ] || pkgs="$pkgs libopencv-dnn-dev"
+[ -f /usr/include/nlohmann/json.hpp ] || pkgs="$pkgs nlohmann-json3-dev"
 command -v pkg-config >/dev/null || pkgs="$pkgs pkg-config"
 if [ -n "$pkgs" ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -4,24 +4,33 @@ file with TLCUT_EDGED set (or set it yourself to the built daemon)."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
-import graphs
+import behaviour
+from tlcut.models import graphs
+import tlcut
+from tlcut.bundle import Bundle
+from tlcut.runtime import protocol as P
 from tlcut.runtime.run import Device, EdgeClient, wait_for_edge
 from tlcut.runtime.serve import Edge
 from tlcut.toolchain.compile import compile_cuts
 from tlcut.toolchain.export import export
 
-EDGED = os.environ.get("TLCUT_EDGED") or str(Path(__file__).resolve().parents[1] / "build" / "tlcut-edged")
+ROOT = Path(__file__).resolve().parents[1]
+EDGED = os.environ.get("TLCUT_EDGED") or str(ROOT / "build" / "tlcut-edged")
+DATA = ROOT / "runtime" / "c" / "tests" / "data"  # written by scripts/make_c_test_bundle.py
 pytestmark = pytest.mark.skipif(not os.access(EDGED, os.X_OK),
                                 reason=f"tlcut-edged is not built ({EDGED}); build it with cmake (README) or set TLCUT_EDGED")
 
@@ -59,10 +68,12 @@ def bundles(tmp_path_factory):
 
 
 class CEdge:
-    def __init__(self, bundle, cuts, bind=None, extra=()):
+    def __init__(self, bundle, cuts, bind=None, extra=(), ping_ep=None):
         self.ep = bind or f"tcp://127.0.0.1:{_port()}"
-        args = [EDGED, str(bundle.path), *sum((["--cut", str(c)] for c in cuts), []), "--bind", self.ep, *extra]
-        self.log = open(bundle.path / f"edged-{time.monotonic_ns()}.log", "w+")
+        path = bundle.path if hasattr(bundle, "path") else Path(bundle)
+        args = [EDGED, str(path), *sum((["--cut", str(c)] for c in cuts), []), "--bind", self.ep, *extra]
+        # the log goes outside the bundle: some bundles here are committed test data
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="tlcut-edged-", suffix=".log", delete=False)
         self.p = subprocess.Popen(args, stderr=self.log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -70,21 +81,26 @@ class CEdge:
                 self.log.seek(0)
                 raise RuntimeError(f"tlcut-edged exited: {self.log.read()}")
             try:
-                EdgeClient(self.ep, timeout_s=0.5).ping()
+                EdgeClient(ping_ep or self.ep, timeout_s=0.5, insecure=True).ping()
                 return
             except Exception:
                 time.sleep(0.1)
         raise RuntimeError("tlcut-edged did not answer")
 
-    def errors_logged(self) -> int:
+    def text(self) -> str:
         self.log.flush()
-        return Path(self.log.name).read_text().count(" WARNING request ")
+        return Path(self.log.name).read_text()
+
+    def errors_logged(self) -> int:
+        return self.text().count(" WARNING request ")
 
     def stop(self):
         """SIGTERM is a clean shutdown: exit 0, and nothing from a sanitizer in the log."""
         self.p.terminate()
         code = self.p.wait(30)
-        text = Path(self.log.name).read_text()
+        text = self.text()
+        self.log.close()
+        os.unlink(self.log.name)
         assert code == 0, f"tlcut-edged exited {code}: {text[-2000:]}"
         assert "Sanitizer" not in text and "runtime error" not in text, text[-3000:]
 
@@ -106,8 +122,13 @@ class PyEdge:
 
 
 def _cuts(b):
-    cs = sorted(int(k) for k in b.manifest["compiled"])
+    cs = sorted({a.cut for a in b.artifacts if a.kind == "tail"})
     return [cs[0], cs[len(cs) // 2], cs[-1]] if len(cs) >= 3 else cs
+
+
+def _moves(ys, what):
+    """Different inputs must give different outputs, or agreeing on them proves nothing."""
+    assert len(ys) >= 2 and all(np.abs(ys[0] - y).max() > 1e-6 for y in ys[1:]), f"{what}: the output ignores the input"
 
 
 @pytest.mark.parametrize("name", ["chain", "branches", "densenet121"])
@@ -124,50 +145,204 @@ def test_same_results_as_the_python_edge(bundles, name):
         for k in cuts:
             for tl in ([False, True] if b.cuts[k].tl else [False]):
                 with Device(b, str(k), tl=tl, edge=c_edge.ep) as dc, Device(b, str(k), tl=tl, edge=py_edge.ep) as dp:
+                    ycs = []
                     for x in xs:
                         yc, rc = dc.infer(x)
                         yp, _ = dp.infer(x)
                         assert yc.shape == yp.shape and np.abs(yc - yp).max() <= 1e-4, (name, k, tl)
                         assert rc["edge_ms"] > 0
+                        ycs.append(yc)
                         checked += 1
-        with Device(b, "input", edge=c_edge.ep) as d:
-            y, _ = d.infer(xs[0])
+                    _moves(ycs, f"{name} cut {k} tl={tl}")
+        # the whole model on the edge: the C edge's answer is the Python edge's and the model's
+        full = ort.InferenceSession(str(b.model_path))
+        with Device(b, "input", edge=c_edge.ep) as dc, Device(b, "input", edge=py_edge.ep) as dp:
+            ys = []
+            for x in xs[:2]:
+                y, _ = dc.infer(x)
+                yp, _ = dp.infer(x)
+                yf = full.run(None, {b.inputs[0]["name"]: x})[0]
+                assert y.shape == yp.shape == yf.shape and np.abs(y - yp).max() <= 1e-4 and np.abs(y - yf).max() <= 1e-4, name
+                ys.append(y)
+            _moves(ys, f"{name} whole model")
         assert checked >= 9 if name != "branches" else checked >= 6
     finally:
         c_edge.stop()
         py_edge.stop()
 
 
-def test_bad_frames_get_the_same_errors_as_from_the_python_edge(bundles):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import reliability as R
-
-    b = bundles["chain"]
-    c_edge = CEdge(b, [0], extra=["--max-message-mb", "1"])
+def test_uint8_input_is_served(tmp_path):
+    """A model that takes uint8 (an image with its preprocessing inside): the C edge answers as
+    ONNX Runtime does, and the answer moves with the input."""
+    b = Bundle.open(DATA / "bundle_u8")
+    assert b.inputs[0]["dtype"] == "uint8"
+    c_edge = CEdge(b, ["input"])
     try:
-        rows = R.bad_input_rows(c_edge.ep, b, c_edge.errors_logged)
+        full = ort.InferenceSession(str(b.model_path))
+        rng = np.random.default_rng(5)
+        xs = [rng.integers(0, 256, b.inputs[0]["shape"], dtype=np.uint8) for _ in range(3)]
+        ys = []
+        with EdgeClient(c_edge.ep, timeout_s=10) as c:
+            for x in xs:
+                y, h = c.request(x, P.INPUT_CUT)
+                want = full.run(None, {b.inputs[0]["name"]: x})[0]
+                assert h.type == P.RESULT and y.shape == want.shape and np.abs(y - want).max() <= 1e-4, (y, want)
+                ys.append(y)
+        _moves(ys, "uint8 model")
+        assert c_edge.errors_logged() == 0, c_edge.text()
     finally:
         c_edge.stop()
-    py = {r["case"]: r for r in R.bad_input_table()}
-    for r in rows:
-        assert r["reply"] == "ERROR" and r["counted"] and r["still_serving"], r
-        assert r["error"] == py[r["case"]]["error"], (r, py[r["case"]])
+
+
+def test_every_row_of_the_behaviour_table():
+    """The request -> reply table the Python edge is held to (tests/test_behaviour.py), against
+    tlcut-edged serving the same cuts with the same limit."""
+    serve = behaviour.VECTORS["serve"]
+    c_edge = CEdge(behaviour.ROOT / behaviour.VECTORS["bundle"], serve["cuts"],
+                   extra=["--tl", serve["tl"], "--max-message-mb", str(serve["max_message_mb"])])
+    try:
+        results = behaviour.run_rows(c_edge.ep)
+    finally:
+        c_edge.stop()
+    assert len(results) == len(behaviour.VECTORS["rows"]) >= 40
+    failed = [(name, why) for name, why in results if why]
+    assert not failed, "\n".join(f"{n}: {w}" for n, w in failed)
+
+
+def _frames(h: P.Header, payload: bytes = b"") -> list:
+    return [h.pack(), payload]
+
+
+def _poke(header: bytes, offset: int, value: int) -> bytes:
+    return header[:offset] + bytes([value]) + header[offset + 1:]
+
+
+def _raw(ep, frames, timeout_ms=5000):
+    """Send raw frames on a fresh DEALER; the reply header (or None)."""
+    import zmq
+
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(ep)
+    try:
+        s.send_multipart(frames)
+        if not s.poll(timeout_ms):
+            return None
+        reply = s.recv_multipart()
+        return P.Header.unpack(reply[0]), reply[1:]
+    finally:
+        s.close()
+
+
+def test_bad_frames_get_the_same_errors_as_from_the_python_edge(bundles):
+    """The same request to both edges, live, gets the same reply type, code, id, cut and flags;
+    the C edge logs each error once and goes on serving."""
+    b = bundles["chain"]
+    shape = list(b.find("tail", 0).input["shape"])
+    good = np.zeros(shape, np.float32)
+    f32 = lambda **kw: P.Header(type=P.REQUEST, dtype="float32", shape=tuple(shape), payload_len=good.nbytes, **kw)
+    cases = {
+        "one frame": [f32(request_id=1, cut_id=0).pack()],
+        "three frames": _frames(f32(request_id=2, cut_id=0), good.tobytes()) + [b"x"],
+        "truncated header": [f32(request_id=3, cut_id=0).pack()[:40], good.tobytes()],
+        "bad magic": [b"XXXX" + f32(request_id=4, cut_id=0).pack()[4:], good.tobytes()],
+        "version 2": [f32(request_id=5, cut_id=0, version=2).pack(), good.tobytes()],
+        "unknown type": [_poke(f32(request_id=6, cut_id=0).pack(), 5, 9), good.tobytes()],
+        "unknown dtype": [_poke(f32(request_id=7, cut_id=0).pack(), 6, 99), good.tobytes()],
+        "short payload": [f32(request_id=8, cut_id=0).pack(), good.tobytes()[:-4]],
+        "lying dims": [P.Header(type=P.REQUEST, request_id=9, cut_id=0, dtype="float32", shape=(1, 2),
+                                payload_len=good.nbytes).pack(), good.tobytes()],
+        "a RESULT": [P.Header(type=P.RESULT, request_id=10, cut_id=0).pack(), b""],
+        "no tensor, unserved cut": [P.Header(type=P.REQUEST, request_id=11, cut_id=7, flags=P.FLAG_TL).pack(), b""],
+        "unserved cut": _frames(f32(request_id=12, cut_id=1), good.tobytes()),
+        "wrong shape": [P.Header(type=P.REQUEST, request_id=13, cut_id=0, dtype="float32", shape=(2,),
+                                 payload_len=8).pack(), b"\0" * 8],
+        "float16 encoding of float32": _frames(f32(request_id=14, cut_id=0, encoding=P.ENC_FLOAT16), good.tobytes()),
+        "int8 with scale 0": _frames(P.Header(type=P.REQUEST, request_id=15, cut_id=0, dtype="int8", shape=tuple(shape),
+                                              payload_len=good.size, encoding=P.ENC_INT8), bytes(good.size)),
+        "too large": _frames(P.Header(type=P.REQUEST, request_id=16, cut_id=0, dtype="uint8", shape=(2 << 20,),
+                                      payload_len=2 << 20), bytes(2 << 20)),
+        "ping": [P.Header(type=P.PING, request_id=17).pack(), b""],
+    }
+    c_edge, py_edge = CEdge(b, [0], extra=["--max-message-mb", "1"]), PyEdge(b, [0])
+    py_edge.edge.max_message_bytes = 1 << 20
+    try:
+        for case, frames in cases.items():
+            before = c_edge.errors_logged()
+            rc, rp = _raw(c_edge.ep, frames), _raw(py_edge.ep, frames)
+            assert rc is not None and rp is not None, case
+            (hc, bc), (hp, _) = rc, rp
+            assert (hc.type, hc.status, hc.request_id, hc.cut_id, hc.flags) == \
+                (hp.type, hp.status, hp.request_id, hp.cut_id, hp.flags), case
+            if hc.type == P.ERROR:
+                assert bc and len(bc[0]) == hc.payload_len <= 4096, case
+                deadline = time.monotonic() + 2  # the daemon logs each error (stderr)
+                while c_edge.errors_logged() == before and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert c_edge.errors_logged() == before + 1, case
+        wait_for_edge(c_edge.ep, 5)  # still serving
+    finally:
+        c_edge.stop()
+        py_edge.stop()
 
 
 def test_startup_errors_are_one_line(bundles, tmp_path):
     b = bundles["chain"]
-    for args, text in (([str(tmp_path / "none"), "--cut", "0", "--bind", "tcp://127.0.0.1:1"], "does not exist"),
-                       ([str(b.path), "--cut", "99", "--bind", "tcp://127.0.0.1:1"], "has no compiled tail"),
-                       ([str(b.path), "--cut", "0"], "refusing plain TCP"),
-                       ([str(b.path)], "--cut")):
+    old = tmp_path / "old"
+    shutil.copytree(b.path, old)
+    m = json.loads((old / "manifest.json").read_text())
+    m["version"] = 1
+    (old / "manifest.json").write_text(json.dumps(m))
+    gone = tmp_path / "gone"
+    shutil.copytree(b.path, gone)
+    (gone / b.find("tail", 0).file).unlink()
+    lo = ["--bind", "tcp://127.0.0.1:1"]
+    for args, text in (([str(tmp_path / "none"), "--cut", "0", *lo], "does not exist"),
+                       ([str(tmp_path), "--cut", "0", *lo], "no manifest.json"),
+                       ([str(old), "--cut", "0", *lo], "has format version 1"),
+                       ([str(old), "--cut", "0", *lo], "re-export the bundle"),
+                       ([str(b.path), "--cut", "99", *lo], "not found; the model has"),
+                       ([str(gone), "--cut", "0", *lo], "listed in the manifest but missing"),
+                       ([str(b.path), "--cut", "0"], "refusing plain TCP on tcp://*:5555"),
+                       ([str(b.path), "--cut", "0", "--bind", "tcp://10.1.2.3:5555"], "--insecure"),
+                       ([str(b.path)], "--cut"),
+                       *(([str(b.path), "--cut", "0", *lo, "--max-message-mb", v], "--max-message-mb must be")
+                         for v in ("abc", "-1", "0", "12x", " 5", "+5", "", "99999999999999999999999", "17592186044416")),
+                       *(([str(b.path), "--cut", "0", *lo, "--max-requests", v], "--max-requests must be")
+                         for v in ("-3", "1.5", "18446744073709551616", "ten"))):
         r = subprocess.run([EDGED, *args], capture_output=True, text=True, timeout=30)
         lines = [l for l in r.stderr.splitlines() if l.startswith("tlcut-edged: error:")]
-        assert r.returncode == 2 and len(lines) == 1 and text in lines[0], r.stderr
+        assert r.returncode == 2 and len(lines) == 1 and text in lines[0], (args, r.stderr)
+
+
+def test_missing_compiled_tail_is_one_line(tmp_path):
+    b = Bundle.open(DATA / "bundle_rank9")  # exported, never compiled
+    r = subprocess.run([EDGED, str(b.path), "--cut", "0", "--bind", "tcp://127.0.0.1:1"], capture_output=True, text=True,
+                       timeout=30)
+    lines = [l for l in r.stderr.splitlines() if l.startswith("tlcut-edged: error:")]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "has no compiled tail" in lines[0] and f"run `tlcut compile {b.path} --cuts 0` first" in lines[0], lines[0]
+
+
+def test_version_is_the_python_package_version():
+    r = subprocess.run([EDGED, "--version"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == f"tlcut-edged {tlcut.__version__}", r.stdout
+
+
+def test_insecure_serves_plain_tcp_outside_loopback_with_a_warning(bundles):
+    b = bundles["chain"]
+    port = _port()
+    c_edge = CEdge(b, [0], bind=f"tcp://0.0.0.0:{port}", extra=["--insecure", "--max-requests", "1000"],
+                   ping_ep=f"tcp://127.0.0.1:{port}")
+    try:
+        assert "plain TCP on tcp://0.0.0.0" in c_edge.text() and "neither encrypted nor authenticated" in c_edge.text()
+    finally:
+        c_edge.stop()
 
 
 @pytest.mark.root
 def test_same_results_across_the_testbed(bundles):
-    from tlcut.runtime import testbed as tbm
+    from tlcut.lab import testbed as tbm
 
     why = tbm.available()
     if why:
@@ -202,7 +377,9 @@ def test_same_results_across_the_testbed(bundles):
                 edge.wait(10)
     assert results["python"].keys() == results["c"].keys() and len(results["c"]) >= 3
     for k in results["c"]:
-        assert np.abs(np.array(results["c"][k]) - np.array(results["python"][k])).max() <= 1e-4, k
+        c, py = np.array(results["c"][k]), np.array(results["python"][k])
+        assert np.abs(c - py).max() <= 1e-4, k
+        _moves(list(c), f"testbed {k}")
 
 
 def test_curve_admits_only_listed_devices(bundles, tmp_path):
@@ -220,10 +397,12 @@ def test_curve_admits_only_listed_devices(bundles, tmp_path):
     try:
         good = S.ClientCurve.from_files(tmp_path / "k" / "good.key_secret", tmp_path / "k" / "edge.key")
         wait_for_edge(ep, 20, curve=good)
-        x = np.random.default_rng(0).random(b.inputs[0]["shape"]).astype(np.float32)
+        rng = np.random.default_rng(0)
+        xs = [rng.random(b.inputs[0]["shape"]).astype(np.float32) for _ in range(2)]
         with Device(b, "0", edge=ep, curve=good) as d:
-            y, rec = d.infer(x)
-        assert y.shape == tuple(b.outputs[0]["shape"]) and not rec["fallback"]
+            ys = [d.infer(x) for x in xs]
+        assert all(y.shape == tuple(b.outputs[0]["shape"]) and not rec["fallback"] for y, rec in ys)
+        _moves([y for y, _ in ys], "CURVE")
         for who, pin in (("bad", "edge"), ("good", "bad")):  # an unlisted key; a wrongly pinned edge
             c = S.ClientCurve.from_files(tmp_path / "k" / f"{who}.key_secret", tmp_path / "k" / f"{pin}.key")
             with EdgeClient(ep, timeout_s=1, curve=c) as cl:

@@ -11,9 +11,11 @@ namespace tlc {
 class Engine {
   public:
     virtual ~Engine() = default;
-    // Run on a float32 input of ``shape``; fill ``out`` and ``out_shape``. False and ``err`` on failure.
-    virtual bool run(const float *in, const std::vector<int> &shape, std::vector<float> &out, std::vector<int> &out_shape,
-                     std::string &err) = 0;
+    // Run on one input: ``in`` holds the elements of ``shape`` in C order, of protocol dtype
+    // ``dtype`` (TLC_F32, TLC_U8, ... of tlcut.h), aligned for that type. Fills ``out`` (float32)
+    // and ``out_shape``. False and a one-line ``err`` where the engine cannot run it.
+    virtual bool run(const void *in, int dtype, const std::vector<int> &shape, std::vector<float> &out,
+                     std::vector<int> &out_shape, std::string &err) = 0;
 };
 
 // nullptr and ``err`` if the ONNX file cannot be loaded.

@@ -19,7 +19,7 @@ static void wr64(unsigned char *p, uint64_t v) {
     wr32(p + 4, (uint32_t)(v >> 32));
 }
 
-const char *tlc_version(void) { return "0.1.0"; }
+const char *tlc_version(void) { return TLC_VERSION_STRING; }
 
 const char *tlc_strerror(int s) {
     switch (s) {
@@ -38,6 +38,8 @@ const char *tlc_strerror(int s) {
     case TLC_E_ENGINE: return "engine error";
     case TLC_E_TRANSPORT: return "transport error";
     case TLC_E_NO_MEMORY: return "out of memory";
+    case TLC_E_BUNDLE: return "bad bundle";
+    case TLC_E_INSECURE: return "plain TCP refused outside loopback";
     default: return "unknown status";
     }
 }

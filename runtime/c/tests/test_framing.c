@@ -46,7 +46,15 @@ int main(void) {
     h.type = TLC_REQUEST; h.dtype = TLC_F32; h.rank = 2; h.dims[0] = 0xFFFFFFFFu; h.dims[1] = 0xFFFFFFFFu; h.payload_len = 4;
     CHECK(tlc_frame_check(&h, 4) == TLC_E_WRONG_TENSOR, "dims that overflow must not pass");
     CHECK(strcmp(tlc_strerror(TLC_E_REPLAY), "replayed request") == 0, "strerror");
-    CHECK(strcmp(tlc_version(), "0.1.0") == 0 && TLC_VERSION_MINOR == 1, "version");
+    h.rank = TLC_MAX_RANK + 1;
+    CHECK(tlc_header_pack(&h, packed, sizeof packed) == TLC_E_INVALID_ARGUMENT, "rank 9 cannot be packed");
+    CHECK(strcmp(tlc_strerror(TLC_E_BUNDLE), "unknown status") && strcmp(tlc_strerror(TLC_E_INSECURE), "unknown status"),
+          "every status has a name");
+    /* one version, from tlcut/__init__.py: the string and the macros agree */
+    char v[64];
+    snprintf(v, sizeof v, "%d.%d.%d", TLC_VERSION_MAJOR, TLC_VERSION_MINOR, TLC_VERSION_PATCH);
+    CHECK(strcmp(tlc_version(), TLC_VERSION_STRING) == 0 && strcmp(v, TLC_VERSION_STRING) == 0, "version %s / %s / %s",
+          tlc_version(), TLC_VERSION_STRING, v);
     printf("%zu valid and %zu invalid vectors: %s\n", nv, ni, failures ? "FAILED" : "ok");
     return failures != 0;
 }

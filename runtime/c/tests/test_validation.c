@@ -1,35 +1,57 @@
-/* The edge's handler on a real tiny bundle: results equal ONNX Runtime's, bad requests get
- * their error codes and are counted, and the edge answers a good request afterwards. */
+/* The edge's handler on real tiny bundles (runtime/c/tests/data, written by
+ * scripts/make_c_test_bundle.py): the manifest is read and checked, results equal ONNX Runtime's
+ * (float32 and uint8 inputs), bad requests get their error codes in the Python edge's order and
+ * are counted, replays are refused with the least recently used connection forgotten first, and
+ * the edge answers a good request afterwards. Usage: test_validation DATA_DIR */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tlcut.h"
 
 static int failures = 0;
 #define CHECK(c, ...) do { if (!(c)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
 
-static float *load(const char *dir, const char *name, size_t n) {
+static const char *data;
+
+static void *load(const char *name, size_t bytes) {
     char p[1024];
-    snprintf(p, sizeof p, "%s/../%s.f32", dir, name);
+    snprintf(p, sizeof p, "%s/%s", data, name);
     FILE *f = fopen(p, "rb");
-    float *a = calloc(n, sizeof *a);
-    if (!f || fread(a, sizeof *a, n, f) != n) { printf("cannot read %s\n", p); exit(2); }
+    void *a = calloc(1, bytes);
+    if (!f || fread(a, 1, bytes, f) != bytes) { printf("cannot read %s\n", p); exit(2); }
     fclose(f);
     return a;
 }
 
+static tlc_edge *open_edge(const char *bundle) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", data, bundle);
+    tlc_edge *e = NULL;
+    int rc = tlc_edge_create(p, &e);
+    if (rc) { printf("cannot open %s: %s\n", p, tlc_edge_last_error(NULL)); exit(2); }
+    return e;
+}
+
 typedef struct { tlc_header r; const void *out; size_t len; } reply;
 
-static reply ask(tlc_edge *e, tlc_header h, const void *payload, size_t len, size_t header_len) {
+static reply ask_from(tlc_edge *e, const char *peer, tlc_header h, const void *payload, size_t len, size_t header_len) {
     unsigned char hb[TLC_HEADER_SIZE], rb[TLC_HEADER_SIZE];
+    memset(rb, 0xEE, sizeof rb); /* a reply header the edge did not write must not parse */
     reply r = {0};
-    tlc_header_pack(&h, hb, sizeof hb);
-    int rc = tlc_edge_handle(e, hb, header_len, payload, len, rb, &r.out, &r.len);
+    CHECK(tlc_header_pack(&h, hb, sizeof hb) == TLC_OK, "request header packs");
+    int rc = tlc_edge_handle_from(e, peer, peer ? strlen(peer) : 0, hb, header_len, payload, len, rb, &r.out, &r.len);
     CHECK(rc == TLC_OK, "handle returned %s", tlc_strerror(rc));
     CHECK(tlc_header_parse(rb, sizeof rb, &r.r) == TLC_OK, "reply header does not parse");
+    CHECK(r.r.payload_len == r.len, "reply payload_len %llu, frame %zu", (unsigned long long)r.r.payload_len, r.len);
     return r;
+}
+
+static reply ask(tlc_edge *e, tlc_header h, const void *payload, size_t len, size_t header_len) {
+    return ask_from(e, NULL, h, payload, len, header_len);
 }
 
 static tlc_header req(uint32_t cut, int tl, const uint32_t *dims, int rank, size_t bytes) {
@@ -40,27 +62,111 @@ static tlc_header req(uint32_t cut, int tl, const uint32_t *dims, int rank, size
     return h;
 }
 
-int main(int argc, char **argv) {
-    if (argc != 2) { printf("usage: test_validation BUNDLE\n"); return 2; }
+/* A scratch folder holding only a manifest.json with ``text``. */
+static const char *manifest_dir(const char *text) {
+    static char dir[256];
+    snprintf(dir, sizeof dir, "/tmp/tlcut-validation-XXXXXX");
+    if (!mkdtemp(dir)) { perror("mkdtemp"); exit(2); }
+    char p[300];
+    snprintf(p, sizeof p, "%s/manifest.json", dir);
+    FILE *f = fopen(p, "w");
+    fputs(text, f);
+    fclose(f);
+    return dir;
+}
+
+static void remove_dir(const char *dir) {
+    char p[300];
+    snprintf(p, sizeof p, "%s/manifest.json", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
+static void manifests(void) {
     tlc_edge *e = NULL;
     CHECK(tlc_edge_create("/no/such/bundle", &e) == TLC_E_NOT_FOUND && e == NULL, "missing bundle");
-    CHECK(tlc_edge_create(argv[1], &e) == TLC_OK, "open bundle");
-    CHECK(tlc_edge_add_cut(e, "17", 0) == TLC_E_NOT_FOUND && strstr(tlc_edge_last_error(e), "tlcut compile"), "missing cut");
-    CHECK(tlc_edge_add_cut(e, "x1", 0) == TLC_E_INVALID_ARGUMENT, "bad cut name");
-    CHECK(tlc_edge_add_cut(e, "1", -1) == TLC_OK, "cut 1 both: %s", tlc_edge_last_error(e));
+    CHECK(strstr(tlc_edge_last_error(NULL), "does not exist"), "missing bundle says so: %s", tlc_edge_last_error(NULL));
+    CHECK(tlc_edge_create("/tmp", &e) == TLC_E_NOT_FOUND && strstr(tlc_edge_last_error(NULL), "no manifest.json"),
+          "a folder without a manifest: %s", tlc_edge_last_error(NULL));
+    struct { const char *json, *says; } bad[] = {
+        {"{\"format\": \"tlcut-bundle\", \"version\": 1, \"cuts\": []}", "has format version 1"},
+        {"{\"format\": \"tlcut-bundle\", \"cuts\": []}", "has format version null"},
+        {"{\"format\": \"tlcut-bundle\", \"version\": 3, \"cuts\": []}", "reads version 2; re-export the bundle"},
+        {"{\"format\": \"other\", \"version\": 2}", "not a tlcut bundle manifest"},
+        {"{\"format\": \"tlcut-bundle\", \"version\": 2, \"cuts\": [", "not readable JSON"},
+        {"{\"format\": \"tlcut-bundle\", \"version\": 2, \"cuts\": [{\"index\": \"zero\"}]}", "is damaged"},
+        {"{\"format\": \"tlcut-bundle\", \"version\": 2, \"cuts\": [], \"artifacts\": 7}", "is damaged"},
+        {"[1, 2]", "not readable JSON"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *dir = manifest_dir(bad[i].json);
+        int rc = tlc_edge_create(dir, &e);
+        const char *msg = tlc_edge_last_error(NULL);
+        CHECK(rc == TLC_E_BUNDLE && e == NULL && strstr(msg, bad[i].says) && !strchr(msg, '\n'), "manifest %zu: %s: %s", i,
+              tlc_strerror(rc), msg);
+        remove_dir(dir);
+    }
+    /* an artifact entry of the wrong shape is a one-line error at load time, not a crash */
+    const char *dir = manifest_dir("{\"format\": \"tlcut-bundle\", \"version\": 2, \"cuts\": [{\"index\": 0, \"tensor\": \"a\", "
+                                   "\"tl\": false}], \"artifacts\": [{\"kind\": \"tail\"}]}");
+    CHECK(tlc_edge_create(dir, &e) == TLC_OK, "a manifest with a damaged artifact opens");
+    CHECK(tlc_edge_add_cut(e, "0", 0) == TLC_E_BUNDLE && strstr(tlc_edge_last_error(e), "is damaged"), "damaged artifact: %s",
+          tlc_edge_last_error(e));
+    tlc_edge_destroy(e);
+    remove_dir(dir);
+}
+
+static void cuts_and_results(void) {
+    tlc_edge *e = open_edge("bundle");
+    CHECK(tlc_edge_add_cut(e, "17", 0) == TLC_E_NOT_FOUND && strstr(tlc_edge_last_error(e), "the model has 4 cuts"),
+          "no such cut: %s", tlc_edge_last_error(e));
+    CHECK(tlc_edge_add_cut(e, "x1", 0) == TLC_E_NOT_FOUND, "no such tensor");
+    CHECK(tlc_edge_add_cut(e, "3", 1) == TLC_E_INVALID_ARGUMENT && strstr(tlc_edge_last_error(e), "cannot apply at cut 3"),
+          "TL where it cannot apply: %s", tlc_edge_last_error(e));
+    CHECK(tlc_edge_add_cut(e, "r", -1) == TLC_OK, "cut 1 by its tensor name, both: %s", tlc_edge_last_error(e));
     CHECK(tlc_edge_add_cut(e, "input", 0) == TLC_OK, "input: %s", tlc_edge_last_error(e));
+    CHECK(tlc_edge_add_cut(e, "3", -1) == TLC_OK, "both at a cut without the TL loads the plain tail: %s", tlc_edge_last_error(e));
+
+    tlc_header t;
+    CHECK(tlc_edge_request_header(e, 1, TLC_FLAG_TL, &t) == TLC_OK && t.dtype == TLC_F32 && t.rank == 4 && t.dims[2] == 4 &&
+          t.payload_len == 256 && t.flags == TLC_FLAG_TL, "request header of cut 1 + TL");
+    CHECK(tlc_edge_request_header(e, 3, TLC_FLAG_TL, &t) == TLC_E_WRONG_CUT, "cut 3 + TL is not served");
 
     uint32_t d[4] = {1, 4, 7, 7}, dtl[4] = {1, 4, 4, 4}, dx[4] = {1, 3, 7, 7};
-    float *in = load(argv[1], "cut1_in", 196), *out = load(argv[1], "cut1_out", 4);
-    float *tin = load(argv[1], "cut1_tl_in", 64), *tout = load(argv[1], "cut1_tl_out", 4);
+    float *in = load("cut1_in.f32", 196 * 4), *out = load("cut1_out.f32", 16);
+    float *tin = load("cut1_tl_in.f32", 64 * 4), *tout = load("cut1_tl_out.f32", 16);
     reply r = ask(e, req(1, 0, d, 4, 196 * 4), in, 196 * 4, TLC_HEADER_SIZE);
     CHECK(r.r.type == TLC_RESULT && r.r.request_id == 42 && r.r.rank == 2 && r.r.dims[1] == 4 && r.len == 16, "plain result shape");
     for (int i = 0; i < 4 && r.len == 16; i++) CHECK(fabsf(((const float *)r.out)[i] - out[i]) <= 1e-4f, "plain value %d", i);
     r = ask(e, req(1, 1, dtl, 4, 64 * 4), tin, 64 * 4, TLC_HEADER_SIZE);
     CHECK(r.r.type == TLC_RESULT && r.len == 16 && r.r.flags == TLC_FLAG_TL, "TL result");
     for (int i = 0; i < 4 && r.len == 16; i++) CHECK(fabsf(((const float *)r.out)[i] - tout[i]) <= 1e-4f, "TL value %d", i);
+    /* the answer moves with the input */
+    float *zeros = calloc(196, sizeof *zeros);
+    r = ask(e, req(1, 0, d, 4, 196 * 4), zeros, 196 * 4, TLC_HEADER_SIZE);
+    int moved = 0;
+    for (int i = 0; i < 4 && r.len == 16; i++) moved |= fabsf(((const float *)r.out)[i] - out[i]) > 1e-3f;
+    CHECK(r.r.type == TLC_RESULT && moved, "another input, another answer");
+    /* a payload that is not aligned for float (ZeroMQ does not align frames) */
+    unsigned char *odd = malloc(196 * 4 + 1);
+    memcpy(odd + 1, in, 196 * 4);
+    r = ask(e, req(1, 0, d, 4, 196 * 4), odd + 1, 196 * 4, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_RESULT && r.len == 16 && fabsf(((const float *)r.out)[0] - out[0]) <= 1e-4f, "unaligned payload");
+    free(odd);
 
     /* bad requests: each an ERROR with its code, counted */
+    tlc_header h_dt0 = req(2, 1, d, 0, 0);
+    h_dt0.dtype = 0; h_dt0.request_id = 77;
+    tlc_header h_result = req(1, 0, d, 4, 196 * 4);
+    h_result.type = TLC_RESULT;
+    tlc_header h_ping_long = req(1, 0, d, 0, 8);
+    h_ping_long.type = TLC_PING; h_ping_long.dtype = 0;
+    tlc_header h_enc = req(1, 0, d, 4, 196 * 4);
+    h_enc.encoding = TLC_ENC_FLOAT16; /* float16 encoding on a float32 payload */
+    tlc_header h_i8 = req(1, 0, d, 4, 196);
+    h_i8.dtype = TLC_I8; h_i8.encoding = TLC_ENC_INT8; h_i8.scale = 0; /* scale must be > 0 */
+    tlc_header h_enc3 = req(1, 0, d, 4, 196 * 4);
+    h_enc3.encoding = 3;
     struct { const char *name; tlc_header h; size_t len, hlen; int code; } bad[] = {
         {"wrong shape", req(1, 0, dtl, 4, 64 * 4), 64 * 4, TLC_HEADER_SIZE, TLC_E_WRONG_TENSOR},
         {"TL flag on a plain payload", req(1, 1, d, 4, 196 * 4), 196 * 4, TLC_HEADER_SIZE, TLC_E_WRONG_TENSOR},
@@ -68,24 +174,41 @@ int main(int argc, char **argv) {
         {"payload shorter than header says", req(1, 0, d, 4, 196 * 4), 100, TLC_HEADER_SIZE, TLC_E_BAD_FRAME},
         {"lying dims", req(1, 0, d, 4, 64 * 4), 64 * 4, TLC_HEADER_SIZE, TLC_E_WRONG_TENSOR},
         {"truncated header", req(1, 0, d, 4, 196 * 4), 196 * 4, 40, TLC_E_BAD_FRAME},
+        {"a RESULT sent to the edge", h_result, 196 * 4, TLC_HEADER_SIZE, TLC_E_BAD_TYPE},
+        {"a PING with a payload the header does not announce", h_ping_long, 4, TLC_HEADER_SIZE, TLC_E_BAD_FRAME},
+        {"dtype 0 to an unserved cut: no tensor comes before the cut", h_dt0, 0, TLC_HEADER_SIZE, TLC_E_WRONG_TENSOR},
+        {"float16 encoding of a float32 payload", h_enc, 196 * 4, TLC_HEADER_SIZE, TLC_E_WRONG_TENSOR},
+        {"int8 encoding with scale 0", h_i8, 196, TLC_HEADER_SIZE, TLC_E_WRONG_TENSOR},
+        {"unknown encoding", h_enc3, 196 * 4, TLC_HEADER_SIZE, TLC_E_WRONG_TENSOR},
     };
     tlc_edge_stats s0, s1;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tlc_edge_stats_get(e, &s0);
         r = ask(e, bad[i].h, in, bad[i].len, bad[i].hlen);
         tlc_edge_stats_get(e, &s1);
-        CHECK(r.r.type == TLC_ERROR && r.r.status == bad[i].code, "%s: got type %d status %d", bad[i].name, r.r.type, r.r.status);
-        CHECK(r.len > 0 && r.len == r.r.payload_len, "%s: an error message", bad[i].name);
+        CHECK(r.r.type == TLC_ERROR && r.r.status == bad[i].code, "%s: got type %d status %d (%.*s)", bad[i].name, r.r.type,
+              r.r.status, (int)r.len, (const char *)r.out);
+        CHECK(r.len > 0 && r.len == r.r.payload_len && r.len <= TLC_MAX_ERROR_TEXT, "%s: an error message", bad[i].name);
         CHECK(s1.errors[bad[i].code] == s0.errors[bad[i].code] + 1, "%s: counted", bad[i].name);
+        int parsed = bad[i].hlen == TLC_HEADER_SIZE;
+        CHECK(r.r.request_id == (parsed ? bad[i].h.request_id : 0) && r.r.cut_id == (parsed ? bad[i].h.cut_id : TLC_INPUT_CUT) &&
+              r.r.flags == (parsed ? bad[i].h.flags : 0), "%s: the reply carries the header's ids and flags", bad[i].name);
     }
+    /* the message says what the edge serves instead */
+    r = ask(e, req(2, 0, d, 4, 196 * 4), in, 196 * 4, TLC_HEADER_SIZE);
+    CHECK(r.len && strstr((const char *)r.out, "it serves cut 1 (float32[1, 4, 7, 7]), cut 1 + TL"), "wrong cut message: %.*s",
+          (int)r.len, (const char *)r.out);
     tlc_header h = req(1, 0, d, 4, 196 * 4);
     h.dtype = TLC_F64; h.payload_len = 196 * 8;
     double *dbl = calloc(196, sizeof *dbl);
     r = ask(e, h, dbl, 196 * 8, TLC_HEADER_SIZE);
     CHECK(r.r.type == TLC_ERROR && r.r.status == TLC_E_WRONG_TENSOR, "wrong dtype");
+    CHECK(tlc_edge_set_max_message(e, 10) == TLC_E_INVALID_ARGUMENT, "a limit below one header");
     tlc_edge_set_max_message(e, 200);
     r = ask(e, req(1, 0, d, 4, 196 * 4), in, 196 * 4, TLC_HEADER_SIZE);
-    CHECK(r.r.type == TLC_ERROR && r.r.status == TLC_E_TOO_LARGE, "oversized");
+    CHECK(r.r.type == TLC_ERROR && r.r.status == TLC_E_TOO_LARGE && r.r.request_id == 0, "oversized");
+    r = ask(e, req(1, 0, d, 4, 196 * 4), in, 196 * 4, 40);
+    CHECK(r.r.type == TLC_ERROR && r.r.status == TLC_E_TOO_LARGE, "the size limit comes before the header checks");
     tlc_edge_set_max_message(e, 1 << 20);
     /* encodings: float16 and int8 are restored before the tail */
     h = req(1, 0, d, 4, 196 * 2);
@@ -93,14 +216,137 @@ int main(int argc, char **argv) {
     unsigned short *half = calloc(196, sizeof *half); /* zeros */
     r = ask(e, h, half, 196 * 2, TLC_HEADER_SIZE);
     CHECK(r.r.type == TLC_RESULT, "float16 payload");
+    h = req(1, 0, d, 4, 196);
+    h.dtype = TLC_I8; h.encoding = TLC_ENC_INT8; h.scale = 0.01f; h.zero_point = -128;
+    signed char *q = calloc(196, 1);
+    r = ask(e, h, q, 196, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_RESULT, "int8 payload");
+    /* a PING is answered with a PONG carrying its id */
+    tlc_header ping = {0};
+    ping.type = TLC_PING; ping.request_id = 99; ping.cut_id = 5;
+    r = ask(e, ping, NULL, 0, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_PONG && r.r.request_id == 99 && r.len == 0, "PONG");
     /* still serving */
-    float *zeros = calloc(147, sizeof *zeros);
-    r = ask(e, req(TLC_INPUT_CUT, 0, dx, 4, 147 * 4), zeros, 147 * 4, TLC_HEADER_SIZE);
+    float *x0 = calloc(147, sizeof *x0);
+    r = ask(e, req(TLC_INPUT_CUT, 0, dx, 4, 147 * 4), x0, 147 * 4, TLC_HEADER_SIZE);
     CHECK(r.r.type == TLC_RESULT && r.len == 16, "whole model after the errors");
-    free(zeros);
+    tlc_edge_stats s;
+    tlc_edge_stats_get(e, &s);
+    CHECK(s.results >= 6 && s.pings == 1 && s.denied == 0, "counters");
     tlc_edge_destroy(e);
     tlc_edge_destroy(NULL);
-    free(in); free(out); free(tin); free(tout); free(dbl); free(half);
+    free(in); free(out); free(tin); free(tout); free(dbl); free(half); free(q); free(zeros); free(x0);
+}
+
+/* Replays per connection; the table keeps TLC_REPLAY_TABLE connections and forgets the least
+ * recently used one (the Python edge's rule), not all of them at once. */
+static void replays(void) {
+    tlc_edge *e = open_edge("bundle");
+    CHECK(tlc_edge_add_cut(e, "1", 0) == TLC_OK, "cut 1");
+    uint32_t d[4] = {1, 4, 7, 7};
+    float *in = load("cut1_in.f32", 196 * 4);
+    tlc_header h = req(1, 0, d, 4, 196 * 4);
+    h.request_id = 5;
+    reply r = ask_from(e, "dev-a", h, in, 196 * 4, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_RESULT, "first request");
+    r = ask_from(e, "dev-a", h, in, 196 * 4, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_ERROR && r.r.status == TLC_E_REPLAY && r.r.request_id == 5, "the same id again is refused");
+    r = ask_from(e, "dev-b", h, in, 196 * 4, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_RESULT, "the same id from another connection is fine");
+    r = ask(e, h, in, 196 * 4, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_RESULT, "no peer, no replay check");
+    /* a REQUEST without a tensor is refused before the replay check: it does not use up the id */
+    tlc_header none = h;
+    none.dtype = 0; none.rank = 0; none.payload_len = 0; none.request_id = 6;
+    r = ask_from(e, "dev-a", none, NULL, 0, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_ERROR && r.r.status == TLC_E_WRONG_TENSOR && r.r.request_id == 6 && r.r.cut_id == 1, "no tensor");
+    h.request_id = 6;
+    r = ask_from(e, "dev-a", h, in, 196 * 4, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_RESULT, "id 6 is still free after the refused request without a tensor");
+
+    /* fill the table: dev-a stays recent, so it is remembered; dev-b, idle, is forgotten */
+    tlc_header cheap = h; /* an unserved cut: recorded for replay, then refused without inference */
+    cheap.cut_id = 2;
+    cheap.request_id = 1;
+    char peer[32];
+    for (int i = 0; i < TLC_REPLAY_TABLE - 2; i++) {
+        snprintf(peer, sizeof peer, "filler-%d", i);
+        r = ask_from(e, peer, cheap, in, 196 * 4, TLC_HEADER_SIZE);
+        if (i == TLC_REPLAY_TABLE / 2) {
+            h.request_id = 7;
+            r = ask_from(e, "dev-a", h, in, 196 * 4, TLC_HEADER_SIZE);
+            CHECK(r.r.type == TLC_RESULT, "dev-a sends again");
+        }
+    }
+    r = ask_from(e, "newcomer", cheap, in, 196 * 4, TLC_HEADER_SIZE); /* one more than the table holds */
+    h.request_id = 5;
+    r = ask_from(e, "dev-b", h, in, 196 * 4, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_RESULT, "dev-b, the least recently used, was forgotten");
+    h.request_id = 7;
+    r = ask_from(e, "dev-a", h, in, 196 * 4, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_ERROR && r.r.status == TLC_E_REPLAY, "dev-a, used recently, is still remembered (a full table is not cleared)");
+    snprintf(peer, sizeof peer, "filler-%d", TLC_REPLAY_TABLE - 3);
+    r = ask_from(e, peer, cheap, in, 196 * 4, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_ERROR && r.r.status == TLC_E_REPLAY, "a recent filler is remembered");
+    free(in);
+    tlc_edge_destroy(e);
+}
+
+/* A bundle whose model takes uint8 (an image with its preprocessing inside the model). */
+static void uint8_input(void) {
+    tlc_edge *e = open_edge("bundle_u8");
+    CHECK(tlc_edge_add_cut(e, "input", 0) == TLC_OK, "uint8 model: %s", tlc_edge_last_error(e));
+    CHECK(tlc_edge_add_cut(e, "2", -1) == TLC_OK, "uint8 model, cut 2: %s", tlc_edge_last_error(e));
+    uint32_t dx[4] = {1, 3, 6, 6};
+    unsigned char *x = load("u8_in.u8", 108);
+    float *want = load("u8_out.f32", 16);
+    tlc_header h = req(TLC_INPUT_CUT, 0, dx, 4, 108);
+    h.dtype = TLC_U8;
+    reply r = ask(e, h, x, 108, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_RESULT && r.len == 16, "uint8 request answered: type %d status %d %.*s", r.r.type, r.r.status,
+          r.r.type == TLC_ERROR ? (int)r.len : 0, (const char *)r.out);
+    for (int i = 0; i < 4 && r.len == 16; i++)
+        CHECK(fabsf(((const float *)r.out)[i] - want[i]) <= 1e-4f, "uint8 value %d: %g, ONNX Runtime %g", i, ((const float *)r.out)[i], want[i]);
+    float first[4] = {0};
+    if (r.len == 16) memcpy(first, r.out, 16);
+    unsigned char inverted[108];
+    for (int i = 0; i < 108; i++) inverted[i] = (unsigned char)(255 - x[i]);
+    r = ask(e, h, inverted, 108, TLC_HEADER_SIZE);
+    int moved = 0;
+    for (int i = 0; i < 4 && r.len == 16; i++) moved |= fabsf(((const float *)r.out)[i] - first[i]) > 1e-3f;
+    CHECK(r.r.type == TLC_RESULT && moved, "the uint8 answer moves with the input");
+    /* float32 for a uint8 input is the wrong tensor, named as such */
+    tlc_header f = req(TLC_INPUT_CUT, 0, dx, 4, 108 * 4);
+    float *xf = calloc(108, sizeof *xf);
+    r = ask(e, f, xf, 108 * 4, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_ERROR && r.r.status == TLC_E_WRONG_TENSOR && r.len && strstr((const char *)r.out, "takes uint8[1, 3, 6, 6]"),
+          "float32 for uint8: %.*s", (int)r.len, (const char *)r.out);
+    free(x); free(want); free(xf);
+    tlc_edge_destroy(e);
+}
+
+/* A result of rank 9 cannot be written into a header: an ERROR reply, never an unwritten header. */
+static void unpackable_result(void) {
+    tlc_edge *e = open_edge("bundle_rank9");
+    CHECK(tlc_edge_add_cut(e, "0", 0) == TLC_E_NOT_FOUND && strstr(tlc_edge_last_error(e), "has no compiled tail") &&
+          strstr(tlc_edge_last_error(e), "tlcut compile"), "a cut that was not compiled: %s", tlc_edge_last_error(e));
+    CHECK(tlc_edge_add_cut(e, "input", 0) == TLC_OK, "rank-9 model: %s", tlc_edge_last_error(e));
+    uint32_t dx[2] = {1, 4};
+    float x[4] = {1, 2, 3, 4};
+    reply r = ask(e, req(TLC_INPUT_CUT, 0, dx, 2, 16), x, 16, TLC_HEADER_SIZE);
+    CHECK(r.r.type == TLC_ERROR && r.r.status == TLC_E_INTERNAL && r.r.request_id == 42 && r.len &&
+          strstr((const char *)r.out, "rank 9"), "rank 9 result: type %d status %d", r.r.type, r.r.status);
+    tlc_edge_destroy(e);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) { printf("usage: test_validation DATA_DIR\n"); return 2; }
+    data = argv[1];
+    manifests();
+    cuts_and_results();
+    replays();
+    uint8_input();
+    unpackable_result();
     printf("validation: %s\n", failures ? "FAILED" : "ok");
     return failures != 0;
 }
