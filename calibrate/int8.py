@@ -10,6 +10,9 @@ split, never the test split.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +70,30 @@ def quantize(onnx_in: Path, onnx_out: Path, feeds: list[dict[str, np.ndarray]], 
         def get_next(self):
             return next(self.it, None)
 
+    import onnx
+
+    # Softmax stays float: its outputs live in [0, 1] and a symmetric int8 scale set by the largest
+    # one flattens the small ones to zero (a near-uniform output loses every class).
+    soft = [n.name for n in onnx.load(str(onnx_in), load_external_data=False).graph.node if n.op_type == "Softmax"]
     how = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
            "minmax": CalibrationMethod.MinMax}[method]
     try:
-        quantize_static(str(onnx_in), str(onnx_out), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=how, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                                             "CalibTensorRangeSymmetric": True},
-                        calibration_providers=["CPUExecutionProvider"], use_external_data_format=False)
+        # the calibrator prints its histogram settings and a pre-processing hint: not for our users
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_logging():
+                quantize_static(str(onnx_in), str(onnx_out), Reader(), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            calibrate_method=how, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                                                 "CalibTensorRangeSymmetric": True},
+                            calibration_providers=["CPUExecutionProvider"], use_external_data_format=False,
+                            nodes_to_exclude=soft)
     except Exception as e:
         raise TlcutError(f"INT8 quantization of {Path(onnx_in).name} failed: {str(e).splitlines()[0][:200]}") from None
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)

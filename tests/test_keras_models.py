@@ -29,15 +29,7 @@ def _sess(m):
 RTOL = 1e-4  # relative to each element, and (as the absolute floor) to the largest element
 
 
-def logits_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with the input of its final Softmax as its output."""
-    import onnx_graphsurgeon as gs
-
-    g = gs.import_onnx(model)
-    (soft,) = [n for n in g.nodes if n.op == "Softmax" and n.outputs[0] in g.outputs]
-    g.outputs = [soft.inputs[0].to_variable(dtype=np.float32)]
-    g.cleanup().toposort()
-    return gs.export_onnx(g)
+logits_model = surgery.logits
 
 
 def assert_close(got, want, what):

@@ -65,6 +65,18 @@ def tail(model, cut: Cut, tl: bool = False) -> onnx.ModelProto:
     return _export(g)
 
 
+def logits(model) -> onnx.ModelProto:
+    """The model (or a tail) with the input of its final Softmax as its output, unchanged if it has
+    none. Random-weight classifiers give near-uniform softmax outputs, where a wrong half hides;
+    comparisons of engines, precisions and halves are made on logits."""
+    g = _load(model)
+    soft = [n for n in g.nodes if n.op == "Softmax" and n.outputs[0] in g.outputs]
+    if not soft:
+        return model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    g.outputs = [soft[0].inputs[0].to_variable(dtype=np.float32)]
+    return _export(g)
+
+
 def device_tl(cut: Cut) -> onnx.ModelProto:
     """The DeviceTL alone, cut tensor -> payload: what bench times for the device's TL cost."""
     _require_tl(cut)
