@@ -3,8 +3,11 @@ cheaper wire formats, at an early, a middle and a late cut.
 
 Trains InspectNet from scratch on the ELPV solar-cell images (4 defect grades, 128x128 grey, fixed
 seeded stratified split), exports it, and for each cut measures test accuracy of the deployed halves
-through tlcut's device/edge runtime: TL as trained without it, TL after retraining (Adam), and the
-retrained TL's payload sent as float16 and as int8. Writes benchmarks/results/accuracy.{json,md}.
+through tlcut's device/edge runtime: TL as trained without it, TL after retraining (Adam), the
+retrained TL's payload sent as float16 and as int8, and the retrained halves themselves compiled to
+int8 (QDQ, calibrated on ELPV training images) on ONNX Runtime and on OpenVINO, with the drop
+against the float32 halves and its 95% paired bootstrap interval. Writes
+benchmarks/results/accuracy.{json,md}.
 
     python benchmarks/accuracy.py [--epochs 20] [--retrain-epochs 8] [--cuts s1_pool,s2_pool,s3_pool]
 """
@@ -38,6 +41,7 @@ def main() -> int:
     ap.add_argument("--task", default="grade")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--limit", type=int, default=None, help="fewer images, for a quick look (not a result)")
+    ap.add_argument("--calib-count", type=int, default=64, help="ELPV training images that calibrate the int8 halves")
     ap.add_argument("--out", default=str(HERE / "results"))
     a = ap.parse_args()
 
@@ -46,6 +50,7 @@ def main() -> int:
     from tlcut.placement import Placement
     from tlcut.toolchain.eval import evaluate
     from tlcut.toolchain.export import export
+    from tlcut.stats import paired_difference
     from tlcut.toolchain.train import retrain, train
 
     work = Path(tempfile.mkdtemp(prefix="tlcut-acc-"))
@@ -68,6 +73,10 @@ def main() -> int:
             rt_s = time.perf_counter() - t0
             rb = Bundle.open(work / f"tl_{layer}")
             evs = {enc: evaluate(rb, Placement.resolve(rb, layer, True, enc), limit=a.limit) for enc in ("raw", "float16", "int8")}
+            compile_cuts(rb, [rb.cut(layer)], tl="on", precision="int8", calib="elpv", calib_count=a.calib_count)
+            rb = Bundle.open(rb.path)
+            q8 = {be: evaluate(rb, Placement.resolve(rb, layer, True), limit=a.limit, backend=be, precision="int8")
+                  for be in ("onnxrt", "openvino")}
             rows.append({
                 "layer": layer, "cut": c.index, "shape": list(c.shape), "tl_shape": list(c.tl_shape),
                 "baseline": device_only["accuracy"], "plain_cut": plain["accuracy"], "plain_bytes": plain["payload_bytes"],
@@ -76,6 +85,9 @@ def main() -> int:
                 "tl_float16_bytes": evs["float16"]["payload_bytes"], "tl_int8": evs["int8"]["accuracy"],
                 "tl_int8_bytes": evs["int8"]["payload_bytes"], "retrain": r["training"], "retrain_wall_s": rt_s,
                 "split_max_abs_diff": r["split_max_abs_diff"],
+                "int8_halves": {be: {"accuracy": v["accuracy"],
+                                     "vs_float32": paired_difference(evs["raw"]["per_image"], v["per_image"])}
+                                for be, v in q8.items()},
             })
             say(json.dumps(rows[-1]))
     finally:
@@ -106,12 +118,24 @@ def main() -> int:
           "One test image is 0.25 points. Training times are wall clock on a machine doing other work at the same time.", "",
           "| cut | tensor | baseline | no TL (bytes) | TL, not retrained | TL retrained (bytes) | drop after retraining (negative: a gain) | TL + float16 (bytes) | TL + int8 (bytes) | retraining |",
           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    q8rows = []
     for r in rows:
         drop = 100 * (r["baseline"] - r["tl_retrained"])
         md.append(f"| {r['cut']} `{r['layer']}` | {'x'.join(map(str, r['shape'][1:]))} | {r['baseline']:.4f} | "
                   f"{r['plain_cut']:.4f} ({r['plain_bytes']}) | {r['tl_no_retrain']:.4f} | {r['tl_retrained']:.4f} ({r['tl_bytes']}) | "
                   f"{drop:+.2f} pt | {r['tl_float16']:.4f} ({r['tl_float16_bytes']}) | {r['tl_int8']:.4f} ({r['tl_int8_bytes']}) | "
                   f"{r['retrain']['epochs_run']} ep, {r['retrain']['train_seconds']:.0f} s |")
+        for be, v in r["int8_halves"].items():
+            d = v["vs_float32"]
+            q8rows.append(f"| {r['cut']} `{r['layer']}` + TL | {be} | {r['tl_retrained']:.4f} | {v['accuracy']:.4f} | "
+                          f"{d['diff_pts']:+.2f} pt [{d['ci95_pts'][0]:+.2f}, {d['ci95_pts'][1]:+.2f}] | "
+                          f"{d['only_a_right']} / {d['only_b_right']} |")
+    md += ["", f"## int8 halves (QDQ, entropy calibration on {a.calib_count} ELPV training images)", "",
+           "The retrained TL bundle's head and tail compiled with `tlcut compile --precision int8 --calib elpv`, "
+           "evaluated through the runtime. The change is int8 minus float32 on the same test images, with a 95% "
+           "paired bootstrap interval (2000 resamples); the last column counts images only float32 / only int8 gets right.", "",
+           "| placement | engine | float32 halves | int8 halves | change [95% CI] | only float32 / only int8 right |",
+           "|---|---|---:|---:|---:|---:|", *q8rows]
     md += ["", "Published figures on this data set, for context (other protocols and splits):", ""]
     md += [f"- {p}" for p in PUBLISHED]
     md.append("")

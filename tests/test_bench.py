@@ -28,6 +28,10 @@ def test_profile_covers_every_cut_with_every_component(branchy):
             assert s["n"] == 5 or k in ("serialize", "deserialize")
             assert 0 <= s["min"] <= s["median"] <= s["p90"] <= s["p99"] <= s["max"]
         assert ("device_tl" in c) == cut.tl and ("edge_tl" in c) == cut.tl
+        # what each wire encoding sends and costs, plain and through the TL
+        assert c["encodings"]["float16"]["bytes"] == cut.bytes // 2 and c["encodings"]["int8"]["bytes"] == cut.bytes // 4
+        assert c["encodings"]["int8"]["serialize"]["median"] > 0
+        assert ("encodings_tl" in c) == cut.tl
     # the head grows and the tail shrinks along the model: prefix sums of the same runs
     heads = [c["head"]["median"] for c in p["cuts"]]
     tails = [c["tail"]["median"] for c in p["cuts"]]

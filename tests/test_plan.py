@@ -152,3 +152,52 @@ def test_plot_writes_a_png(tmp_path):
     out = tmp_path / "plan.png"
     plan.plot(plan.plan(dev(), edge(), fast), out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def with_encodings(p, enc_ms=0.2):
+    """Add float16/int8 wire costs: half and a quarter of the float32 bytes, ``enc_ms`` each side."""
+    for c in p["cuts"]:
+        c["encodings"] = {"float16": {"serialize": st(enc_ms), "deserialize": st(enc_ms), "bytes": c["bytes"] // 2},
+                          "int8": {"serialize": st(enc_ms), "deserialize": st(enc_ms), "bytes": c["bytes"] // 4}}
+        if c["tl"]:
+            c["encodings_tl"] = {"float16": {"serialize": st(enc_ms), "deserialize": st(enc_ms), "bytes": c["tl_bytes"] // 2},
+                                 "int8": {"serialize": st(enc_ms), "deserialize": st(enc_ms), "bytes": c["tl_bytes"] // 4}}
+    return p
+
+
+def test_encodings_are_placements_with_their_own_bytes_and_costs():
+    r = plan.plan(with_encodings(dev()), with_encodings(edge()), NET)
+    by = {c["name"]: c for c in r["ranking"]}
+    raw, f16, i8 = by["cut 2 + TL"], by["cut 2 + TL, float16"], by["cut 2 + TL, int8"]
+    assert f16["upload_bytes"] == 100_000 // 2 + 80 and i8["upload_bytes"] == 100_000 // 4 + 80
+    # int8 saves 75 KB on an 8 Mbit/s link (75 ms) for 0.4 ms of encoding, against raw
+    saved = (raw["upload_bytes"] - i8["upload_bytes"]) * 8 / 8e6 * 1e3
+    assert i8["total_ms"] == pytest.approx(raw["total_ms"] - saved + 2 * 0.2 - 2 * 0.01)
+    # with nothing measured, lossy placements have unknown accuracy; raw without TL is exactly lossless
+    assert by["cut 1"]["accuracy_drop_pts"] == 0.0 and by["cut 1"]["lossless"]
+    assert i8["accuracy_drop_pts"] is None and raw["accuracy_drop_pts"] is None
+    # the paper's static choices stay float32 on the wire
+    assert r["best_tl"]["placement"]["encoding"] == "raw" and r["best_plain"]["placement"]["encoding"] == "raw"
+    assert r["best"] == min(r["ranking"], key=lambda c: c["total_ms"]) and r["best"]["name"] == "cut 0 + TL, int8"
+
+
+def test_max_accuracy_drop_uses_measured_accuracy_and_never_assumes_lossless():
+    d, e = with_encodings(dev()), with_encodings(edge())
+    cons = plan.Constraints(max_accuracy_drop=1.0)
+    r = plan.plan(d, e, NET, cons)  # nothing measured: only lossless placements remain
+    allowed = [c for c in r["ranking"] if c["allowed"]]
+    assert allowed and all(c["lossless"] for c in allowed)
+    assert r["best"] == min((c for c in r["ranking"] if c["lossless"]), key=lambda c: c["total_ms"])
+    measured = {"device only": {"float32": {"accuracy": 0.80}}, "cut 0 + TL, int8": {"float32": {"accuracy": 0.795}},
+                "cut 0 + TL": {"float32": {"accuracy": 0.70}}}
+    r = plan.plan(d, e, NET, cons, measured)
+    by = {c["name"]: c for c in r["ranking"]}
+    assert by["cut 0 + TL, int8"]["accuracy_drop_pts"] == pytest.approx(0.5)
+    assert r["best"]["name"] == "cut 0 + TL, int8"
+    assert not by["cut 0 + TL"]["allowed"] and "accuracy" in by["cut 0 + TL"]["why_not"]
+    assert not by["cut 0 + TL, float16"]["allowed"] and "unknown" in by["cut 0 + TL, float16"]["why_not"]
+
+
+def test_old_profiles_without_encodings_still_plan():
+    r = plan.plan(dev(), edge(), NET)
+    assert {c["placement"]["encoding"] for c in r["ranking"]} == {"raw"}

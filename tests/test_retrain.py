@@ -75,6 +75,10 @@ def test_tl_model_equals_the_deployed_halves_and_evaluates(trained, tmp_path, da
     assert abs(res["raw"]["accuracy"] - r["test_accuracy"]) <= 1 / n + 1e-9, (res["raw"], r["test_accuracy"])
     for enc in ("float16", "int8"):
         assert res[enc]["n"] == n and abs(res[enc]["accuracy"] - res["raw"]["accuracy"]) <= 2 / n + 1e-9
+    # the test-split accuracies are recorded in the bundle, for `plan --max-accuracy-drop`
+    rec = Bundle.open(b.path).accuracy
+    assert rec["cut %d + TL, int8" % c.index]["float32"]["accuracy"] == res["int8"]["accuracy"]
+    assert rec["cut %d + TL" % c.index]["float32"]["n"] == n
 
 
 def test_bad_cuts_and_models(trained, tmp_path):

@@ -305,6 +305,16 @@ class Bundle:
         self.manifest["artifacts"] = keep + [a.to_json() for a in new]
         self.save_manifest()
 
+    # -- measured accuracy -------------------------------------------------------------------
+    @property
+    def accuracy(self) -> dict:
+        """What `tlcut eval` measured on the test split: {placement label: {precision: result}}."""
+        return self.manifest.get("accuracy", {})
+
+    def record_accuracy(self, label: str, precision: str, result: dict) -> None:
+        self.manifest.setdefault("accuracy", {}).setdefault(label, {})[precision] = result
+        self.save_manifest()
+
     def half_dir(self, cut: Cut) -> Path:
         return self.path / half_folder(cut.index)
 

@@ -74,6 +74,32 @@ def wire_times(shape, dtype: str, iterations: int) -> tuple[list[float], list[fl
     return ser, de
 
 
+#: What each wire encoding sends per float32 element (docs/protocol.md).
+WIRE_DTYPE = {"raw": None, "float16": "float16", "int8": "int8"}
+
+
+def encoding_times(shape, dtype: str, iterations: int) -> dict:
+    """Per lossy wire encoding: the device's encode + framing and the edge's decode + restore."""
+    out = {}
+    if dtype != "float32":
+        return out
+    a = np.random.default_rng(2).random(shape, dtype=np.float32)
+    for enc in ("float16", "int8"):
+        def ser():
+            w, code, scale, zp = protocol.encode(a, enc)
+            return protocol.tensor_frames(protocol.REQUEST, w, 1, 0, encoding=code, scale=scale, zero_point=zp)
+
+        frames = [bytes(f) for f in ser()]
+
+        def de():
+            h, w = protocol.decode(frames)
+            return protocol.restore(h, w)
+
+        out[enc] = {"serialize": stats(time_call(ser, iterations)), "deserialize": stats(time_call(de, iterations)),
+                    "bytes": len(frames[1])}
+    return out
+
+
 def machine_info(threads) -> dict:
     import onnxruntime
 
@@ -158,6 +184,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     cuts = bundle.cuts
     rows = []
     tl_cache: dict[tuple, tuple] = {}
+    enc_cache: dict[tuple, dict] = {}
     progress(f"[bench] TL and wire costs for {len(cuts)} cuts")
     it = bar(cuts) if bar else cuts
     for c in it:
@@ -170,6 +197,10 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
                "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail)}
         ser, de = wire_times(c.shape, c.dtype, max(iterations, 20))
         row["serialize"], row["deserialize"] = stats(ser), stats(de)
+        row["encodings"] = _cached(enc_cache, (c.shape, c.dtype), lambda: encoding_times(c.shape, c.dtype, max(iterations, 20)))
+        if c.tl:
+            row["encodings_tl"] = _cached(enc_cache, (c.tl_shape, c.dtype),
+                                          lambda: encoding_times(c.tl_shape, c.dtype, max(iterations, 20)))
         if c.tl:
             key = (c.shape, c.layout, c.dtype)
             if key not in tl_cache:
@@ -211,6 +242,12 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
                  f"max {profile['check']['max_abs_err_pct']:.1f}%")
     progress(f"[bench] done in {profile['bench_seconds']:.1f} s")
     return profile
+
+
+def _cached(cache: dict, key, make):
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
 
 
 class _Stretched:

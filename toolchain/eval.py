@@ -40,7 +40,7 @@ def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, s
     if n_out != len(ds.classes):
         raise TlcutError(f"the model outputs {n_out} classes, the data has {len(ds.classes)}")
     served = [] if placement.where == DEVICE else ["input" if placement.where == EDGE else str(placement.cut)]
-    correct, payload = 0, 0
+    hits, payload = [], 0
     with contextlib.ExitStack() as stack:
         ep = stack.enter_context(local_edge(bundle, served, tl="on" if placement.tl else "off", backend=backend,
                                             precision=precision)) if served else None
@@ -49,8 +49,12 @@ def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, s
         for i in (progress(it) if progress else it):
             x = part.x[i][None].astype(np.float32) / 255.0
             y, rec = dev.infer(x)
-            correct += int(np.argmax(y) == part.y[i])
+            hits.append(int(np.argmax(y) == part.y[i]))
             payload = rec["payload_bytes"]
-    return {"accuracy": correct / len(part), "n": len(part), "split": split, "placement": placement.to_json(),
-            "precision": precision, "backend": getattr(backend, "name", backend),
-            "payload_bytes": payload, "data": ds.info}
+    result = {"accuracy": sum(hits) / len(part), "n": len(part), "per_image": hits, "split": split,
+              "placement": placement.to_json(), "precision": precision, "backend": getattr(backend, "name", backend),
+              "payload_bytes": payload, "data": ds.info}
+    if split == "test" and limit is None:  # what `plan --max-accuracy-drop` reads; never a partial or tuning split
+        bundle.record_accuracy(placement.label, precision, {k: result[k] for k in ("accuracy", "n", "backend")}
+                               | {"data": ds.info.get("name"), "split_sha256": ds.info.get("split_sha256")})
+    return result

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tlcut.errors import TlcutError
-from tlcut.placement import DEVICE, EDGE, SPLIT, TL_CHOICES, Placement
+from tlcut.placement import DEVICE, EDGE, ENCODINGS, SPLIT, TL_CHOICES, Placement
 from tlcut.runtime import protocol
 from tlcut.toolchain import bench
 
@@ -57,6 +57,7 @@ class Constraints:
     max_device_ms: float | None = None
     max_upload_bytes: int | None = None
     tl: str = "both"
+    max_accuracy_drop: float | None = None  # points below device only, as `tlcut eval` measured
 
 
 def network_from_args(bandwidth=None, latency=None, down_bandwidth=None, csv_path=None,
@@ -140,7 +141,8 @@ def load_profile(path, role: str) -> dict:
     return p
 
 
-def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None) -> dict:
+def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None,
+         accuracy: dict | None = None) -> dict:
     """Every candidate with its predicted components; the best that meets the constraints."""
     cons = cons or Constraints()
     if device["model_sha256"] != edge["model_sha256"]:
@@ -165,14 +167,22 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
             if tl and not d["tl"]:
                 continue
             sfx = "_tl" if tl else ""
-            up = (d["tl_bytes"] if tl else d["bytes"]) + hdr
-            comp = {
-                "device": d["head"]["median"], "device_tl": d["device_tl"]["median"] if tl else 0.0,
-                "serialize": d["serialize" + sfx]["median"], "latency": net.rtt_ms, "transfer": net.up_ms(up),
-                "deserialize": e["deserialize" + sfx]["median"], "edge_tl": e["edge_tl"]["median"] if tl else 0.0,
-                "edge": e["tail"]["median"], "reply": reply_ms,
-            }
-            cands.append(_cand(Placement(SPLIT, d["index"], tl), d.get("layer"), up, comp))
+            for enc in ENCODINGS:
+                if enc == "raw":
+                    ser, de = d["serialize" + sfx]["median"], e["deserialize" + sfx]["median"]
+                    nbytes = d["tl_bytes"] if tl else d["bytes"]
+                else:  # profiles from before encodings were benched simply offer none
+                    dv, ev = d.get("encodings" + sfx, {}).get(enc), e.get("encodings" + sfx, {}).get(enc)
+                    if not dv or not ev:
+                        continue
+                    ser, de, nbytes = dv["serialize"]["median"], ev["deserialize"]["median"], dv["bytes"]
+                up = nbytes + hdr
+                comp = {
+                    "device": d["head"]["median"], "device_tl": d["device_tl"]["median"] if tl else 0.0,
+                    "serialize": ser, "latency": net.rtt_ms, "transfer": net.up_ms(up), "deserialize": de,
+                    "edge_tl": e["edge_tl"]["median"] if tl else 0.0, "edge": e["tail"]["median"], "reply": reply_ms,
+                }
+                cands.append(_cand(Placement(SPLIT, d["index"], tl, enc), d.get("layer"), up, comp))
     inp = device["input"]
     up = inp["bytes"] + hdr
     cands.append(_cand(Placement(EDGE), None, up, {
@@ -181,6 +191,7 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
         "edge": edge["full"]["median"], "reply": reply_ms}))
     cands.append(_cand(Placement(DEVICE), None, 0, {**{k: 0.0 for k in COMPONENTS}, "device": device["full"]["median"]}))
 
+    _accuracy(cands, accuracy or {})
     for c in cands:
         c["allowed"], c["why_not"] = _allowed(c, cons)
     ranking = sorted(cands, key=lambda c: c["total_ms"])
@@ -194,12 +205,13 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
         m = [c for c in allowed if pred(c)]
         return m[0] if m else None
 
-    best_tl = best_of(lambda c: c["tl"])
-    best_plain = best_of(lambda c: c["where"] == SPLIT and not c["tl"])
+    # the paper's static choices: ScissionLite (TL) and Scission (no TL), both sending float32
+    best_tl = best_of(lambda c: c["tl"] and c["placement"]["encoding"] == "raw")
+    best_plain = best_of(lambda c: c["where"] == SPLIT and not c["tl"] and c["placement"]["encoding"] == "raw")
     return {
         "format": FORMAT, "version": 1, "model": device["model"], "model_sha256": device["model_sha256"],
         "device_profile": device["_path"], "edge_profile": edge["_path"], "network": asdict(net),
-        "constraints": asdict(cons), "statistic": "median",
+        "constraints": asdict(cons), "statistic": "median", "accuracy_source": (accuracy or {}).get("_source"),
         "best": best, "best_tl": best_tl, "best_plain": best_plain, "device_only": dev_only,
         "edge_only": next(c for c in cands if c["where"] == EDGE),
         "speedup_vs_device": dev_only["total_ms"] / best["total_ms"],
@@ -226,7 +238,27 @@ def _allowed(c: dict, cons: Constraints) -> tuple[bool, str | None]:
         return False, f"device {c['device_ms']:.1f} ms > --max-device-ms"
     if cons.max_upload_bytes is not None and c["upload_bytes"] > cons.max_upload_bytes:
         return False, f"uploads {c['upload_bytes']} B > --max-upload-bytes"
+    if cons.max_accuracy_drop is not None:
+        if c["accuracy_drop_pts"] is None:
+            return False, "accuracy unknown (measure it with `tlcut eval`)"
+        if c["accuracy_drop_pts"] > cons.max_accuracy_drop:
+            return False, f"accuracy {c['accuracy_drop_pts']:.2f} pt below device only > --max-accuracy-drop"
     return True, None
+
+
+def _accuracy(cands: list[dict], measured: dict) -> None:
+    """Each candidate's accuracy and drop against device only. Lossless placements (no TL, raw
+    wire) compute exactly what the whole model computes: a drop of 0, known. The rest have what
+    `tlcut eval` recorded in the bundle, or unknown: never assumed lossless."""
+    base = (measured.get("device only") or {}).get("float32", {}).get("accuracy")
+    for c in cands:
+        lossless = not c["tl"] and c["placement"]["encoding"] == "raw"
+        acc = (measured.get(c["name"]) or {}).get("float32", {}).get("accuracy")
+        if lossless and acc is None:
+            acc = base
+        c["lossless"] = lossless
+        c["accuracy"] = acc
+        c["accuracy_drop_pts"] = 0.0 if lossless else (100 * (base - acc) if acc is not None and base is not None else None)
 
 
 def _describe(cons: Constraints) -> str:
@@ -238,18 +270,20 @@ def format_table(result: dict, top: int = 10) -> str:
     net = result["network"]
     lines = [f"{result['model']}: uplink {net['up_mbps']:g} Mbit/s, RTT {net['rtt_ms']:g} ms, "
              f"downlink {net['down_mbps']:g} Mbit/s (medians, ms)"]
-    hdr = ("rank", "plan", "layer", "upload KiB", "device", "network", "edge", "total")
+    hdr = ("rank", "placement", "layer", "upload KiB", "device", "network", "edge", "total", "acc. drop")
     rows = [hdr]
     shown = [c for c in result["ranking"] if c["allowed"]][:top]
     for i, c in enumerate(shown, 1):
         comp = c["components_ms"]
         netms = comp["latency"] + comp["transfer"] + comp["reply"] + comp["deserialize"]
         edge = comp["edge"] + comp["edge_tl"]
+        drop = c.get("accuracy_drop_pts")
         rows.append((str(i), c["name"], c["layer"] or "-", f"{c['upload_bytes'] / 1024:.1f}", f"{c['device_ms']:.2f}",
-                     f"{netms:.2f}", f"{edge:.2f}", f"{c['total_ms']:.2f}"))
+                     f"{netms:.2f}", f"{edge:.2f}", f"{c['total_ms']:.2f}",
+                     "unknown" if drop is None else f"{drop:+.2f} pt"))
     w = [max(len(r[k]) for r in rows) for k in range(len(hdr))]
     for j, r in enumerate(rows):
-        lines.append("  ".join(r[k].rjust(w[k]) if k in (0, 3, 4, 5, 6, 7) else r[k].ljust(w[k]) for k in range(len(r))))
+        lines.append("  ".join(r[k].rjust(w[k]) if k in (0, 3, 4, 5, 6, 7, 8) else r[k].ljust(w[k]) for k in range(len(r))))
         if j == 0:
             lines.append("  ".join("-" * x for x in w))
     b = result["best"]
@@ -273,7 +307,7 @@ def plot(result: dict, path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise TlcutError("--plot needs matplotlib; install it with `pip install 'tlcut[plot]'`") from None
-    cuts = [c for c in result["ranking"] if c["where"] == SPLIT]
+    cuts = [c for c in result["ranking"] if c["where"] == SPLIT and c["placement"]["encoding"] == "raw"]
     groups = {"no TL (Scission)": sorted((c for c in cuts if not c["tl"]), key=lambda c: c["cut"]),
               "with TL (ScissionTL)": sorted((c for c in cuts if c["tl"]), key=lambda c: c["cut"])}
     stacks = [("device", ("device",), "#4c72b0"), ("TL", ("device_tl", "edge_tl"), "#dd8452"),

@@ -176,6 +176,10 @@ class Plan(Verb):
         g.add_argument("--max-device-ms", type=float, default=None, help="most device compute time allowed")
         g.add_argument("--max-upload-bytes", type=int, default=None, help="most bytes allowed on the uplink per request")
         g.add_argument("--tl", default="both", choices=TL_CHOICES, help="rank cuts with the TL, without, or both")
+        g.add_argument("--max-accuracy-drop", type=float, metavar="PTS",
+                       help="most accuracy lost against device only, in points, as `tlcut eval` measured it on the test "
+                            "split (read from --accuracy); placements never measured are excluded, lossless ones kept")
+        p.add_argument("--accuracy", metavar="BUNDLE", help="the bundle whose recorded `tlcut eval` accuracies to use")
         p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
         p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
         p.add_argument("-o", "--output", help="write the plan JSON here")
@@ -187,8 +191,16 @@ class Plan(Verb):
         dev = planmod.load_profile(a.device, "device")
         edge = planmod.load_profile(a.edge, "edge")
         cons = planmod.Constraints(min_cut=a.min_cut, max_device_ms=a.max_device_ms,
-                                   max_upload_bytes=a.max_upload_bytes, tl=a.tl)
-        result = planmod.plan(dev, edge, self.net.network, cons)
+                                   max_upload_bytes=a.max_upload_bytes, tl=a.tl, max_accuracy_drop=a.max_accuracy_drop)
+        accuracy = None
+        if a.accuracy:
+            from tlcut.bundle import Bundle
+
+            b = Bundle.open(a.accuracy)
+            if b.model_sha256 != dev["model_sha256"]:
+                raise TlcutError(f"bundle '{a.accuracy}' holds another model than the profiles; give the bundle they were benched from")
+            accuracy = {**b.accuracy, "_source": str(b.path)}
+        result = planmod.plan(dev, edge, self.net.network, cons, accuracy)
         if a.plot:
             planmod.plot(result, a.plot)
             say(f"[plan] wrote {a.plot}")
