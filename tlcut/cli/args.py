@@ -51,14 +51,23 @@ class BackendArgs(Group):
                        help="OpenVINO's performance hint: one request at a time, or several streams (default latency)")
         p.add_argument("--precision", default="float32", choices=PRECISIONS,
                        help="which compiled halves to run: float32, or int8 (QDQ, from `tlcut compile --precision int8`)")
+        from tlcut.runtime.backends.onnxrt import PROVIDERS
+
+        p.add_argument("--providers", default="cpu", choices=PROVIDERS,
+                       help="ONNX Runtime's execution providers (--backend onnxrt): cpu; cuda (then CPU); tensorrt "
+                            "(TensorRT EP with an engine cache in the bundle, then CUDA, then CPU). One missing here "
+                            "falls back to the next with a warning (default cpu)")
 
     def parse(self, a):
         from tlcut.runtime import backends
 
         if a.threads is not None and a.threads < 1:
             raise TlcutError(f"--threads must be at least 1, got {a.threads}")
+        if a.providers != "cpu" and a.backend != "onnxrt":
+            raise TlcutError(f"--providers picks ONNX Runtime's execution providers; it needs --backend onnxrt, "
+                             f"not --backend {a.backend}")
         self.name, self.threads, self.precision = a.backend, a.threads, a.precision
-        self.backend = backends.get(a.backend, hint=a.hint)
+        self.backend = backends.get(a.backend, hint=a.hint, providers=a.providers)
 
 
 class PlacementArgs(Group):
@@ -66,11 +75,11 @@ class PlacementArgs(Group):
 
     title = "placement"
 
-    def __init__(self, bundle: BundleArgs, tl_default: str = "on"):
-        self.bundle_args, self.tl_default = bundle, tl_default
+    def __init__(self, bundle: BundleArgs, tl_default: str = "on", required: bool = True):
+        self.bundle_args, self.tl_default, self.required = bundle, tl_default, required
 
     def add(self, p):
-        p.add_argument("--cut", required=True, metavar="K",
+        p.add_argument("--cut", required=self.required, metavar="K",
                        help="cut index, tensor or layer name; 'device' (all on the device) or 'input' (all on the edge)")
         p.add_argument("--tl", default=self.tl_default, choices=["on", "off"],
                        help=f"send through the Transfer Layer where it applies (default {self.tl_default})")
@@ -80,6 +89,9 @@ class PlacementArgs(Group):
     def parse(self, a):
         from tlcut.placement import DEVICE, SENTINELS, Placement
 
+        self.placement = None
+        if a.cut is None:
+            return
         sentinel = str(a.cut).strip().lower() in SENTINELS
         self.placement = Placement.resolve(self.bundle_args.bundle, a.cut, a.tl == "on" and not sentinel, a.encoding)
         if self.placement.where == DEVICE and a.encoding != "raw":

@@ -113,14 +113,20 @@ class Compile(Verb):
             say(f"[compile] cut {k}: {', '.join(a.file for a in arts)}")
 
 
-def best_cut_of_plan(path, bundle):
+def load_plan(path, bundle) -> dict:
+    """A plan written by `tlcut plan -o`, for the model in ``bundle``."""
     try:
         plan = json.loads(Path(path).read_text())
-        best = plan["best"]
+        plan["best"], plan["ranking"], plan["network"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise TlcutError(f"'{path}' is not a plan written by `tlcut plan --json -o`") from None
+        raise TlcutError(f"'{path}' is not a plan written by `tlcut plan -o`") from None
     if plan.get("model_sha256") != bundle.model_sha256:
         raise TlcutError(f"plan '{path}' was made for another model than bundle '{bundle.path}'")
+    return plan
+
+
+def best_cut_of_plan(path, bundle):
+    best = load_plan(path, bundle)["best"]
     if best.get("cut") is None:
         raise TlcutError(f"the plan's best placement is {best['name']}, which has no cut to compile")
     return best["cut"]

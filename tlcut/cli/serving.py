@@ -53,7 +53,8 @@ class Run(Verb):
 
     def make_groups(self):
         self.b = BundleArgs()
-        self.pl, self.link, self.sec, self.be = PlacementArgs(self.b), LinkArgs(), SecurityArgs("device"), BackendArgs()
+        self.pl = PlacementArgs(self.b, required=False)
+        self.link, self.sec, self.be = LinkArgs(), SecurityArgs("device"), BackendArgs()
         return [self.b, self.pl, self.link, self.sec, self.be]
 
     def add(self, p):
@@ -65,6 +66,16 @@ class Run(Verb):
         p.add_argument("--json", action="store_true", help="print the summary and every request as JSON")
         p.add_argument("-o", "--output", help="write the JSON here")
         p.add_argument("-v", "--verbose", action="store_true", help="print every request")
+        g = p.add_argument_group("adaptation (re-plan while running)")
+        g.add_argument("--adapt", metavar="PLAN", help="choose the placement per request among the best of this plan "
+                                                      "(`tlcut plan -o`), from the link the requests measure; --cut is "
+                                                      "then where to start (default: the plan's best)")
+        g.add_argument("--candidates", type=int, default=4, metavar="N",
+                       help="placements kept loaded: the plan's N best allowed ones, and device only (default 4)")
+        g.add_argument("--margin", type=float, default=0.15, help="switch only for a predicted gain above this share (default 0.15)")
+        g.add_argument("--patience", type=int, default=3, help="... seen this many requests in a row (default 3)")
+        g.add_argument("--probe-every", type=int, default=10, metavar="N",
+                       help="while the link goes unmeasured, offload every Nth request to measure it (default 10)")
 
     def run(self, a):
         from tlcut.runtime import run as rt
@@ -72,15 +83,22 @@ class Run(Verb):
         b, pl = self.b.bundle, self.pl.placement
         if a.requests < 1:
             raise TlcutError(f"--requests must be at least 1, got {a.requests}")
-        if pl.offloads:
-            if not self.link.edge:
-                raise TlcutError(f"{pl.label} needs an edge: pass --edge tcp://HOST:PORT")
+        if pl is None and not a.adapt:
+            raise TlcutError("name the placement with --cut K (or device, input), or give --adapt PLAN")
+        if (pl is None or pl.offloads or a.adapt) and not self.link.edge:
+            raise TlcutError(f"{pl.label if pl else 'adapting'} needs an edge: pass --edge tcp://HOST:PORT")
+        if self.link.edge:
             self.sec.check(self.link.edge)
         xs = rt.inputs(b, a.images, a.requests + a.warmup)
-        with rt.Device(b, pl, edge=self.link.edge, backend=self.be.backend, threads=self.be.threads,
-                       timeout_s=self.link.timeout, retries=self.link.retries, fallback=self.link.fallback,
-                       curve=self.sec.curve, insecure=self.sec.insecure, slowdown=a.slowdown,
-                       precision=self.be.precision) as dev:
+        kw = dict(backend=self.be.backend, threads=self.be.threads, timeout_s=self.link.timeout,
+                  retries=self.link.retries, fallback=self.link.fallback, curve=self.sec.curve,
+                  insecure=self.sec.insecure, slowdown=a.slowdown, precision=self.be.precision)
+        if a.adapt:
+            dev = adaptive_device(b, a, pl, self.link.edge, kw)
+            pl = None
+        else:
+            dev = rt.Device(b, pl, edge=self.link.edge, **kw)
+        with dev:
             def show(rec):
                 if a.verbose:
                     say(f"[run] {rec['i']:4d} total {rec['total_ms']:8.2f} ms  device {rec['device_ms']:7.2f}  "
@@ -88,7 +106,7 @@ class Run(Verb):
 
             records, summary = rt.run(dev, xs, warmup=a.warmup, on_record=show)
             summary["counts"] = dev.report()
-        result = {"placement": pl.to_json(), "edge": self.link.edge, "backend": self.be.name,
+        result = {"placement": pl.to_json() if pl else "adaptive", "edge": self.link.edge, "backend": self.be.name,
                   "precision": self.be.precision, "slowdown": a.slowdown, "summary": summary,
                   "requests": records}
         if a.output:
@@ -96,7 +114,31 @@ class Run(Verb):
         if a.json:
             print(json.dumps(result, indent=1))
         else:
-            print(rt.format_summary(pl.label, summary))
+            print(rt.format_summary(pl.label if pl else "adaptive", summary))
+            for sw in summary["counts"].get("switches", []):
+                print(f"  request {sw['at']}: {sw['old']} -> {sw['new']} ({sw['reason']})")
+
+
+def adaptive_device(b, a, start, edge, kw):
+    """An AdaptiveDevice over the plan's best allowed placements and device only."""
+    from tlcut.cli.pipeline import load_plan
+    from tlcut.runtime.adapt import LinkEstimate, Policy
+    from tlcut.runtime.run import AdaptiveDevice
+
+    plan = load_plan(a.adapt, b)
+    if a.candidates < 1 or a.patience < 1 or a.probe_every < 1 or not 0 <= a.margin < 1:
+        raise TlcutError("--candidates, --patience and --probe-every must be at least 1, --margin in [0, 1)")
+    ranked = [c for c in plan["ranking"] if c["allowed"]]
+    cands = ranked[:a.candidates] + [c for c in ranked[a.candidates:] if c["where"] == "device"]
+    if start is not None and start.label not in {c["name"] for c in cands}:
+        match = [c for c in plan["ranking"] if c["name"] == start.label]
+        if not match:
+            raise TlcutError(f"--cut names {start.label}, which the plan does not rank")
+        cands.append(match[0])
+    net = plan["network"]
+    policy = Policy(cands, LinkEstimate(net["up_mbps"], net["rtt_ms"]), start=start.label if start else None,
+                    margin=a.margin, patience=a.patience, probe_every=a.probe_every)
+    return AdaptiveDevice(b, policy, edge=edge, log=lambda m: say(f"[adapt] {m}"), **kw)
 
 
 class Keys(Verb):

@@ -1,0 +1,133 @@
+"""Re-planning while running: estimate the link from the device's own requests, re-rank the
+placements it has loaded, and switch with hysteresis.
+
+The candidates are the planner's (``tlcut plan`` output: each placement's predicted components,
+for the link it was planned on); this module only re-does the link part of their arithmetic, so
+the runtime needs no toolchain code. ``LinkEstimate`` turns each offloaded request into a goodput
+sample (the bytes it sent over the time its transfer took beyond the round trip) and smooths
+them; ``Policy`` decides. A policy is one object with two methods, so another can replace it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tlcut.placement import DEVICE, Placement
+
+#: Link bytes per payload byte (TCP/IPv4 on Ethernet), as the planner counts them.
+WIRE_OVERHEAD = 1514 / 1448
+
+
+@dataclass
+class LinkEstimate:
+    """Uplink goodput (Mbit/s) and round trip (ms), smoothed in the log domain (a 57 -> 10 Mbit/s
+    step is a ratio, not a difference)."""
+
+    mbps: float
+    rtt_ms: float
+    alpha: float = 0.4
+    samples: int = 0
+
+    def observe_transfer(self, payload_bytes: int, transfer_ms: float, fixed_ms: float = 0.0) -> float | None:
+        """One request's goodput sample; None where the payload crossed within the round trip (too
+        small to tell the rate)."""
+        wire_ms = transfer_ms - self.rtt_ms - fixed_ms
+        if payload_bytes <= 0 or wire_ms <= 0.05 * transfer_ms:
+            return None
+        sample = payload_bytes * WIRE_OVERHEAD * 8 / (wire_ms * 1e3)
+        self.mbps = math.exp((1 - self.alpha) * math.log(self.mbps) + self.alpha * math.log(sample))
+        self.samples += 1
+        return sample
+
+    def observe_rtt(self, rtt_ms: float) -> None:
+        self.rtt_ms = (1 - self.alpha) * self.rtt_ms + self.alpha * rtt_ms
+
+    def up_ms(self, nbytes: int) -> float:
+        return nbytes * WIRE_OVERHEAD * 8 / (self.mbps * 1e3)
+
+
+@dataclass
+class Switch:
+    at: int  # request number
+    old: str
+    new: str
+    reason: str
+
+
+@dataclass
+class Policy:
+    """Latency-first re-ranking with hysteresis and probing.
+
+    Switch to the best predicted placement only when it beats the current one by ``margin`` for
+    ``patience`` decisions in a row (noise does not flap it). While the current placement tells
+    nothing about the link (device only, or a payload too small to time), every ``probe_every``
+    requests one goes out on the best offloading placement, so a link that recovers is noticed.
+    """
+
+    candidates: list[dict]  # plan candidates: placement, components_ms, upload_bytes
+    link: LinkEstimate
+    start: str | None = None  # label to start on (default: the best for the planned link)
+    margin: float = 0.15
+    patience: int = 3
+    probe_every: int = 10
+    switches: list[Switch] = field(default_factory=list)
+    edge_scale: float = 1.0  # the edge's measured time over its profiled time (load, another machine)
+
+    def __post_init__(self):
+        if not self.candidates:
+            raise ValueError("a policy needs at least one candidate placement")
+        self.by_label = {c["name"]: c for c in self.candidates}
+        self.current = self.start or min(self.candidates, key=self.predict)["name"]
+        self._streak: tuple[str | None, int] = (None, 0)
+        self._n = 0
+        self._since_sample = 0
+
+    # -- the two methods a policy has ----------------------------------------------------------
+    def observe(self, rec: dict) -> None:
+        """One finished request's record (as Device.infer returns it)."""
+        self._n += 1
+        label = rec.get("placement", self.current)
+        c = self.by_label.get(label)
+        sampled = None
+        if c is not None and not rec.get("fallback") and Placement.from_json(c["placement"]).where != DEVICE:
+            fixed = c["components_ms"]["serialize"] + c["components_ms"]["deserialize"] + c["components_ms"]["reply"]
+            sampled = self.link.observe_transfer(rec["payload_bytes"], rec["transfer_ms"], fixed)
+            planned_edge = c["components_ms"]["edge"] + c["components_ms"]["edge_tl"]
+            if planned_edge > 0 and rec.get("edge_ms", 0) > 0:  # a busy edge shows as edge time
+                self.edge_scale = math.exp(0.7 * math.log(self.edge_scale) + 0.3 * math.log(rec["edge_ms"] / planned_edge))
+        self._since_sample = 0 if sampled is not None else self._since_sample + 1
+
+    def next_placement(self) -> tuple[str, str | None]:
+        """The placement for the next request, and why it changed (None when it did not). A probe
+        is one request on another placement; it does not change the current one."""
+        ranked = sorted(self.candidates, key=self.predict)
+        best, cur = ranked[0], self.by_label[self.current]
+        if best["name"] != self.current and self.predict(best) < (1 - self.margin) * self.predict(cur):
+            name, count = self._streak
+            self._streak = (best["name"], count + 1 if name == best["name"] else 1)
+            if self._streak[1] >= self.patience:
+                why = (f"link {self.link.mbps:.1f} Mbit/s, {self.link.rtt_ms:.0f} ms: {best['name']} predicted "
+                       f"{self.predict(best):.1f} ms vs {self.predict(cur):.1f} ms for {self.current}")
+                self.switches.append(Switch(self._n, self.current, best["name"], why))
+                self.current, self._streak = best["name"], (None, 0)
+                return self.current, why
+        else:
+            self._streak = (None, 0)
+        if self._since_sample >= self.probe_every:
+            probe = next((c for c in ranked if Placement.from_json(c["placement"]).where != DEVICE), None)
+            if probe is not None and probe["name"] != self.current:
+                self._since_sample = 0
+                return probe["name"], "probe"
+        return self.current, None
+
+    # -- arithmetic ----------------------------------------------------------------------------
+    def predict(self, c: dict) -> float:
+        """The candidate's latency for the estimated link: the planner's components, with the round
+        trip and the upload re-done for the link as it is now."""
+        comp = c["components_ms"]
+        if Placement.from_json(c["placement"]).where == DEVICE:
+            return sum(comp.values())
+        edge = (comp["edge"] + comp["edge_tl"]) * self.edge_scale
+        rest = sum(v for k, v in comp.items() if k not in ("latency", "transfer", "edge", "edge_tl"))
+        return rest + edge + self.link.rtt_ms + self.link.up_ms(c["upload_bytes"])

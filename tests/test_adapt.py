@@ -1,0 +1,146 @@
+"""Re-planning while running: the policy on a simulated link (recorded transfer times in, switches
+out), and an adaptive device switching placements mid-stream against a real edge without losing a
+request or a correct answer."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from tlcut import cli
+from tlcut.models import graphs
+from tlcut.placement import DEVICE, EDGE, SPLIT, Placement
+from tlcut.runtime.adapt import WIRE_OVERHEAD, LinkEstimate, Policy
+from tlcut.runtime.run import AdaptiveDevice, Device, inputs
+from tlcut.runtime.serve import local_edge
+from tlcut.toolchain.compile import compile_cuts
+from tlcut.toolchain.export import export
+
+FIXED = {"serialize": 0.1, "deserialize": 0.1, "reply": 0.3, "device_tl": 0.0, "edge_tl": 0.0}
+
+
+def cand(p: Placement, device, edge, nbytes, rtt=28.0, mbps=57.0):
+    comp = {**FIXED, "device": device, "edge": edge, "latency": rtt if p.where != DEVICE else 0.0,
+            "transfer": nbytes * WIRE_OVERHEAD * 8 / (mbps * 1e3) if p.where != DEVICE else 0.0}
+    if p.where == DEVICE:
+        comp.update(serialize=0.0, deserialize=0.0, reply=0.0)
+    return {"name": p.label, "placement": p.to_json(), "components_ms": comp, "upload_bytes": nbytes}
+
+
+# A slow device: device only 300 ms; edge only sends 600 KB; cut 3 300 KB after 60 ms; cut 9 20 KB after 200 ms.
+# At 57 Mbit/s edge only is best (157 ms), at 10 Mbit/s cut 9 (250 ms; edge only 570, cut 3 369, device 300).
+CANDS = [cand(Placement(DEVICE), 300, 0, 0), cand(Placement(EDGE), 0, 40, 600_000),
+         cand(Placement(SPLIT, 3), 60, 30, 300_000), cand(Placement(SPLIT, 9), 200, 5, 20_000)]
+
+
+def simulate(policy, link_mbps, rtt=28.0, noise=0.0, seed=0):
+    """Run requests over a link whose rate per request is ``link_mbps``; return the placement of each."""
+    rng = np.random.default_rng(seed)
+    used = []
+    for mbps in link_mbps:
+        label, _ = policy.next_placement()
+        c = policy.by_label[label]
+        p = Placement.from_json(c["placement"])
+        used.append(label)
+        if p.where == DEVICE:
+            rec = {"placement": label, "payload_bytes": 0, "transfer_ms": 0.0, "edge_ms": 0.0, "fallback": False}
+        else:
+            wire = c["upload_bytes"] * WIRE_OVERHEAD * 8 / (mbps * 1e3) * (1 + noise * rng.uniform(-1, 1))
+            fixed = FIXED["serialize"] + FIXED["deserialize"] + FIXED["reply"]
+            rec = {"placement": label, "payload_bytes": c["upload_bytes"], "transfer_ms": rtt + wire + fixed,
+                   "edge_ms": c["components_ms"]["edge"], "fallback": False}
+        policy.observe(rec)
+    return used
+
+
+def test_predictions_follow_the_planners_arithmetic():
+    pol = Policy(CANDS, LinkEstimate(57.0, 28.0))
+    for c in CANDS:
+        assert pol.predict(c) == pytest.approx(sum(c["components_ms"].values()))
+
+
+def test_a_stepped_link_switches_down_and_back_up():
+    pol = Policy(CANDS, LinkEstimate(57.0, 28.0))
+    assert pol.current == "edge only"  # 57 Mbit/s: 600 KB in ~89 ms beats the device
+    used = simulate(pol, [57.0] * 20 + [10.0] * 30 + [57.0] * 30, noise=0.1)
+    moves = [(s.old, s.new) for s in pol.switches]
+    # at 10 Mbit/s the small payload of cut 9 wins, and the policy goes straight there
+    assert moves[0] == ("edge only", "cut 9") and used[45] == "cut 9"
+    # back at 57 Mbit/s it leaves cut 9 for a placement within its margin of the best for that link
+    true = Policy(CANDS, LinkEstimate(57.0, 28.0))
+    best = min(true.predict(c) for c in CANDS)
+    assert used[-1] != "cut 9" and true.predict(pol.by_label[used[-1]]) <= (1 + pol.margin) * best
+    assert len(moves) <= 3, moves
+    # the switch down happens within a few requests of the drop (patience 3 plus smoothing)
+    down = next(s.at for s in pol.switches if s.new == "cut 9")
+    assert 20 < down <= 28, down
+
+
+def test_noise_alone_never_flaps():
+    pol = Policy(CANDS, LinkEstimate(57.0, 28.0))
+    simulate(pol, [57.0] * 200, noise=0.25, seed=3)
+    assert pol.switches == []
+
+
+def test_device_only_probes_the_link_and_comes_back():
+    pol = Policy(CANDS, LinkEstimate(1.0, 28.0), start="device only")  # planned on a link that was down
+    used = simulate(pol, [57.0] * 60)
+    assert used[0] == "device only" and used[-1] != "device only"
+    assert any(u != "device only" for u in used[:15]), "a probe must go out while the link is unmeasured"
+    true = Policy(CANDS, LinkEstimate(57.0, 28.0))
+    assert true.predict(pol.by_label[used[-1]]) <= (1 + pol.margin) * min(true.predict(c) for c in CANDS)
+
+
+def test_bad_candidates_are_refused():
+    with pytest.raises(ValueError):
+        Policy([], LinkEstimate(57, 28))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    d = tmp_path_factory.mktemp("adapt")
+    onnx.save(graphs.residual(hw=16, c=4), d / "m.onnx")
+    b = export(str(d / "m.onnx"), d / "b", progress=lambda *_: None)
+    compile_cuts(b, b.cuts, tl="off")
+    return b
+
+
+def test_switching_mid_stream_loses_no_request_and_stays_correct(bundle):
+    cands = [cand(Placement(EDGE), 0, 1, 4096), cand(Placement(SPLIT, 0), 1, 1, 4096),
+             cand(Placement(SPLIT, 1), 2, 1, 1024), cand(Placement(DEVICE), 5, 0, 0)]
+    pol = Policy(cands, LinkEstimate(1000.0, 0.1), patience=2, probe_every=1000)
+    xs = inputs(bundle, None, 30, seed=5)
+    with local_edge(bundle, ["input", "0", "1"], tl="off") as ep, Device(bundle, "device") as ref:
+        with AdaptiveDevice(bundle, pol, edge=ep, timeout_s=5) as dev:
+            used = []
+            for i, x in enumerate(xs):
+                if i == 10:
+                    pol.link.mbps = 0.05  # the link collapses: device only must win
+                if i == 20:
+                    pol.link.mbps = 1000.0
+                y, rec = dev.infer(x)
+                assert np.abs(y - ref.infer(x)[0]).max() <= 1e-5, (i, rec["placement"])
+                used.append(rec["placement"])
+    assert len(used) == 30 and len(set(used)) >= 2 and "device only" in used[10:20], used
+    assert len(pol.switches) >= 2
+
+
+def test_run_adapt_from_the_cli(bundle, tmp_path, capsys):
+    from tlcut.toolchain.bench import bench
+    from tlcut.toolchain import plan as planmod
+
+    for role in ("device", "edge"):
+        (tmp_path / f"{role}.json").write_text(json.dumps(bench(bundle, role=role, iterations=3, progress=lambda *_: None)))
+    assert cli.main(["plan", "--device", str(tmp_path / "device.json"), "--edge", str(tmp_path / "edge.json"),
+                     "--tl", "off", "-o", str(tmp_path / "plan.json")]) == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    served = sorted({str(c["cut"]) for c in plan["ranking"][:4] if c["cut"] is not None} | {"input"})
+    with local_edge(bundle, served, tl="off") as ep:
+        assert cli.main(["run", str(bundle.path), "--adapt", str(tmp_path / "plan.json"), "--edge", ep,
+                         "--requests", "12", "--warmup", "1", "-o", str(tmp_path / "run.json")]) == 0
+    out = json.loads((tmp_path / "run.json").read_text())
+    assert out["placement"] == "adaptive" and len(out["requests"]) == 12
+    assert all(r["placement"] in {c["name"] for c in plan["ranking"]} for r in out["requests"])
+    assert "per_placement" in out["summary"]["counts"]
+    _ = planmod
