@@ -10,6 +10,7 @@ device and edge are pinned to different cores with taskset where it exists. Same
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -51,6 +52,7 @@ class Loopback:
         self.state = LoopbackState(port=_free_pair())
         self._procs: list[subprocess.Popen] = []
         self._relay = None
+        self._control = None
 
     @property
     def slowdown(self) -> float:
@@ -70,8 +72,13 @@ class Loopback:
         c = self.config
         if c.bandwidth_mbps <= 0 or c.latency_ms < 0 or not 0 < c.device_quota <= 1:
             raise TlcutError("loopback emulation: bandwidth must be > 0, latency >= 0 and the device quota in (0, 1]")
+        import tempfile
+
+        fd, self._control = tempfile.mkstemp(prefix="tlcut-link-")
+        os.close(fd)
+        self.set_link(c.bandwidth_mbps, c.latency_ms)
         argv = [sys.executable, "-m", "tlcut.lab.relay", f"127.0.0.1:{self.state.port}",
-                f"127.0.0.1:{self.state.port + 1}", str(c.latency_ms), str(c.bandwidth_mbps)]
+                f"127.0.0.1:{self.state.port + 1}", str(c.latency_ms), str(c.bandwidth_mbps), self._control]
         self._relay = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -83,7 +90,17 @@ class Loopback:
         self.log(f"[loopback] {self.describe()}")
         return self
 
+    def set_link(self, mbps: float, ms: float) -> None:
+        """Change the link's rate and delay now (a trace replay calls this)."""
+        tmp = self._control + ".new"
+        with open(tmp, "w") as f:
+            f.write(f"{mbps} {ms}\n")
+        os.replace(tmp, self._control)
+
     def __exit__(self, *exc) -> None:
+        if self._control:
+            with contextlib.suppress(OSError):
+                os.unlink(self._control)
         for p in [*self._procs, self._relay]:
             if p and p.poll() is None:
                 p.terminate()

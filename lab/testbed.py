@@ -190,6 +190,24 @@ class Testbed:
         self._procs.clear()
         teardown(self.state)
 
+    def set_link(self, mbps: float, ms: float) -> None:
+        """Change the uplink's rate and delay in place (a trace replay calls this): tc changes the
+        shaper (and netem's delay), the relay takes the delay from its control file."""
+        s = self.state
+        vd = f"tl{s.name}d"
+        rate_bytes = mbps * 1e6 / 8
+        tbf = ["tbf", "rate", f"{mbps}mbit", "burst", str(max(3200, int(rate_bytes * 0.002))), "latency", "2000ms"]
+        if s.delay_method == "netem":
+            _sh("tc", "-n", s.ns_device, "qdisc", "change", "dev", vd, "root", "handle", "1:", "netem",
+                "delay", f"{ms}ms", "limit", "100000")
+            _sh("tc", "-n", s.ns_device, "qdisc", "change", "dev", vd, "parent", "1:1", "handle", "10:", *tbf)
+        else:
+            _sh("tc", "-n", s.ns_device, "qdisc", "change", "dev", vd, "root", *tbf)
+            if s.delay_method == "relay":
+                control = _relay_control(s)
+                Path(control + ".new").write_text(f"0 {ms}\n")  # rate 0: the relay only delays
+                os.replace(control + ".new", control)
+
     def describe(self) -> str:
         c = self.config
         return (f"testbed (root): network namespaces, uplink {c.bandwidth_mbps:g} Mbit/s by tc tbf, latency "
@@ -256,8 +274,11 @@ class Testbed:
 
     def _start_relay(self) -> int:
         s, c = self.state, self.config
+        control = _relay_control(s)
+        Path(control).write_text(f"0 {c.latency_ms}\n")  # rate 0: the relay only delays; tc shapes
+        s.made.append(["file", control])
         argv = self.command("edge", [sys.executable, "-m", "tlcut.lab.relay", f"{EDGE_IP}:{c.port}",
-                                     f"127.0.0.1:{c.port + 1}", str(c.latency_ms)])
+                                     f"127.0.0.1:{c.port + 1}", str(c.latency_ms), "0", control])
         p = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         s.made.append(["pid", p.pid])
         # wait until it listens
@@ -276,6 +297,10 @@ def _delay_words(method: str) -> str:
             "none": "no delay added"}[method]
 
 
+def _relay_control(s: State) -> str:
+    return f"/tmp/tlcut-{s.name}-link"
+
+
 def _cgroup_procs_file(path: str) -> str:
     return str(Path(path) / "cgroup.procs")
 
@@ -286,6 +311,8 @@ def teardown(s: State) -> None:
         with contextlib.suppress(Exception):
             if kind == "pid":
                 os.killpg(int(what), signal.SIGTERM)
+            elif kind == "file":
+                os.unlink(what)
             elif kind == "netns":
                 _sh("ip", "netns", "pids", what, check=False)
                 for pid in _sh("ip", "netns", "pids", what, check=False).stdout.split():

@@ -137,3 +137,14 @@ def test_calibrate_measures_the_shaped_link(bundle, tmp_path):
     n = plan.network_from_args(csv_path=out)
     assert 26 <= n.rtt_ms <= 40, n
     assert 15 <= n.up_mbps <= 23, n
+
+
+def test_set_link_changes_the_shaper_in_place():
+    """A trace replay changes tc's rate (and the relay's delay) without rebuilding the testbed."""
+    with tbm.Testbed(tbm.Config(bandwidth_mbps=57, latency_ms=28, port=5711), log=lambda *_: None) as tb:
+        tb.set_link(10, 40)
+        out = subprocess.run(["tc", "-n", tb.state.ns_device, "qdisc", "show"], capture_output=True, text=True).stdout
+        assert "rate 10Mbit" in out, out
+        if tb.state.delay_method == "relay":
+            assert open(f"/tmp/tlcut-{tb.state.name}-link").read().split() == ["0", "40"]
+    assert tb.state.made == []

@@ -31,6 +31,8 @@ class Testbed(Verb):
         ex = sub.add_parser("exec", help="run a command inside the device or the edge")
         ex.add_argument("role", choices=["device", "edge"])
         ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+        rp = sub.add_parser("replay", help="replay a link trace (CSV time_s,mbps,ms) on a testbed that is up")
+        rp.add_argument("trace", help="a CSV of time_s,mbps,ms rows, or a shipped one: stepped, 5g-uplink")
         sub.add_parser("down", help="tear a testbed down")
         sub.add_parser("status", help="show a testbed")
         for sp in sub.choices.values():
@@ -58,6 +60,22 @@ class Testbed(Verb):
         if a.action == "down":
             tbm.teardown_saved(state)
             say(f"[testbed] '{state.name}' torn down")
+            return 0
+        if a.action == "replay":
+            from tlcut.lab.trace import Replayer, load
+
+            steps = load(a.trace)
+            tb = tbm.Testbed(state=state, log=say)
+
+            def apply(mbps, ms):
+                tb.set_link(mbps, ms)
+                say(f"[testbed] uplink {mbps:g} Mbit/s, {ms:g} ms")
+
+            rep = Replayer(steps, apply).start()
+            try:
+                rep._thread.join()
+            finally:
+                rep.stop()
             return 0
         if a.action == "status":
             print(json.dumps({"name": state.name, "device_endpoint": state.device_endpoint, "edge_bind": state.edge_bind,
