@@ -278,28 +278,18 @@ def bad_input_rows(ep: str, bundle, errors) -> list[dict]:
 
 def bad_input_table() -> list[dict]:
     """bad_input_rows against a Python edge on loopback."""
-    import socket
 
     from tlcut.bundle import Bundle
-    from tlcut.runtime.serve import Edge
+    from tlcut.runtime.serve import Edge, serving
 
     root = Path(tempfile.mkdtemp(prefix="tlcut-bad-"))
     make_bundle(root)
     b = Bundle.open(root / "bundle")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ep = f"tcp://127.0.0.1:{port}"
     edge = Edge(b, ["0"], max_message_bytes=1 << 20)
-    stop, ready = threading.Event(), threading.Event()
-    th = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready}, daemon=True)
-    th.start()
-    ready.wait(10)
     try:
-        return bad_input_rows(ep, b, lambda: sum(edge.errors.values()))
+        with serving(edge) as ep:
+            return bad_input_rows(ep, b, lambda: sum(edge.errors.values()))
     finally:
-        stop.set()
-        th.join(5)
         edge.close()
 
 
@@ -356,16 +346,14 @@ def bad_input_table_c() -> list[dict] | None:
     edged = os.environ.get("TLCUT_EDGED") or str(Path(__file__).resolve().parents[1] / "build" / "tlcut-edged")
     if not os.access(edged, os.X_OK):
         return None
-    import socket
 
     from tlcut.bundle import Bundle
+    from tlcut.lab.loopback import free_port
     from tlcut.runtime.run import wait_for_edge
 
     root = Path(tempfile.mkdtemp(prefix="tlcut-bad-c-"))
     make_bundle(root)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        ep = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    ep = f"tcp://127.0.0.1:{free_port()}"
     log = root / "edged.log"
     p = subprocess.Popen([edged, str(root / "bundle"), "--cut", "0", "--bind", ep, "--max-message-mb", "1"],
                          stderr=open(log, "w"))

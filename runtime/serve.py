@@ -270,16 +270,16 @@ def _start_http(edge: Edge, host: str, port: int) -> ThreadingHTTPServer:
 
 
 @contextlib.contextmanager
-def local_edge(bundle: Bundle, cuts: list[str], **kw):
-    """An edge serving ``cuts`` on a free loopback port in a thread of this process; yields its
-    endpoint. For eval and tests: the device then talks to it exactly as to a remote edge."""
-    edge = Edge(bundle, cuts, **kw)
+def serving(edge: Edge, endpoint: str = "tcp://127.0.0.1:*", **serve_kw):
+    """Run ``edge`` on ``endpoint`` in a thread of this process until the block ends; yields the
+    endpoint it bound (a port of ``*`` is any free one). For eval, tests and lab scenarios: a
+    device talks to it exactly as to a remote edge."""
     stop, ready = threading.Event(), threading.Event()
     failed: list[BaseException] = []
 
     def serve():
         try:
-            edge.serve("tcp://127.0.0.1:*", stop=stop, ready=ready)
+            edge.serve(endpoint, stop=stop, ready=ready, **serve_kw)
         except BaseException as e:  # surfaced to the caller below
             failed.append(e)
             ready.set()
@@ -293,6 +293,16 @@ def local_edge(bundle: Bundle, cuts: list[str], **kw):
     finally:
         stop.set()
         th.join(10)
+
+
+@contextlib.contextmanager
+def local_edge(bundle: Bundle, cuts: list[str], **kw):
+    """An edge serving ``cuts`` of ``bundle`` on a free loopback port (``serving``); yields its endpoint."""
+    edge = Edge(bundle, cuts, **kw)
+    try:
+        with serving(edge) as ep:
+            yield ep
+    finally:
         edge.close()
 
 

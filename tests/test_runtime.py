@@ -1,7 +1,6 @@
 """Device and edge over ZeroMQ on loopback: results equal the full model, bad requests get error
 replies while the edge keeps serving, an absent edge is a timeout and not a hang."""
 
-import socket
 import threading
 import time
 
@@ -15,15 +14,10 @@ from tlcut.models import graphs
 from tlcut.errors import TlcutError
 from tlcut.runtime import protocol as P
 from tlcut.runtime.run import Device, EdgeClient, EdgeError, inputs, run
-from tlcut.runtime.serve import Edge
+from tlcut.lab.loopback import free_port
+from tlcut.runtime.serve import Edge, serving
 from tlcut.toolchain.compile import compile_cuts
 from tlcut.toolchain.export import export
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +31,9 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def edge(bundle):
-    ep = f"tcp://127.0.0.1:{free_port()}"
     e = Edge(bundle, ["0", "1", "input"], tl="both")
-    stop, ready = threading.Event(), threading.Event()
-    t = threading.Thread(target=e.serve, args=(ep,), kwargs={"stop": stop, "ready": ready}, daemon=True)
-    t.start()
-    assert ready.wait(10)
-    yield ep, e
-    stop.set()
-    t.join(5)
+    with serving(e) as ep:
+        yield ep, e
     e.close()
 
 

@@ -18,10 +18,8 @@ from tlcut.toolchain.compile import compile_cuts
 from tlcut.toolchain.export import export
 
 
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tlcut.lab.loopback import free_port as _port
+from tlcut.runtime.serve import serving
 
 
 @pytest.mark.parametrize("ep, local", [("tcp://127.0.0.1:5", True), ("tcp://localhost:5", True), ("ipc:///tmp/x", True),
@@ -67,29 +65,24 @@ def test_only_listed_devices_are_served(tmp_path, small):
     (tmp_path / "allow" / "good.key").write_bytes((tmp_path / "k" / "good.key").read_bytes())
     ep = f"tcp://127.0.0.1:{_port()}"
     edge = Edge(b, ["1"])
-    stop, ready = threading.Event(), threading.Event()
     curve = S.ServerCurve.from_files(tmp_path / "k" / "edge.key_secret", tmp_path / "allow")
-    t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready, "curve": curve}, daemon=True)
-    t.start()
-    assert ready.wait(10)
     try:
-        good = S.ClientCurve.from_files(tmp_path / "k" / "good.key_secret", tmp_path / "k" / "edge.key")
-        with Device(b, "1", edge=ep, curve=good) as dev:
-            y, rec = dev.infer(np.ones(b.inputs[0]["shape"], np.float32))
-            assert y.shape == tuple(b.outputs[0]["shape"]) and not rec["fallback"]
-        bad = S.ClientCurve.from_files(tmp_path / "k" / "bad.key_secret", tmp_path / "k" / "edge.key")
-        with EdgeClient(ep, timeout_s=1, curve=bad) as c:
-            with pytest.raises(EdgeUnavailable):
-                c.ping()
-        # a device that pins the wrong edge key cannot talk to this edge either
-        wrong_pin = S.ClientCurve.from_files(tmp_path / "k" / "good.key_secret", tmp_path / "k" / "bad.key")
-        with EdgeClient(ep, timeout_s=1, curve=wrong_pin) as c:
-            with pytest.raises(EdgeUnavailable):
-                c.ping()
-        assert edge.stats["ok"] == 1
+        with serving(edge, ep, curve=curve):
+            good = S.ClientCurve.from_files(tmp_path / "k" / "good.key_secret", tmp_path / "k" / "edge.key")
+            with Device(b, "1", edge=ep, curve=good) as dev:
+                y, rec = dev.infer(np.ones(b.inputs[0]["shape"], np.float32))
+                assert y.shape == tuple(b.outputs[0]["shape"]) and not rec["fallback"]
+            bad = S.ClientCurve.from_files(tmp_path / "k" / "bad.key_secret", tmp_path / "k" / "edge.key")
+            with EdgeClient(ep, timeout_s=1, curve=bad) as c:
+                with pytest.raises(EdgeUnavailable):
+                    c.ping()
+            # a device that pins the wrong edge key cannot talk to this edge either
+            wrong_pin = S.ClientCurve.from_files(tmp_path / "k" / "good.key_secret", tmp_path / "k" / "bad.key")
+            with EdgeClient(ep, timeout_s=1, curve=wrong_pin) as c:
+                with pytest.raises(EdgeUnavailable):
+                    c.ping()
+            assert edge.stats["ok"] == 1
     finally:
-        stop.set()
-        t.join(5)
         edge.close()
 
 
@@ -101,21 +94,16 @@ def test_fallback_runs_locally_and_comes_back(small):
         y0, rec = dev.infer(x)  # no edge yet
         assert rec["fallback"] and dev.edge_away and dev.client.retried == 1
         edge = Edge(b, ["1"])
-        stop, ready = threading.Event(), threading.Event()
-        t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready}, daemon=True)
-        t.start()
-        ready.wait(10)
         try:
-            import time
+            with serving(edge, ep):
+                import time
 
-            time.sleep(0.3)
-            y1, rec = dev.infer(x)
-            assert not rec["fallback"] and not dev.edge_away
-            np.testing.assert_allclose(y0, y1, atol=1e-5)
-            assert dev.report()["fell_back"] == 1 and dev.report()["offloaded"] == 1
+                time.sleep(0.3)
+                y1, rec = dev.infer(x)
+                assert not rec["fallback"] and not dev.edge_away
+                np.testing.assert_allclose(y0, y1, atol=1e-5)
+                assert dev.report()["fell_back"] == 1 and dev.report()["offloaded"] == 1
         finally:
-            stop.set()
-            t.join(5)
             edge.close()
 
 
@@ -125,26 +113,20 @@ def test_metrics_and_health_endpoints(small):
     b = small
     ep, mport = f"tcp://127.0.0.1:{_port()}", _port()
     edge = Edge(b, ["1"])
-    stop, ready = threading.Event(), threading.Event()
-    t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready, "metrics_port": mport},
-                         daemon=True)
-    t.start()
-    ready.wait(10)
     try:
-        with Device(b, "1", edge=ep) as dev:
-            for _ in range(3):
-                dev.infer(np.ones(b.inputs[0]["shape"], np.float32))
-        with EdgeClient(ep) as c:
-            with pytest.raises(EdgeError, match="wrong tensor"):
-                c.request(np.ones((1, 2), np.float32), 1)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics").read().decode()
-        assert "tlcut_edge_requests_total 3" in text
-        assert 'tlcut_edge_errors_total{kind="wrong_tensor"} 1' in text
-        assert 'tlcut_edge_request_duration_us{quantile="0.99"}' in text
-        assert urllib.request.urlopen(f"http://127.0.0.1:{mport}/health/ready").status == 200
+        with serving(edge, ep, metrics_port=mport):
+            with Device(b, "1", edge=ep) as dev:
+                for _ in range(3):
+                    dev.infer(np.ones(b.inputs[0]["shape"], np.float32))
+            with EdgeClient(ep) as c:
+                with pytest.raises(EdgeError, match="wrong tensor"):
+                    c.request(np.ones((1, 2), np.float32), 1)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics").read().decode()
+            assert "tlcut_edge_requests_total 3" in text
+            assert 'tlcut_edge_errors_total{kind="wrong_tensor"} 1' in text
+            assert 'tlcut_edge_request_duration_us{quantile="0.99"}' in text
+            assert urllib.request.urlopen(f"http://127.0.0.1:{mport}/health/ready").status == 200
     finally:
-        stop.set()
-        t.join(5)
         edge.close()
 
 
@@ -230,23 +212,17 @@ def test_calibrate_uses_its_keys(small, tmp_path):
 
     curve_srv = S.ServerCurve.from_files(tmp_path / "k" / "edge.key_secret", tmp_path / "allow")
     edge = Edge(small, ["1"])
-    stop, ready = threading.Event(), threading.Event()
-    t = threading.Thread(target=edge.serve, args=("tcp://127.0.0.1:*",),
-                         kwargs={"stop": stop, "ready": ready, "curve": curve_srv}, daemon=True)
-    t.start()
-    assert ready.wait(10)
     try:
-        # on loopback the payload may cross within the ping time (a one-line error, exit 2); either
-        # way the edge, which admits only dev's key, must have answered calibrate's pings and requests
-        cli.main(["calibrate", str(small.path), "--edge", edge.endpoint, "--cut", "1", "--pings", "3",
-                  "--requests", "3", "--key", str(tmp_path / "k" / "dev.key_secret"),
-                  "--edge-key", str(tmp_path / "k" / "edge.key")])
-        assert edge.stats["ping"] >= 3 and edge.stats["ok"] >= 3, edge.stats
-        with pytest.raises(EdgeUnavailable):  # without the keys the same edge does not answer at all
-            measure(small, edge.endpoint, "1", pings=3, requests=3, timeout_s=1)
+        with serving(edge, "tcp://127.0.0.1:*", curve=curve_srv):
+            # on loopback the payload may cross within the ping time (a one-line error, exit 2); either
+            # way the edge, which admits only dev's key, must have answered calibrate's pings and requests
+            cli.main(["calibrate", str(small.path), "--edge", edge.endpoint, "--cut", "1", "--pings", "3",
+                      "--requests", "3", "--key", str(tmp_path / "k" / "dev.key_secret"),
+                      "--edge-key", str(tmp_path / "k" / "edge.key")])
+            assert edge.stats["ping"] >= 3 and edge.stats["ok"] >= 3, edge.stats
+            with pytest.raises(EdgeUnavailable):  # without the keys the same edge does not answer at all
+                measure(small, edge.endpoint, "1", pings=3, requests=3, timeout_s=1)
     finally:
-        stop.set()
-        t.join(5)
         edge.close()
 
 
@@ -263,16 +239,10 @@ def _listening_host(port: int) -> str:
 def test_metrics_listen_on_the_bind_host_only(small):
     ep, mport = f"tcp://127.0.0.1:{_port()}", _port()
     edge = Edge(small, ["1"])
-    stop, ready = threading.Event(), threading.Event()
-    t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop, "ready": ready, "metrics_port": mport},
-                         daemon=True)
-    t.start()
-    assert ready.wait(10)
     try:
-        assert _listening_host(mport) == "127.0.0.1"
+        with serving(edge, ep, metrics_port=mport):
+            assert _listening_host(mport) == "127.0.0.1"
     finally:
-        stop.set()
-        t.join(5)
         edge.close()
 
 

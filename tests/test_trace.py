@@ -1,7 +1,6 @@
 """Link traces: refused with one line when they make no sense, and replayed in place on the
 loopback relay (the link's measured rate follows the trace)."""
 
-import threading
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ from tlcut.lab.testbed import Config
 from tlcut.models import graphs
 from tlcut.runtime import protocol as P
 from tlcut.runtime.run import EdgeClient
-from tlcut.runtime.serve import Edge
+from tlcut.runtime.serve import Edge, serving
 from tlcut.toolchain.export import export
 
 
@@ -61,14 +60,9 @@ def test_replaying_a_trace_changes_the_loopback_link(tmp_path):
     x = np.zeros((256 * 1024,), np.uint8)
     with Loopback(Config(bandwidth_mbps=50, latency_ms=5), log=lambda *_: None) as lb:
         edge = Edge(b, ["input"])
-        stop, ready = threading.Event(), threading.Event()
-        th = threading.Thread(target=edge.serve, args=(lb.state.edge_bind,), kwargs={"stop": stop, "ready": ready},
-                              daemon=True)
-        th.start()
-        assert ready.wait(10)
         steps = [trace.Step(0, 50, 5), trace.Step(1.5, 5, 5)]
         try:
-            with EdgeClient(lb.state.device_endpoint, timeout_s=10) as c, trace.Replayer(steps, lb.set_link) as rep:
+            with serving(edge, lb.state.edge_bind), EdgeClient(lb.state.device_endpoint, timeout_s=10) as c, trace.Replayer(steps, lb.set_link) as rep:
                 def timed():
                     t0 = time.perf_counter()
                     try:
@@ -84,6 +78,4 @@ def test_replaying_a_trace_changes_the_loopback_link(tmp_path):
             # 256 KiB: ~44 ms at 50 Mbit/s, ~440 ms at 5 (plus 5 ms); allow for the relay's own cost
             assert slow > 5 * fast and 0.3 < slow < 1.0, (fast, slow)
         finally:
-            stop.set()
-            th.join(5)
             edge.close()
