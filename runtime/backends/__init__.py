@@ -15,6 +15,7 @@ from tlcut.runtime.backends.base import Backend, Runner
 _BACKENDS = {
     "onnxrt": "tlcut.runtime.backends.onnxrt:OnnxrtBackend",
     "openvino": "tlcut.runtime.backends.openvino:OpenvinoBackend",
+    "tensorrt": "tlcut.runtime.backends.tensorrt:TensorrtBackend",
 }
 
 DEFAULT = "onnxrt"

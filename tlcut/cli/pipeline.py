@@ -98,11 +98,28 @@ class Compile(Verb):
         g.add_argument("--calib-method", default="entropy", choices=METHODS,
                        help="how activation ranges are chosen (default entropy)")
         g.add_argument("--calib-count", type=int, default=64, metavar="N", help="calibration images (default 64)")
+        from tlcut.toolchain.targets import TARGETS
+
+        t = p.add_argument_group("a device's deployment folder (--target)")
+        t.add_argument("--target", choices=TARGETS,
+                       help="write a folder for this kind of device instead of compiling into the bundle")
+        t.add_argument("--cut", metavar="K", help="the cut the device runs the head of (or --plan's best)")
+        t.add_argument("-o", "--output", metavar="DIR", help="the folder to write")
+        t.add_argument("--edge-endpoint", metavar="tcp://HOST:PORT", help="where the device reaches its edge")
+        t.add_argument("--edge-key", metavar="PUBLIC", help="the edge's public CURVE key (NAME.key from `tlcut keys`)")
+        t.add_argument("--force", action="store_true", help="replace an existing DIR")
 
     def run(self, a):
         from tlcut.toolchain.compile import compile_cuts, select_cuts
 
         b = self.b.bundle
+        if a.target:
+            return self.run_target(a, b)
+        for flag, value in (("--cut", a.cut), ("-o", a.output), ("--edge-endpoint", a.edge_endpoint),
+                            ("--edge-key", a.edge_key), ("--force", a.force)):
+            if value:
+                raise TlcutError(f"{flag} belongs to --target (a device's folder); to compile halves into the "
+                                 f"bundle give --cuts K, or add --target jetson")
         spec = str(best_cut_of_plan(a.plan, b)) if a.plan else a.cuts
         if a.calib and self.be.precision != "int8":
             raise TlcutError("--calib calibrates int8 halves; add --precision int8")
@@ -111,6 +128,26 @@ class Compile(Verb):
                                calib_count=a.calib_count, progress=bar("compile", "cut"))
         for k, arts in written.items():
             say(f"[compile] cut {k}: {', '.join(a.file for a in arts)}")
+
+    def run_target(self, a, b):
+        from tlcut.toolchain.targets import write_jetson
+
+        if a.cuts:
+            raise TlcutError(f"--target {a.target} writes one cut: give --cut K, not --cuts")
+        if self.be.precision != "float32" or a.calib:
+            raise TlcutError(f"--target {a.target} takes every precision the bundle already has for the cut; compile "
+                             f"int8 first: `tlcut compile {b.path} --cuts K --precision int8 --calib elpv`")
+        if a.backend != "onnxrt" or a.providers != "cpu":
+            raise TlcutError(f"--target {a.target} writes ONNX for the device to build its own engines; drop "
+                             f"--backend/--providers")
+        if not a.output:
+            raise TlcutError(f"--target {a.target} needs -o DIR, the folder to write")
+        cut = a.cut if a.cut is not None else (best_cut_of_plan(a.plan, b) if a.plan else None)
+        if cut is None:
+            raise TlcutError(f"--target {a.target} needs the cut the device runs: --cut K (or --plan PLAN)")
+        tl = None if a.tl == "both" else a.tl == "on"  # both: the TL where it applies
+        write_jetson(b, cut, a.output, tl=tl, endpoint=a.edge_endpoint, edge_key=a.edge_key, force=a.force,
+                     progress=say)
 
 
 def load_plan(path, bundle) -> dict:
