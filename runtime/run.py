@@ -8,6 +8,7 @@ the network both ways, decoding). ``--cut device`` runs the whole model on the d
 
 from __future__ import annotations
 
+import collections
 import itertools
 import time
 
@@ -38,9 +39,10 @@ class EdgeUnavailable(TlcutError):
 class EdgeClient:
     """A DEALER socket to one edge, with ZeroMQ's Lazy Pirate retries.
 
-    One request in flight. A request that gets no reply within ``timeout_s`` is sent again on a
-    fresh socket, up to ``retries`` times, each attempt with a new request id; only the reply to
-    the latest attempt is taken, and replies to anything else are dropped and counted.
+    ``request``: one request in flight; one that gets no reply within ``timeout_s`` is sent again
+    on a fresh socket, up to ``retries`` times, each attempt with a new request id; only the reply
+    to the latest attempt is taken, and replies to anything else are dropped and counted.
+    ``send``/``receive``: several in flight (pipelining), each reply kept for its own request.
     """
 
     def __init__(self, endpoint: str, timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = 0, curve=None,
@@ -60,6 +62,8 @@ class EdgeClient:
         self.retried = 0
         self.last_payload_bytes = 0
         self.sock = None
+        self._pending: set[int] = set()  # ids sent with send() and not yet received
+        self._early: dict[int, tuple] = {}  # their replies, when they came while waiting for another
         self._connect()
 
     def _connect(self):
@@ -107,6 +111,32 @@ class EdgeClient:
             return body, h
         raise AssertionError("unreachable")
 
+    def send(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw") -> int:
+        """Send without waiting; returns the request id to ``receive``."""
+        wire, enc, scale, zp = P.encode(array, encoding)
+        self.last_payload_bytes = wire.nbytes + P.HEADER.size
+        rid = next(self._ids)
+        self.sock.send_multipart(P.tensor_frames(P.REQUEST, wire, rid, cut_id, flags, encoding=enc, scale=scale,
+                                                 zero_point=zp), copy=wire.nbytes < 65536)
+        self._pending.add(rid)
+        return rid
+
+    def receive(self, rid: int, timeout_s: float | None = None) -> tuple[np.ndarray, P.Header]:
+        """The reply to a request of ``send``; EdgeUnavailable after ``timeout_s`` (all pending ones
+        are then lost with the socket)."""
+        try:
+            h, body = self._early.pop(rid) if rid in self._early else self._wait(rid, timeout_s)
+        except EdgeUnavailable:
+            self._pending.clear()
+            self._early.clear()
+            raise
+        self._pending.discard(rid)
+        if h.type == P.ERROR:
+            raise EdgeError(h.status, body)
+        if h.type != P.RESULT:
+            raise TlcutError(f"edge answered a request with {P.TYPES[h.type]}")
+        return body, h
+
     def ping(self, timeout_s: float | None = None) -> P.Header:
         rid = next(self._ids)
         self.sock.send_multipart([P.Header(type=P.PING, request_id=rid).pack(), b""])
@@ -135,7 +165,10 @@ class EdgeClient:
                 self.dropped += 1
                 continue
             if h.request_id != rid:
-                self.dropped += 1  # a late reply to an earlier request: never deliver it for this one
+                if h.request_id in self._pending:  # pipelined: another request's reply, kept for it
+                    self._early[h.request_id] = (h, body)
+                else:
+                    self.dropped += 1  # a late reply to an earlier request: never deliver it for this one
                 continue
             return h, body
 
@@ -260,6 +293,62 @@ class Device:
         return y, {"device_ms": dev, "transfer_ms": total - dev - edge, "edge_ms": edge, "total_ms": total,
                    "payload_bytes": self.client.last_payload_bytes, "fallback": False}
 
+    def pipeline(self, xs, inflight: int):
+        """Yield (output, record) for each of ``xs`` in order, with up to ``inflight`` requests in
+        flight: the head of frame i+1 runs while frame i crosses the link and the edge serves it.
+        A frame's time runs from its head's start to its reply, so it includes waiting behind the
+        frames ahead of it. If the edge stops answering, the frames in flight run here (fallback)."""
+        p = self.placement
+        if p.where == DEVICE or inflight <= 1:
+            for x in xs:
+                yield self.infer(x)
+            return
+        queue = collections.deque()
+        for x in xs:
+            if self.edge_away and not self._edge_back():
+                while queue:
+                    yield self._collect(*queue.popleft())
+                t0 = time.perf_counter()
+                self.counts["requests"] += 1
+                yield self._run_local(x, t0, True)
+                continue
+            t0 = time.perf_counter()
+            self.counts["requests"] += 1
+            if p.where == EDGE:
+                payload, cut_id, flags = x, P.INPUT_CUT, 0
+            else:
+                payload = next(iter(self.runner.infer({self.input["name"]: x}).values()))
+                cut_id, flags = p.cut, (P.FLAG_TL if p.tl else 0)
+            t1 = time.perf_counter()
+            rid = self.client.send(payload, cut_id, flags, p.encoding)
+            queue.append((x, t0, t1, rid, self.client.last_payload_bytes))
+            if len(queue) >= inflight:
+                yield self._collect(*queue.popleft())
+        while queue:
+            yield self._collect(*queue.popleft())
+
+    def _collect(self, x, t0, t1, rid, nbytes):
+        try:
+            if self.edge_away:  # the socket went away with this request: run it here
+                raise EdgeUnavailable("the edge stopped answering")
+            y, h = self.client.receive(rid)
+        except EdgeUnavailable:
+            if not self.fallback:
+                self.counts["failed"] += 1
+                raise
+            if not self.edge_away:
+                self._away_since = self._last_probe = time.monotonic()
+            self.counts["fell_back"] += 1
+            return self._run_local(x, time.perf_counter(), True)
+        except EdgeError:
+            self.counts["failed"] += 1
+            raise
+        t2 = time.perf_counter()
+        self.counts["offloaded"] += 1
+        dev, total, edge = (t1 - t0) * 1e3, (t2 - t0) * 1e3, h.server_us / 1e3
+        return y, {"device_ms": dev, "transfer_ms": total - dev - edge, "edge_ms": edge, "total_ms": total,
+                   "payload_bytes": nbytes, "fallback": False}
+
     def _edge_back(self) -> bool:
         """While the edge is away, ping it at most every ``probe_s`` seconds."""
         now = time.monotonic()
@@ -356,14 +445,15 @@ def inputs(bundle: Bundle, images: str | None, count: int, seed: int = 0):
     return [rng.random(inp["shape"]).astype(inp["dtype"]) for _ in range(count)]
 
 
-def run(device: Device, xs: list[np.ndarray], warmup: int = 3, on_record=None) -> tuple[list[dict], dict]:
+def run(device: Device, xs: list[np.ndarray], warmup: int = 3, on_record=None,
+        inflight: int = 1) -> tuple[list[dict], dict]:
     """Run ``xs`` through the device's placement after ``warmup`` untimed requests; per-request records and a summary."""
     for x in xs[:warmup]:
         device.infer(x)
     records = []
     t0 = time.perf_counter()
-    for i, x in enumerate(xs[warmup:]):
-        _, rec = device.infer(x)
+    stream = device.pipeline(xs[warmup:], inflight) if inflight > 1 else (device.infer(x) for x in xs[warmup:])
+    for i, (_, rec) in enumerate(stream):
         rec["i"] = i
         records.append(rec)
         if on_record:

@@ -201,3 +201,20 @@ def test_max_accuracy_drop_uses_measured_accuracy_and_never_assumes_lossless():
 def test_old_profiles_without_encodings_still_plan():
     r = plan.plan(dev(), edge(), NET)
     assert {c["placement"]["encoding"] for c in r["ranking"]} == {"raw"}
+
+
+def test_throughput_is_one_over_the_slowest_stage():
+    r = plan.plan(dev(), edge(), NET, objective="throughput")
+    by = {c["name"]: c for c in r["ranking"]}
+    c = by["cut 1"]  # device 40 ms + 0.01; 100 KB at 8 Mbit/s = 100.08 ms uplink; edge 6 ms
+    assert c["bottleneck"] == "uplink" and c["stages_ms"]["uplink"] == pytest.approx((100_000 + 80) * 8 / 8e6 * 1e3)
+    assert c["throughput_fps"] == pytest.approx(1e3 / c["stages_ms"]["uplink"])
+    assert by["device only"]["throughput_fps"] == pytest.approx(1e3 / 100)
+    assert [x["throughput_fps"] for x in r["ranking"]] == sorted((x["throughput_fps"] for x in r["ranking"]), reverse=True)
+    # cut 3 sends 8 KB after 90 ms of device work: the device is its bottleneck (11.1 fps)
+    assert by["cut 3"]["bottleneck"] == "device"
+    # a latency bound removes placements that are fast on average but slow per frame
+    bound = plan.plan(dev(), edge(), NET, plan.Constraints(max_latency_ms=110), objective="throughput")
+    assert all(x["total_ms"] <= 110 for x in bound["ranking"] if x["allowed"])
+    with pytest.raises(TlcutError, match="--objective"):
+        plan.plan(dev(), edge(), NET, objective="speed")

@@ -174,3 +174,49 @@ def test_late_replies_are_never_delivered_for_another_request(bundle):
     cli.close()
     srv.close(linger=0)
     e.close()
+
+
+def test_pipelined_frames_come_back_in_order_and_correct(bundle, edge):
+    ep, _ = edge
+    xs = inputs(bundle, None, 12, seed=8)
+    with Device(bundle, "0", edge=ep) as dev:
+        got = list(dev.pipeline(xs, inflight=4))
+    assert len(got) == 12
+    for x, (y, rec) in zip(xs, got):
+        assert np.abs(y - full_model(bundle, x)).max() <= 1e-5 and not rec["fallback"]
+    assert np.abs(got[0][0] - got[1][0]).max() > 1e-3
+
+
+def test_pipelining_overlaps_device_and_edge(bundle):
+    """Device head 20 ms, edge 20 ms: one at a time a frame takes 40 ms; pipelined, the next head
+    runs while the edge serves, so frames come every ~20 ms (the slowest stage)."""
+
+    class SlowEdge(Edge):
+        def _handle(self, frames, peer, t0):
+            time.sleep(0.02)
+            return super()._handle(frames, peer, t0)
+
+    e = SlowEdge(bundle, ["0"], tl="off")
+    xs = inputs(bundle, None, 21, seed=1)
+    with serving(e) as ep, Device(bundle, "0", edge=ep) as dev:
+        head = dev.runner._infer_impl
+        dev.runner._infer_impl = lambda feed: (time.sleep(0.02), head(feed))[1]
+        one = run(dev, xs, warmup=1, inflight=1)[1]
+        two = run(dev, xs, warmup=1, inflight=2)[1]
+    e.close()
+    assert one["throughput_rps"] < 1 / 0.04 * 1.05
+    assert two["throughput_rps"] > 1.5 * one["throughput_rps"], (one["throughput_rps"], two["throughput_rps"])
+    assert two["throughput_rps"] < 1 / 0.02 * 1.05
+
+
+def test_a_dead_edge_mid_pipeline_falls_back_for_the_frames_in_flight(bundle):
+    e = Edge(bundle, ["0"])
+    xs = inputs(bundle, None, 8, seed=2)
+    with serving(e) as ep:
+        dev = Device(bundle, "0", edge=ep, timeout_s=0.5, fallback=True)
+    e.close()  # the edge is gone before the device sends anything
+    with dev:
+        got = list(dev.pipeline(xs, inflight=3))
+    assert len(got) == 8 and all(rec["fallback"] for _, rec in got)
+    for x, (y, _) in zip(xs, got):
+        assert np.abs(y - full_model(bundle, x)).max() <= 1e-5

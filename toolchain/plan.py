@@ -58,6 +58,7 @@ class Constraints:
     max_upload_bytes: int | None = None
     tl: str = "both"
     max_accuracy_drop: float | None = None  # points below device only, as `tlcut eval` measured
+    max_latency_ms: float | None = None  # a bound on one frame's latency (with --objective throughput)
 
 
 def network_from_args(bandwidth=None, latency=None, down_bandwidth=None, csv_path=None,
@@ -141,8 +142,11 @@ def load_profile(path, role: str) -> dict:
     return p
 
 
+OBJECTIVES = ("latency", "throughput")
+
+
 def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None,
-         accuracy: dict | None = None) -> dict:
+         accuracy: dict | None = None, objective: str = "latency") -> dict:
     """Every candidate with its predicted components; the best that meets the constraints."""
     cons = cons or Constraints()
     if device["model_sha256"] != edge["model_sha256"]:
@@ -194,7 +198,10 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
     _accuracy(cands, accuracy or {})
     for c in cands:
         c["allowed"], c["why_not"] = _allowed(c, cons)
-    ranking = sorted(cands, key=lambda c: c["total_ms"])
+    if objective not in OBJECTIVES:
+        raise TlcutError(f"--objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'")
+    key = (lambda c: c["total_ms"]) if objective == "latency" else (lambda c: (-c["throughput_fps"], c["total_ms"]))
+    ranking = sorted(cands, key=key)
     allowed = [c for c in ranking if c["allowed"]]
     if not allowed:
         raise TlcutError("no plan meets the constraints (" + _describe(cons) + "); relax one of them")
@@ -211,7 +218,7 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
     return {
         "format": FORMAT, "version": 1, "model": device["model"], "model_sha256": device["model_sha256"],
         "device_profile": device["_path"], "edge_profile": edge["_path"], "network": asdict(net),
-        "constraints": asdict(cons), "statistic": "median", "accuracy_source": (accuracy or {}).get("_source"),
+        "constraints": asdict(cons), "statistic": "median", "objective": objective, "accuracy_source": (accuracy or {}).get("_source"),
         "best": best, "best_tl": best_tl, "best_plain": best_plain, "device_only": dev_only,
         "edge_only": next(c for c in cands if c["where"] == EDGE),
         "speedup_vs_device": dev_only["total_ms"] / best["total_ms"],
@@ -222,8 +229,16 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
 
 def _cand(p: Placement, layer, upload, comp) -> dict:
     dev = comp["device"] + comp["device_tl"] + comp["serialize"]
+    # With frames pipelined (`tlcut run --inflight`), each stage works on a different frame at once:
+    # the rate is set by the slowest stage. The propagation delay is not a stage: it delays, it
+    # does not limit the rate.
+    stages = {"device": dev, "uplink": comp["transfer"], "edge": comp["deserialize"] + comp["edge_tl"] + comp["edge"],
+              "reply": comp["reply"]}
+    slowest = max(stages, key=stages.get)
     return {"name": p.label, "placement": p.to_json(), "where": p.where, "cut": p.cut, "layer": layer, "tl": p.tl,
-            "upload_bytes": upload, "device_ms": dev, "components_ms": comp, "total_ms": sum(comp.values())}
+            "upload_bytes": upload, "device_ms": dev, "components_ms": comp, "total_ms": sum(comp.values()),
+            "stages_ms": stages, "bottleneck": slowest,
+            "throughput_fps": 1e3 / stages[slowest] if stages[slowest] > 0 else float("inf")}
 
 
 def _allowed(c: dict, cons: Constraints) -> tuple[bool, str | None]:
@@ -238,6 +253,8 @@ def _allowed(c: dict, cons: Constraints) -> tuple[bool, str | None]:
         return False, f"device {c['device_ms']:.1f} ms > --max-device-ms"
     if cons.max_upload_bytes is not None and c["upload_bytes"] > cons.max_upload_bytes:
         return False, f"uploads {c['upload_bytes']} B > --max-upload-bytes"
+    if cons.max_latency_ms is not None and c["total_ms"] > cons.max_latency_ms:
+        return False, f"latency {c['total_ms']:.1f} ms > --max-latency-ms"
     if cons.max_accuracy_drop is not None:
         if c["accuracy_drop_pts"] is None:
             return False, "accuracy unknown (measure it with `tlcut eval`)"
@@ -270,7 +287,7 @@ def format_table(result: dict, top: int = 10) -> str:
     net = result["network"]
     lines = [f"{result['model']}: uplink {net['up_mbps']:g} Mbit/s, RTT {net['rtt_ms']:g} ms, "
              f"downlink {net['down_mbps']:g} Mbit/s (medians, ms)"]
-    hdr = ("rank", "placement", "layer", "upload KiB", "device", "network", "edge", "total", "acc. drop")
+    hdr = ("rank", "placement", "layer", "upload KiB", "device", "network", "edge", "total", "frames/s", "acc. drop")
     rows = [hdr]
     shown = [c for c in result["ranking"] if c["allowed"]][:top]
     for i, c in enumerate(shown, 1):
@@ -279,14 +296,17 @@ def format_table(result: dict, top: int = 10) -> str:
         edge = comp["edge"] + comp["edge_tl"]
         drop = c.get("accuracy_drop_pts")
         rows.append((str(i), c["name"], c["layer"] or "-", f"{c['upload_bytes'] / 1024:.1f}", f"{c['device_ms']:.2f}",
-                     f"{netms:.2f}", f"{edge:.2f}", f"{c['total_ms']:.2f}",
+                     f"{netms:.2f}", f"{edge:.2f}", f"{c['total_ms']:.2f}", f"{c['throughput_fps']:.1f}",
                      "unknown" if drop is None else f"{drop:+.2f} pt"))
     w = [max(len(r[k]) for r in rows) for k in range(len(hdr))]
     for j, r in enumerate(rows):
-        lines.append("  ".join(r[k].rjust(w[k]) if k in (0, 3, 4, 5, 6, 7, 8) else r[k].ljust(w[k]) for k in range(len(r))))
+        lines.append("  ".join(r[k].rjust(w[k]) if k in (0, 3, 4, 5, 6, 7, 8, 9) else r[k].ljust(w[k]) for k in range(len(r))))
         if j == 0:
             lines.append("  ".join("-" * x for x in w))
     b = result["best"]
+    if result.get("objective") == "throughput":
+        lines.append(f"best for throughput: {b['name']}, {b['throughput_fps']:.1f} frames/s pipelined (bottleneck: "
+                     f"{b['bottleneck']}, {b['stages_ms'][b['bottleneck']]:.2f} ms), {b['total_ms']:.2f} ms a frame")
     lines.append(f"best: {b['name']} ({b['layer'] or '-'}), {b['total_ms']:.2f} ms predicted; "
                  f"{result['speedup_vs_device']:.2f}x faster than device only ({result['device_only']['total_ms']:.2f} ms)")
     if result["speedup_tl_vs_plain"]:

@@ -80,7 +80,13 @@ class Cuts(Verb):
 
 
 class Compile(Verb):
-    """Write the runnable head and tail (with and without the TL) of the chosen cuts into the bundle."""
+    """Write the runnable head and tail (with and without the TL) of the chosen cuts into the bundle.
+
+With --target jetson --cut K -o DIR, write instead a folder for one device: its head of cut K at
+every precision the bundle has (plus float16), the payload contract, the edge's key and endpoint,
+and build_engine.sh, which builds the TensorRT engines on the Jetson itself (--tl both, the default,
+means the TL where it applies). DIR is also a bundle that `tlcut run DIR --cut K --edge ...` runs
+as it is."""
 
     name = "compile"
 
@@ -223,6 +229,10 @@ class Plan(Verb):
                        help="most accuracy lost against device only, in points, as `tlcut eval` measured it on the test "
                             "split (read from --accuracy); placements never measured are excluded, lossless ones kept")
         p.add_argument("--accuracy", metavar="BUNDLE", help="the bundle whose recorded `tlcut eval` accuracies to use")
+        g.add_argument("--max-latency-ms", type=float, help="most latency one frame may take (with --objective throughput)")
+        p.add_argument("--objective", default="latency", choices=["latency", "throughput"],
+                       help="rank by one frame's latency, or by frames per second with frames pipelined "
+                            "(`tlcut run --inflight`): 1 / the slowest stage (default latency)")
         p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
         p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
         p.add_argument("-o", "--output", help="write the plan JSON here")
@@ -234,7 +244,8 @@ class Plan(Verb):
         dev = planmod.load_profile(a.device, "device")
         edge = planmod.load_profile(a.edge, "edge")
         cons = planmod.Constraints(min_cut=a.min_cut, max_device_ms=a.max_device_ms,
-                                   max_upload_bytes=a.max_upload_bytes, tl=a.tl, max_accuracy_drop=a.max_accuracy_drop)
+                                   max_upload_bytes=a.max_upload_bytes, tl=a.tl, max_accuracy_drop=a.max_accuracy_drop,
+                                   max_latency_ms=a.max_latency_ms)
         accuracy = None
         if a.accuracy:
             from tlcut.bundle import Bundle
@@ -243,7 +254,7 @@ class Plan(Verb):
             if b.model_sha256 != dev["model_sha256"]:
                 raise TlcutError(f"bundle '{a.accuracy}' holds another model than the profiles; give the bundle they were benched from")
             accuracy = {**b.accuracy, "_source": str(b.path)}
-        result = planmod.plan(dev, edge, self.net.network, cons, accuracy)
+        result = planmod.plan(dev, edge, self.net.network, cons, accuracy, objective=a.objective)
         if a.plot:
             planmod.plot(result, a.plot)
             say(f"[plan] wrote {a.plot}")

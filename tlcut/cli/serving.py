@@ -61,6 +61,9 @@ class Run(Verb):
         p.add_argument("--images", metavar="DIR", help="folder of images to send (default: random tensors)")
         p.add_argument("--requests", type=int, default=30, help="timed requests (default 30)")
         p.add_argument("--warmup", type=int, default=3, help="untimed requests first (default 3)")
+        p.add_argument("--inflight", type=int, default=1, metavar="N",
+                       help="frames in flight: the head of the next frame runs while this one crosses and is "
+                            "served (default 1: one at a time)")
         p.add_argument("--slowdown", type=float, default=1.0, metavar="X",
                        help="lab: emulate a device X times slower by stretching every compute step (default 1)")
         p.add_argument("--json", action="store_true", help="print the summary and every request as JSON")
@@ -83,6 +86,10 @@ class Run(Verb):
         b, pl = self.b.bundle, self.pl.placement
         if a.requests < 1:
             raise TlcutError(f"--requests must be at least 1, got {a.requests}")
+        if a.inflight < 1:
+            raise TlcutError(f"--inflight must be at least 1, got {a.inflight}")
+        if a.inflight > 1 and a.adapt:
+            raise TlcutError("--inflight pipelines one placement; --adapt switches between them: choose one")
         if pl is None and not a.adapt:
             raise TlcutError("name the placement with --cut K (or device, input), or give --adapt PLAN")
         if (pl is None or pl.offloads or a.adapt) and not self.link.edge:
@@ -104,9 +111,10 @@ class Run(Verb):
                     say(f"[run] {rec['i']:4d} total {rec['total_ms']:8.2f} ms  device {rec['device_ms']:7.2f}  "
                         f"transfer {rec['transfer_ms']:7.2f}  edge {rec['edge_ms']:7.2f}")
 
-            records, summary = rt.run(dev, xs, warmup=a.warmup, on_record=show)
+            records, summary = rt.run(dev, xs, warmup=a.warmup, on_record=show, inflight=a.inflight)
             summary["counts"] = dev.report()
-        result = {"placement": pl.to_json() if pl else "adaptive", "edge": self.link.edge, "backend": self.be.name,
+        result = {"placement": pl.to_json() if pl else "adaptive", "inflight": a.inflight, "edge": self.link.edge,
+                  "backend": self.be.name,
                   "precision": self.be.precision, "slowdown": a.slowdown, "summary": summary,
                   "requests": records}
         if a.output:
