@@ -380,6 +380,7 @@ class AdaptiveDevice:
         self.devices = {c["name"]: Device(bundle, Placement.from_json(c["placement"]), edge=edge, **device_kw)
                         for c in policy.candidates}
         self._last_ping = 0.0
+        self._t0 = time.monotonic()
         self.probes = 0
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -389,9 +390,11 @@ class AdaptiveDevice:
         elif why:
             self.log(f"switch to {label}: {why}")
         dev = self.devices[label]
+        t = time.monotonic()
         y, rec = dev.infer(x)
-        rec.update(placement=label, probe=why == "probe")
+        rec.update(placement=label, probe=why == "probe", t_s=t - self._t0)
         self.policy.observe(rec)
+        rec["link_mbps_estimate"] = self.policy.link.mbps
         self._ping(dev)
         return y, rec
 

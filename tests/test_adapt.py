@@ -138,9 +138,12 @@ def test_run_adapt_from_the_cli(bundle, tmp_path, capsys):
     served = sorted({str(c["cut"]) for c in plan["ranking"][:4] if c["cut"] is not None} | {"input"})
     with local_edge(bundle, served, tl="off") as ep:
         assert cli.main(["run", str(bundle.path), "--adapt", str(tmp_path / "plan.json"), "--edge", ep,
-                         "--requests", "12", "--warmup", "1", "-o", str(tmp_path / "run.json")]) == 0
+                         "--requests", "12", "--warmup", "1", "-o", str(tmp_path / "run.json"),
+                         "--timeline", str(tmp_path / "t.png")]) == 0
     out = json.loads((tmp_path / "run.json").read_text())
     assert out["placement"] == "adaptive" and len(out["requests"]) == 12
     assert all(r["placement"] in {c["name"] for c in plan["ranking"]} for r in out["requests"])
     assert "per_placement" in out["summary"]["counts"]
+    assert all(r["link_mbps_estimate"] > 0 for r in out["requests"])
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _ = planmod

@@ -79,6 +79,7 @@ class Run(Verb):
         g.add_argument("--patience", type=int, default=3, help="... seen this many requests in a row (default 3)")
         g.add_argument("--probe-every", type=int, default=10, metavar="N",
                        help="while the link goes unmeasured, offload every Nth request to measure it (default 10)")
+        g.add_argument("--timeline", metavar="PNG", help="draw latency, placement and link estimate over time")
 
     def run(self, a):
         from tlcut.runtime import run as rt
@@ -119,6 +120,13 @@ class Run(Verb):
                   "requests": records}
         if a.output:
             emit_json(result, a.output)
+        if a.timeline:
+            if not a.adapt:
+                raise TlcutError("--timeline draws an adaptive run; add --adapt PLAN")
+            from tlcut.lab.timeline import plot
+
+            plot(records, a.timeline, title=f"{b.name}: adaptive run, {len(records)} requests")
+            say(f"[run] wrote {a.timeline}")
         if a.json:
             print(json.dumps(result, indent=1))
         else:
