@@ -11,6 +11,7 @@ them; ``Policy`` decides. A policy is one object with two methods, so another ca
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 from tlcut.placement import DEVICE, Placement
@@ -61,8 +62,10 @@ class Policy:
 
     Switch to the best predicted placement only when it beats the current one by ``margin`` for
     ``patience`` decisions in a row (noise does not flap it). While the current placement tells
-    nothing about the link (device only, or a payload too small to time), every ``probe_every``
-    requests one goes out on the best offloading placement, so a link that recovers is noticed.
+    nothing about the link (device only, or a payload too small to time), one request goes out on
+    the best offloading placement after ``probe_every`` requests and ``probe_interval_s`` seconds,
+    so a link that recovers is noticed; but only if, on the link the plan was made for, that
+    placement would win: where the device is far ahead anyway, probing would only cost latency.
     """
 
     candidates: list[dict]  # plan candidates: placement, components_ms, upload_bytes
@@ -71,6 +74,7 @@ class Policy:
     margin: float = 0.15
     patience: int = 3
     probe_every: int = 10
+    probe_interval_s: float = 1.0
     switches: list[Switch] = field(default_factory=list)
     edge_scale: float = 1.0  # the edge's measured time over its profiled time (load, another machine)
 
@@ -82,6 +86,8 @@ class Policy:
         self._streak: tuple[str | None, int] = (None, 0)
         self._n = 0
         self._since_sample = 0
+        self._last_probe = -float("inf")
+        self._planned = LinkEstimate(self.link.mbps, self.link.rtt_ms)
 
     # -- the two methods a policy has ----------------------------------------------------------
     def observe(self, rec: dict) -> None:
@@ -114,20 +120,23 @@ class Policy:
                 return self.current, why
         else:
             self._streak = (None, 0)
-        if self._since_sample >= self.probe_every:
+        now = time.monotonic()
+        if self._since_sample >= self.probe_every and now - self._last_probe >= self.probe_interval_s:
             probe = next((c for c in ranked if Placement.from_json(c["placement"]).where != DEVICE), None)
-            if probe is not None and probe["name"] != self.current:
-                self._since_sample = 0
+            if probe is not None and probe["name"] != self.current and \
+                    self.predict(probe, self._planned) < self.predict(cur, self._planned):
+                self._since_sample, self._last_probe = 0, now
                 return probe["name"], "probe"
         return self.current, None
 
     # -- arithmetic ----------------------------------------------------------------------------
-    def predict(self, c: dict) -> float:
-        """The candidate's latency for the estimated link: the planner's components, with the round
-        trip and the upload re-done for the link as it is now."""
+    def predict(self, c: dict, link: LinkEstimate | None = None) -> float:
+        """The candidate's latency for the estimated link (or ``link``): the planner's components,
+        with the round trip and the upload re-done for the link as it is now."""
+        link = link or self.link
         comp = c["components_ms"]
         if Placement.from_json(c["placement"]).where == DEVICE:
             return sum(comp.values())
         edge = (comp["edge"] + comp["edge_tl"]) * self.edge_scale
         rest = sum(v for k, v in comp.items() if k not in ("latency", "transfer", "edge", "edge_tl"))
-        return rest + edge + self.link.rtt_ms + self.link.up_ms(c["upload_bytes"])
+        return rest + edge + link.rtt_ms + link.up_ms(c["upload_bytes"])

@@ -458,6 +458,7 @@ def run(device: Device, xs: list[np.ndarray], warmup: int = 3, on_record=None,
     stream = device.pipeline(xs[warmup:], inflight) if inflight > 1 else (device.infer(x) for x in xs[warmup:])
     for i, (_, rec) in enumerate(stream):
         rec["i"] = i
+        rec.setdefault("t_s", time.perf_counter() - t0)
         records.append(rec)
         if on_record:
             on_record(rec)

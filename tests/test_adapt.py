@@ -84,12 +84,18 @@ def test_noise_alone_never_flaps():
 
 
 def test_device_only_probes_the_link_and_comes_back():
-    pol = Policy(CANDS, LinkEstimate(1.0, 28.0), start="device only")  # planned on a link that was down
+    pol = Policy(CANDS, LinkEstimate(57.0, 28.0), start="device only", probe_interval_s=0)  # the link was down
     used = simulate(pol, [57.0] * 60)
     assert used[0] == "device only" and used[-1] != "device only"
     assert any(u != "device only" for u in used[:15]), "a probe must go out while the link is unmeasured"
     true = Policy(CANDS, LinkEstimate(57.0, 28.0))
     assert true.predict(pol.by_label[used[-1]]) <= (1 + pol.margin) * min(true.predict(c) for c in CANDS)
+
+
+def test_no_probes_where_offloading_could_not_win_even_on_the_planned_link():
+    fast_device = [cand(Placement(DEVICE), 1.0, 0, 0)] + CANDS[1:]
+    pol = Policy(fast_device, LinkEstimate(57.0, 28.0), probe_interval_s=0)
+    assert set(simulate(pol, [57.0] * 100)) == {"device only"}
 
 
 def test_bad_candidates_are_refused():

@@ -1,0 +1,226 @@
+"""A link that moves: tlcut's adaptive runtime against every static choice, over replayed traces.
+
+    python benchmarks/adaptive.py [--model DenseNet169] [--traces stepped,5g-uplink] [--speed 1]
+                                  [--min-cut K] [--bundle DIR --profiles DIR]
+
+On the testbed as root (loopback emulation otherwise, stated in the results): bench both roles,
+plan for the trace's first link, then for each trace run, over the same replayed trace: Scission's
+static choice (best cut, no TL, float32), ScissionLite's (best cut with the TL, float32), tlcut's
+static best (any encoding), device only, edge only (float32 input), and tlcut run --adapt. The
+oracle of each phase (a span of the trace at one rate) is the static placement whose median was
+lowest there, as measured. Each run is a worker in the device's namespace that loads and warms up
+first, then starts on a signal with the trace replay, so both share one clock. Writes
+benchmarks/results/adaptive.{json,md} and a timeline PNG per trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+TLCUT = [sys.executable, "-m", "tlcut"]
+
+
+def worker(args: dict) -> None:
+    """In the device's namespace: load, warm up, say ready, wait for go, run for the duration."""
+    from tlcut.bundle import Bundle
+    from tlcut.placement import Placement
+    from tlcut.runtime import run as rt
+
+    b = Bundle.open(args["bundle"])
+    kw = dict(timeout_s=10, retries=1, fallback=True, insecure=True, threads=1, slowdown=args["slowdown"])
+    if args["placement"] == "adaptive":
+        from tlcut.runtime.adapt import LinkEstimate, Policy
+        from tlcut.runtime.run import AdaptiveDevice
+
+        plan = json.loads(Path(args["plan"]).read_text())
+        cands = [c for c in plan["ranking"] if c["name"] in args["candidates"]]
+        net = plan["network"]
+        dev = AdaptiveDevice(b, Policy(cands, LinkEstimate(net["up_mbps"], net["rtt_ms"])), edge=args["edge"], **kw)
+    else:
+        dev = rt.Device(b, Placement.from_json(args["placement"]), edge=args["edge"], **kw)
+    xs = rt.inputs(b, None, 8, seed=1)
+    with dev:
+        for x in xs[:3]:
+            dev.infer(x)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        t0 = time.perf_counter()
+        recs, i = [], 0
+        while time.perf_counter() - t0 < args["duration"]:
+            t = time.perf_counter() - t0
+            _, rec = dev.infer(xs[i % len(xs)])
+            rec["t_s"] = t
+            recs.append(rec)
+            i += 1
+        report = dev.report()
+    Path(args["out"]).write_text(json.dumps({"records": recs, "report": report}))
+
+
+def run_one(tb, label, args, steps, speed):
+    from tlcut.lab.trace import Replayer, Step
+
+    p = tb.popen("device", [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(args)],
+                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    if line.strip() != "ready":
+        p.kill()
+        raise SystemExit(f"worker for {label} did not start: {line!r}")
+    scaled = [Step(s.t_s / speed, s.mbps, s.ms) for s in steps]
+    tb.set_link(scaled[0].mbps, scaled[0].ms)
+    with Replayer(scaled, tb.set_link):
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        p.wait(args["duration"] + 120)
+    if p.returncode != 0:
+        raise SystemExit(f"worker for {label} failed")
+    return json.loads(Path(args["out"]).read_text())
+
+
+def phases(steps, speed, duration):
+    edges = [s.t_s / speed for s in steps] + [duration]
+    return [(edges[i], edges[i + 1], steps[i].mbps) for i in range(len(steps)) if edges[i] < duration]
+
+
+def stats(recs):
+    a = np.array([r["total_ms"] for r in recs]) if recs else np.array([np.nan])
+    return {"n": len(recs), "median": float(np.median(a)), "p99": float(np.percentile(a, 99))}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="DenseNet169")
+    ap.add_argument("--bundle")
+    ap.add_argument("--profiles", help="folder with profile-device.json and profile-edge.json to reuse")
+    ap.add_argument("--traces", default="stepped,5g-uplink")
+    ap.add_argument("--speed", type=float, default=1.0, help="replay traces this many times faster")
+    ap.add_argument("--min-cut", type=int)
+    ap.add_argument("--device-quota", type=float, default=0.2)
+    ap.add_argument("--iterations", type=int, default=10, help="bench iterations")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        worker(json.loads(a.worker))
+        return 0
+
+    from tlcut.bundle import Bundle
+    from tlcut.lab import testbed as tbm, timeline, trace
+    from tlcut.lab.loopback import Loopback
+    from tlcut.placement import Placement
+    from tlcut.toolchain import plan as planmod
+    from tlcut.toolchain.compile import compile_cuts
+    from tlcut.toolchain.export import export
+
+    root = Path(tempfile.mkdtemp(prefix="tlcut-adaptive-"))
+    out = HERE / "results"
+    tag = "adaptive" + (f"-min-cut-{a.min_cut}" if a.min_cut is not None else "")
+    b = Bundle.open(a.bundle) if a.bundle else export(a.model, root / "bundle", progress=print)
+    traces = {n: trace.load(n) for n in a.traces.split(",")}
+    first = next(iter(traces.values()))[0]
+    cfg = tbm.Config(bandwidth_mbps=first.mbps, latency_ms=first.ms, device_quota=a.device_quota, port=5931)
+    emu = tbm.Testbed(cfg, log=print) if tbm.available() is None else Loopback(cfg, log=print)
+    results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": b.name,
+               "command": "python benchmarks/adaptive.py" + (f" --min-cut {a.min_cut}" if a.min_cut is not None else "")
+               + (f" --speed {a.speed:g}" if a.speed != 1 else ""), "traces": {}}
+    with emu as tb:
+        results["emulation"] = tb.describe()
+        prof = Path(a.profiles) if a.profiles else root
+        for role in ("device", "edge") if not a.profiles else ():
+            extra = tb.device_args() if role == "device" else []
+            r = tb.run(role, TLCUT + ["bench", str(b.path), "--role", role, "--threads", "1", "--iterations",
+                                      str(a.iterations), *extra, "-o", str(prof / f"profile-{role}.json")])
+            if r.returncode:
+                raise SystemExit(f"bench as {role} failed")
+        dev, edg = (planmod.load_profile(prof / f"profile-{r}.json", r) for r in ("device", "edge"))
+        net = planmod.Network(up_mbps=first.mbps, rtt_ms=first.ms, down_mbps=10 * first.mbps)
+        plan = planmod.plan(dev, edg, net, planmod.Constraints(min_cut=a.min_cut))
+        (root / "plan.json").write_text(json.dumps(plan))
+        statics = {"Scission (no TL, float32)": plan["best_plain"], "ScissionLite (TL, float32)": plan["best_tl"],
+                   "tlcut static best": plan["best"], "device only": plan["device_only"]}
+        if a.min_cut is None:
+            statics["edge only (float32 input)"] = plan["edge_only"]
+        statics = {k: v for k, v in statics.items() if v is not None}
+        allowed = [c for c in plan["ranking"] if c["allowed"]]
+        cand_names = list(dict.fromkeys([c["name"] for c in allowed[:4]] + [c["name"] for c in statics.values()]))
+        cuts = sorted({c["cut"] for c in plan["ranking"] if c["name"] in cand_names and c["cut"] is not None})
+        compile_cuts(b, [b.cuts[i] for i in cuts], tl="both")
+        serve = TLCUT + ["serve", str(b.path), *sum((["--cut", str(k)] for k in cuts), []), "--cut", "input",
+                         "--bind", tb.state.edge_bind, "--threads", "1", "--insecure"]
+        edge = tb.popen("edge", serve, stderr=open(root / "edge.log", "w"))
+        try:
+            time.sleep(20)  # DenseNet169's tails load
+            slowdown = float(tb.device_args()[1]) if tb.device_args() else 1.0
+            for tname, steps in traces.items():
+                duration = (steps[-1].t_s + 20) / a.speed
+                runs = {}
+                for label, c in [*statics.items(), ("tlcut adaptive", None)]:
+                    print(f"[adaptive] {tname}: {label}")
+                    args = {"bundle": str(b.path), "edge": tb.state.device_endpoint, "duration": duration,
+                            "slowdown": slowdown, "out": str(root / f"{tname}-{len(runs)}.json"),
+                            "placement": c["placement"] if c else "adaptive", "plan": str(root / "plan.json"),
+                            "candidates": cand_names}
+                    runs[label] = run_one(tb, label, args, steps, a.speed)
+                ph = phases(steps, a.speed, duration)
+                table = {}
+                for label, r in runs.items():
+                    recs = r["records"]
+                    table[label] = {"overall": stats(recs),
+                                    "phases": [stats([x for x in recs if t0 <= x["t_s"] < t1]) for t0, t1, _ in ph]}
+                oracle = []
+                for i, (t0, t1, mbps) in enumerate(ph):
+                    best = min(statics, key=lambda k: table[k]["phases"][i]["median"])
+                    oracle.append({"phase": i, "from_s": t0, "to_s": t1, "mbps": mbps, "placement": best,
+                                   "median": table[best]["phases"][i]["median"]})
+                results["traces"][tname] = {"phases": oracle, "table": table,
+                                            "switches": runs["tlcut adaptive"]["report"].get("switches", []),
+                                            "candidates": cand_names}
+                timeline.plot(runs["tlcut adaptive"]["records"], out / f"{tag}-{tname}.png",
+                              trace=[trace.Step(s.t_s / a.speed, s.mbps, s.ms) for s in steps],
+                              title=f"{b.name}, {tname} trace: tlcut run --adapt")
+        finally:
+            edge.terminate()
+            edge.wait(20)
+    (out / f"{tag}.json").write_text(json.dumps(results, indent=1) + "\n")
+    md = to_markdown(results, tag)
+    (out / f"{tag}.md").write_text(md)
+    print(md)
+    return 0
+
+
+def to_markdown(r: dict, tag: str) -> str:
+    md = [f"# A link that moves: {r['model']}", "", f"Command: `{r['command']}`  ", f"Date: {r['date']}  ",
+          f"Emulation: {r['emulation']}.", ""]
+    for tname, t in r["traces"].items():
+        md += [f"## Trace `{tname}`", "", f"Timeline of the adaptive run: `{tag}-{tname}.png`. Candidates kept loaded: "
+               + ", ".join(t["candidates"]) + ".", "",
+               "| placement | requests | median ms | p99 ms | " + " | ".join(
+                   f"phase {p['phase']} ({p['mbps']:g} Mbit/s) median" for p in t["phases"]) + " |",
+               "|---|---:|---:|---:|" + "---:|" * len(t["phases"])]
+        for label, row in t["table"].items():
+            o = row["overall"]
+            md.append(f"| {label} | {o['n']} | {o['median']:.1f} | {o['p99']:.1f} | "
+                      + " | ".join(f"{p['median']:.1f}" for p in row["phases"]) + " |")
+        md.append("| oracle (best static per phase, measured) | | | | "
+                  + " | ".join(f"{p['median']:.1f} ({p['placement']})" for p in t["phases"]) + " |")
+        ad = t["table"]["tlcut adaptive"]
+        within = [ad["phases"][i]["median"] <= 1.10 * p["median"] for i, p in enumerate(t["phases"])
+                  if ad["phases"][i]["n"]]
+        statics_p99 = {k: v["overall"]["p99"] for k, v in t["table"].items() if k != "tlcut adaptive"}
+        md += ["", f"Adaptive median within 10% of the oracle in {sum(within)} of {len(within)} phases; "
+               f"adaptive p99 {ad['overall']['p99']:.1f} ms against the best static p99 "
+               f"{min(statics_p99.values()):.1f} ms ({min(statics_p99, key=statics_p99.get)}).", "",
+               "Switches: " + ("; ".join(f"request {s['at']}: {s['old']} -> {s['new']}" for s in t["switches"]) or "none"), ""]
+    return "\n".join(md)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
