@@ -124,17 +124,9 @@ class Loopback:
         return p
 
     def run(self, role: str, argv: list[str], capture_output: bool = False, **kw) -> subprocess.CompletedProcess:
-        if capture_output:
-            kw.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        p = self.popen(role, argv, **kw)
-        try:
-            out, err = p.communicate()
-        except BaseException:
-            p.kill()
-            raise
-        finally:
-            self._procs.remove(p)
-        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+        from tlcut.lab.testbed import run_to_end
+
+        return run_to_end(self, role, argv, capture_output, **kw)
 
 
 def _free_pair() -> int:

@@ -232,17 +232,7 @@ class Testbed:
         return p
 
     def run(self, role: str, argv: list[str], capture_output: bool = False, **kw) -> subprocess.CompletedProcess:
-        if capture_output:
-            kw.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        p = self.popen(role, argv, **kw)
-        try:
-            out, err = p.communicate()
-        except BaseException:
-            p.kill()
-            raise
-        finally:
-            self._procs.remove(p)
-        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+        return run_to_end(self, role, argv, capture_output, **kw)
 
     def _enter_cgroup(self, role: str):
         procs = _cgroup_procs_file(self.state.cgroup) if role == "device" and self.state.cgroup else None
@@ -290,6 +280,21 @@ class Testbed:
                 return p.pid
             time.sleep(0.05)
         raise TlcutError("testbed: the delay relay did not start listening")
+
+
+def run_to_end(emu, role: str, argv: list[str], capture_output: bool = False, **kw) -> subprocess.CompletedProcess:
+    """``emu.popen`` the command as ``role`` and wait for it (the testbed's and loopback's ``run``)."""
+    if capture_output:
+        kw.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = emu.popen(role, argv, **kw)
+    try:
+        out, err = p.communicate()
+    except BaseException:
+        p.kill()
+        raise
+    finally:
+        emu._procs.remove(p)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
 def _delay_words(method: str) -> str:

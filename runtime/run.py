@@ -269,11 +269,7 @@ class Device:
             return self._run_local(x, t0, False)
         if self.edge_away and not self._edge_back():
             return self._run_local(x, t0, True)
-        if p.where == EDGE:
-            payload, cut_id, flags = x, P.INPUT_CUT, 0
-        else:
-            payload = next(iter(self.runner.infer({self.input["name"]: x}).values()))
-            cut_id, flags = p.cut, (P.FLAG_TL if p.tl else 0)
+        payload, cut_id, flags = self._payload(x)
         t1 = time.perf_counter()
         try:
             y, h = self.client.request(payload, cut_id, flags, p.encoding)
@@ -287,11 +283,21 @@ class Device:
         except EdgeError:
             self.counts["failed"] += 1
             raise
-        t2 = time.perf_counter()
+        return y, self._record(t0, t1, h, self.client.last_payload_bytes)
+
+    def _payload(self, x):
+        """What crosses for ``x``: the input itself (edge only) or the head's output, and its ids."""
+        p = self.placement
+        if p.where == EDGE:
+            return x, P.INPUT_CUT, 0
+        return next(iter(self.runner.infer({self.input["name"]: x}).values())), p.cut, (P.FLAG_TL if p.tl else 0)
+
+    def _record(self, t0: float, t1: float, h: P.Header, nbytes: int) -> dict:
+        """Where an offloaded request's time went: head (t0..t1), the edge's own time, the rest on the link."""
         self.counts["offloaded"] += 1
-        dev, total, edge = (t1 - t0) * 1e3, (t2 - t0) * 1e3, h.server_us / 1e3
-        return y, {"device_ms": dev, "transfer_ms": total - dev - edge, "edge_ms": edge, "total_ms": total,
-                   "payload_bytes": self.client.last_payload_bytes, "fallback": False}
+        dev, total, edge = (t1 - t0) * 1e3, (time.perf_counter() - t0) * 1e3, h.server_us / 1e3
+        return {"device_ms": dev, "transfer_ms": total - dev - edge, "edge_ms": edge, "total_ms": total,
+                "payload_bytes": nbytes, "fallback": False}
 
     def pipeline(self, xs, inflight: int):
         """Yield (output, record) for each of ``xs`` in order, with up to ``inflight`` requests in
@@ -314,11 +320,7 @@ class Device:
                 continue
             t0 = time.perf_counter()
             self.counts["requests"] += 1
-            if p.where == EDGE:
-                payload, cut_id, flags = x, P.INPUT_CUT, 0
-            else:
-                payload = next(iter(self.runner.infer({self.input["name"]: x}).values()))
-                cut_id, flags = p.cut, (P.FLAG_TL if p.tl else 0)
+            payload, cut_id, flags = self._payload(x)
             t1 = time.perf_counter()
             rid = self.client.send(payload, cut_id, flags, p.encoding)
             queue.append((x, t0, t1, rid, self.client.last_payload_bytes))
@@ -343,11 +345,7 @@ class Device:
         except EdgeError:
             self.counts["failed"] += 1
             raise
-        t2 = time.perf_counter()
-        self.counts["offloaded"] += 1
-        dev, total, edge = (t1 - t0) * 1e3, (t2 - t0) * 1e3, h.server_us / 1e3
-        return y, {"device_ms": dev, "transfer_ms": total - dev - edge, "edge_ms": edge, "total_ms": total,
-                   "payload_bytes": nbytes, "fallback": False}
+        return y, self._record(t0, t1, h, nbytes)
 
     def _edge_back(self) -> bool:
         """While the edge is away, ping it at most every ``probe_s`` seconds."""
