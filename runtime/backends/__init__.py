@@ -2,7 +2,7 @@
 
 Callers ask for a backend by name with ``get(name)`` and use only ``Backend.compile`` and
 ``Backend.runner`` and the ``Runner`` they return; nothing outside this package imports a
-backend's own library. A new backend (TensorRT for the Jetson and the edge GPU) is a new file here
+backend's own library. A new backend is a new file here
 and one line in ``_BACKENDS``. Backend options (OpenVINO's performance hint) are keyword arguments of
 ``get``; a backend takes the ones it knows and ignores the rest.
 """
