@@ -9,10 +9,18 @@ runtime/c/fuzz/corpus_edge. Re-run after a bundle-format change:
   models exported with their preprocessing take it; reference input and ONNX Runtime's output.
 - bundle_rank9/: a model whose output has rank 9, one more than the wire protocol carries, so
   the edge must answer with an error instead of a header it could not write.
+- bundle_op17/: an opset-17 classifier (Squeeze with axes as an input, LayerNormalization) that
+  OpenCV 4.6 cannot load and OpenVINO can, whose output is float16: the reply carries the model's
+  dtype. Reference input and ONNX Runtime's output for the whole model and for cut 1.
+- bundle_int8/: a classifier taking an NHWC image, compiled at float32 and at int8 (QDQ, as
+  `tlcut compile --precision int8 --calib calib/` makes it, calibrated on the PNGs in calib/);
+  reference input and ONNX Runtime's output of the int8 whole model.
 """
 
 import shutil
 from pathlib import Path
+
+from PIL import Image
 
 import numpy as np
 import onnx
@@ -29,10 +37,10 @@ HERE = ROOT / "runtime" / "c" / "tests" / "data"
 SEEDS = ROOT / "runtime" / "c" / "fuzz" / "corpus_edge"
 
 
-def _model(name, nodes, inp, out, inits) -> onnx.ModelProto:
+def _model(name, nodes, inp, out, inits, opset=12) -> onnx.ModelProto:
     g = helper.make_graph(nodes, name, [inp], [out], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)])  # OpenCV 4.6 reads opset 12
-    m.ir_version = 7
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])  # OpenCV 4.6 reads opset 12
+    m.ir_version = 7 if opset <= 12 else 8
     onnx.checker.check_model(m)
     return m
 
@@ -71,6 +79,58 @@ def model_rank9() -> onnx.ModelProto:
              helper.make_node("Reshape", ["r", "shape"], ["y"], name="reshape")]
     return _model("rank9", nodes, helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
                   helper.make_tensor_value_info("y", TensorProto.FLOAT, [1] * 8 + [4]), [shape])
+
+
+def model_op17() -> onnx.ModelProto:
+    """x -> Conv -> Relu -> Conv -> pool -> Squeeze (axes an input, opset 13+) -> LayerNormalization
+    (opset 17) -> Cast to float16: 4 scores in float16."""
+    rng = np.random.default_rng(17)
+    w1 = numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((4, 4, 3, 3)) * 0.3).astype(np.float32), "w2")
+    axes = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    gamma = numpy_helper.from_array(np.array([1.0, 0.5, 2.0, 1.5], np.float32), "gamma")
+    beta = numpy_helper.from_array(np.array([0.1, -0.2, 0.0, 0.3], np.float32), "beta")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu1"),
+             helper.make_node("Conv", ["r", "w2"], ["b"], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["b"], ["g"], name="gap"),
+             helper.make_node("Squeeze", ["g", "axes"], ["s"], name="squeeze"),
+             helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["n"], name="norm", axis=-1),
+             helper.make_node("Cast", ["n"], ["y"], name="half", to=TensorProto.FLOAT16)]
+    return _model("tiny_op17", nodes, helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 7, 7]),
+                  helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 4]), [w1, w2, axes, gamma, beta], opset=17)
+
+
+def model_int8() -> onnx.ModelProto:
+    """An NHWC image (as Keras exports take it, so calibration reads PNGs) -> Transpose -> Conv ->
+    Relu -> Conv -> Relu -> pool -> 1x1 Conv (a classifier OpenCV 4.6 reads, unlike its Gemm):
+    4 scores. Opset 13: per-channel QDQ needs it."""
+    rng = np.random.default_rng(8)
+    w1 = numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.4).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.3).astype(np.float32), "w2")
+    wf = numpy_helper.from_array((rng.standard_normal((4, 8, 1, 1)) * 0.5).astype(np.float32), "wf")
+    bf = numpy_helper.from_array(np.array([0.1, 0.0, -0.1, 0.2], np.float32), "bf")
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="nchw", perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "w1"], ["a"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu1"),
+             helper.make_node("Conv", ["r", "w2"], ["b"], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["b"], ["r2"], name="relu2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+             helper.make_node("Conv", ["g", "wf", "bf"], ["f"], name="fc", kernel_shape=[1, 1]),
+             helper.make_node("Flatten", ["f"], ["y"], name="flat")]
+    return _model("tiny_int8", nodes, helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 3]),
+                  helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4]), [w1, w2, wf, bf], opset=13)
+
+
+def calibration_images(folder: Path, n: int = 8) -> None:
+    """``n`` small RGB PNGs: smooth gradients with noise, so activations spread over a range."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(21)
+    yy, xx = np.mgrid[0:16, 0:16]
+    for i in range(n):
+        base = np.stack([xx * (8 + i), yy * (12 - i), (xx + yy) * 4 + 20 * i], -1)
+        img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img, "RGB").save(folder / f"calib{i}.png")
 
 
 def build(name: str, m: onnx.ModelProto, compile_all: bool = True):
@@ -112,6 +172,33 @@ def main():
     yu.astype(np.float32).tofile(HERE / "u8_out.f32")
 
     build("bundle_rank9", model_rank9(), compile_all=False)
+
+    bo = build("bundle_op17", model_op17())
+    mo = onnx.load(str(bo.model_path))
+    xo = np.linspace(-1, 1, 3 * 7 * 7, dtype=np.float32).reshape(1, 3, 7, 7)[..., ::-1].copy()
+    yo = ort.InferenceSession(str(bo.model_path)).run(None, {"x": xo})[0]
+    co = bo.cuts[1]
+    mido = ort.InferenceSession(surgery.head(mo, co).SerializeToString()).run(None, {"x": xo})[0]
+    yco = ort.InferenceSession(surgery.tail(mo, co).SerializeToString()).run(None, {co.tensor: mido})[0]
+    assert yo.dtype == yco.dtype == np.float16 and co.tensor == "r", (yo.dtype, co)
+    xo.tofile(HERE / "op17_in.f32")
+    yo.tofile(HERE / "op17_out.f16")
+    mido.astype(np.float32).tofile(HERE / "op17_cut1_in.f32")
+    yco.tofile(HERE / "op17_cut1_out.f16")
+
+    calib = HERE / "calib"
+    calibration_images(calib)
+    bq = build("bundle_int8", model_int8(), compile_all=False)
+    picks = [c for c in bq.cuts if c.tensor in ("r", "r2")]
+    compile_cuts(bq, picks, tl="both")
+    compile_cuts(bq, picks, tl="both", precision="int8", calib=str(calib))
+    xq = np.random.default_rng(4).random((1, 8, 8, 3), dtype=np.float32)
+    yq = ort.InferenceSession(str(bq.path / bq.find("model", precision="int8").file)).run(None, {"x": xq})[0]
+    yf = ort.InferenceSession(str(bq.model_path)).run(None, {"x": xq})[0]
+    print("int8 whole model vs float32:", np.abs(yq - yf).max(), "of", np.abs(yf).max())
+    xq.tofile(HERE / "int8_in.f32")
+    yq.astype(np.float32).tofile(HERE / "int8_out.f32")
+    yf.astype(np.float32).tofile(HERE / "int8_out_f32model.f32")
 
     # fuzz_edge seeds: well-formed requests for what it serves (cuts 0 and 1, both TL modes, the
     # whole model), in every encoding, so mutations start deep in the request path

@@ -1,6 +1,11 @@
 """The C edge (tlcut-edged) against the Python edge: same answers to the Python device, the same
 error replies to bad frames, on loopback and across the testbed. Built by CMake; ctest runs this
-file with TLCUT_EDGED set (or set it yourself to the built daemon)."""
+file with TLCUT_EDGED set (or set it yourself to the built daemon), and TLCUT_EDGED_OTHER to the
+daemon of the build's other engine where both were built (tlcut-edged-opencv).
+
+The C edge's default engine is OpenVINO, so it is compared with the Python edge on its OpenVINO
+backend (same engine, same settings): at most 1e-4 apart, at opset 17, float32 and int8, with the
+reply in the model's own output dtype."""
 
 import json
 import os
@@ -30,9 +35,29 @@ from tlcut.toolchain.export import export
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGED = os.environ.get("TLCUT_EDGED") or str(ROOT / "build" / "tlcut-edged")
+OTHER = os.environ.get("TLCUT_EDGED_OTHER", str(ROOT / "build" / "tlcut-edged-opencv"))  # "": none
 DATA = ROOT / "runtime" / "c" / "tests" / "data"  # written by scripts/make_c_test_bundle.py
 pytestmark = pytest.mark.skipif(not os.access(EDGED, os.X_OK),
                                 reason=f"tlcut-edged is not built ({EDGED}); build it with cmake (README) or set TLCUT_EDGED")
+
+
+def _engine(daemon) -> str:
+    r = subprocess.run([daemon, "--version"], capture_output=True, text=True, timeout=30)
+    return r.stdout.splitlines()[1].split()[1] if r.returncode == 0 else "?"
+
+
+#: every daemon built, by engine: the default one and, where both engines were found, the other
+DAEMONS = {}
+for _d in (OTHER, EDGED) if os.access(EDGED, os.X_OK) else ():  # the default daemon wins a tie
+    if os.access(_d, os.X_OK):
+        DAEMONS[_engine(_d)] = _d
+needs_openvino = pytest.mark.skipif("openvino" not in DAEMONS, reason="no tlcut-edged with the OpenVINO engine was built")
+#: the default daemon's engine sets the opset of the bundles built here and the Python edge's
+#: backend it is compared with: OpenVINO reads any opset; OpenCV 4.6 reads opset 12 (and is held
+#: to ONNX Runtime's answers, as before OpenVINO)
+C_ENGINE = next((k for k, v in DAEMONS.items() if v == EDGED), "?")
+OPSET = 12 if C_ENGINE == "opencv" else 17
+PY_BACKEND = "onnxrt" if C_ENGINE == "opencv" else "openvino"
 
 
 def _port():
@@ -43,7 +68,7 @@ def _port():
 
 def _onnx_bundle(root, name, build):
     m = build()
-    m.opset_import[0].version = 12
+    m.opset_import[0].version = OPSET
     onnx.checker.check_model(m)
     onnx.save(m, root / f"{name}.onnx")
     b = export(str(root / f"{name}.onnx"), root / name, progress=lambda *_: None)
@@ -60,7 +85,7 @@ def bundles(tmp_path_factory):
         import tensorflow  # noqa: F401
     except ImportError:
         return out
-    b = export("DenseNet121", root / "densenet121", input_shape=(64, 64, 3), opset=12, progress=lambda *_: None)
+    b = export("DenseNet121", root / "densenet121", input_shape=(64, 64, 3), opset=OPSET, progress=lambda *_: None)
     picks = [b.cuts[i] for i in (5, len(b.cuts) // 2, len(b.cuts) - 5)]
     compile_cuts(b, picks, tl="both")
     out["densenet121"] = b
@@ -68,14 +93,14 @@ def bundles(tmp_path_factory):
 
 
 class CEdge:
-    def __init__(self, bundle, cuts, bind=None, extra=(), ping_ep=None):
+    def __init__(self, bundle, cuts, bind=None, extra=(), ping_ep=None, daemon=None):
         self.ep = bind or f"tcp://127.0.0.1:{_port()}"
         path = bundle.path if hasattr(bundle, "path") else Path(bundle)
-        args = [EDGED, str(path), *sum((["--cut", str(c)] for c in cuts), []), "--bind", self.ep, *extra]
+        args = [daemon or EDGED, str(path), *sum((["--cut", str(c)] for c in cuts), []), "--bind", self.ep, *extra]
         # the log goes outside the bundle: some bundles here are committed test data
         self.log = tempfile.NamedTemporaryFile("w+", prefix="tlcut-edged-", suffix=".log", delete=False)
         self.p = subprocess.Popen(args, stderr=self.log)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # loading compiles every half: DenseNet int8 takes a while on a busy box
         while time.monotonic() < deadline:
             if self.p.poll() is not None:
                 self.log.seek(0)
@@ -106,9 +131,12 @@ class CEdge:
 
 
 class PyEdge:
-    def __init__(self, bundle, cuts):
+    """The Python edge in a thread, on its OpenVINO backend: the C edge's engine and settings."""
+
+    def __init__(self, bundle, cuts, backend=None, precision="float32"):
+        backend = backend or PY_BACKEND
         self.ep = f"tcp://127.0.0.1:{_port()}"
-        self.edge = Edge(bundle, [str(c) for c in cuts])
+        self.edge = Edge(bundle, [str(c) for c in cuts], backend=backend, precision=precision)
         self.stop_ev, ready = threading.Event(), threading.Event()
         self.t = threading.Thread(target=self.edge.serve, args=(self.ep,), kwargs={"stop": self.stop_ev, "ready": ready},
                                   daemon=True)
@@ -149,7 +177,7 @@ def test_same_results_as_the_python_edge(bundles, name):
                     for x in xs:
                         yc, rc = dc.infer(x)
                         yp, _ = dp.infer(x)
-                        assert yc.shape == yp.shape and np.abs(yc - yp).max() <= 1e-4, (name, k, tl)
+                        assert yc.dtype == yp.dtype and yc.shape == yp.shape and np.abs(yc - yp).max() <= 1e-4, (name, k, tl)
                         assert rc["edge_ms"] > 0
                         ycs.append(yc)
                         checked += 1
@@ -171,35 +199,173 @@ def test_same_results_as_the_python_edge(bundles, name):
         py_edge.stop()
 
 
-def test_uint8_input_is_served(tmp_path):
-    """A model that takes uint8 (an image with its preprocessing inside): the C edge answers as
-    ONNX Runtime does, and the answer moves with the input."""
+@pytest.mark.parametrize("engine", sorted(DAEMONS) or ["none"])
+def test_uint8_input_is_served(engine):
+    """A model that takes uint8 (an image with its preprocessing inside): each engine's C edge
+    answers as ONNX Runtime and the Python edge do, and the answer moves with the input."""
     b = Bundle.open(DATA / "bundle_u8")
     assert b.inputs[0]["dtype"] == "uint8"
-    c_edge = CEdge(b, ["input"])
+    c_edge, py_edge = CEdge(b, ["input", "2"], daemon=DAEMONS[engine]), PyEdge(b, ["input", "2"], backend="onnxrt")
     try:
         full = ort.InferenceSession(str(b.model_path))
         rng = np.random.default_rng(5)
         xs = [rng.integers(0, 256, b.inputs[0]["shape"], dtype=np.uint8) for _ in range(3)]
         ys = []
-        with EdgeClient(c_edge.ep, timeout_s=10) as c:
+        with EdgeClient(c_edge.ep, timeout_s=10) as c, EdgeClient(py_edge.ep, timeout_s=10) as p:
             for x in xs:
                 y, h = c.request(x, P.INPUT_CUT)
+                yp, _ = p.request(x, P.INPUT_CUT)
                 want = full.run(None, {b.inputs[0]["name"]: x})[0]
-                assert h.type == P.RESULT and y.shape == want.shape and np.abs(y - want).max() <= 1e-4, (y, want)
+                assert h.type == P.RESULT and y.dtype == want.dtype and y.shape == want.shape, (y, want)
+                assert np.abs(y - want).max() <= 1e-4 and np.abs(y - yp).max() <= 1e-4, (y, yp, want)
                 ys.append(y)
         _moves(ys, "uint8 model")
         assert c_edge.errors_logged() == 0, c_edge.text()
     finally:
         c_edge.stop()
+        py_edge.stop()
 
 
-def test_every_row_of_the_behaviour_table():
+@pytest.mark.parametrize("engine", sorted(DAEMONS) or ["none"])
+def test_opset17_with_a_float16_output(engine):
+    """An opset-17 model (Squeeze with axes as an input, LayerNormalization) whose output is
+    float16: OpenVINO serves it with float16 replies, as the Python edge does; OpenCV 4.6 cannot
+    read it and says so at start-up, in one line, exit 2."""
+    b = Bundle.open(DATA / "bundle_op17")
+    assert b.manifest["model"]["opset"] == 17 and b.outputs[0]["dtype"] == "float16"
+    if engine == "opencv":
+        r = subprocess.run([DAEMONS[engine], str(b.path), "--cut", "input", "--bind", "tcp://127.0.0.1:1"],
+                           capture_output=True, text=True, timeout=60)
+        lines = [l for l in r.stderr.splitlines() if l.startswith("tlcut-edged: error:")]
+        assert r.returncode == 2 and len(lines) == 1 and "opset 12" in lines[0], r.stderr
+        return
+    c_edge, py_edge = CEdge(b, ["input", "1"], daemon=DAEMONS[engine]), PyEdge(b, ["input", "1"], backend="openvino")
+    try:
+        full = ort.InferenceSession(str(b.model_path))
+        rng = np.random.default_rng(17)
+        xs = [rng.standard_normal(b.inputs[0]["shape"]).astype(np.float32) for _ in range(3)]
+        ys = []
+        for k in ("input", "1"):
+            with Device(b, k, edge=c_edge.ep) as dc, Device(b, k, edge=py_edge.ep) as dp:
+                for x in xs:
+                    y, _ = dc.infer(x)
+                    yp, _ = dp.infer(x)
+                    want = full.run(None, {"x": x})[0]
+                    assert y.dtype == yp.dtype == np.float16 and y.shape == want.shape, (k, y.dtype, yp.dtype)
+                    assert np.array_equal(y, yp) or np.abs(y.astype(np.float32) - yp).max() <= 1e-3, (k, y, yp)
+                    assert np.abs(y.astype(np.float32) - want).max() <= 4e-3, (k, y, want)
+                    ys.append(y)
+        _moves(ys[:3], "opset 17 whole model")
+    finally:
+        c_edge.stop()
+        py_edge.stop()
+
+
+def _dtype_model(dtype: str) -> onnx.ModelProto:
+    """y = Cast(Relu(2 * Cast(x, float) + 1), back to x's dtype): every value exact in every dtype."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    t = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    two, one = (numpy_helper.from_array(np.array(v, np.float32), n) for v, n in ((2.0, "two"), (1.0, "one")))
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT), helper.make_node("Mul", ["xf", "two"], ["m"]),
+             helper.make_node("Add", ["m", "one"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Cast", ["r"], ["y"], to=t)]
+    g = helper.make_graph(nodes, f"dtype_{dtype}", [helper.make_tensor_value_info("x", t, [1, 2, 3, 4])],
+                          [helper.make_tensor_value_info("y", t, [1, 2, 3, 4])], [two, one])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+@needs_openvino
+def test_every_protocol_dtype_in_and_out(tmp_path):
+    """A model of each protocol dtype, in and out: the OpenVINO C edge takes the request in that
+    dtype as it is (no widening) and replies in it, as the Python edge does."""
+    rng = np.random.default_rng(9)
+    for dtype in ("float32", "float16", "float64", "int8", "uint8", "int32", "int64"):
+        onnx.save(_dtype_model(dtype), tmp_path / f"{dtype}.onnx")
+        b = export(str(tmp_path / f"{dtype}.onnx"), tmp_path / dtype, progress=lambda *_: None)
+        c_edge, py_edge = CEdge(b, ["input"], daemon=DAEMONS["openvino"]), PyEdge(b, ["input"], backend="openvino")
+        try:
+            lo = 0 if dtype == "uint8" else -20
+            xs = [rng.integers(lo, 100 if dtype == "uint8" else 20, (1, 2, 3, 4)).astype(dtype) for _ in range(2)]
+            with EdgeClient(c_edge.ep, timeout_s=10) as c, EdgeClient(py_edge.ep, timeout_s=10) as p:
+                for x in xs:
+                    y, h = c.request(x, P.INPUT_CUT)
+                    yp, _ = p.request(x, P.INPUT_CUT)
+                    want = np.maximum(2 * x.astype(np.float64) + 1, 0).astype(dtype)
+                    assert h.dtype == dtype and y.dtype == yp.dtype == np.dtype(dtype), (dtype, h.dtype, yp.dtype)
+                    assert np.array_equal(y, want) and np.array_equal(yp, want), (dtype, x, y, yp)
+            assert c_edge.errors_logged() == 0, c_edge.text()
+        finally:
+            c_edge.stop()
+            py_edge.stop()
+
+
+def _png_folder(folder: Path, n: int, hw: int):
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (hw, hw, 3), dtype=np.uint8), "RGB").save(folder / f"{i}.png")
+
+
+@needs_openvino
+@pytest.mark.parametrize("name", ["tiny", "densenet121"])
+def test_int8_agrees_with_the_python_edge(bundles, tmp_path, name):
+    """--precision int8 serves the bundle's QDQ rows; the C edge and the Python edge (both
+    OpenVINO, int8 kernels) give the same answers, and they are not the float32 ones."""
+    if name == "tiny":
+        b = Bundle.open(DATA / "bundle_int8")  # compiled at int8 by scripts/make_c_test_bundle.py
+        cuts = [2, 4]
+    else:
+        if "densenet121" not in bundles:
+            pytest.skip("DenseNet121 needs TensorFlow for its export")
+        b = Bundle.open(bundles["densenet121"].path)
+        cuts = [_cuts(b)[1]]
+        _png_folder(tmp_path / "calib", 4, 64)
+        compile_cuts(b, [b.cuts[k] for k in cuts], tl="both", precision="int8", calib=str(tmp_path / "calib"))
+    serve = [str(k) for k in cuts] + ["input"]
+    c_edge = CEdge(b, serve, extra=["--precision", "int8", "--tl", "both"], daemon=DAEMONS["openvino"])
+    py_edge, py_f32 = PyEdge(b, serve, backend="openvino", precision="int8"), PyEdge(b, serve, backend="openvino")
+    try:
+        rng = np.random.default_rng(8)
+        xs = [rng.random(b.inputs[0]["shape"]).astype(np.float32) for _ in range(3)]
+        checked = 0
+        for k in [*cuts, "input"]:
+            for tl in ([False, True] if k != "input" and b.cuts[k].tl else [False]):
+                with Device(b, str(k), tl=tl, edge=c_edge.ep, precision="int8") as dc, \
+                        Device(b, str(k), tl=tl, edge=py_edge.ep, precision="int8") as dp, \
+                        Device(b, str(k), tl=tl, edge=py_f32.ep) as df:
+                    ys = []
+                    for x in xs:
+                        yc, _ = dc.infer(x)
+                        yp, _ = dp.infer(x)
+                        yf, _ = df.infer(x)
+                        # the same engine on the same int8 half: equal to well within the int8 step
+                        scale = float(np.abs(yp).max())
+                        assert yc.dtype == yp.dtype and yc.shape == yp.shape, (name, k, tl)
+                        assert np.abs(yc - yp).max() <= 1e-4 * max(scale, 1e-2), (name, k, tl, np.abs(yc - yp).max(), scale)
+                        assert not np.array_equal(yc, yf), f"{name} {k} tl={tl}: int8 answered as float32 does"
+                        ys.append(yc)
+                        checked += 1
+                    _moves(ys, f"int8 {name} {k} tl={tl}")
+        assert checked >= 6
+    finally:
+        c_edge.stop()
+        py_edge.stop()
+        py_f32.stop()
+
+
+@pytest.mark.parametrize("engine", sorted(DAEMONS) or ["none"])
+def test_every_row_of_the_behaviour_table(engine):
     """The request -> reply table the Python edge is held to (tests/test_behaviour.py), against
-    tlcut-edged serving the same cuts with the same limit."""
+    tlcut-edged (each engine built) serving the same cuts with the same limit."""
     serve = behaviour.VECTORS["serve"]
     c_edge = CEdge(behaviour.ROOT / behaviour.VECTORS["bundle"], serve["cuts"],
-                   extra=["--tl", serve["tl"], "--max-message-mb", str(serve["max_message_mb"])])
+                   extra=["--tl", serve["tl"], "--max-message-mb", str(serve["max_message_mb"])], daemon=DAEMONS[engine])
     try:
         results = behaviour.run_rows(c_edge.ep)
     finally:
@@ -296,6 +462,10 @@ def test_startup_errors_are_one_line(bundles, tmp_path):
     gone = tmp_path / "gone"
     shutil.copytree(b.path, gone)
     (gone / b.find("tail", 0).file).unlink()
+    cut_short = tmp_path / "cut_short"
+    shutil.copytree(b.path, cut_short)
+    tail = cut_short / b.find("tail", 0).file
+    tail.write_bytes(tail.read_bytes()[:200])
     lo = ["--bind", "tcp://127.0.0.1:1"]
     for args, text in (([str(tmp_path / "none"), "--cut", "0", *lo], "does not exist"),
                        ([str(tmp_path), "--cut", "0", *lo], "no manifest.json"),
@@ -303,13 +473,22 @@ def test_startup_errors_are_one_line(bundles, tmp_path):
                        ([str(old), "--cut", "0", *lo], "re-export the bundle"),
                        ([str(b.path), "--cut", "99", *lo], "not found; the model has"),
                        ([str(gone), "--cut", "0", *lo], "listed in the manifest but missing"),
+                       ([str(cut_short), "--cut", "0", "--tl", "off", *lo],
+                        "is not an ONNX model" if C_ENGINE == "openvino" else "OpenCV cannot load"),
+                       ([str(b.path), "--cut", "0", "--precision", "int8", *lo],
+                        f"has no compiled int8 tail in bundle '{b.path}'; run `tlcut compile {b.path} --cuts 0 --precision int8 "
+                        "--calib DATA` first"),
+                       ([str(b.path), "--cut", "input", "--precision", "int8", *lo], "no int8 ONNX of the whole model"),
+                       ([str(b.path), "--cut", "0", "--precision", "fp8", *lo], "--precision must be float32 or int8"),
                        ([str(b.path), "--cut", "0"], "refusing plain TCP on tcp://*:5555"),
                        ([str(b.path), "--cut", "0", "--bind", "tcp://10.1.2.3:5555"], "--insecure"),
                        ([str(b.path)], "--cut"),
                        *(([str(b.path), "--cut", "0", *lo, "--max-message-mb", v], "--max-message-mb must be")
                          for v in ("abc", "-1", "0", "12x", " 5", "+5", "", "99999999999999999999999", "17592186044416")),
                        *(([str(b.path), "--cut", "0", *lo, "--max-requests", v], "--max-requests must be")
-                         for v in ("-3", "1.5", "18446744073709551616", "ten"))):
+                         for v in ("-3", "1.5", "18446744073709551616", "ten")),
+                       *(([str(b.path), "--cut", "0", *lo, "--threads", v], "--threads must be")
+                         for v in ("0", "-1", "two", "4097"))):
         r = subprocess.run([EDGED, *args], capture_output=True, text=True, timeout=30)
         lines = [l for l in r.stderr.splitlines() if l.startswith("tlcut-edged: error:")]
         assert r.returncode == 2 and len(lines) == 1 and text in lines[0], (args, r.stderr)
@@ -324,9 +503,12 @@ def test_missing_compiled_tail_is_one_line(tmp_path):
     assert "has no compiled tail" in lines[0] and f"run `tlcut compile {b.path} --cuts 0` first" in lines[0], lines[0]
 
 
-def test_version_is_the_python_package_version():
-    r = subprocess.run([EDGED, "--version"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0 and r.stdout.strip() == f"tlcut-edged {tlcut.__version__}", r.stdout
+def test_version_is_the_python_package_version_and_names_the_engine():
+    for engine, daemon in DAEMONS.items():
+        r = subprocess.run([daemon, "--version"], capture_output=True, text=True, timeout=30)
+        lines = r.stdout.splitlines()
+        assert r.returncode == 0 and lines[0] == f"tlcut-edged {tlcut.__version__}", r.stdout
+        assert len(lines) == 2 and lines[1].startswith(f"engine: {engine} ") and engine in ("openvino", "opencv"), r.stdout
 
 
 def test_insecure_serves_plain_tcp_outside_loopback_with_a_warning(bundles):
@@ -362,7 +544,7 @@ def test_same_results_across_the_testbed(bundles):
         for name in ("python", "c"):
             if name == "python":
                 argv = [sys.executable, "-m", "tlcut", "serve", str(b.path), *sum((["--cut", str(k)] for k in cuts), []),
-                        "--bind", tb.state.edge_bind, "--insecure"]
+                        "--bind", tb.state.edge_bind, "--insecure", "--backend", "openvino"]
             else:
                 argv = [EDGED, str(b.path), *sum((["--cut", str(k)] for k in cuts), []), "--bind", tb.state.edge_bind,
                         "--insecure"]

@@ -8,10 +8,15 @@
  * Ownership: the caller owns every buffer it passes in; nothing is kept after a call returns.
  * Pointers handed out by the library (tlc_edge_handle's reply payload, tlc_edge_last_error's
  * string) belong to the handle and stay valid until the next call on that handle or its
- * destruction. tlc_edge_destroy(NULL) is a no-op.
+ * destruction. tlc_version, tlc_strerror and tlc_engine return static strings.
+ * tlc_edge_destroy(NULL) is a no-op.
+ *
+ * Engine: a build links one inference engine (CMake option TLCUT_ENGINE): OpenVINO (any ONNX
+ * opset, every protocol dtype as the model declares it, int8 QDQ halves on int8 kernels) or
+ * OpenCV DNN (Debian's; ONNX up to opset 12, float32). tlc_engine() says which.
  *
  * Threads: the framing functions (tlc_header_*, tlc_frame_check, tlc_strerror, tlc_version,
- * tlc_dtype_size) keep no state and may be called from any thread. A tlc_edge is not
+ * tlc_engine, tlc_dtype_size) keep no state and may be called from any thread. A tlc_edge is not
  * thread-safe: use each one from one thread at a time (one tlc_edge per thread; separate edges
  * share nothing). While tlc_edge_serve runs, the only other thread that touches the edge is the
  * library's own ZAP thread (with CURVE), which calls the log callback; the library serializes
@@ -87,6 +92,9 @@ typedef struct tlc_header {
 
 /* Library version as "MAJOR.MINOR.PATCH" (static string; equals TLC_VERSION_STRING of the build). */
 TLC_EXPORT const char *tlc_version(void);
+/* The inference engine this library was built with and its version, e.g. "openvino 2026.4.1" or
+ * "opencv 4.6.0" (static string). */
+TLC_EXPORT const char *tlc_engine(void);
 /* A short English name for a status code (static string; never NULL). */
 TLC_EXPORT const char *tlc_strerror(int status);
 /* Bytes per element of a protocol dtype, 0 if unknown. */
@@ -108,10 +116,20 @@ typedef struct tlc_edge tlc_edge;
  * TLC_E_BUNDLE: damaged manifest or another format version). */
 TLC_EXPORT int tlc_edge_create(const char *bundle_dir, tlc_edge **out);
 /* Load the tail of cut ``cut`` (an index, the cut's tensor or Keras layer name, or "input" for the
- * whole model) as the manifest lists it: the portable ONNX ("onnx" engine, float32). ``tl``: 0
- * plain, 1 with the EdgeTL, -1 both (the TL tail only where the TL applies and was compiled).
- * Each tail is run once on zeros, so an engine that cannot run it fails here, not per request. */
+ * whole model) as the manifest lists it: the portable ONNX ("onnx" engine) at the edge's precision
+ * (tlc_edge_set_precision; float32 by default). ``tl``: 0 plain, 1 with the EdgeTL, -1 both (the TL
+ * tail only where the TL applies and was compiled). Each tail is run once on zeros, so an engine
+ * that cannot run it fails here (TLC_E_ENGINE), not per request. TLC_E_NOT_FOUND if the bundle has
+ * no such tail at that precision; the message names the `tlcut compile` command that makes it.
+ * A RESULT carries the tail's output in the model's own output dtype. */
 TLC_EXPORT int tlc_edge_add_cut(tlc_edge *edge, const char *cut, int tl);
+/* Which compiled halves the next tlc_edge_add_cut calls load: "float32" (the default) or "int8"
+ * (QDQ halves from `tlcut compile BUNDLE --cuts K --precision int8 --calib DATA`). The string is
+ * copied. TLC_E_INVALID_ARGUMENT for anything else. */
+TLC_EXPORT int tlc_edge_set_precision(tlc_edge *edge, const char *precision);
+/* Inference threads of each half the next tlc_edge_add_cut calls load; 0 (the default): the
+ * engine's own choice (OpenVINO: every core). With OpenCV the setting is process-wide. */
+TLC_EXPORT int tlc_edge_set_threads(tlc_edge *edge, int threads);
 /* A REQUEST header for the half served at (``cut_id``, ``flags`` & TLC_FLAG_TL): type, cut_id,
  * flags, dtype, rank, dims and payload_len as that half takes them (request_id 0, raw encoding).
  * TLC_E_WRONG_CUT if the edge does not serve it. */

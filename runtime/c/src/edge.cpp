@@ -34,7 +34,6 @@ struct Half {
     std::string file;              // relative to the bundle, for messages
     int dtype = TLC_F32;           // of the input, from the manifest
     std::vector<int64_t> shape;    // of the input, from the manifest
-    std::vector<int> engine_shape; // the same, as the engine takes it
     std::unique_ptr<tlc::Engine> engine;
 };
 
@@ -111,11 +110,14 @@ struct tlc_edge {
     std::string dir;
     json artifacts = json::array();
     std::vector<CutInfo> cuts;
+    std::unique_ptr<tlc::Runtime> runtime;            // made by the first tlc_edge_add_cut; outlives the halves
     std::map<std::pair<uint32_t, int>, Half> halves;  // (cut_id, TL flag) -> half
+    tlc::Options engine_options;
+    std::string precision = "float32";               // of the artifacts tlc_edge_add_cut loads
     size_t max_message = size_t(256) << 20;
     std::string error;
     std::string reply_text;
-    std::vector<float> in, out;      // a restored (decoded) payload; the last result
+    std::vector<float> in;           // a restored (decoded) payload
     std::vector<uint64_t> aligned;   // a raw payload copied to 8-byte alignment
     tlc_edge_stats stats{};
     tlc::ReplayTable replay{TLC_REPLAY_TABLE};
@@ -283,6 +285,24 @@ int tlc_edge_set_insecure(tlc_edge *e, int insecure) {
     return TLC_OK;
 }
 
+int tlc_edge_set_threads(tlc_edge *e, int threads) {
+    if (!e) return TLC_E_INVALID_ARGUMENT;
+    if (threads < 0 || threads > 4096)
+        return fail(e, TLC_E_INVALID_ARGUMENT, "threads must be 0 (the engine's choice) to 4096, got " + std::to_string(threads));
+    e->engine_options.threads = threads;
+    return TLC_OK;
+}
+
+int tlc_edge_set_precision(tlc_edge *e, const char *precision) {
+    if (!e || !precision) return TLC_E_INVALID_ARGUMENT;
+    std::string p = precision;
+    if (p != "float32" && p != "int8") return fail(e, TLC_E_INVALID_ARGUMENT, "precision must be float32 or int8, got '" + p + "'");
+    e->precision = p;
+    return TLC_OK;
+}
+
+const char *tlc_engine(void) { return tlc::engine_name(); }
+
 }  // extern "C"
 
 // A ZeroMQ certificate file: lines `public-key = "<40 Z85 chars>"` and `secret-key = "..."`.
@@ -368,11 +388,11 @@ extern "C" int tlc_edge_stats_get(const tlc_edge *e, tlc_edge_stats *out) {
     return TLC_OK;
 }
 
-// The artifact (kind, cut, tl) of the portable engine at float32, or nullptr.
+// The portable ONNX artifact (kind, cut, tl) at the edge's precision, or nullptr.
 static const json *find_artifact(const tlc_edge *e, const std::string &kind, const json &cut, bool tl) {
     for (const auto &a : e->artifacts)
         if (a.at("kind") == kind && a.at("cut") == cut && a.at("tl") == tl && a.at("engine") == "onnx" &&
-            a.at("precision") == "float32")
+            a.at("precision") == e->precision)
             return &a;
     return nullptr;
 }
@@ -382,9 +402,13 @@ static int load_half(tlc_edge *e, const json &a, const std::string &whatis, cons
     h.what = whatis;
     h.file = a.at("file").get<std::string>();
     const json &in = a.at("input");
-    std::string dt = in.at("dtype").get<std::string>();
+    std::string dt = in.at("dtype").get<std::string>(), odt = a.at("output").at("dtype").get<std::string>();
     h.dtype = dtype_code(dt);
     if (!h.dtype) return fail(e, TLC_E_BUNDLE, h.file + " takes dtype '" + dt + "', which the wire protocol has no code for");
+    tlc::Spec spec;
+    spec.in_dtype = h.dtype;
+    spec.out_dtype = dtype_code(odt);
+    if (!spec.out_dtype) return fail(e, TLC_E_BUNDLE, h.file + " gives dtype '" + odt + "', which the wire protocol has no code for");
     const json &shape = in.at("shape");
     if (!shape.is_array() || shape.size() > TLC_MAX_RANK)
         return fail(e, TLC_E_BUNDLE, h.file + " takes an input of rank " + std::to_string(shape.size()) + "; the wire protocol carries at most 8");
@@ -394,7 +418,6 @@ static int load_half(tlc_edge *e, const json &a, const std::string &whatis, cons
             return fail(e, TLC_E_BUNDLE, h.file + " has input shape " + shape.dump() + "; the C edge serves fixed shapes of dims "
                                          "1..2^31-1 whose size fits memory");
         h.shape.push_back(d.get<int64_t>());
-        h.engine_shape.push_back(int(d.get<int64_t>()));
         n *= size_t(d.get<int64_t>());
     }
     std::string path = e->dir + "/" + h.file;
@@ -402,14 +425,14 @@ static int load_half(tlc_edge *e, const json &a, const std::string &whatis, cons
     if (!std::filesystem::is_regular_file(path, ec))
         return fail(e, TLC_E_NOT_FOUND, path + " is listed in the manifest but missing; " + compile_hint);
     std::string err;
-    h.engine = tlc::make_engine(path, err);
+    if (!e->runtime && !(e->runtime = tlc::make_runtime(err))) return fail(e, TLC_E_ENGINE, err);
+    spec.in_shape = h.shape;
+    h.engine = e->runtime->load(path, spec, e->engine_options, err);
     if (!h.engine) return fail(e, TLC_E_ENGINE, err);
     // one run on zeros: lazy initialisation happens now, and an engine that cannot run it says so now
     std::vector<uint64_t> zeros(n / 8 + 1);
-    std::vector<float> out;
-    std::vector<int> out_shape;
-    if (!h.engine->run(zeros.data(), h.dtype, h.engine_shape, out, out_shape, err))
-        return fail(e, TLC_E_ENGINE, "the engine cannot run " + path + ": " + err);
+    tlc::Output out;
+    if (!h.engine->run(zeros.data(), out, err)) return fail(e, TLC_E_ENGINE, "the engine cannot run " + path + ": " + err);
     return TLC_OK;
 }
 
@@ -419,6 +442,10 @@ extern "C" int tlc_edge_add_cut(tlc_edge *e, const char *cut, int tl) {
     try {
         if (text == "input") {
             const json *a = find_artifact(e, "model", json(), false);
+            if (!a && e->precision != "float32")
+                return fail(e, TLC_E_NOT_FOUND, "bundle '" + e->dir + "' has no " + e->precision + " ONNX of the whole model; run " +
+                                                    "`tlcut compile " + e->dir + " --cuts K --precision " + e->precision +
+                                                    " --calib DATA` first (it quantizes the whole model too)");
             if (!a) return fail(e, TLC_E_BUNDLE, "bundle '" + e->dir + "' lists no float32 ONNX of the whole model; re-export it");
             Half h;
             int rc = load_half(e, *a, "the whole model", "re-export the bundle", h);
@@ -451,14 +478,16 @@ extern "C" int tlc_edge_add_cut(tlc_edge *e, const char *cut, int tl) {
         std::vector<bool> modes;
         if (tl != 1) modes.push_back(false);
         if (tl != 0 && c->tl) modes.push_back(true);
-        std::string compile = "`tlcut compile " + e->dir + " --cuts " + k + "`";
+        std::string compile = "`tlcut compile " + e->dir + " --cuts " + k +
+                              (e->precision == "float32" ? "" : " --precision " + e->precision + " --calib DATA") + "`";
         std::map<std::pair<uint32_t, int>, Half> loaded;
         for (bool with_tl : modes) {
             const json *a = find_artifact(e, "tail", json(c->index), with_tl);
             if (!a) {
                 if (tl == -1 && with_tl) continue;  // "both": the TL tail where it was compiled
-                return fail(e, TLC_E_NOT_FOUND, "cut " + k + " has no compiled tail" + (with_tl ? " with the TL" : "") + " in bundle '" +
-                                                    e->dir + "'; run " + compile + " first");
+                return fail(e, TLC_E_NOT_FOUND, "cut " + k + " has no compiled " + (e->precision == "float32" ? "" : e->precision + " ") +
+                                                    "tail" + (with_tl ? " with the TL" : "") + " in bundle '" + e->dir + "'; run " +
+                                                    compile + " first");
             }
             Half h;
             int rc = load_half(e, *a, what(uint32_t(c->index), with_tl ? TLC_FLAG_TL : 0), "re-run " + compile, h);
@@ -646,25 +675,41 @@ static void answer(tlc_edge *e, const std::string &peer, const Frame *fr, size_t
             msg = half.what + " takes " + dtype_name(half.dtype) + dims_str(half.shape) + ", got " + dtype_name(in_dtype) + dims_str(got);
             break;
         }
-        std::vector<int> out_shape;
+        tlc::Output out;
         std::string err;
-        if (!half.engine->run(x, half.dtype, half.engine_shape, e->out, out_shape, err)) {
+        if (!half.engine->run(x, out, err)) {
             code = TLC_E_INTERNAL;
             msg = "inference failed: " + err;
             break;
         }
-        if (out_shape.size() > TLC_MAX_RANK) {
+        if (out.shape.size() > TLC_MAX_RANK) {
             code = TLC_E_INTERNAL;
-            msg = "the result has rank " + std::to_string(out_shape.size()) + "; the wire protocol carries at most 8";
+            msg = "the result has rank " + std::to_string(out.shape.size()) + "; the wire protocol carries at most 8";
+            break;
+        }
+        // the reply carries the result in the model's own dtype, as the Python edge's does
+        uint64_t need = tlc_dtype_size(out.dtype);
+        for (size_t i = 0; i < out.shape.size(); i++) {
+            if (out.shape[i] < 0 || out.shape[i] > int64_t(UINT32_MAX)) need = 0;
+            r.dims[i] = uint32_t(out.shape[i]);
+            need *= uint64_t(out.shape[i]);
+        }
+        if (!need && out.bytes) {
+            code = TLC_E_INTERNAL;
+            msg = "the result's shape " + dims_str(out.shape) + " does not fit the wire protocol";
+            break;
+        }
+        if (need != out.bytes) {  // cannot happen: the engine's bytes are its shape x dtype size
+            code = TLC_E_INTERNAL;
+            msg = "the engine's result has " + std::to_string(out.bytes) + " bytes, its shape needs " + std::to_string(need);
             break;
         }
         r.type = TLC_RESULT;
-        r.dtype = TLC_F32;
-        r.rank = uint8_t(out_shape.size());
-        for (size_t i = 0; i < out_shape.size(); i++) r.dims[i] = uint32_t(out_shape[i]);
-        r.payload_len = e->out.size() * sizeof(float);
-        *rp = e->out.data();
-        *rpl = e->out.size() * sizeof(float);
+        r.dtype = uint8_t(out.dtype);
+        r.rank = uint8_t(out.shape.size());
+        r.payload_len = out.bytes;
+        *rp = out.data;
+        *rpl = out.bytes;
         e->stats.results++;
     } while (false);
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();

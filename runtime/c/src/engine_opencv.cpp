@@ -1,7 +1,7 @@
-// OpenCV's DNN module as the C edge's CPU engine (Debian's libopencv-dnn-dev, a C++ API).
-// Chosen because it is packaged by Debian and loads tf2onnx exports at opset 12 (Squeeze with
-// an axes attribute); ONNX Runtime, faster, ships no C headers in any package this project can
-// install. Bundles for the C edge are exported with `tlcut export --opset 12`.
+// OpenCV's DNN module as the C edge's CPU engine (Debian's libopencv-dnn-dev, a C++ API): the
+// engine for a box that has Debian packages only (no pip). OpenCV 4.6 reads ONNX up to about opset
+// 12 (Squeeze with an axes attribute), so bundles for it are exported with `--opset 12`; it
+// computes in float32 only, and is about 2x slower than OpenVINO on DenseNet tails.
 #include <opencv2/core.hpp>
 #include <opencv2/core/utils/logger.hpp>
 #include <opencv2/dnn.hpp>
@@ -49,21 +49,48 @@ std::string one_line(const std::string &w) {
     return s.substr(0, 300);
 }
 
+// OpenCV answers in float32; the reply carries the model's own output dtype, as the Python edge's
+// does, so the result is converted to it (exact for every integer OpenCV's float32 holds).
+bool narrow(const cv::Mat &y, int dtype, cv::Mat &dst, std::vector<int64_t> &wide, std::string &err) {
+    switch (dtype) {
+    case TLC_F32: dst = y; return true;
+    case TLC_F16: y.convertTo(dst, CV_16F); return true;
+    case TLC_F64: y.convertTo(dst, CV_64F); return true;
+    case TLC_I32: y.convertTo(dst, CV_32S); return true;
+    case TLC_I8: y.convertTo(dst, CV_8S); return true;
+    case TLC_U8: y.convertTo(dst, CV_8U); return true;
+    case TLC_I64: {
+        const float *p = y.ptr<float>();
+        wide.resize(y.total());
+        for (size_t i = 0; i < wide.size(); i++) {
+            if (!(std::fabs(p[i]) < 9.2e18f)) {
+                err = "OpenCV's float32 result " + std::to_string(p[i]) + " has no int64 form";
+                return false;
+            }
+            wide[i] = std::llround(p[i]);
+        }
+        return true;
+    }
+    default: err = "OpenCV engine: no output of protocol dtype " + std::to_string(dtype); return false;
+    }
+}
+
 }  // namespace
 
 class OpenCVEngine : public Engine {
   public:
-    explicit OpenCVEngine(cv::dnn::Net net) : net_(std::move(net)) {}
-    bool run(const void *in, int dtype, const std::vector<int> &shape, std::vector<float> &out, std::vector<int> &out_shape,
-             std::string &err) override {
-        if (shape.empty()) {
+    OpenCVEngine(cv::dnn::Net net, const Spec &spec) : net_(std::move(net)), spec_(spec) {
+        for (int64_t d : spec.in_shape) shape_.push_back(int(d));
+    }
+    bool run(const void *in, Output &out, std::string &err) override {
+        if (shape_.empty()) {
             err = "OpenCV DNN takes no rank-0 (scalar) input";
             return false;
         }
         size_t n = 1;
-        for (int d : shape) n *= size_t(d);
+        for (int d : shape_) n *= size_t(d);
         const float *x = nullptr;
-        switch (dtype) {
+        switch (spec_.in_dtype) {
         case TLC_F32: x = static_cast<const float *>(in); break;
         case TLC_U8: widen(static_cast<const uint8_t *>(in), n); x = scratch_.data(); break;
         case TLC_I8: widen(static_cast<const int8_t *>(in), n); x = scratch_.data(); break;
@@ -90,20 +117,22 @@ class OpenCVEngine : public Engine {
             if (!widen_int<int64_t>(in, n, scratch_, "int64", err)) return false;
             x = scratch_.data();
             break;
-        default: err = "OpenCV engine: no input of protocol dtype " + std::to_string(dtype); return false;
+        default: err = "OpenCV engine: no input of protocol dtype " + std::to_string(spec_.in_dtype); return false;
         }
         try {
-            cv::Mat blob(int(shape.size()), shape.data(), CV_32F, const_cast<float *>(x));
+            cv::Mat blob(int(shape_.size()), shape_.data(), CV_32F, const_cast<float *>(x));
             net_.setInput(blob);
             cv::Mat y = net_.forward();
             if (y.depth() != CV_32F) {
                 err = "OpenCV DNN answered with a non-float32 output (depth " + std::to_string(y.depth()) + ")";
                 return false;
             }
-            out_shape.assign(y.size.p, y.size.p + y.dims);
-            out.resize(y.total());
-            cv::Mat c = y.isContinuous() ? y : y.clone();
-            std::memcpy(out.data(), c.ptr<float>(), out.size() * sizeof(float));
+            if (!y.isContinuous()) y = y.clone();
+            out.shape.assign(y.size.p, y.size.p + y.dims);
+            if (!narrow(y, spec_.out_dtype, result_, wide_, err)) return false;
+            out.dtype = spec_.out_dtype;
+            out.data = spec_.out_dtype == TLC_I64 ? static_cast<const void *>(wide_.data()) : result_.ptr();
+            out.bytes = y.total() * tlc_dtype_size(spec_.out_dtype);
             return true;
         } catch (const cv::Exception &e) {
             err = one_line(e.what());
@@ -119,24 +148,40 @@ class OpenCVEngine : public Engine {
     }
 
     cv::dnn::Net net_;
+    Spec spec_;
+    std::vector<int> shape_;
     std::vector<float> scratch_;
+    cv::Mat result_;              // the last result, in the model's output dtype
+    std::vector<int64_t> wide_;   // the same for an int64 output
 };
 
-std::unique_ptr<Engine> make_engine(const std::string &path, std::string &err) {
-    cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);  // failures are reported through err
-    try {
-        cv::dnn::Net net = cv::dnn::readNetFromONNX(path);
-        if (net.empty()) {
-            err = "OpenCV loaded no network from " + path;
+class OpenCVRuntime : public Runtime {
+  public:
+    std::unique_ptr<Engine> load(const std::string &path, const Spec &spec, const Options &opt, std::string &err) override {
+        if (opt.threads > 0) cv::setNumThreads(opt.threads);  // process-wide in OpenCV: the last half loaded sets it
+        try {
+            cv::dnn::Net net = cv::dnn::readNetFromONNX(path);
+            if (net.empty()) {
+                err = "OpenCV loaded no network from " + path;
+                return nullptr;
+            }
+            net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
+            net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+            return std::make_unique<OpenCVEngine>(std::move(net), spec);
+        } catch (const cv::Exception &e) {
+            err = "OpenCV cannot load " + path + ": " + one_line(e.what()) +
+                  " (OpenCV 4.6 reads ONNX up to opset 12, and not every operator: export with --opset 12, or build the C edge with "
+                  "OpenVINO)";
             return nullptr;
         }
-        net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
-        net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
-        return std::make_unique<OpenCVEngine>(std::move(net));
-    } catch (const cv::Exception &e) {
-        err = "OpenCV cannot load " + path + ": " + one_line(e.what()) + " (the C edge needs a bundle exported with --opset 12)";
-        return nullptr;
     }
+};
+
+std::unique_ptr<Runtime> make_runtime(std::string &) {
+    cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);  // failures are reported through err
+    return std::make_unique<OpenCVRuntime>();
 }
+
+const char *engine_name() { return "opencv " CV_VERSION; }
 
 }  // namespace tlc

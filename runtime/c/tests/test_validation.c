@@ -1,8 +1,11 @@
 /* The edge's handler on real tiny bundles (runtime/c/tests/data, written by
  * scripts/make_c_test_bundle.py): the manifest is read and checked, results equal ONNX Runtime's
- * (float32 and uint8 inputs), bad requests get their error codes in the Python edge's order and
- * are counted, replays are refused with the least recently used connection forgotten first, and
- * the edge answers a good request afterwards. Usage: test_validation DATA_DIR */
+ * (float32 and uint8 inputs, an opset-17 model with a float16 output, int8 QDQ halves), bad
+ * requests get their error codes in the Python edge's order and are counted, replays are refused
+ * with the least recently used connection forgotten first, and the edge answers a good request
+ * afterwards. Built once per engine (test_validation, test_validation_opencv); where the engines
+ * differ (OpenCV 4.6 reads no opset-17 model), each is held to what it does.
+ * Usage: test_validation DATA_DIR */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +19,13 @@ static int failures = 0;
 #define CHECK(c, ...) do { if (!(c)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
 
 static const char *data;
+static int openvino; /* the engine of this build: OpenVINO, else OpenCV */
+
+static float half_to_float(uint16_t h) {
+    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    float v = e == 0 ? ldexpf((float)m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexpf((float)(m | 0x400), e - 25);
+    return (h & 0x8000) ? -v : v;
+}
 
 static void *load(const char *name, size_t bytes) {
     char p[1024];
@@ -339,14 +349,98 @@ static void unpackable_result(void) {
     tlc_edge_destroy(e);
 }
 
+/* An opset-17 model whose output is float16: OpenVINO serves it and the reply is float16, as the
+ * model gives it; OpenCV 4.6 cannot load it, and says so at load time, in one line. */
+static void opset17(void) {
+    tlc_edge *e = open_edge("bundle_op17");
+    int rc_in = tlc_edge_add_cut(e, "input", 0), rc_cut = tlc_edge_add_cut(e, "1", 0);
+    if (!openvino) {
+        CHECK(rc_in == TLC_E_ENGINE && rc_cut == TLC_E_ENGINE && strstr(tlc_edge_last_error(e), "opset 12") &&
+              !strchr(tlc_edge_last_error(e), '\n'), "OpenCV refuses opset 17: %s", tlc_edge_last_error(e));
+        tlc_edge_destroy(e);
+        return;
+    }
+    CHECK(rc_in == TLC_OK && rc_cut == TLC_OK, "opset 17: %s", tlc_edge_last_error(e));
+    uint32_t dx[4] = {1, 3, 7, 7}, dc[4] = {1, 4, 7, 7};
+    float *x = load("op17_in.f32", 147 * 4), *mid = load("op17_cut1_in.f32", 196 * 4);
+    uint16_t *want = load("op17_out.f16", 8), *want_cut = load("op17_cut1_out.f16", 8);
+    struct { uint32_t cut; const uint32_t *dims; const void *in; size_t len; const uint16_t *want; } cases[] = {
+        {TLC_INPUT_CUT, dx, x, 147 * 4, want}, {1, dc, mid, 196 * 4, want_cut}};
+    for (int c = 0; c < 2; c++) {
+        reply r = ask(e, req(cases[c].cut, 0, cases[c].dims, 4, cases[c].len), cases[c].in, cases[c].len, TLC_HEADER_SIZE);
+        CHECK(r.r.type == TLC_RESULT && r.r.dtype == TLC_F16 && r.r.rank == 2 && r.r.dims[1] == 4 && r.len == 8,
+              "case %d: a float16 [1, 4] result: type %d dtype %d len %zu", c, r.r.type, r.r.dtype, r.len);
+        for (int i = 0; i < 4 && r.len == 8; i++) {
+            float got = half_to_float(((const uint16_t *)r.out)[i]), ref = half_to_float(cases[c].want[i]);
+            CHECK(fabsf(got - ref) <= 4e-3f, "case %d value %d: %g, ONNX Runtime %g", c, i, got, ref);
+        }
+    }
+    free(x); free(mid); free(want); free(want_cut);
+    tlc_edge_destroy(e);
+}
+
+/* --precision int8: the int8 rows of the artifact table, or a one-line error naming the command
+ * that makes them. */
+static void int8_halves(void) {
+    tlc_edge *e = open_edge("bundle");
+    CHECK(tlc_edge_set_precision(e, "fp8") == TLC_E_INVALID_ARGUMENT && strstr(tlc_edge_last_error(e), "float32 or int8"),
+          "an unknown precision: %s", tlc_edge_last_error(e));
+    CHECK(tlc_edge_set_precision(e, NULL) == TLC_E_INVALID_ARGUMENT && tlc_edge_set_precision(NULL, "int8") == TLC_E_INVALID_ARGUMENT,
+          "NULL arguments");
+    CHECK(tlc_edge_set_threads(e, -1) == TLC_E_INVALID_ARGUMENT && tlc_edge_set_threads(e, 1) == TLC_OK, "threads");
+    CHECK(tlc_edge_set_precision(e, "int8") == TLC_OK, "int8");
+    CHECK(tlc_edge_add_cut(e, "1", 0) == TLC_E_NOT_FOUND && strstr(tlc_edge_last_error(e), "has no compiled int8 tail") &&
+          strstr(tlc_edge_last_error(e), "--cuts 1 --precision int8 --calib DATA` first"),
+          "no int8 tail: %s", tlc_edge_last_error(e));
+    CHECK(tlc_edge_add_cut(e, "input", 0) == TLC_E_NOT_FOUND && strstr(tlc_edge_last_error(e), "no int8 ONNX of the whole model"),
+          "no int8 whole model: %s", tlc_edge_last_error(e));
+    tlc_edge_destroy(e);
+
+    uint32_t dx[4] = {1, 8, 8, 3};
+    float *x = load("int8_in.f32", 192 * 4), *want = load("int8_out.f32", 16), *want_f32 = load("int8_out_f32model.f32", 16);
+    float got[2][4] = {{0}};
+    for (int q = 0; q < 2; q++) {  /* float32, then int8 */
+        e = open_edge("bundle_int8");
+        CHECK(tlc_edge_set_threads(e, 1) == TLC_OK && tlc_edge_set_precision(e, q ? "int8" : "float32") == TLC_OK, "settings");
+        int rc = tlc_edge_add_cut(e, "input", 0);
+        if (!rc) rc = tlc_edge_add_cut(e, "r2", -1);
+        if (q && !openvino && rc) { /* OpenCV 4.6 may refuse QDQ graphs; if so, at load time, in one line */
+            CHECK(rc == TLC_E_ENGINE && !strchr(tlc_edge_last_error(e), '\n'), "OpenCV and int8: %s", tlc_edge_last_error(e));
+            tlc_edge_destroy(e);
+            break;
+        }
+        CHECK(rc == TLC_OK, "bundle_int8 at %s: %s", q ? "int8" : "float32", tlc_edge_last_error(e));
+        tlc_header h = req(TLC_INPUT_CUT, 0, dx, 4, 192 * 4);
+        reply r = ask(e, h, x, 192 * 4, TLC_HEADER_SIZE);
+        CHECK(r.r.type == TLC_RESULT && r.r.dtype == TLC_F32 && r.len == 16, "%s result", q ? "int8" : "float32");
+        if (r.len == 16) memcpy(got[q], r.out, 16);
+        const float *ref = q ? want : want_f32;
+        for (int i = 0; i < 4; i++) CHECK(fabsf(got[q][i] - ref[i]) <= 1e-3f, "%s value %d: %g, ONNX Runtime %g", q ? "int8" : "float32", i, got[q][i], ref[i]);
+        tlc_header t;
+        CHECK(tlc_edge_request_header(e, 4, TLC_FLAG_TL, &t) == TLC_OK && t.dims[2] == 4, "cut 4 + TL is served at %s", q ? "int8" : "float32");
+        tlc_edge_destroy(e);
+        if (q) { /* the int8 answer is the quantized model's, not the float32 one's */
+            float d = 0;
+            for (int i = 0; i < 4; i++) d = fmaxf(d, fabsf(got[1][i] - got[0][i]));
+            CHECK(d > 5e-3f, "int8 and float32 answers differ (by %g)", d);
+        }
+    }
+    free(x); free(want); free(want_f32);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) { printf("usage: test_validation DATA_DIR\n"); return 2; }
     data = argv[1];
+    openvino = strncmp(tlc_engine(), "openvino ", 9) == 0;
+    CHECK(openvino || strncmp(tlc_engine(), "opencv ", 7) == 0, "engine: %s", tlc_engine());
+    printf("engine: %s\n", tlc_engine());
     manifests();
     cuts_and_results();
     replays();
     uint8_input();
     unpackable_result();
+    opset17();
+    int8_halves();
     printf("validation: %s\n", failures ? "FAILED" : "ok");
     return failures != 0;
 }

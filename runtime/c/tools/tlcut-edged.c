@@ -1,5 +1,6 @@
 /* tlcut-edged: the C edge daemon. Same command-line meaning as `tlcut serve`:
  *   tlcut-edged BUNDLE --cut K [--cut input ...] [--tl on|off|both] [--bind EP]
+ *               [--precision float32|int8] [--threads N]
  *               [--max-message-mb N] [--max-requests N] [--key SECRET --allow DIR | --insecure]
  * Errors at start-up are one line on stderr and exit code 2; a bad request is answered with an
  * ERROR reply, logged, counted, and the daemon keeps serving. */
@@ -45,20 +46,21 @@ static int parse_count(const char *s, unsigned long long lo, unsigned long long 
 
 static void usage(FILE *f) {
     fprintf(f, "usage: tlcut-edged BUNDLE --cut K [--cut input ...] [--tl on|off|both] [--bind EP]\n"
+               "                   [--precision float32|int8] [--threads N]\n"
                "                   [--max-message-mb N] [--max-requests N] [--key SECRET --allow DIR | --insecure]\n"
                "                   [--version]\n");
 }
 
 int main(int argc, char **argv) {
-    const char *bundle = NULL, *bind = "tcp://*:5555", *cuts[64], *key = NULL, *allow = NULL;
+    const char *bundle = NULL, *bind = "tcp://*:5555", *cuts[64], *key = NULL, *allow = NULL, *precision = "float32";
     int ncuts = 0, tl = -1, insecure = 0;
-    unsigned long long max_requests = 0, max_mb = 256;
+    unsigned long long max_requests = 0, max_mb = 256, threads = 0;
     const unsigned long long max_mb_limit = (unsigned long long)(SIZE_MAX >> 20);
     char m[512];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--version")) { printf("tlcut-edged %s\n", tlc_version()); return 0; }
+        if (!strcmp(a, "--version")) { printf("tlcut-edged %s\nengine: %s\n", tlc_version(), tlc_engine()); return 0; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (!strcmp(a, "--insecure")) { insecure = 1; continue; }
         if (a[0] == '-' && !v) { usage(stderr); return die("missing value for", a); }
@@ -66,6 +68,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--tl")) {
             tl = !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? 0 : !strcmp(v, "both") ? -1 : -2;
             if (tl == -2) return die("--tl must be on, off or both, got", v);
+            i++;
+        } else if (!strcmp(a, "--precision")) {
+            if (strcmp(v, "float32") && strcmp(v, "int8")) return die("--precision must be float32 or int8, got", v);
+            precision = v;
+            i++;
+        } else if (!strcmp(a, "--threads")) {
+            if (!parse_count(v, 1, 4096, &threads)) {
+                snprintf(m, sizeof m, "--threads must be a whole number from 1 to 4096, got '%s'", v);
+                return die(m, NULL);
+            }
             i++;
         } else if (!strcmp(a, "--bind")) { bind = v; i++; }
         else if (!strcmp(a, "--key")) { key = v; i++; }
@@ -94,10 +106,9 @@ int main(int argc, char **argv) {
     tlc_edge *edge = NULL;
     int rc = tlc_edge_create(bundle, &edge);
     if (rc) return die(tlc_edge_last_error(NULL), NULL);
-    for (int i = 0; i < ncuts; i++) {
-        rc = tlc_edge_add_cut(edge, cuts[i], !strcmp(cuts[i], "input") ? 0 : tl);
-        if (rc) break;
-    }
+    rc = tlc_edge_set_precision(edge, precision);
+    if (!rc) rc = tlc_edge_set_threads(edge, (int)threads);
+    for (int i = 0; !rc && i < ncuts; i++) rc = tlc_edge_add_cut(edge, cuts[i], !strcmp(cuts[i], "input") ? 0 : tl);
     if (!rc && key) rc = tlc_edge_set_curve(edge, key, allow);
     if (!rc) rc = tlc_edge_set_max_message(edge, (size_t)max_mb << 20);
     if (!rc) rc = tlc_edge_set_insecure(edge, insecure); /* the library refuses plain TCP outside loopback without it */
@@ -109,8 +120,8 @@ int main(int argc, char **argv) {
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    fprintf(stderr, "tlcut-edged %s: %d cut(s) of %s loaded; listening on %s (%s)\n", tlc_version(), ncuts, bundle, bind,
-            key ? "CURVE" : "plain TCP");
+    fprintf(stderr, "tlcut-edged %s (%s, %s): %d cut(s) of %s loaded; listening on %s (%s)\n", tlc_version(), tlc_engine(),
+            precision, ncuts, bundle, bind, key ? "CURVE" : "plain TCP");
     rc = tlc_edge_serve(edge, bind, &stop_flag, max_requests);
     tlc_edge_stats s;
     tlc_edge_stats_get(edge, &s);
