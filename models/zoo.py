@@ -28,6 +28,12 @@ def names() -> list[str]:
     return sorted(keras_application_names() + list(OWN))
 
 
+# Input sizes for architectures whose Keras constructor leaves the spatial size open without
+# pretrained weights (MobileNetV3 builds at (None, None, 3)); an export needs a static size, and
+# 224x224 is the size ImageNet weights are published for.
+DEFAULT_INPUT_SHAPES = {"MobileNetV3Small": (224, 224, 3), "MobileNetV3Large": (224, 224, 3)}
+
+
 def build(name: str, input_shape=None, classes: int | None = None):
     """Build ``name`` with random weights. ``input_shape`` is (H, W, C) without the batch."""
     keras = _keras()
@@ -37,6 +43,7 @@ def build(name: str, input_shape=None, classes: int | None = None):
         return inspect_net(input_shape or (128, 128, 1), classes or 4)
     ctor = getattr(keras.applications, name)
     kwargs = {"weights": None}
+    input_shape = input_shape or DEFAULT_INPUT_SHAPES.get(name)
     if input_shape is not None:
         kwargs["input_shape"] = tuple(input_shape)
     if classes is not None:
