@@ -185,9 +185,11 @@ def write(res: dict, out: Path) -> None:
         def f(v, fmt):
             return format(v, fmt) if v is not None else "-"
         err = (r.get("error") or "").replace("|", "\\|")
+        done = r["status"] == "ok"  # a stopped export's peak is where it was stopped: no ratio
         lines.append(f"| {r['model']} | {r.get('input') or '-'} | {r['status']} | {f(r['seconds'], '.1f')} | "
-                     f"{f(r['peak_rss_mib'], '.0f')} | {f(r['weights_mib'], '.1f')} | {f(r['rss_per_weight'], '.1f')} | "
-                     f"{f(r['cuts'], 'd')} | {err} | {f(r.get('above_baseline_per_weight'), '.1f')} |")
+                     f"{f(r['peak_rss_mib'], '.0f')} | {f(r['weights_mib'], '.1f')} | "
+                     f"{f(r['rss_per_weight'] if done else None, '.1f')} | {f(r['cuts'], 'd')} | {err} | "
+                     f"{f(r.get('above_baseline_per_weight') if done else None, '.1f')} |")
     (out / "export.md").write_text("\n".join(lines) + "\n")
 
 
