@@ -171,7 +171,8 @@ def main() -> int:
             roles[role] = json.loads(out.read_text())
         described = tb.describe()
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": "python benchmarks/engines.py" + (f" --iterations {a.iterations}" if a.iterations != 10 else ""),
+           "command": "python benchmarks/engines.py" + (f" --iterations {a.iterations}" if a.iterations != 10 else "")
+           + (f" --cuts {a.cuts}" if a.cuts != 5 else ""),
            "machine": {"cpu": _cpu(), "cores": _nproc(), "python": platform.python_version()},
            "versions": {"tlcut": __version__, "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__},
            "model": b.name, "cuts": [{"index": c.index, "layer": c.layer, "tensor": c.tensor} for c in cuts],
@@ -196,7 +197,7 @@ def to_markdown(r: dict) -> str:
           f"int8: QDQ from ONNX Runtime's quantize_static, entropy calibration on {r['int8']['count']} ELPV "
           f"training images (quantizing the whole model and {len(r['cuts'])} cuts' halves took "
           f"{r['int8']['quantize_seconds']} s).", "",
-          "Median ms (p90 in brackets). Speed-up columns: the row's time over OpenVINO int8's.", ""]
+          "Median ms (p90 in brackets).", ""]
     cuts = {c["index"]: c for c in r["cuts"]}
     for role in ("device", "edge"):
         rows = r["timings"][role]
