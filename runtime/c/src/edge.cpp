@@ -51,19 +51,6 @@ int dtype_code(const std::string &s) {
     return it == m.end() ? 0 : it->second;
 }
 
-const char *dtype_name(int d) {
-    switch (d) {
-    case TLC_F32: return "float32";
-    case TLC_F16: return "float16";
-    case TLC_I8: return "int8";
-    case TLC_U8: return "uint8";
-    case TLC_I32: return "int32";
-    case TLC_I64: return "int64";
-    case TLC_F64: return "float64";
-    default: return "?";
-    }
-}
-
 const char *type_name(int t) {
     static const char *names[] = {"?", "REQUEST", "RESULT", "ERROR", "PING", "PONG"};
     return t >= TLC_REQUEST && t <= TLC_PONG ? names[t] : names[0];
@@ -225,6 +212,21 @@ static std::vector<CutInfo> read_cuts(const json &m) {
     }
     return out;
 }
+
+namespace tlc {
+const char *dtype_name(int d, const char *unknown) {
+    switch (d) {
+    case TLC_F32: return "float32";
+    case TLC_F16: return "float16";
+    case TLC_I8: return "int8";
+    case TLC_U8: return "uint8";
+    case TLC_I32: return "int32";
+    case TLC_I64: return "int64";
+    case TLC_F64: return "float64";
+    default: return unknown;
+    }
+}
+}  // namespace tlc
 
 extern "C" {
 
@@ -529,7 +531,7 @@ static std::string describe(const tlc_edge *e) {
     std::string s;
     for (const auto &kv : e->halves) {
         std::string w = kv.second.what == "the whole model" ? "whole model" : kv.second.what;
-        s += (s.empty() ? "" : ", ") + w + " (" + dtype_name(kv.second.dtype) + dims_str(kv.second.shape) + ")";
+        s += (s.empty() ? "" : ", ") + w + " (" + tlc::dtype_name(kv.second.dtype) + dims_str(kv.second.shape) + ")";
     }
     return s.empty() ? "nothing" : s;
 }
@@ -601,7 +603,7 @@ static void answer(tlc_edge *e, const std::string &peer, const Frame *fr, size_t
                     need *= uint64_t(d);
                     if (need > UINT64_MAX) big = true, need = (unsigned __int128)UINT64_MAX + 1;
                 }
-                msg = "dims " + dims_str(got) + " of " + dtype_name(h.dtype) + " need " +
+                msg = "dims " + dims_str(got) + " of " + tlc::dtype_name(h.dtype) + " need " +
                       (big ? std::string("more than 2^64") : std::to_string(uint64_t(need))) + " bytes, payload has " +
                       std::to_string(h.payload_len);
             }
@@ -666,13 +668,13 @@ static void answer(tlc_edge *e, const std::string &peer, const Frame *fr, size_t
             in_dtype = TLC_F32;
         } else {
             code = TLC_E_WRONG_TENSOR;
-            msg = "encoding " + std::to_string(h.encoding) + " does not fit a " + dtype_name(h.dtype) + " payload" +
+            msg = "encoding " + std::to_string(h.encoding) + " does not fit a " + tlc::dtype_name(h.dtype) + " payload" +
                   (h.encoding == TLC_ENC_INT8 && h.dtype == TLC_I8 ? " with scale <= 0" : "");
             break;
         }
         if (in_dtype != half.dtype || got != half.shape) {
             code = TLC_E_WRONG_TENSOR;
-            msg = half.what + " takes " + dtype_name(half.dtype) + dims_str(half.shape) + ", got " + dtype_name(in_dtype) + dims_str(got);
+            msg = half.what + " takes " + tlc::dtype_name(half.dtype) + dims_str(half.shape) + ", got " + tlc::dtype_name(in_dtype) + dims_str(got);
             break;
         }
         tlc::Output out;

@@ -19,6 +19,7 @@
 #endif
 
 #include "engine.hpp"
+#include "internal.hpp"
 #include "tlcut.h"
 
 namespace tlc {
@@ -75,18 +76,6 @@ std::string dims(const int64_t *d, int64_t rank) {
     return s + "]";
 }
 
-const char *type_name(int dtype) {
-    switch (dtype) {
-    case TLC_F32: return "float32";
-    case TLC_F16: return "float16";
-    case TLC_I8: return "int8";
-    case TLC_U8: return "uint8";
-    case TLC_I32: return "int32";
-    case TLC_I64: return "int64";
-    case TLC_F64: return "float64";
-    default: return "a type the wire protocol has no code for";
-    }
-}
 
 // Whether ``path`` is a protobuf message whose top-level fields all parse, one of them ModelProto's
 // graph (field 7). OpenVINO tries every frontend on a file its ONNX reader refuses, and the
@@ -263,9 +252,9 @@ class OpenVINORuntime : public Runtime {
         bool ok = port_info(port, type, shape);
         ov_output_const_port_free(port);
         if (!ok || protocol_type(type) != spec.in_dtype || shape != spec.in_shape) {
-            err = path + " takes " + (ok ? std::string(type_name(protocol_type(type))) + dims(shape.data(), int64_t(shape.size()))
+            err = path + " takes " + (ok ? std::string(tlc::dtype_name(protocol_type(type), "a type the wire protocol has no code for")) + dims(shape.data(), int64_t(shape.size()))
                                          : std::string("an input of dynamic shape")) +
-                  ", its manifest says " + type_name(spec.in_dtype) + dims(spec.in_shape.data(), int64_t(spec.in_shape.size())) +
+                  ", its manifest says " + tlc::dtype_name(spec.in_dtype, "a type the wire protocol has no code for") + dims(spec.in_shape.data(), int64_t(spec.in_shape.size())) +
                   "; re-export the bundle";
             return nullptr;
         }
