@@ -1,0 +1,241 @@
+"""Edge throughput as devices grow: tlcut's edge one request at a time against the same edge
+batching requests that arrive together (`tlcut serve --max-batch`), on one tail.
+
+Why: with many devices on one cut, the edge is the shared resource; batching should let one edge
+machine carry more devices. The tail is DenseNet169's middle cut (random weights: the timing is
+the same), served by `tlcut serve` in its own process with ONNX Runtime on all cores; the devices
+are threads of this process, each an EdgeClient on loopback with one request in flight, sending
+a bounded number of requests of the tail's input (the head's compute is left out: it runs on the
+devices, not on the edge). Each (mode, devices) point is run --repeats times; the table gives the
+median and the spread (min..max) of throughput over the repeats, and the median of the per-run
+p50/p90 latency. "mean batch" is requests / engine runs from the edge's own /metrics.
+
+Triton column: left out. runtime/triton.py's PyTriton edge (the only Triton that installs here)
+needs numpy<2 in its interpreter and binds tails with batching off; ``triton_series`` is the hook
+where a dynamic-batching Triton on the same tail would be measured, and records why it was not.
+
+    python benchmarks/edge_scaling.py [--bundle DIR] [--cut K] [--devices 1,2,4,8,16] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MODES = {"tlcut": ["--max-batch", "1"], "tlcut-batch8": ["--max-batch", "8", "--max-queue-delay-us", "500"]}
+LABELS = {"tlcut": "tlcut edge, one at a time", "tlcut-batch8": "tlcut edge, --max-batch 8 (500 us delay)"}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare(bundle_dir: Path, cut: int | None):
+    """The bundle (exported if missing) and the cut whose tail has a dynamic-batch build."""
+    from tlcut.bundle import BATCH_DYNAMIC, Bundle
+    from tlcut.toolchain.compile import compile_cuts
+
+    if not (bundle_dir / "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "tlcut", "export", "DenseNet169", "-o", str(bundle_dir)], check=True)
+    b = Bundle.open(bundle_dir)
+    c = b.cuts[cut if cut is not None else len(b.cuts) // 2]
+    if not b.find("tail", c.index, False, batch=BATCH_DYNAMIC):
+        compile_cuts(b, [c], tl="off", batch=BATCH_DYNAMIC)
+    return Bundle.open(bundle_dir), c
+
+
+def scrape(port: int) -> dict:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {k: float(v) for k, v in (ln.split()[:2] for ln in text.splitlines() if ln and not ln.startswith("#"))}
+
+
+class TlcutEdge:
+    """`tlcut serve` in its own process, so the devices' threads do not share its interpreter."""
+
+    def __init__(self, bundle, cut, flags):
+        self.port, self.mport = _port(), _port()
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.p = subprocess.Popen([sys.executable, "-m", "tlcut", "serve", str(bundle.path), "--cut", str(cut.index),
+                                   "--tl", "off", "--bind", self.endpoint, "--metrics-port", str(self.mport), *flags],
+                                  stderr=subprocess.DEVNULL)
+        t = time.time()
+        while time.time() - t < 120:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{self.mport}/health/ready", timeout=1).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("the edge did not become ready")
+
+    def counters(self):
+        m = scrape(self.mport)
+        return m["tlcut_edge_requests_total"], m["tlcut_edge_batches_total"]
+
+    def close(self):
+        self.p.terminate()
+        self.p.wait(30)
+
+
+def load(endpoint: str, cut: int, shape, devices: int, per_device: int) -> dict:
+    """``devices`` threads, each an EdgeClient with one request in flight, ``per_device`` requests each."""
+    from tlcut.runtime.run import EdgeClient
+
+    xs = [np.random.default_rng(i).standard_normal(shape).astype(np.float32) for i in range(devices)]
+    lat: list[list[float]] = [[] for _ in range(devices)]
+    go = threading.Barrier(devices + 1)
+    errors: list = []
+
+    def device(i):
+        try:
+            with EdgeClient(endpoint, timeout_s=60) as c:
+                c.request(xs[i], cut)  # connected and warm before the clock starts
+                go.wait()
+                for _ in range(per_device):
+                    t = time.perf_counter()
+                    c.request(xs[i], cut)
+                    lat[i].append(time.perf_counter() - t)
+        except Exception as e:  # surfaced below
+            errors.append(e)
+            go.abort()
+
+    th = [threading.Thread(target=device, args=(i,), daemon=True) for i in range(devices)]
+    for t in th:
+        t.start()
+    go.wait()
+    t0 = time.perf_counter()
+    for t in th:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    all_lat = np.array([x for li in lat for x in li]) * 1e3
+    return {"requests": int(all_lat.size), "wall_s": wall, "throughput_rps": all_lat.size / wall,
+            "p50_ms": float(np.percentile(all_lat, 50)), "p90_ms": float(np.percentile(all_lat, 90))}
+
+
+def triton_series(bundle, cut, devices, repeats):
+    """Hook: Triton with dynamic batching on the same tail. Returns (rows or None, why not)."""
+    try:
+        from tlcut.runtime.triton import pytriton_ready
+    except ImportError:
+        return None, "runtime/triton.py is not there"
+    why = pytriton_ready()
+    return None, (why or "") + ("; " if why else "") + ("its PyTriton edge binds tails with batching off "
+                                                        "(ModelConfig(batching=False)): no dynamic batching to compare")
+
+
+def versions() -> dict:
+    import onnxruntime
+    import zmq
+
+    import tlcut
+
+    return {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "pyzmq": zmq.__version__,
+            "libzmq": zmq.zmq_version(), "numpy": np.__version__, "tlcut": tlcut.__version__}
+
+
+def machine() -> dict:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+            "os": platform.platform(), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", default="/tmp/tlcut-edge-scaling/DenseNet169", help="bundle (exported if missing)")
+    ap.add_argument("--cut", type=int, help="cut whose tail is served (default: the middle one)")
+    ap.add_argument("--devices", default="1,2,4,8,16")
+    ap.add_argument("--requests", type=int, default=192, help="requests per run, split over the devices (default 192)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("-o", "--output", default=str(HERE / "results" / "edge_scaling"))
+    a = ap.parse_args(argv)
+    devices = [int(d) for d in a.devices.split(",")]
+    bundle, cut = prepare(Path(a.bundle), a.cut)
+    shape = bundle.find("tail", cut.index, False).input["shape"]
+    started = time.time()
+    rows = []
+    for mode, flags in MODES.items():
+        edge = TlcutEdge(bundle, cut, flags)
+        try:
+            for d in devices:
+                per = max(4, a.requests // d)
+                runs = []
+                for _ in range(a.repeats):
+                    before = edge.counters()
+                    r = load(edge.endpoint, cut.index, shape, d, per)
+                    after = edge.counters()
+                    r["mean_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+                    runs.append(r)
+                tp = [r["throughput_rps"] for r in runs]
+                row = {"mode": mode, "devices": d, "requests_per_device": per, "runs": runs,
+                       "throughput_rps_median": statistics.median(tp), "throughput_rps_min": min(tp),
+                       "throughput_rps_max": max(tp),
+                       "p50_ms_median": statistics.median(r["p50_ms"] for r in runs),
+                       "p90_ms_median": statistics.median(r["p90_ms"] for r in runs),
+                       "mean_batch_median": statistics.median(r["mean_batch"] for r in runs)}
+                rows.append(row)
+                print(f"{mode:14s} {d:3d} devices: {row['throughput_rps_median']:6.1f} req/s "
+                      f"({row['throughput_rps_min']:.1f}..{row['throughput_rps_max']:.1f}), p50 {row['p50_ms_median']:.1f} ms, "
+                      f"mean batch {row['mean_batch_median']:.2f}", flush=True)
+        finally:
+            edge.close()
+    triton_rows, triton_why = triton_series(bundle, cut, devices, a.repeats)
+    result = {"benchmark": "edge_scaling", "date": dt.datetime.now().isoformat(timespec="seconds"),
+              "command": "python benchmarks/edge_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": machine(), "versions": versions(),
+              "model": bundle.name, "cut": {"index": cut.index, "layer": cut.layer, "shape": list(cut.shape),
+                                            "bytes": cut.bytes},
+              "edge": "tlcut serve --backend onnxrt (CPU, default threads), own process; devices: threads of the "
+                      "benchmark process, EdgeClient on loopback, one request in flight each",
+              "modes": LABELS, "repeats": a.repeats, "rows": rows, "triton": triton_rows, "triton_left_out": triton_why,
+              "duration_s": round(time.time() - started, 1)}
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    return 0
+
+
+def markdown(r: dict) -> str:
+    m, v, c = r["machine"], r["versions"], r["cut"]
+    lines = [f"# Edge throughput as devices grow ({r['model']}, cut {c['index']})", "",
+             f"{r['date']}; {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {v['python']}, "
+             f"ONNX Runtime {v['onnxruntime']}, pyzmq {v['pyzmq']} (libzmq {v['libzmq']}), tlcut {v['tlcut']}.", "",
+             f"Tail of cut {c['index']} (`{c['layer']}`, float32{c['shape']}, {c['bytes'] / 2**20:.2f} MiB per request). "
+             f"{r['edge']}. {r['repeats']} runs per point: throughput median (min..max), latency medians of the "
+             f"runs' p50/p90; mean batch = requests / engine runs from the edge's /metrics.", "",
+             f"Command: `{r['command'].strip()}` ({r['duration_s']:.0f} s).", "",
+             "| devices | " + " | ".join(r["modes"][k] for k in r["modes"]) + " |",
+             "|---:|" + "---|" * len(r["modes"])]
+    by = {(x["mode"], x["devices"]): x for x in r["rows"]}
+    for d in sorted({x["devices"] for x in r["rows"]}):
+        cells = []
+        for k in r["modes"]:
+            x = by.get((k, d))
+            cells.append("" if not x else f"{x['throughput_rps_median']:.1f} req/s ({x['throughput_rps_min']:.1f}..{x['throughput_rps_max']:.1f}); "
+                                          f"p50 {x['p50_ms_median']:.0f} ms, p90 {x['p90_ms_median']:.0f} ms; batch {x['mean_batch_median']:.2f}")
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    lines += ["", f"Triton (dynamic batching) column left out: {r['triton_left_out']}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
