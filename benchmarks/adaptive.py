@@ -6,7 +6,8 @@
 On the testbed as root (loopback emulation otherwise, stated in the results): bench both roles,
 plan for the trace's first link, then for each trace run, over the same replayed trace: Scission's
 static choice (best cut, no TL, float32), ScissionLite's (best cut with the TL, float32), tlcut's
-static best (any encoding), device only, edge only (float32 input), and tlcut run --adapt. The
+static best (any encoding), device only, edge only (the input as float32, as uint8 pixels, as a
+JPEG), and tlcut run --adapt, all on the same images. The
 oracle of each phase (a span of the trace at one rate) is the static placement whose median was
 lowest there, as measured. Each run is a worker in the device's namespace that loads and warms up
 first, then starts on a signal with the trace replay, so both share one clock. Writes
@@ -48,7 +49,7 @@ def worker(args: dict) -> None:
         dev = AdaptiveDevice(b, Policy(cands, LinkEstimate(net["up_mbps"], net["rtt_ms"])), edge=args["edge"], **kw)
     else:
         dev = rt.Device(b, Placement.from_json(args["placement"]), edge=args["edge"], **kw)
-    xs = rt.inputs(b, None, 8, seed=1)
+    xs = rt.inputs(b, args.get("images"), 8, seed=1)
     with dev:
         for x in xs[:3]:
             dev.infer(x)
@@ -64,6 +65,17 @@ def worker(args: dict) -> None:
             i += 1
         report = dev.report()
     Path(args["out"]).write_text(json.dumps({"records": recs, "report": report}))
+
+
+def _images(b):
+    """Real images where the input is one and elpv-dataset is installed: a JPEG's size is the picture's."""
+    try:
+        import elpv_dataset  # noqa: F401
+
+        b.image_shape()
+        return "elpv"
+    except Exception:
+        return None
 
 
 def run_one(tb, label, args, steps, speed):
@@ -134,6 +146,8 @@ def main() -> int:
     with emu as tb:
         results["emulation"] = tb.describe()
         prof = Path(a.profiles) if a.profiles else root
+        images = _images(b)
+        results["images"] = images or "random tensors"
         for role in ("device", "edge") if not a.profiles else ():
             extra = tb.device_args() if role == "device" else []
             r = tb.run(role, TLCUT + ["bench", str(b.path), "--role", role, "--threads", "1", "--iterations",
@@ -147,10 +161,17 @@ def main() -> int:
         statics = {"Scission (no TL, float32)": plan["best_plain"], "ScissionLite (TL, float32)": plan["best_tl"],
                    "tlcut static best": plan["best"], "device only": plan["device_only"]}
         if a.min_cut is None:
+            by_name = {c["name"]: c for c in plan["ranking"]}
             statics["edge only (float32 input)"] = plan["edge_only"]
+            statics["edge only (uint8 input)"] = by_name.get("edge only, uint8")
+            statics["edge only (JPEG input)"] = next((c for n, c in by_name.items() if n.startswith("edge only, JPEG")), None)
         statics = {k: v for k, v in statics.items() if v is not None}
         allowed = [c for c in plan["ranking"] if c["allowed"]]
-        cand_names = list(dict.fromkeys([c["name"] for c in allowed[:4]] + [c["name"] for c in statics.values()]))
+        from tlcut.runtime.adapt import choose_candidates
+
+        rates = sorted({s.mbps for steps in traces.values() for s in steps})
+        cand_names = list(dict.fromkeys([c["name"] for c in choose_candidates(allowed, first.ms, 4, rates)]
+                                        + [c["name"] for c in statics.values()]))
         cuts = sorted({c["cut"] for c in plan["ranking"] if c["name"] in cand_names and c["cut"] is not None})
         compile_cuts(b, [b.cuts[i] for i in cuts], tl="both")
         serve = TLCUT + ["serve", str(b.path), *sum((["--cut", str(k)] for k in cuts), []), "--cut", "input",
@@ -167,7 +188,7 @@ def main() -> int:
                     args = {"bundle": str(b.path), "edge": tb.state.device_endpoint, "duration": duration,
                             "slowdown": slowdown, "out": str(root / f"{tname}-{len(runs)}.json"),
                             "placement": c["placement"] if c else "adaptive", "plan": str(root / "plan.json"),
-                            "candidates": cand_names}
+                            "candidates": cand_names, "images": images}
                     runs[label] = run_one(tb, label, args, steps, a.speed)
                 ph = phases(steps, a.speed, duration)
                 table = {}
@@ -198,7 +219,7 @@ def main() -> int:
 
 def to_markdown(r: dict, tag: str) -> str:
     md = [f"# A link that moves: {r['model']}", "", f"Command: `{r['command']}`  ", f"Date: {r['date']}  ",
-          f"Emulation: {r['emulation']}.", ""]
+          f"Emulation: {r['emulation']}. Inputs: {r.get('images', 'random tensors')}.", ""]
     for tname, t in r["traces"].items():
         md += [f"## Trace `{tname}`", "", f"Timeline of the adaptive run: `{tag}-{tname}.png`. Candidates kept loaded: "
                + ", ".join(t["candidates"]) + ".", "",

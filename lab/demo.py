@@ -1,8 +1,9 @@
 """`tlcut demo`: the whole pipeline on an emulated device, edge and 5G uplink, in one go.
 
-export -> cuts -> bench (as device and as edge) -> plan -> compile -> serve and run the four
-placements that matter (best cut with TL, best cut without TL, device only, edge only) -> one table
-of predicted against measured latency. Every step is a real tlcut verb, run as a user would run
+export -> cuts -> bench (as device and as edge) -> plan -> compile -> serve and run the placements
+a practitioner weighs (tlcut's choice, the paper's static choices: best cut with the TL and without,
+both float32; device only; edge only with the input as float32, as the camera's uint8 pixels and
+as a JPEG) on the same images -> one table of predicted against measured latency. Every step is a real tlcut verb, run as a user would run
 it, so what is measured is what is shipped. As root it runs in the testbed (namespaces, tc, a
 cgroup quota); without root on loopback (lab/loopback.py), and the results say which.
 """
@@ -82,11 +83,12 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
         write_json_atomic(out / "plan.json", plan)
         planmod.plot(plan, out / "plan.png")
         say(planmod.format_table(plan, top=8))
-        chosen = {"best with TL": plan["best_tl"], "best without TL (Scission)": plan["best_plain"],
-                  "device only": plan["device_only"], "edge only": plan["edge_only"]}
-        if min_cut is not None:
-            chosen.pop("edge only")  # the privacy constraint forbids sending the input
-        chosen = {k: v for k, v in chosen.items() if v is not None}
+        by_name = {c["name"]: c for c in plan["ranking"] if c["allowed"]}
+        chosen = {"tlcut's choice": plan["best"], "best with TL (ScissionLite)": plan["best_tl"],
+                  "best without TL (Scission)": plan["best_plain"], "device only": plan["device_only"],
+                  "edge only, float32": by_name.get("edge only"), "edge only, uint8": by_name.get("edge only, uint8"),
+                  "edge only, JPEG": next((c for n, c in by_name.items() if n.startswith("edge only, JPEG")), None)}
+        chosen = {k: v for k, v in chosen.items() if v is not None}  # the privacy constraint removes edge only
         # 5. compile the halves of the chosen cuts -------------------------------------------------
         cut_ids = sorted({c["cut"] for c in chosen.values() if c["cut"] is not None})
         step(5, f"compile cuts {cut_ids}")
@@ -100,20 +102,25 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
                                        "--insecure"),
                         stderr=open(out / "edge.log", "w"))
         runs = {}
+        images = _images(b)
         try:
             _wait_for_edge(tb, edge)
             for label, c in chosen.items():
                 pl = Placement.from_json(c["placement"])
+                if c["name"] in runs:  # one placement in two roles runs once
+                    runs[label] = runs[c["name"]]
+                    continue
                 cut = {DEVICE: "device", EDGE: "input"}.get(pl.where, pl.cut)
                 say(f"[demo 6/{steps}]   {label}: {pl.label}")
                 f = out / f"run-{pl.slug}.json"
                 r = tb.run("device", _tlcut("run", bpath, "--cut", cut, "--tl", "on" if pl.tl else "off",
-                                            "--encoding", pl.encoding, "--edge", tb.state.device_endpoint,
+                                            "--encoding", pl.encoding, *(["--jpeg-quality", pl.quality] if pl.quality else []),
+                                            "--edge", tb.state.device_endpoint, *(["--images", images] if images else []),
                                             "--requests", requests, "--warmup", warmup, "--threads", "1",
                                             "--timeout", "60", "--retries", "0", "--fallback", "off", "--insecure",
                                             *tb.device_args(), "-o", f))
                 _check(r, f"run {c['name']}")
-                runs[label] = json.loads(f.read_text())
+                runs[label] = runs[c["name"]] = json.loads(f.read_text())
         finally:
             edge.terminate()
             edge.wait(10)
@@ -130,7 +137,7 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
                      "measured_transfer_ms": s["transfer_ms"]["median"], "measured_edge_ms": s["edge_ms"]["median"],
                      "predicted_components_ms": c["components_ms"], "requests": s["requests"]})
     by = {r["placement"]: r for r in rows}
-    tl, plain, devo = by.get("best with TL"), by.get("best without TL (Scission)"), by["device only"]
+    tl, plain, devo = by.get("best with TL (ScissionLite)"), by.get("best without TL (Scission)"), by["device only"]
     speed = {}
     if tl:
         speed["tl_vs_device_measured"] = devo["measured_ms"] / tl["measured_ms"]
@@ -138,12 +145,15 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
         if plain:
             speed["tl_vs_plain_measured"] = plain["measured_ms"] / tl["measured_ms"]
             speed["tl_vs_plain_predicted"] = plain["predicted_ms"] / tl["predicted_ms"]
+    choice = by["tlcut's choice"]
+    speed["choice_vs"] = {x["placement"]: x["measured_ms"] / choice["measured_ms"] for x in rows if x is not choice}
     result = {
         "model": b.name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "testbed": {"bandwidth_mbps": bandwidth, "latency_ms": latency, "latency_method": tb.state.delay_method,
                     "device_quota_cpus": device_quota, "device_cpus": cfg.device_cpus, "edge_cpus": cfg.edge_cpus,
                     "emulation": tb.kind, "described": tb.describe()},
         "machine": dev["machine"], "requests_per_plan": requests, "min_cut": min_cut, "rows": rows, "speedups": speed,
+        "images": images or "random tensors (elpv-dataset not installed, or the input is not an image)",
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     write_json_atomic(out / "summary.json", result)
@@ -158,7 +168,8 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
 def format_summary(r: dict) -> str:
     t = r["testbed"]
     lines = [f"# tlcut demo: {r['model']}", "",
-             f"Emulation: {t['described']}. {r['requests_per_plan']} timed requests per placement. {r['date']}."
+             f"Emulation: {t['described']}. {r['requests_per_plan']} timed requests per placement, "
+             f"inputs: {r.get('images', 'random tensors')}. {r['date']}."
              + (f" Privacy constraint: no cut before {r['min_cut']} (edge only excluded)." if r.get("min_cut") is not None else ""),
              "",
              "| placement | choice | payload (bytes) | predicted median (ms) | measured median (ms) | error | measured p90 (ms) |",
@@ -172,7 +183,23 @@ def format_summary(r: dict) -> str:
         lines.append(f"TL over no-TL (Scission): {s['tl_vs_plain_measured']:.2f}x measured, {s['tl_vs_plain_predicted']:.2f}x predicted.")
     if "tl_vs_device_measured" in s:
         lines.append(f"TL over device only: {s['tl_vs_device_measured']:.2f}x measured, {s['tl_vs_device_predicted']:.2f}x predicted.")
+    if s.get("choice_vs"):
+        choice = next(x for x in r["rows"] if x["placement"] == "tlcut's choice")
+        lines.append(f"tlcut's choice ({choice['choice']}), measured median against each (>1: the choice is faster): "
+                     + ", ".join(f"{k} {v:.2f}x" for k, v in s["choice_vs"].items()) + ".")
     return "\n".join(lines)
+
+
+def _images(b) -> str | None:
+    """The embedded solar-cell images where installed and the input is an image (JPEG sizes depend on
+    the picture: noise would make JPEG look far worse than it is), else None (random tensors)."""
+    try:
+        import elpv_dataset  # noqa: F401
+
+        b.image_shape()
+        return "elpv"
+    except (ImportError, TlcutError):
+        return None
 
 
 def _check(r, what: str) -> None:

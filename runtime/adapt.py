@@ -140,3 +140,18 @@ class Policy:
         edge = (comp["edge"] + comp["edge_tl"]) * self.edge_scale
         rest = sum(v for k, v in comp.items() if k not in ("latency", "transfer", "edge", "edge_tl"))
         return rest + edge + link.rtt_ms + link.up_ms(c["upload_bytes"])
+
+
+def choose_candidates(ranked: list[dict], rtt_ms: float, best: int, rates) -> list[dict]:
+    """The placements to keep loaded: the plan's ``best`` allowed ones, the best one at each uplink
+    rate in ``rates`` (Mbit/s: where the link may go), and device only (where the edge goes away).
+    A plan ranks for one link; a link that moves needs what wins at the others at hand."""
+    chosen = {c["name"]: c for c in ranked[:best]}
+    for mbps in rates:
+        probe = Policy(ranked, LinkEstimate(float(mbps), rtt_ms))
+        top = min(ranked, key=probe.predict)
+        chosen.setdefault(top["name"], top)
+    for c in ranked:
+        if Placement.from_json(c["placement"]).where == DEVICE:
+            chosen.setdefault(c["name"], c)
+    return list(chosen.values())

@@ -29,7 +29,7 @@ class EdgeError(TlcutError):
 
     def __init__(self, code: int, message: str):
         super().__init__(f"edge refused the request ({P.ERRORS.get(code, code)}): {message}")
-        self.code = code
+        self.code, self.message = code, message
 
 
 class EdgeUnavailable(TlcutError):
@@ -90,8 +90,10 @@ class EdgeClient:
     def __exit__(self, *exc):
         self.close()
 
-    def request(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw") -> tuple[np.ndarray, P.Header]:
-        wire, enc, scale, zp = P.encode(array, encoding)
+    def request(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw",
+                **encode_kw) -> tuple[np.ndarray, P.Header]:
+        """One request, waiting for its reply; ``encode_kw`` (scale, zero_point, quality) go to P.encode."""
+        wire, enc, scale, zp = P.encode(array, encoding, **encode_kw)
         self.last_payload_bytes = wire.nbytes + P.HEADER.size
         for attempt in range(self.retries + 1):
             rid = next(self._ids)
@@ -111,9 +113,9 @@ class EdgeClient:
             return body, h
         raise AssertionError("unreachable")
 
-    def send(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw") -> int:
-        """Send without waiting; returns the request id to ``receive``."""
-        wire, enc, scale, zp = P.encode(array, encoding)
+    def send(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw", **encode_kw) -> int:
+        """Send without waiting; returns the request id to ``receive``. ``encode_kw`` as in ``request``."""
+        wire, enc, scale, zp = P.encode(array, encoding, **encode_kw)
         self.last_payload_bytes = wire.nbytes + P.HEADER.size
         rid = next(self._ids)
         self.sock.send_multipart(P.tensor_frames(P.REQUEST, wire, rid, cut_id, flags, encoding=enc, scale=scale,
@@ -173,6 +175,20 @@ class EdgeClient:
             return h, body
 
 
+def connect(endpoint: str, timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = 0, curve=None,
+            insecure: bool = False):
+    """The client for ``endpoint``'s scheme: tlcut's ZeroMQ edge (tcp://, ipc://) or a Triton server
+    (triton+grpc://, triton+http://; runtime/triton.py). Both have EdgeClient's surface."""
+    if endpoint.split("://", 1)[0].startswith("triton+"):
+        from tlcut.runtime.triton import TritonClient
+
+        if curve is not None:
+            raise TlcutError(f"CURVE keys are for tlcut's ZeroMQ edge; {endpoint} is Triton: drop --key/--edge-key "
+                             f"(secure Triton with TLS at its load balancer, docs/triton.md)")
+        return TritonClient(endpoint, timeout_s, retries=retries)
+    return EdgeClient(endpoint, timeout_s, retries=retries, curve=curve, insecure=insecure)
+
+
 def wait_for_edge(endpoint: str, timeout_s: float = 30.0, curve=None, insecure: bool = False) -> None:
     """Ping ``endpoint`` until it answers; a clear error after ``timeout_s`` (an edge loading its halves)."""
     deadline = time.monotonic() + timeout_s
@@ -223,7 +239,14 @@ class Device:
             self.runner = self._be.runner(path, threads=threads)
         if placement.offloads and not edge:
             raise TlcutError(f"{placement.label} needs an edge: pass --edge tcp://HOST:PORT")
-        self.client = (EdgeClient(edge, timeout_s, retries=retries, curve=curve, insecure=insecure)
+        # The uint8 and JPEG encodings send pixels; the header carries how they map to the input.
+        self._enc_kw = {}
+        if placement.encoding in ("uint8", "jpeg"):
+            scale, zp = bundle.pixels
+            self._enc_kw = {"scale": scale, "zero_point": zp}
+            if placement.encoding == "jpeg":
+                self._enc_kw["quality"] = placement.quality
+        self.client = (connect(edge, timeout_s=timeout_s, retries=retries, curve=curve, insecure=insecure)
                        if placement.offloads else None)
         if self.runner:
             self.runner.slowdown = slowdown
@@ -272,7 +295,7 @@ class Device:
         payload, cut_id, flags = self._payload(x)
         t1 = time.perf_counter()
         try:
-            y, h = self.client.request(payload, cut_id, flags, p.encoding)
+            y, h = self.client.request(payload, cut_id, flags, p.encoding, **self._enc_kw)
         except EdgeUnavailable:
             if not self.fallback:
                 self.counts["failed"] += 1
@@ -322,7 +345,7 @@ class Device:
             self.counts["requests"] += 1
             payload, cut_id, flags = self._payload(x)
             t1 = time.perf_counter()
-            rid = self.client.send(payload, cut_id, flags, p.encoding)
+            rid = self.client.send(payload, cut_id, flags, p.encoding, **self._enc_kw)
             queue.append((x, t0, t1, rid, self.client.last_payload_bytes))
             if len(queue) >= inflight:
                 yield self._collect(*queue.popleft())
@@ -435,8 +458,11 @@ def summarize(records: list[dict], wall_s: float) -> dict:
 
 
 def inputs(bundle: Bundle, images: str | None, count: int, seed: int = 0):
-    """``count`` inputs: images from a folder (cycled), else random tensors of the input's shape."""
+    """``count`` inputs: images from a folder, or 'elpv' for the embedded solar-cell images at the
+    input's size (cycled; what a JPEG's size and cost depend on), else random tensors of the input's shape."""
     inp = bundle.inputs[0]
+    if images == "elpv":
+        return [image_input(bundle, im) for im in elpv_images(bundle, count, seed)]
     if images:
         from tlcut.models.images import load_folder
 
@@ -444,6 +470,27 @@ def inputs(bundle: Bundle, images: str | None, count: int, seed: int = 0):
         return [arrays[i % len(arrays)] for i in range(count)]
     rng = np.random.default_rng(seed)
     return [rng.random(inp["shape"]).astype(inp["dtype"]) for _ in range(count)]
+
+
+def elpv_images(bundle: Bundle, count: int, seed: int = 0) -> list[np.ndarray]:
+    """``count`` uint8 (H, W, C) solar-cell images at the bundle's input size, test split first."""
+    from tlcut.models import datasets
+
+    h, w, c, _ = bundle.image_shape()
+    if h != w:
+        raise TlcutError(f"the embedded ELPV images are square; the input is {h}x{w}: pass --images DIR")
+    d = datasets.load("elpv", size=h, channels=c, seed=seed, limit=max(count * 2, 64))  # small limits leave a split empty
+    pool = np.concatenate([d.test.x, d.val.x, d.train.x])
+    return [pool[i % len(pool)] for i in range(count)]
+
+
+def image_input(bundle: Bundle, image: np.ndarray) -> np.ndarray:
+    """A uint8 (H, W, C) image as the model's input tensor: the bundle's pixel mapping and layout."""
+    _, _, _, layout = bundle.image_shape()
+    scale, zp = bundle.pixels
+    x = (image.astype(np.float32) - np.float32(zp)) * np.float32(scale)
+    x = x[None] if layout == "NHWC" else x.transpose(2, 0, 1)[None]
+    return np.ascontiguousarray(x, dtype=bundle.inputs[0]["dtype"])
 
 
 def run(device: Device, xs: list[np.ndarray], warmup: int = 3, on_record=None,

@@ -19,7 +19,7 @@ from tlcut.errors import TlcutError
 
 log = logging.getLogger("tlcut.security")
 
-_LOCAL = re.compile(r"^(inproc|ipc)://|^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:|$)")
+_LOCAL = re.compile(r"^(inproc|ipc)://|^(tcp|triton\+grpc|triton\+http)://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:|$)")
 
 
 def is_loopback(endpoint: str) -> bool:

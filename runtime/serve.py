@@ -4,7 +4,10 @@ One ROUTER socket takes requests from any number of devices. Each request names 
 whether the payload went through the DeviceTL; the edge runs the matching tail (EdgeTL first where
 flagged) and replies with the result and the time it spent. A bad request gets an ERROR reply
 with a code (docs/protocol.md), is logged and counted, and the edge goes on serving the others.
-Requests are handled one at a time: the engine uses the edge's cores for each one.
+Requests are handled one at a time: the engine uses the edge's cores for each one. With
+``max_batch`` above 1 the edge batches instead: it takes every request waiting (up to the batch
+size), waits up to ``max_queue_delay_us`` after the first for more, validates each one alone, and
+runs those for the same tail as one batch, on tails that `tlcut compile --batch` wrote.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 
 import numpy as np
 
-from tlcut.bundle import Bundle
+from tlcut.bundle import BATCH_DYNAMIC, Bundle
 from tlcut.errors import TlcutError
 from tlcut.placement import DEVICE, EDGE, Placement, tl_modes
 from tlcut.runtime import backends
@@ -35,17 +39,47 @@ DEFAULT_MAX_MESSAGE = 256 << 20
 REPLAY_TABLE = 4096
 
 
+class _Job(NamedTuple):
+    """A request that passed every check: what the engine runs, and the ids its reply carries."""
+
+    rid: int
+    cut_id: int
+    flags: int
+    key: tuple[int, int]
+    tensor: np.ndarray
+
+
+class Forward(NamedTuple):
+    """Where an edge of three tiers sends what its middle part computes: the next tier (a cloud
+    serving cut ``to``), over the same protocol, as a device of it."""
+
+    endpoint: str
+    to: int
+    to_tl: bool = False
+    encoding: str = "raw"
+    timeout_s: float = 10.0
+    curve: object = None
+    insecure: bool = False
+
+
 class Edge:
-    """The tails this edge serves, keyed by (cut_id, flags), and the request handler."""
+    """The tails this edge serves, keyed by (cut_id, flags), and the request handler. With
+    ``forward`` it serves middle parts instead and forwards their output to the next tier."""
 
     def __init__(self, bundle: Bundle, cuts: list[str], *, tl: str = "both", backend: str = backends.DEFAULT,
-                 threads: int | None = None, max_message_bytes: int = DEFAULT_MAX_MESSAGE, precision: str = "float32"):
+                 threads: int | None = None, max_message_bytes: int = DEFAULT_MAX_MESSAGE, precision: str = "float32",
+                 max_batch: int = 1, forward: Forward | None = None):
         if not cuts:
             raise TlcutError("name the cut(s) to serve with --cut K (or --cut input for the whole model)")
+        if max_batch < 1:
+            raise TlcutError(f"--max-batch must be at least 1, got {max_batch}")
         be = backends.get(backend)
         self.bundle = bundle
         self.max_message_bytes = max_message_bytes
+        self.max_batch = max_batch
         self.runners: dict[tuple[int, int], object] = {}
+        #: key -> (runner, input name, static batch or None for a symbolic one), where max_batch > 1
+        self.batched: dict[tuple[int, int], tuple] = {}
         self.stats = collections.Counter()
         self.errors = collections.Counter()
         self.latency_us: collections.deque = collections.deque(maxlen=10000)
@@ -53,10 +87,17 @@ class Edge:
         self.started = time.time()
         self.ready = False
         self.endpoint: str | None = None
+        self.forward, self.next_tier = forward, None
+        if forward is not None and (max_batch > 1 or precision != "float32"):
+            raise TlcutError("an edge that forwards runs float32 middle parts one request at a time; "
+                             "drop --max-batch/--precision")
         for spec in cuts:
             p = Placement.resolve(bundle, spec)
             if p.where == DEVICE:
                 raise TlcutError("an edge serves a cut or the whole model ('input'), not 'device'")
+            if forward is not None:
+                self._load_middle(bundle, p, tl, be, threads)
+                continue
             if p.where == EDGE:
                 path = bundle.runnable("model", engine=be.name, precision=precision)
                 self.runners[(P.INPUT_CUT, 0)] = be.runner(path, threads=threads)
@@ -66,12 +107,67 @@ class Edge:
                 if tl == "both" and with_tl and not bundle.find("tail", cut.index, True, precision=precision):
                     continue  # "both" serves the TL tail where it was compiled
                 path = bundle.runnable("tail", cut.index, with_tl, be.name, precision)
-                self.runners[(cut.index, P.FLAG_TL if with_tl else 0)] = be.runner(path, threads=threads)
-        for r in self.runners.values():
+                key = (cut.index, P.FLAG_TL if with_tl else 0)
+                self.runners[key] = be.runner(path, threads=threads)
+                a = bundle.batched_tail(cut.index, with_tl, be.name, precision) if max_batch > 1 else None
+                if a is not None:
+                    cap = None if a.batch == BATCH_DYNAMIC else a.batch
+                    self.batched[key] = (be.runner(bundle.path / a.file, threads=threads), a.input["name"], cap)
+        for key, r in self.runners.items():
             r.activate()
             # one untimed run, so the first request does not pay for lazy initialisation
             feed = {k: np.zeros(s, d) for k, (d, s) in r.input_metadata().items()}
             r.infer(feed, check=False)
+            if key in self.batched:
+                br, name, cap = self.batched[key]
+                br.activate()
+                (dtype, shape), = r.input_metadata().values()
+                # every size a batch can have: an engine's first run at a new shape plans its memory
+                for n in ([cap] if cap else range(2, max_batch + 1)):
+                    br.infer({name: np.zeros((n, *shape[1:]), dtype)}, check=False)
+            elif max_batch > 1:
+                what = _what(*key)
+                how = ("" if key[0] == P.INPUT_CUT else f"; compile one with `tlcut compile {bundle.path} --cuts {key[0]} "
+                       f"--tl {'on' if key[1] else 'off'} --batch dynamic`")
+                log.warning("%s has no batched tail: its requests run one at a time%s", what, how)
+
+    def _load_middle(self, bundle: Bundle, p: Placement, tl: str, be, threads) -> None:
+        """The parts from what the device sends (the input, or cut A with or without the TL) to the
+        forward cut: the head of that cut for the input, else the middle part `compile --to` wrote."""
+        fw = self.forward
+        if p.where == EDGE:
+            path = bundle.runnable("head", fw.to, fw.to_tl, be.name)
+            self.runners[(P.INPUT_CUT, 0)] = be.runner(path, threads=threads)
+            return
+        cut = bundle.cuts[p.cut]
+        for with_tl in tl_modes(cut, tl):
+            a = bundle.find("middle", cut.index, with_tl, be.name, to=(fw.to, fw.to_tl))
+            if a is None:
+                if tl == "both" and with_tl:
+                    continue
+                raise TlcutError(f"bundle '{bundle.path}' has no middle part from cut {cut.index}"
+                                 f"{' + TL' if with_tl else ''} to cut {fw.to}; run `tlcut compile {bundle.path} "
+                                 f"--cuts {cut.index} --tl {'on' if with_tl else 'off'} --to {fw.to} "
+                                 f"--to-tl {'on' if fw.to_tl else 'off'}` first")
+            self.runners[(cut.index, P.FLAG_TL if with_tl else 0)] = be.runner(bundle.path / a.file, threads=threads)
+
+    def _forwarded(self, y: np.ndarray) -> np.ndarray:
+        """The next tier's answer for what the middle part computed; its errors come back with their cause."""
+        from tlcut.runtime.run import EdgeClient, EdgeError, EdgeUnavailable
+
+        fw = self.forward
+        if self.next_tier is None:
+            self.next_tier = EdgeClient(fw.endpoint, fw.timeout_s, curve=fw.curve, insecure=fw.insecure)
+        try:
+            out, _ = self.next_tier.request(y, fw.to, P.FLAG_TL if fw.to_tl else 0, fw.encoding)
+            return out
+        except EdgeError as e:
+            raise P.ProtocolError(e.code, f"the next tier ({fw.endpoint}) answered: {e.message}") from None
+        except EdgeUnavailable:
+            self.next_tier.close()
+            self.next_tier = None  # a fresh socket for the next request (Lazy Pirate)
+            raise P.ProtocolError(P.E_UPSTREAM, f"the next tier ({fw.endpoint}) did not answer within "
+                                                f"{fw.timeout_s:g} s") from None
 
     def describe(self) -> str:
         parts = []
@@ -82,8 +178,10 @@ class Edge:
         return ", ".join(parts)
 
     def close(self) -> None:
-        for r in self.runners.values():
+        for r in [*self.runners.values(), *(b[0] for b in self.batched.values())]:
             r.deactivate()
+        if self.next_tier is not None:
+            self.next_tier.close()
 
     def _check_replay(self, peer, rid: int) -> None:
         if peer is None:
@@ -110,12 +208,46 @@ class Edge:
                                   server_us=int((time.perf_counter() - t0) * 1e6))
 
     def _handle(self, frames, peer, t0) -> list:
-        rid, cut_id, flags = 0, P.INPUT_CUT, 0
+        return self.handle_batch([(frames, peer, t0)])[0]
+
+    def handle_batch(self, requests) -> list:
+        """Reply frames for each (frames, peer, receipt time) of ``requests``, in order. Each request
+        is validated alone, so a bad one gets its own ERROR and the others are unaffected; the good
+        ones for the same tail (cut, TL flag) run as one batch. Never raises."""
+        replies: list = [None] * len(requests)
+        groups: dict[tuple[int, int], list] = {}
+        for i, (frames, peer, t0) in enumerate(requests):
+            try:
+                job = self._validate(frames, peer)
+            except Exception as e:
+                replies[i] = self._failed(e, t0)
+                continue
+            if isinstance(job, _Job):
+                groups.setdefault(job.key, []).append((i, job, t0))
+            else:
+                replies[i] = job  # a PONG
+        for key, members in groups.items():
+            try:
+                results = self._run(key, [job.tensor for _, job, _ in members])
+            except Exception as e:
+                for i, job, t0 in members:
+                    replies[i] = self._failed(e, t0, job)
+                continue
+            for (i, job, t0), result in zip(members, results):
+                self.stats["ok"] += 1
+                us = int((time.perf_counter() - t0) * 1e6)
+                self.latency_us.append(us)
+                replies[i] = P.tensor_frames(P.RESULT, result, job.rid, job.cut_id, job.flags & P.FLAG_TL, server_us=us)
+        return replies
+
+    def _validate(self, frames, peer) -> "_Job | list":
+        """Every check of one request, in one place for both paths: the job to run, or the reply
+        frames of a PING. A bad request raises ProtocolError, carrying its header once parsed."""
+        size = sum(len(P._buffer(f)) for f in frames)
+        if size > self.max_message_bytes:
+            raise P.ProtocolError(P.E_TOO_LARGE, f"message of {size} bytes exceeds this edge's limit of {self.max_message_bytes}")
+        h, tensor = P.decode(frames)
         try:
-            size = sum(len(P._buffer(f)) for f in frames)
-            if size > self.max_message_bytes:
-                raise P.ProtocolError(P.E_TOO_LARGE, f"message of {size} bytes exceeds this edge's limit of {self.max_message_bytes}")
-            h, tensor = P.decode(frames)
             rid, cut_id, flags = h.request_id, h.cut_id, h.flags
             if h.type == P.PING:
                 self.stats["ping"] += 1
@@ -125,34 +257,71 @@ class Edge:
             if tensor is None:
                 raise P.ProtocolError(P.E_WRONG_TENSOR, "a REQUEST must carry a tensor; dtype 0 (none) is not one", h)
             self._check_replay(peer, rid)
-            runner = self.runners.get((cut_id, flags & P.FLAG_TL))
+            key = (cut_id, flags & P.FLAG_TL)
+            runner = self.runners.get(key)
             if runner is None:
                 raise P.ProtocolError(P.E_WRONG_CUT, f"this edge does not serve {_what(cut_id, flags)}; it serves {self.describe()}")
             (name, (dtype, shape)), = runner.input_metadata().items()
-            tensor = P.restore(h, tensor)
+            tensor = P.restore(h, tensor, tuple(shape))  # a JPEG is checked against the served shape
             if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
                 raise P.ProtocolError(P.E_WRONG_TENSOR, f"{_what(cut_id, flags)} takes {dtype.name}{list(shape)}, "
                                                         f"got {tensor.dtype.name}{list(tensor.shape)}")
-            try:
-                out = runner.infer({name: tensor}, check=False)
-            except Exception as e:  # the engine itself failed on a well-formed request
-                raise P.ProtocolError(P.E_INTERNAL, f"inference failed: {str(e).splitlines()[0][:300]}") from None
-            result = next(iter(out.values()))
-            self.stats["ok"] += 1
-            us = int((time.perf_counter() - t0) * 1e6)
-            self.latency_us.append(us)
-            return P.tensor_frames(P.RESULT, result, rid, cut_id, flags & P.FLAG_TL, server_us=us)
+            return _Job(rid, cut_id, flags, key, tensor)
         except P.ProtocolError as e:
-            if e.header is not None:  # the header parsed; answer with its ids
-                rid, cut_id, flags = e.header.request_id, e.header.cut_id, e.header.flags
-            self.errors[P.ERRORS[e.code]] += 1
-            log.warning("request %d (%s): %s: %s", rid, _what(cut_id, flags), P.ERRORS[e.code], e)
-            us = int((time.perf_counter() - t0) * 1e6)
-            return P.error_frames(rid, e.code, str(e), cut_id, server_us=us, flags=flags)
+            e.header = e.header or h  # the header parsed: the ERROR answers with its ids
+            raise
+
+    def _run(self, key, tensors: list) -> list:
+        """The result of each tensor for the tail ``key``: one engine run for a lone request (or a
+        tail without a batched build), else one run per batch (a static batch padded with zeros)."""
+        runner = self.runners[key]
+        name = next(iter(runner.input_metadata()))
+        batched = self.batched.get(key) if len(tensors) > 1 else None
+        if self.forward is not None:
+            outs = []
+            for t in tensors:
+                try:
+                    y = next(iter(runner.infer({name: t}, check=False).values()))
+                except Exception as e:
+                    raise P.ProtocolError(P.E_INTERNAL, f"inference failed: {str(e).splitlines()[0][:300]}") from None
+                outs.append(self._forwarded(y))
+            self.stats["batches"] += len(tensors)
+            return outs
+        try:
+            if batched is None:
+                self.stats["batches"] += len(tensors)
+                return [next(iter(runner.infer({name: t}, check=False).values())) for t in tensors]
+            br, bname, cap = batched
+            out = []
+            step = cap or len(tensors)
+            for s in range(0, len(tensors), step):
+                chunk = tensors[s:s + step]
+                x = np.concatenate(chunk)
+                if cap and len(chunk) < cap:
+                    x = np.concatenate([x, np.zeros((cap - len(chunk), *x.shape[1:]), x.dtype)])
+                y = next(iter(br.infer({bname: x}, check=False).values()))
+                out += [y[j:j + 1] for j in range(len(chunk))]
+                self.stats["batches"] += 1
+            return out
+        except Exception as e:  # the engine itself failed on well-formed requests
+            raise P.ProtocolError(P.E_INTERNAL, f"inference failed: {str(e).splitlines()[0][:300]}") from None
+
+    def _failed(self, e: Exception, t0: float, job: "_Job | None" = None) -> list:
+        """The ERROR reply for ``e``, logged and counted; anything but a ProtocolError is a bug of ours."""
+        rid, cut_id, flags = (job.rid, job.cut_id, job.flags) if job else (0, P.INPUT_CUT, 0)
+        if not isinstance(e, P.ProtocolError):
+            log.error("request failed inside the edge", exc_info=e)
+            e = P.ProtocolError(P.E_INTERNAL, f"internal error: {type(e).__name__}")
+        elif e.header is not None:  # the header parsed; answer with its ids
+            rid, cut_id, flags = e.header.request_id, e.header.cut_id, e.header.flags
+        self.errors[P.ERRORS[e.code]] += 1
+        log.warning("request %d (%s): %s: %s", rid, _what(cut_id, flags), P.ERRORS[e.code], e)
+        us = int((time.perf_counter() - t0) * 1e6)
+        return P.error_frames(rid, e.code, str(e), cut_id, server_us=us, flags=flags)
 
     def serve(self, endpoint: str, stop: threading.Event | None = None, ready: threading.Event | None = None,
               max_requests: int | None = None, curve=None, insecure: bool = False, max_queue: int = 64,
-              metrics_port: int | None = None) -> None:
+              metrics_port: int | None = None, max_queue_delay_us: int = 500) -> None:
         """Answer requests on ``endpoint`` until ``stop`` is set, SIGINT/SIGTERM, or ``max_requests``.
 
         ``curve`` (a security.ServerCurve) encrypts the link and admits only listed devices; without
@@ -162,12 +331,16 @@ class Edge:
         others. Messages over 4x the size limit are cut off by ZeroMQ itself, before any memory is
         spent on them; those over the limit get an error reply. The metrics server listens on the
         host of ``endpoint`` only. A port of ``*`` binds any free port; ``self.endpoint`` says which.
+        With ``max_batch`` above 1, the first request of a batch waits at most ``max_queue_delay_us``
+        for others to arrive (Triton's max_queue_delay_microseconds).
         """
         import zmq
 
         from tlcut.runtime.security import require_policy
 
         require_policy(endpoint, curve, insecure, "edge")
+        if max_queue_delay_us < 0:
+            raise TlcutError(f"--max-queue-delay-us cannot be negative, got {max_queue_delay_us}")
         with contextlib.ExitStack() as undo:
             http = _start_http(self, _host_of(endpoint), metrics_port) if metrics_port is not None else None
             if http:
@@ -190,6 +363,9 @@ class Edge:
             stop = stop or threading.Event()
             undo.callback(_stop_on_signals(stop))
             log.info("serving %s on %s (%s)", self.describe(), self.endpoint, "CURVE" if curve else "plain TCP")
+            if self.max_batch > 1:
+                log.info("batching up to %d requests per run, the first waiting at most %d us for company",
+                         self.max_batch, max_queue_delay_us)
             self.ready = True
             if ready:
                 ready.set()
@@ -198,19 +374,51 @@ class Edge:
                 while not stop.is_set() and (max_requests is None or handled < max_requests):
                     if not sock.poll(100):
                         continue
+                    if self.max_batch > 1:
+                        room = self.max_batch if max_requests is None else min(self.max_batch, max_requests - handled)
+                        batch = self._gather(sock, room, max_queue_delay_us * 1e-6)
+                        try:
+                            replies = self.handle_batch([(f[1:], f[0].bytes, t) for f, t in batch])
+                        except Exception as e:  # a bug of ours: every request still gets one reply
+                            replies = [self._failed(e, t) for _, t in batch]
+                        for (f, _), reply in zip(batch, replies):
+                            _send(sock, f[0], reply)
+                        handled += len(batch)
+                        continue
                     frames = sock.recv_multipart(copy=False)
                     ident, body = frames[0], frames[1:]
                     self.stats["messages"] += 1
-                    reply = self.handle(body, peer=ident.bytes)
-                    try:
-                        sock.send_multipart([ident, *reply], copy=len(reply[1]) < 65536)
-                    except zmq.ZMQError as e:  # the device went away; the next one is still served
-                        log.warning("reply not sent: %s", e)
+                    _send(sock, ident, self.handle(body, peer=ident.bytes))
                     handled += 1
             finally:
                 self.ready = False
-                log.info("stopped after %d messages: %d ok, errors %s", handled, self.stats["ok"],
-                         dict(self.errors) or "none")
+                log.info("stopped after %d messages: %d ok in %d engine runs, errors %s", handled, self.stats["ok"],
+                         self.stats["batches"], dict(self.errors) or "none")
+
+    def _gather(self, sock, room: int, delay_s: float) -> list:
+        """(frames, receipt time) of every request waiting, up to ``room``, and of those arriving
+        until ``delay_s`` after the first; never waits once the batch is full."""
+        import zmq
+
+        got: list = []
+        deadline = None
+        while len(got) < room:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                left = (deadline - time.perf_counter()) if deadline is not None else 0.0
+                if left <= 0:
+                    break
+                if left >= 1e-3:
+                    sock.poll(int(left * 1e3))  # whole milliseconds; the rest is slept below
+                else:
+                    time.sleep(min(left, 1e-4))
+                continue
+            t = time.perf_counter()
+            deadline = deadline if deadline is not None else t + delay_s
+            self.stats["messages"] += 1
+            got.append((frames, t))
+        return got
 
     def metrics(self) -> str:
         """Prometheus text format, after Triton's metrics endpoint."""
@@ -220,8 +428,13 @@ class Edge:
                  f"tlcut_edge_pings_total {self.stats['ping']}",
                  "# HELP tlcut_edge_errors_total Requests answered with an error, by kind.",
                  "# TYPE tlcut_edge_errors_total counter"]
+        errors_at = len(lines)
         for code, name in P.ERRORS.items():
             lines.append(f'tlcut_edge_errors_total{{kind="{name.replace(" ", "_")}"}} {self.errors[name]}')
+        lines[errors_at:errors_at] = [
+            "# HELP tlcut_edge_batches_total Engine runs that answered requests; requests_total / batches_total "
+            "is the mean batch size (Triton's nv_inference_count / nv_inference_exec_count).",
+            "# TYPE tlcut_edge_batches_total counter", f"tlcut_edge_batches_total {self.stats['batches']}"]
         lines += ["# HELP tlcut_edge_request_duration_us Time from receipt to reply of the last 10000 results.",
                   "# TYPE tlcut_edge_request_duration_us summary"]
         lat = np.array(self.latency_us) if self.latency_us else None
@@ -231,6 +444,15 @@ class Edge:
         lines.append(f"tlcut_edge_request_duration_us_count {len(self.latency_us)}")
         lines += ["# TYPE tlcut_edge_uptime_seconds gauge", f"tlcut_edge_uptime_seconds {time.time() - self.started:.1f}"]
         return "\n".join(lines) + "\n"
+
+
+def _send(sock, ident, reply) -> None:
+    import zmq
+
+    try:
+        sock.send_multipart([ident, *reply], copy=len(reply[1]) < 65536)
+    except zmq.ZMQError as e:  # the device went away; the next one is still served
+        log.warning("reply not sent: %s", e)
 
 
 def _host_of(endpoint: str) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from tlcut.bundle import Bundle
+from tlcut.runtime import codec
 from tlcut.runtime import protocol as P
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +36,14 @@ def header(**kw) -> bytes:
     return P.Header(**kw).pack()
 
 
+def _sof_size(jpg: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The JPEG with its frame header (SOF0) declaring ``h`` x ``w``: a hostile header."""
+    b = bytearray(jpg.tobytes())
+    i = b.index(b"\xff\xc0")
+    b[i + 5:i + 9] = h.to_bytes(2, "big") + w.to_bytes(2, "big")
+    return np.frombuffer(bytes(b), np.uint8)
+
+
 def main():
     b = Bundle.open(ROOT / BUNDLE)
 
@@ -48,8 +57,8 @@ def main():
     mid_tl = run("head", 1, True, x)
     rows = []
 
-    def row(name, frames, expect, peer="a"):
-        rows.append({"name": name, "peer": peer, "frames": frames, "expect": expect})
+    def row(name, frames, expect, peer="a", needs=None):
+        rows.append({"name": name, "peer": peer, "frames": frames, "expect": expect, **({"needs": needs} if needs else {})})
 
     def request(a, rid, cut, flags=0, **kw):
         return [hexf(f) for f in P.tensor_frames(P.REQUEST, a, rid, cut, flags, **kw)]
@@ -74,6 +83,21 @@ def main():
     row("cut 1, int8 affine encoding", request(q, 14, 1, encoding=enc, scale=scale, zero_point=zp),
         result(14, 1, run("tail", 1, False, restored), atol=1e-4))
     row("other flag bits are ignored", request(mid, 15, 1, 0x8000), result(15, 1, run("tail", 1, False, mid)))
+    # the model input as pixels: a 7x7 RGB image the input [1, 3, 7, 7] (NCHW) stands for, x = q / 255
+    pix = rng.integers(0, 256, (7, 7, 3), dtype=np.uint8)
+    q8 = np.ascontiguousarray(pix.transpose(2, 0, 1)[None])
+    s255 = float(np.float32(1 / 255))
+    row("whole model, uint8 encoding (the float path on q x scale)",
+        request(q8, 16, P.INPUT_CUT, encoding=P.ENC_UINT8, scale=s255),
+        result(16, P.INPUT_CUT, run("model", None, False, q8.astype(np.float32) * np.float32(s255))))
+    jpg = np.frombuffer(codec.encode_jpeg(pix, 90), np.uint8)
+    # the edge decodes it (libjpeg-turbo, default settings: both edges give the same pixels) and restores
+    # x = (q - zero_point) x scale in NCHW; the expected values come from the same decode
+    dec = codec.decode_jpeg(jpg)
+    xj = (dec.astype(np.float32) - np.float32(2)) * np.float32(s255)
+    row("whole model, jpeg encoding (7x7 RGB, quality 90)",
+        request(jpg, 17, P.INPUT_CUT, encoding=P.ENC_JPEG, scale=s255, zero_point=2),
+        result(17, P.INPUT_CUT, run("model", None, False, np.ascontiguousarray(xj.transpose(2, 0, 1)[None]))), needs="jpeg")
 
     # -- framing: answered with an error, ids echoed where the header parsed ----------------------
     good = P.tensor_frames(P.REQUEST, mid, 20, 1)
@@ -123,6 +147,29 @@ def main():
     row("int8 encoding with scale 0", request(q, 38, 1, encoding=P.ENC_INT8, scale=0.0, zero_point=0),
         error(P.E_WRONG_TENSOR, 38, 1))
     row("unknown encoding 7", request(mid, 39, 1, encoding=7), error(P.E_WRONG_TENSOR, 39, 1))
+    row("uint8 encoding with scale 0", request(q8, 40, P.INPUT_CUT, encoding=P.ENC_UINT8, scale=0.0),
+        error(P.E_WRONG_TENSOR, 40))
+    row("uint8 encoding on a float32 payload", request(q8.astype(np.float32), 41, P.INPUT_CUT, encoding=P.ENC_UINT8,
+                                                       scale=s255), error(P.E_WRONG_TENSOR, 41))
+    row("uint8 encoding, wrong shape", request(q8[:, :, :, :6].copy(), 42, P.INPUT_CUT, encoding=P.ENC_UINT8, scale=s255),
+        error(P.E_WRONG_TENSOR, 42))
+    row("jpeg whose header declares another size (7x8)",
+        request(np.frombuffer(codec.encode_jpeg(np.zeros((7, 8, 3), np.uint8), 90), np.uint8), 43, P.INPUT_CUT,
+                encoding=P.ENC_JPEG, scale=s255), error(P.E_WRONG_TENSOR, 43), needs="jpeg")
+    row("jpeg in grayscale to an RGB input",
+        request(np.frombuffer(codec.encode_jpeg(pix[:, :, :1], 90), np.uint8), 44, P.INPUT_CUT, encoding=P.ENC_JPEG,
+                scale=s255), error(P.E_WRONG_TENSOR, 44), needs="jpeg")
+    row("jpeg whose header declares 65500x65500 (refused before decoding)",
+        request(_sof_size(jpg, 65500, 65500), 45, P.INPUT_CUT, encoding=P.ENC_JPEG, scale=s255), error(P.E_WRONG_TENSOR, 45), needs="jpeg")
+    row("jpeg truncated (last 100 bytes cut)", request(jpg[:-100].copy(), 46, P.INPUT_CUT, encoding=P.ENC_JPEG, scale=s255),
+        error(P.E_WRONG_TENSOR, 46), needs="jpeg")
+    row("jpeg corrupt (not a JPEG)", request(np.frombuffer(b"\xff\xd8 not a jpeg " * 8, np.uint8), 47, P.INPUT_CUT,
+                                             encoding=P.ENC_JPEG, scale=s255), error(P.E_WRONG_TENSOR, 47), needs="jpeg")
+    row("jpeg with rank-2 dims [1, len]", request(jpg.reshape(1, -1), 48, P.INPUT_CUT, encoding=P.ENC_JPEG, scale=s255),
+        error(P.E_WRONG_TENSOR, 48), needs="jpeg")
+    row("jpeg with scale 0", request(jpg, 49, P.INPUT_CUT, encoding=P.ENC_JPEG, scale=0.0), error(P.E_WRONG_TENSOR, 49), needs="jpeg")
+    row("jpeg to a cut whose input is not an image (cut 1, [1, 4, 7, 7])",
+        request(jpg, 50, 1, encoding=P.ENC_JPEG, scale=s255), error(P.E_WRONG_TENSOR, 50, 1), needs="jpeg")
 
     # -- replay refusal: per connection, ids must grow ----------------------------------------------
     row("replay: first id on a connection", request(mid, 100, 1), result(100, 1, run("tail", 1, False, mid)), peer="r")

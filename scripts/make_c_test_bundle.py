@@ -214,6 +214,48 @@ def main():
         seed(f"cut1-{enc}", P.tensor_frames(P.REQUEST, wire, 6, 1, encoding=code, scale=scale, zero_point=zp))
     seed("ping", [P.Header(type=P.PING, request_id=7).pack(), b""])
     seed("no-tensor", [P.Header(type=P.REQUEST, request_id=8, cut_id=1).pack(), b""])
+    pixel_seeds()
+
+
+def pixel_seeds() -> None:
+    """fuzz_edge seeds for the model input as pixels (uint8, JPEG; docs/protocol.md encodings 3, 4),
+    and fuzz_jpeg's: JPEG files, a few that fit the test bundle's input (7x7 RGB) and a few that do not."""
+    from tlcut.runtime import codec
+
+    img = np.random.default_rng(9).integers(0, 256, (7, 7, 3), dtype=np.uint8)
+    q = np.ascontiguousarray(img.transpose(2, 0, 1)[None])
+    s = 1 / 255
+    seed("input-uint8", P.tensor_frames(P.REQUEST, q, 9, encoding=P.ENC_UINT8, scale=s))
+    jpg = np.frombuffer(codec.encode_jpeg(img, 90), np.uint8)
+    seed("input-jpeg", P.tensor_frames(P.REQUEST, jpg, 10, encoding=P.ENC_JPEG, scale=s))
+    jseeds = ROOT / "runtime" / "c" / "fuzz" / "corpus_jpeg"
+    shutil.rmtree(jseeds, ignore_errors=True)
+    jseeds.mkdir(parents=True)
+    import io
+
+    from PIL import Image
+
+    (jseeds / "rgb7-q90.jpg").write_bytes(jpg.tobytes())
+    (jseeds / "rgb7-q50.jpg").write_bytes(codec.encode_jpeg(img, 50))
+    (jseeds / "gray7.jpg").write_bytes(codec.encode_jpeg(img[:, :, :1], 90))
+    (jseeds / "rgb7-truncated.jpg").write_bytes(jpg.tobytes()[:-40])
+    for name, kw in [("rgb7-progressive.jpg", {"progressive": True}), ("rgb7-420.jpg", {"subsampling": 2}),
+                     ("rgb7-restart.jpg", {"restart_marker_blocks": 1})]:
+        try:
+            b = io.BytesIO()
+            Image.fromarray(img).save(b, "JPEG", quality=80, **kw)
+            (jseeds / name).write_bytes(b.getvalue())
+        except (TypeError, ValueError, OSError):  # an older Pillow without the option
+            pass
+    big = np.random.default_rng(10).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    (jseeds / "rgb24x20-420.jpg").write_bytes(simplejpeg_encode(big))
+
+
+def simplejpeg_encode(img) -> bytes:
+    """A 4:2:0 JPEG (the camera default), which codec.encode_jpeg (4:4:4) does not make."""
+    import simplejpeg
+
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(img), 85, colorsubsampling="420")
 
 
 if __name__ == "__main__":

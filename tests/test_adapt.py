@@ -153,3 +153,14 @@ def test_run_adapt_from_the_cli(bundle, tmp_path, capsys):
     assert all(r["link_mbps_estimate"] > 0 for r in out["requests"])
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _ = planmod
+
+
+def test_candidates_cover_the_rates_the_link_may_move_to():
+    from tlcut.runtime.adapt import choose_candidates
+
+    ranked = sorted(CANDS, key=lambda c: sum(c["components_ms"].values()))
+    # planned at 57 Mbit/s, the best one alone is edge only; at 10 Mbit/s cut 9 wins, and device
+    # only is always kept for when the edge goes away
+    names = [c["name"] for c in choose_candidates(ranked, 28.0, 1, [10.0])]
+    assert names[0] == "edge only" and set(names) == {"edge only", "cut 9", "device only"}
+    assert {c["name"] for c in choose_candidates(ranked, 28.0, 1, [])} == {"edge only", "device only"}

@@ -20,7 +20,12 @@ def test_demo_without_root_runs_on_loopback_and_states_it(tmp_path, monkeypatch)
     assert t["emulation"] == "loopback" and "pacing relay" in t["described"] and "slowed 5x" in t["described"]
     assert "loopback without root" in (tmp_path / "out" / "summary.md").read_text()
     placements = {row["placement"] for row in r["rows"]}
-    assert {"device only", "edge only", "best with TL"} <= placements
+    assert {"tlcut's choice", "device only", "edge only, float32", "edge only, uint8", "edge only, JPEG",
+            "best with TL (ScissionLite)"} <= placements
+    rows = {row["placement"]: row for row in r["rows"]}
+    # the input as pixels is a quarter of float32; as a JPEG of a real image, smaller still
+    assert rows["edge only, uint8"]["payload_bytes"] - 80 == (rows["edge only, float32"]["payload_bytes"] - 80) // 4
+    assert rows["edge only, JPEG"]["payload_bytes"] < rows["edge only, uint8"]["payload_bytes"]
     for row in r["rows"]:
         assert row["measured_ms"] > 0 and row["requests"] == 4
     # the device really was stretched: its profile was benched with --slowdown 5, its runs too
@@ -29,7 +34,7 @@ def test_demo_without_root_runs_on_loopback_and_states_it(tmp_path, monkeypatch)
     assert dev["settings"]["slowdown"] == 5 and edge["settings"]["slowdown"] == 1
     assert dev["full"]["median"] > 2.5 * edge["full"]["median"]
     # and the link: edge only pays at least the 28 ms delay
-    edge_only = next(row for row in r["rows"] if row["placement"] == "edge only")
+    edge_only = rows["edge only, float32"]
     assert edge_only["measured_ms"] >= 28
 
 

@@ -218,3 +218,58 @@ def test_throughput_is_one_over_the_slowest_stage():
     assert all(x["total_ms"] <= 110 for x in bound["ranking"] if x["allowed"])
     with pytest.raises(TlcutError, match="--objective"):
         plan.plan(dev(), edge(), NET, objective="speed")
+
+
+def with_input_encodings(p, jpeg_bytes=9_000, uint8_bytes=150_000):
+    """The input as uint8 pixels (a quarter of float32) and as JPEG q90 and q75, with their costs."""
+    p["input"]["encodings"] = [
+        {"encoding": "uint8", "quality": None, "serialize": st(0.1), "deserialize": st(0.2), "bytes": uint8_bytes},
+        {"encoding": "jpeg", "quality": 90, "serialize": st(0.3), "deserialize": st(0.4), "bytes": jpeg_bytes},
+        {"encoding": "jpeg", "quality": 75, "serialize": st(0.3), "deserialize": st(0.4), "bytes": jpeg_bytes // 2}]
+    return p
+
+
+def test_input_codecs_are_edge_only_placements_with_known_arithmetic():
+    r = plan.plan(with_input_encodings(dev()), with_input_encodings(edge()), NET)
+    by = {c["name"]: c for c in r["ranking"]}
+    reply = 0.01 + (4000 + 80) * 8 / 80e6 * 1e3 + 0.01
+    for name, nbytes, ser, de in (("edge only", 600_000, 0.01, 0.01), ("edge only, uint8", 150_000, 0.1, 0.2),
+                                  ("edge only, JPEG q90", 9_000, 0.3, 0.4), ("edge only, JPEG q75", 4_500, 0.3, 0.4)):
+        c = by[name]
+        assert c["upload_bytes"] == nbytes + 80
+        assert c["total_ms"] == pytest.approx(ser + 20 + (nbytes + 80) * 8 / 8e6 * 1e3 + de + 10 + reply)
+    # JPEG q75 beats every split here: 4.5 KB at 8 Mbit/s is 4.6 ms, the edge is 10x faster
+    assert r["best"]["name"] == "edge only, JPEG q75" and r["edge_only_best"]["name"] == "edge only, JPEG q75"
+    # uint8 pixels lose nothing; a JPEG's accuracy is unknown until measured, so a bound excludes it
+    assert by["edge only, uint8"]["lossless"] and by["edge only, uint8"]["accuracy_drop_pts"] == 0.0
+    assert by["edge only, JPEG q90"]["accuracy_drop_pts"] is None
+    fast = plan.Network(up_mbps=100.0, rtt_ms=20.0, down_mbps=800.0, wire_overhead=1.0)
+    r = plan.plan(with_input_encodings(dev()), with_input_encodings(edge()), fast, plan.Constraints(max_accuracy_drop=0.5))
+    assert r["best"]["name"] == "edge only, uint8"  # 12 ms to send, against 48 for float32
+    assert not {c["name"]: c for c in r["ranking"]}["edge only, JPEG q75"]["allowed"]
+    measured = {"device only": {"float32": {"accuracy": 0.80}}, "edge only, JPEG q90": {"float32": {"accuracy": 0.799}},
+                "edge only, JPEG q75": {"float32": {"accuracy": 0.75}}}
+    r = plan.plan(with_input_encodings(dev()), with_input_encodings(edge()), NET,
+                  plan.Constraints(max_accuracy_drop=0.5), measured)
+    assert r["best"]["name"] == "edge only, JPEG q90"
+    # a codec the edge did not measure is not offered
+    e = with_input_encodings(edge())
+    e["input"]["encodings"] = e["input"]["encodings"][:1]
+    names = {c["name"] for c in plan.plan(with_input_encodings(dev()), e, NET)["ranking"]}
+    assert "edge only, uint8" in names and "edge only, JPEG q90" not in names
+
+
+def test_placement_encodings_are_checked_where_they_apply():
+    from tlcut.placement import EDGE, SPLIT, Placement
+
+    assert Placement(EDGE, encoding="jpeg").label == "edge only, JPEG q90"
+    assert Placement(EDGE, encoding="jpeg", quality=75).label == "edge only, JPEG q75"
+    assert Placement.from_json(Placement(EDGE, encoding="jpeg", quality=75).to_json()).quality == 75
+    with pytest.raises(TlcutError, match="does not apply to a cut"):
+        Placement(SPLIT, 3, encoding="jpeg")
+    with pytest.raises(TlcutError, match="does not apply to the model input"):
+        Placement(EDGE, encoding="int8")
+    with pytest.raises(TlcutError, match="1..100"):
+        Placement(EDGE, encoding="jpeg", quality=0)
+    with pytest.raises(TlcutError, match="only to --encoding jpeg"):
+        Placement(EDGE, encoding="uint8", quality=90)

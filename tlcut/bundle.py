@@ -30,15 +30,20 @@ from tlcut import dtypes
 from tlcut.errors import TlcutError
 
 FORMAT = "tlcut-bundle"
+#: The input's pixel mapping when the manifest gives none (see Bundle.pixels).
+DEFAULT_PIXELS = {"scale": 1 / 255, "zero_point": 0}
 VERSION = 2
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
 
 #: The portable engine: a plain ONNX file any ONNX engine reads. Backends add their own builds.
 ONNX = "onnx"
-KINDS = ("model", "head", "tail")
+KINDS = ("model", "head", "tail", "middle")
 #: Precisions a half can be compiled at: float32 (the model's own), int8 (QDQ, statically calibrated).
 PRECISIONS = ("float32", "int8")
+#: A tail's batch dimension: 1 (every half; what devices send), a static N, or this symbolic one.
+#: Rows of batch other than 1 are extra tails for an edge that batches (`tlcut serve --max-batch`).
+BATCH_DYNAMIC = "dynamic"
 
 
 def sha256_file(path: Path) -> str:
@@ -145,9 +150,10 @@ class Cut:
 
 @dataclass(frozen=True)
 class Artifact:
-    """One runnable file of the bundle: the whole model, or the head or tail of a cut."""
+    """One runnable file of the bundle: the whole model, the head or tail of a cut, or the middle
+    part between two cuts (what an edge runs before it forwards to a cloud: three tiers)."""
 
-    kind: str  # "model" | "head" | "tail"
+    kind: str  # "model" | "head" | "tail" | "middle"
     cut: int | None  # None for the whole model
     tl: bool
     engine: str  # ONNX, or the backend that built it
@@ -156,32 +162,42 @@ class Artifact:
     input: dict  # {"name", "dtype", "shape"}
     output: dict
     calibration: dict | None = None  # int8: source, count, seed, method
+    batch: int | str = 1  # leading dimension: 1, a static N, or BATCH_DYNAMIC
+    to: tuple | None = None  # a middle part's end: (cut, tl), ending with the DeviceTL when tl
 
     @property
     def key(self) -> tuple:
-        return (self.kind, self.cut, self.tl, self.engine, self.precision)
+        return (self.kind, self.cut, self.tl, self.engine, self.precision, self.batch, self.to)
 
     def to_json(self) -> dict:
         d = {"kind": self.kind, "cut": self.cut, "tl": self.tl, "engine": self.engine, "precision": self.precision,
              "file": self.file, "input": self.input, "output": self.output}
         if self.calibration:
             d["calibration"] = self.calibration
+        if self.batch != 1:  # absent means 1: manifests without batched tails read as before
+            d["batch"] = self.batch
+        if self.to is not None:
+            d["to"] = {"cut": self.to[0], "tl": self.to[1]}
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "Artifact":
         return cls(d["kind"], d["cut"], bool(d["tl"]), d["engine"], d["precision"], d["file"], d["input"], d["output"],
-                   d.get("calibration"))
+                   d.get("calibration"), d.get("batch", 1),
+                   (d["to"]["cut"], bool(d["to"]["tl"])) if d.get("to") else None)
 
 
 def artifact_file(kind: str, cut: int | None, tl: bool = False, engine: str = ONNX, precision: str = "float32",
-                  suffix: str = ".onnx") -> str:
+                  suffix: str = ".onnx", batch: int | str = 1, to: tuple | None = None) -> str:
     """Where an artifact lives, relative to the bundle: the one place that spells a bundle's paths."""
     if kind not in KINDS:
         raise ValueError(f"artifact kind {kind!r} is not one of {KINDS}")
     folder = "" if kind == "model" else f"halves/{cut}/"
     sub = "" if engine == ONNX else f"{engine}/"
     stem = kind + ("_tl" if tl else "") + ("" if precision == "float32" else f".{precision}")
+    stem += "" if batch == 1 else f".batch-{batch}"
+    if kind == "middle":
+        stem += f".to-{to[0]}" + ("_tl" if to[1] else "")
     return f"{folder}{sub}{stem}{suffix}"
 
 
@@ -252,6 +268,27 @@ class Bundle:
     def outputs(self) -> list[dict]:
         return self.manifest["outputs"]
 
+    @property
+    def pixels(self) -> tuple[float, int]:
+        """How a camera's uint8 pixel q maps to the model input: x = (q - zero_point) * scale. The
+        input's ``pixels`` entry says so; without one, pixels / 255 (what tlcut's own models train on).
+        A one-line error if the input is not an image (uint8 and JPEG inputs need one)."""
+        self.image_shape()
+        p = self.inputs[0].get("pixels") or DEFAULT_PIXELS
+        return float(p["scale"]), int(p.get("zero_point", 0))
+
+    def image_shape(self) -> tuple[int, int, int, str]:
+        """(height, width, channels, layout) of an image input: rank 4, batch 1, 1 or 3 channels."""
+        inp = self.inputs[0]
+        shape = list(inp["shape"])
+        if len(shape) == 4 and shape[0] == 1:
+            if shape[3] in (1, 3):
+                return shape[1], shape[2], shape[3], "NHWC"
+            if shape[1] in (1, 3):
+                return shape[2], shape[3], shape[1], "NCHW"
+        raise TlcutError(f"the model input {inp['name']} {shape} is not an image (batch 1, 1 or 3 channels); "
+                         "send it raw, float16 or int8")
+
     def cut(self, ref) -> Cut:
         """Find a cut by index, tensor name or Keras layer name (the last cut of that layer)."""
         text = str(ref).strip()
@@ -277,11 +314,19 @@ class Bundle:
         return [Artifact.from_json(a) for a in self.manifest.get("artifacts", [])]
 
     def find(self, kind: str, cut: int | None = None, tl: bool = False, engine: str = ONNX,
-             precision: str = "float32") -> Artifact | None:
+             precision: str = "float32", batch: int | str = 1, to: tuple | None = None) -> Artifact | None:
         """The artifact with this key; for a backend's engine, its own build or else the portable ONNX."""
-        key = (kind, cut, tl, engine, precision)
+        key = (kind, cut, tl, engine, precision, batch, to)
         found = next((a for a in self.artifacts if a.key == key), None)
-        return found or (self.find(kind, cut, tl, ONNX, precision) if engine != ONNX else None)
+        return found or (self.find(kind, cut, tl, ONNX, precision, batch, to) if engine != ONNX else None)
+
+    def batched_tail(self, cut: int, tl: bool, engine: str = ONNX, precision: str = "float32") -> Artifact | None:
+        """The tail an edge batches with: the symbolic-batch one, else the largest static batch."""
+        rows = [a for a in self.artifacts if a.kind == "tail" and a.cut == cut and a.tl == tl
+                and a.precision == precision and a.batch != 1 and a.engine in (engine, ONNX)]
+        # its own engine's build before the portable ONNX; dynamic before any static N
+        rows.sort(key=lambda a: (a.engine != engine, a.batch != BATCH_DYNAMIC, -(a.batch if a.batch != BATCH_DYNAMIC else 0)))
+        return rows[0] if rows else None
 
     def runnable(self, kind: str, cut: int | None = None, tl: bool = False, engine: str = ONNX,
                  precision: str = "float32") -> Path:
@@ -320,3 +365,35 @@ class Bundle:
 
     def save_manifest(self) -> None:
         write_json_atomic(self.path / MANIFEST, self.manifest)
+
+
+# -- tiles: bands of one segment for several nodes (`tlcut tiles`) ----------------------------
+#: A tiles folder sits outside the bundle (like a profile or a plan) and names the model by its sha256.
+TILES_FORMAT = "tlcut-tiles"
+TILES_VERSION = 1
+TILES_MANIFEST = "tiles.json"
+
+
+def band_file(index: int) -> str:
+    """Where band ``index`` lives, relative to its tiles folder: the one place that spells it."""
+    return f"band{int(index)}.onnx"
+
+
+def read_tiles(folder) -> dict:
+    """A tiles folder's manifest, checked: format, version, and every band's file present."""
+    folder = Path(folder)
+    mf = folder / TILES_MANIFEST
+    if not mf.is_file():
+        raise TlcutError(f"'{folder}' is not a tiles folder (no {TILES_MANIFEST}); write one with `tlcut tiles BUNDLE ... -o {folder}`")
+    try:
+        tiles = json.loads(mf.read_text())
+        fmt, version, bands = tiles.get("format"), tiles.get("version"), tiles["bands"]
+        files = [b["file"] for b in bands]
+    except (ValueError, OSError, KeyError, TypeError, AttributeError) as e:
+        raise TlcutError(f"'{mf}' is damaged ({type(e).__name__}: {e}); re-run `tlcut tiles`") from None
+    if fmt != TILES_FORMAT or version != TILES_VERSION:
+        raise TlcutError(f"'{mf}' is {fmt!r} version {version}, this tlcut reads {TILES_FORMAT} version {TILES_VERSION}; re-run `tlcut tiles`")
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise TlcutError(f"tiles folder '{folder}' lacks {', '.join(missing)}; re-run `tlcut tiles` with --force")
+    return tiles

@@ -6,7 +6,8 @@ crossing tensor in a wire encoding. The plan ranks placements, ``tlcut run`` run
 parses one, and the demo and results tables print their labels; so a new option (an input codec,
 a third tier) extends this one type.
 
-Labels read ``device only``, ``edge only``, ``cut 5``, ``cut 5 + TL``, ``cut 5 + TL, int8``.
+Labels read ``device only``, ``edge only``, ``edge only, uint8``, ``edge only, JPEG q90``, ``cut 5``,
+``cut 5 + TL``, ``cut 5 + TL, int8``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,14 @@ from dataclasses import dataclass, replace
 from tlcut.errors import TlcutError
 
 DEVICE, EDGE, SPLIT = "device", "edge", "split"
-#: Wire encodings of the crossing tensor (docs/protocol.md, field `encoding`), in protocol order.
-ENCODINGS = ("raw", "float16", "int8")
+#: Wire encodings (docs/protocol.md, field `encoding`), in protocol order.
+ENCODINGS = ("raw", "float16", "int8", "uint8", "jpeg")
+#: What a cut's feature map can cross as: float32, or float16 / int8 over the tensor's own range.
+CUT_ENCODINGS = ("raw", "float16", "int8")
+#: What the model input can cross as when the edge runs everything: float32, the camera's uint8
+#: pixels (lossless for a camera image), or a JPEG of them at a quality.
+INPUT_ENCODINGS = ("raw", "uint8", "jpeg")
+DEFAULT_JPEG_QUALITY = 90
 #: Choices for a --tl flag: halves with the TL, without, or both where the TL applies.
 TL_CHOICES = ("on", "off", "both")
 #: What the CLI takes for --cut besides a cut index, tensor or layer name.
@@ -31,6 +38,7 @@ class Placement:
     cut: int | None = None  # the cut index, for SPLIT
     tl: bool = False
     encoding: str = "raw"
+    quality: int | None = None  # JPEG quality, for encoding "jpeg" only
 
     def __post_init__(self):
         if self.where not in (DEVICE, EDGE, SPLIT):
@@ -39,8 +47,17 @@ class Placement:
             raise ValueError("a split placement has a cut; the others have none")
         if self.tl and self.where != SPLIT:
             raise TlcutError("the TL applies only at a cut; device only and edge only take --tl off")
-        if self.encoding not in ENCODINGS:
-            raise TlcutError(f"unknown encoding '{self.encoding}'; use one of {', '.join(ENCODINGS)}")
+        allowed = INPUT_ENCODINGS if self.where == EDGE else CUT_ENCODINGS if self.where == SPLIT else ("raw",)
+        if self.encoding not in allowed:
+            what = {EDGE: "the model input (edge only)", SPLIT: "a cut's tensor", DEVICE: "device only (nothing crosses)"}
+            raise TlcutError(f"encoding '{self.encoding}' does not apply to {what[self.where]}; use one of {', '.join(allowed)}")
+        if self.encoding == "jpeg":
+            if self.quality is None:
+                object.__setattr__(self, "quality", DEFAULT_JPEG_QUALITY)
+            if not 1 <= int(self.quality) <= 100:
+                raise TlcutError(f"JPEG quality must be 1..100, got {self.quality}")
+        elif self.quality is not None:
+            raise TlcutError("a quality applies only to --encoding jpeg")
 
     @property
     def label(self) -> str:
@@ -50,6 +67,8 @@ class Placement:
             base = "edge only"
         else:
             base = f"cut {self.cut}{' + TL' if self.tl else ''}"
+        if self.encoding == "jpeg":
+            return f"{base}, JPEG q{self.quality}"
         return base if self.encoding == "raw" else f"{base}, {self.encoding}"
 
     @property
@@ -61,27 +80,36 @@ class Placement:
     def offloads(self) -> bool:
         return self.where != DEVICE
 
+    @property
+    def lossless(self) -> bool:
+        """Computes exactly what the whole model computes on a camera's uint8 image: no TL, and a
+        wire that loses nothing (float32, or the image's own uint8 pixels)."""
+        return not self.tl and self.encoding in ("raw", "uint8")
+
     def with_(self, **kw) -> "Placement":
         return replace(self, **kw)
 
     def to_json(self) -> dict:
-        return {"where": self.where, "cut": self.cut, "tl": self.tl, "encoding": self.encoding, "label": self.label}
+        d = {"where": self.where, "cut": self.cut, "tl": self.tl, "encoding": self.encoding, "label": self.label}
+        if self.quality is not None:
+            d["quality"] = self.quality
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "Placement":
-        return cls(d["where"], d.get("cut"), bool(d.get("tl", False)), d.get("encoding", "raw"))
+        return cls(d["where"], d.get("cut"), bool(d.get("tl", False)), d.get("encoding", "raw"), d.get("quality"))
 
     @classmethod
-    def resolve(cls, bundle, cut: str, tl: bool = False, encoding: str = "raw") -> "Placement":
+    def resolve(cls, bundle, cut: str, tl: bool = False, encoding: str = "raw", quality: int | None = None) -> "Placement":
         """From the CLI's words: ``--cut device|input|K`` (index, tensor or layer), ``--tl``, ``--encoding``."""
         text = str(cut).strip()
         where = SENTINELS.get(text.lower())
         if where:
-            return cls(where, None, tl, encoding)
+            return cls(where, None, tl, encoding, quality)
         c = bundle.cut(text)
         if tl and not c.tl:
             raise TlcutError(f"the TL cannot apply at cut {c.index} ({c.why_no_tl}); use --tl off")
-        return cls(SPLIT, c.index, tl, encoding)
+        return cls(SPLIT, c.index, tl, encoding, quality)
 
 
 def tl_modes(cut, choice: str) -> list[bool]:

@@ -10,7 +10,8 @@ cut halves is then timed as separate sessions and set against these prefix sums 
 profile): that is how close the shortcut is.
 
 The TL's cost is timed per distinct cut shape with the DeviceTL/EdgeTL alone, and serialization
-with tlcut's own wire encoding of a tensor of the payload's size.
+with tlcut's own wire encoding of a tensor of the payload's size, in each wire encoding; the model
+input also as the camera's uint8 pixels and as a JPEG of real images (their size is the point).
 """
 
 from __future__ import annotations
@@ -100,6 +101,53 @@ def encoding_times(shape, dtype: str, iterations: int) -> dict:
     return out
 
 
+def input_encoding_times(bundle: Bundle, iterations: int, images: str | None = None,
+                         jpeg_quality=(90,), progress=print) -> dict:
+    """What sending the model input as pixels costs: the camera's uint8 image, or a JPEG of it per
+    quality. Device: encode + framing of a float32 input, as `tlcut run` does (a camera that hands
+    over uint8 frames skips the conversion, so this errs against these options); edge: decode +
+    restore to float32. A JPEG's size depends on the picture, so real images are used: 'elpv' (the
+    embedded solar cells, the default where installed) or a folder; noise, the fallback, is said."""
+    try:
+        bundle.image_shape()
+        scale, zp = bundle.pixels
+    except TlcutError:
+        return {"encodings": [], "images": None, "why_none": "the input is not an image"}
+    from tlcut.runtime import run as rt
+
+    source = images
+    if source is None:
+        try:
+            import elpv_dataset  # noqa: F401
+
+            source = "elpv"
+        except ImportError:
+            source = None
+    xs = rt.inputs(bundle, source, 32)
+    served = tuple(bundle.inputs[0]["shape"])
+    out = {"encodings": [], "images": source or "random (no images given, elpv-dataset not installed): JPEG sizes are those of noise"}
+    for enc, q in [("uint8", None)] + [("jpeg", int(q)) for q in jpeg_quality]:
+        kw = {"scale": scale, "zero_point": zp, **({"quality": q} if q else {})}
+        sizes, ser, de = [], [], []
+        for i in range(max(iterations, len(xs))):
+            x = xs[i % len(xs)]
+            t0 = time.perf_counter()
+            w, code, sc, z = protocol.encode(x, enc, **kw)
+            frames = [bytes(f) for f in protocol.tensor_frames(protocol.REQUEST, w, 1, protocol.INPUT_CUT,
+                                                               encoding=code, scale=sc, zero_point=z)]
+            t1 = time.perf_counter()
+            h, wire = protocol.decode(frames)
+            protocol.restore(h, wire, served)
+            t2 = time.perf_counter()
+            ser.append(t1 - t0)
+            de.append(t2 - t1)
+            sizes.append(len(frames[1]))
+        out["encodings"].append({"encoding": enc, "quality": q, "serialize": stats(ser), "deserialize": stats(de),
+                                 "bytes": int(np.median(sizes)), "bytes_min": int(min(sizes)), "bytes_max": int(max(sizes))})
+        progress(f"[bench] input as {enc}{f' q{q}' if q else ''}: {int(np.median(sizes))} B median")
+    return out
+
+
 def machine_info(threads) -> dict:
     import onnxruntime
 
@@ -130,7 +178,8 @@ def _cpu_quota() -> str | None:
 
 
 def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, threads: int | None = None,
-          check: int = 4, backend: str = backends.DEFAULT, progress=print, bar=None, slowdown: float = 1.0) -> dict:
+          check: int = 4, backend: str = backends.DEFAULT, progress=print, bar=None, slowdown: float = 1.0,
+          images: str | None = None, jpeg_quality=(90,)) -> dict:
     """Measure every cut of ``bundle`` on this machine; return the profile (see module doc).
 
     ``slowdown`` > 1 emulates a slower device without root: every engine run is stretched to that
@@ -213,6 +262,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     in_ser, in_de = wire_times(inp["shape"], inp["dtype"], max(iterations, 20))
     out_arr = next(iter(outputs.values()))
     out_ser, out_de = wire_times(out_arr.shape, out_arr.dtype.name, max(iterations, 20))
+    in_enc = input_encoding_times(bundle, max(iterations, 20), images, jpeg_quality, progress)
 
     checks = []
     if check and prefix is not None:
@@ -230,7 +280,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
         "settings": {"warmup": warmup, "iterations": iterations, "method": method, "slowdown": slowdown},
         "full": stats(full_wall),
         "input": {"name": inp["name"], "bytes": int(np.prod(inp["shape"])) * np.dtype(inp["dtype"]).itemsize,
-                  "serialize": stats(in_ser), "deserialize": stats(in_de)},
+                  "serialize": stats(in_ser), "deserialize": stats(in_de), **in_enc},
         "output": {"bytes": int(out_arr.nbytes), "serialize": stats(out_ser), "deserialize": stats(out_de)},
         "cuts": rows,
         "check": {"cuts": checks, "median_abs_err_pct": float(np.median(errs)) if errs else None,

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from tlcut.bundle import ONNX, PRECISIONS, Artifact, Bundle, Cut, artifact_file, half_folder, staged_dir
+from tlcut.bundle import BATCH_DYNAMIC, ONNX, PRECISIONS, Artifact, Bundle, Cut, artifact_file, half_folder, staged_dir
 from tlcut.errors import TlcutError
 from tlcut.placement import tl_modes
 from tlcut.runtime import backends
@@ -46,11 +46,14 @@ def select_cuts(bundle: Bundle, spec: str | None) -> list[Cut]:
 
 def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=backends.DEFAULT,
                  threads: int | None = None, precision: str = "float32", calib: str | None = None,
-                 calib_method: str = "entropy", calib_count: int = 64, progress=None) -> dict[int, list[Artifact]]:
+                 calib_method: str = "entropy", calib_count: int = 64, batch: int | str = 1,
+                 progress=None) -> dict[int, list[Artifact]]:
     """Write the halves of ``cuts`` at ``precision`` and record them as artifacts; return what was
     written per cut. int8 halves are QDQ, calibrated on ``calib`` (calibrate/int8.py); the whole
-    model is quantized too, so device only and edge only can run at int8 beside the splits."""
+    model is quantized too, so device only and edge only can run at int8 beside the splits.
+    ``batch`` (N or "dynamic") adds tails of that batch size for an edge that batches requests."""
     be = backends.get(backend)
+    batch = parse_batch(batch)
     if precision not in PRECISIONS:
         raise TlcutError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     for c in cuts:
@@ -103,9 +106,69 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
                         bp = tmp / Path(brel).relative_to(half_folder(cut.index))
                         be.compile(p, bp, threads=threads)
                         arts.append(Artifact(kind, cut.index, with_tl, be.name, precision, brel, *io, calib_info))
+                    if kind == "tail" and batch != 1:
+                        arts += _batched_tail(p, tmp, cut, with_tl, precision, batch, be, threads, calib_info)
         bundle.put_artifacts(arts)
         written[cut.index] = arts
     return written
+
+
+def compile_middle(bundle: Bundle, start: Cut, end: Cut, *, tl: str = "off", to_tl: bool = False) -> list[Artifact]:
+    """The middle parts from ``start`` (with and without the TL there, per ``tl``) to ``end`` (ending
+    with the DeviceTL when ``to_tl``): what an edge runs before it forwards to a cloud (three tiers)."""
+    if end.index <= start.index:
+        raise TlcutError(f"--to {end.index} must be a later cut than {start.index}")
+    if to_tl and not end.tl:
+        raise TlcutError(f"the TL cannot apply at cut {end.index} ({end.why_no_tl}); use --to-tl off")
+    modes = tl_modes(start, tl)
+    model = onnx.load(str(bundle.model_path))
+    final = bundle.half_dir(start)
+    arts = []
+    with staged_dir(final, overwrite=True) as tmp:
+        if final.exists():  # the cut's other artifacts stay
+            shutil.copytree(final, tmp, dirs_exist_ok=True)
+        for with_tl in modes:
+            part = surgery.middle(model, start, with_tl, end, to_tl)
+            rel = artifact_file("middle", start.index, with_tl, to=(end.index, to_tl))
+            p = tmp / Path(rel).relative_to(half_folder(start.index))
+            p.parent.mkdir(parents=True, exist_ok=True)
+            onnx.save(part, str(p))
+            arts.append(Artifact("middle", start.index, with_tl, ONNX, "float32", rel, *describe_io(p),
+                                 to=(end.index, to_tl)))
+    bundle.put_artifacts(arts)
+    return arts
+
+
+def parse_batch(text) -> int | str:
+    """``--batch``: a positive int or "dynamic" (a symbolic batch dimension)."""
+    if str(text).strip().lower() == BATCH_DYNAMIC:
+        return BATCH_DYNAMIC
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise TlcutError(f"--batch takes a batch size (1, 8, ...) or 'dynamic', got '{text}'")
+    return n
+
+
+def _batched_tail(src: Path, tmp: Path, cut: Cut, tl: bool, precision: str, batch, be, threads, calib_info):
+    """The tail at ``src`` with batch ``batch``, checked against it row by row, and its backend build."""
+    half = onnx.load(str(src))
+    batched = surgery.with_batch(half, batch)
+    surgery.check_batched(half, batched, batch, f"the tail{' with the TL' if tl else ''} of cut {cut.index}")
+    rel = artifact_file("tail", cut.index, tl, precision=precision, batch=batch)
+    p = tmp / Path(rel).relative_to(half_folder(cut.index))
+    onnx.save(batched, str(p))
+    io = describe_io(p)
+    for d in io:  # a symbolic dimension reads as 0 there; the manifest says -1
+        d["shape"][0] = d["shape"][0] or -1
+    arts = [Artifact("tail", cut.index, tl, ONNX, precision, rel, *io, calib_info, batch)]
+    if be.builds:
+        brel = artifact_file("tail", cut.index, tl, be.name, precision, be.suffix, batch)
+        be.compile(p, tmp / Path(brel).relative_to(half_folder(cut.index)), threads=threads)
+        arts.append(Artifact("tail", cut.index, tl, be.name, precision, brel, *io, calib_info, batch))
+    return arts
 
 
 def _run_all(model: onnx.ModelProto, name: str, xs) -> list:

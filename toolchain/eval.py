@@ -19,7 +19,7 @@ from tlcut.placement import DEVICE, EDGE, Placement
 def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, split: str = "test",
              limit: int | None = None, progress=None, backend="onnxrt", precision: str = "float32") -> dict:
     from tlcut.models import datasets
-    from tlcut.runtime.run import Device
+    from tlcut.runtime.run import Device, image_input
     from tlcut.runtime.serve import local_edge
     from tlcut.toolchain.train import data_args
 
@@ -47,7 +47,7 @@ def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, s
         dev = stack.enter_context(Device(bundle, placement, edge=ep, backend=backend, precision=precision))
         it = range(len(part))
         for i in (progress(it) if progress else it):
-            x = part.x[i][None].astype(np.float32) / 255.0
+            x = image_input(bundle, part.x[i])
             y, rec = dev.infer(x)
             hits.append(int(np.argmax(y) == part.y[i]))
             payload = rec["payload_bytes"]

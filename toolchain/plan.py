@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tlcut.errors import TlcutError
-from tlcut.placement import DEVICE, EDGE, ENCODINGS, SPLIT, TL_CHOICES, Placement
+from tlcut.placement import CUT_ENCODINGS, DEVICE, EDGE, SPLIT, TL_CHOICES, Placement
 from tlcut.runtime import protocol
 from tlcut.toolchain import bench
 
@@ -171,7 +171,7 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
             if tl and not d["tl"]:
                 continue
             sfx = "_tl" if tl else ""
-            for enc in ENCODINGS:
+            for enc in CUT_ENCODINGS:
                 if enc == "raw":
                     ser, de = d["serialize" + sfx]["median"], e["deserialize" + sfx]["median"]
                     nbytes = d["tl_bytes"] if tl else d["bytes"]
@@ -187,12 +187,11 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
                     "edge_tl": e["edge_tl"]["median"] if tl else 0.0, "edge": e["tail"]["median"], "reply": reply_ms,
                 }
                 cands.append(_cand(Placement(SPLIT, d["index"], tl, enc), d.get("layer"), up, comp))
-    inp = device["input"]
-    up = inp["bytes"] + hdr
-    cands.append(_cand(Placement(EDGE), None, up, {
-        "device": 0.0, "device_tl": 0.0, "serialize": inp["serialize"]["median"], "latency": net.rtt_ms,
-        "transfer": net.up_ms(up), "deserialize": edge["input"]["deserialize"]["median"], "edge_tl": 0.0,
-        "edge": edge["full"]["median"], "reply": reply_ms}))
+    for p, nbytes, ser, de in _edge_only_options(device["input"], edge["input"]):
+        up = nbytes + hdr
+        cands.append(_cand(p, None, up, {
+            "device": 0.0, "device_tl": 0.0, "serialize": ser, "latency": net.rtt_ms, "transfer": net.up_ms(up),
+            "deserialize": de, "edge_tl": 0.0, "edge": edge["full"]["median"], "reply": reply_ms}))
     cands.append(_cand(Placement(DEVICE), None, 0, {**{k: 0.0 for k in COMPONENTS}, "device": device["full"]["median"]}))
 
     _accuracy(cands, accuracy or {})
@@ -221,10 +220,23 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
         "constraints": asdict(cons), "statistic": "median", "objective": objective, "accuracy_source": (accuracy or {}).get("_source"),
         "best": best, "best_tl": best_tl, "best_plain": best_plain, "device_only": dev_only,
         "edge_only": next(c for c in cands if c["where"] == EDGE),
+        "edge_only_best": best_of(lambda c: c["where"] == EDGE),
         "speedup_vs_device": dev_only["total_ms"] / best["total_ms"],
         "speedup_tl_vs_plain": (best_plain["total_ms"] / best_tl["total_ms"]) if best_tl and best_plain else None,
         "ranking": ranking,
     }
+
+
+def _edge_only_options(dev_in: dict, edge_in: dict):
+    """(placement, payload bytes, device encode ms, edge decode ms) for each way the input can cross:
+    float32, and what the profiles measured of uint8 pixels and JPEG per quality (bytes: the device's images)."""
+    yield Placement(EDGE), dev_in["bytes"], dev_in["serialize"]["median"], edge_in["deserialize"]["median"]
+    theirs = {(e["encoding"], e["quality"]): e for e in edge_in.get("encodings", [])}
+    for d in dev_in.get("encodings", []):
+        e = theirs.get((d["encoding"], d["quality"]))
+        if e:
+            yield (Placement(EDGE, encoding=d["encoding"], quality=d["quality"]), d["bytes"], d["serialize"]["median"],
+                   e["deserialize"]["median"])
 
 
 def _cand(p: Placement, layer, upload, comp) -> dict:
@@ -264,12 +276,12 @@ def _allowed(c: dict, cons: Constraints) -> tuple[bool, str | None]:
 
 
 def _accuracy(cands: list[dict], measured: dict) -> None:
-    """Each candidate's accuracy and drop against device only. Lossless placements (no TL, raw
-    wire) compute exactly what the whole model computes: a drop of 0, known. The rest have what
-    `tlcut eval` recorded in the bundle, or unknown: never assumed lossless."""
+    """Each candidate's accuracy and drop against device only. Lossless placements (no TL; float32,
+    or the uint8 pixels of a camera image) compute exactly what the whole model computes: a drop of
+    0, known. The rest have what `tlcut eval` recorded in the bundle, or unknown: never assumed lossless."""
     base = (measured.get("device only") or {}).get("float32", {}).get("accuracy")
     for c in cands:
-        lossless = not c["tl"] and c["placement"]["encoding"] == "raw"
+        lossless = Placement.from_json(c["placement"]).lossless
         acc = (measured.get(c["name"]) or {}).get("float32", {}).get("accuracy")
         if lossless and acc is None:
             acc = base
@@ -319,7 +331,9 @@ def format_table(result: dict, top: int = 10) -> str:
 
 
 def plot(result: dict, path) -> None:
-    """Predicted latency per cut, stacked by component, without and with the TL (Figures 5 and 6)."""
+    """Predicted latency per cut, stacked by component, without and with the TL (the paper's
+    Figures 5 and 6), and below them every option at once: each cut in each wire encoding, against
+    the edge-only ways to send the input (float32, uint8, JPEG) and device only."""
     try:
         import matplotlib
 
@@ -327,13 +341,14 @@ def plot(result: dict, path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise TlcutError("--plot needs matplotlib; install it with `pip install 'tlcut[plot]'`") from None
-    cuts = [c for c in result["ranking"] if c["where"] == SPLIT and c["placement"]["encoding"] == "raw"]
+    splits = [c for c in result["ranking"] if c["where"] == SPLIT]
+    cuts = [c for c in splits if c["placement"]["encoding"] == "raw"]
     groups = {"no TL (Scission)": sorted((c for c in cuts if not c["tl"]), key=lambda c: c["cut"]),
               "with TL (ScissionTL)": sorted((c for c in cuts if c["tl"]), key=lambda c: c["cut"])}
     stacks = [("device", ("device",), "#4c72b0"), ("TL", ("device_tl", "edge_tl"), "#dd8452"),
               ("(de)serialize", ("serialize", "deserialize"), "#937860"), ("latency", ("latency", "reply"), "#8c8c8c"),
               ("transfer", ("transfer",), "#c44e52"), ("edge", ("edge",), "#55a868")]
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, len(cuts) * 0.06 + 4), 7), sharex=True, sharey=True)
+    fig, axes = plt.subplots(3, 1, figsize=(max(8, len(cuts) * 0.06 + 4), 10), sharex=True)
     ymax = max(c["total_ms"] for c in cuts)
     for ax, (title, rows) in zip(axes, groups.items()):
         x = [c["cut"] for c in rows]
@@ -350,6 +365,24 @@ def plot(result: dict, path) -> None:
         ax.set_title(f"{result['model']}: {title}")
         ax.set_ylabel("predicted latency (ms)")
         ax.set_ylim(0, ymax * 1.1)
+    ax = axes[2]
+    series: dict[str, list] = {}
+    for c in splits:
+        series.setdefault(("TL" if c["tl"] else "no TL") + ", " + c["placement"]["encoding"], []).append(c)
+    for name, rows in sorted(series.items()):
+        rows.sort(key=lambda c: c["cut"])
+        ax.plot([c["cut"] for c in rows], [c["total_ms"] for c in rows], lw=1.2, ls="-" if "no TL" not in name else "--",
+                label=f"cut K, {name}")
+    flat = [c for c in result["ranking"] if c["where"] != SPLIT]
+    for c, color in zip(flat, plt.cm.Dark2.colors):
+        ax.axhline(c["total_ms"], color=color, ls=":", lw=1.4, label=c["name"])
+    b = result["best"]
+    ax.plot([b["cut"] if b["cut"] is not None else 0], [b["total_ms"]], marker="v", color="k", ms=9, ls="none",
+            label=f"best: {b['name']}")
+    ax.set_title("every placement: each cut in each wire encoding, and the input sent whole")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_ylim(0, min(ymax, max(c["total_ms"] for c in flat)) * 1.1)
+    ax.legend(loc="upper right", fontsize=7, ncol=3)
     axes[-1].set_xlabel("cut index")
     axes[0].legend(loc="upper right", fontsize=7, ncol=3)
     net = result["network"]
@@ -359,3 +392,206 @@ def plot(result: dict, path) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+
+
+# -- three tiers: device | edge | cloud ---------------------------------------------------------
+TIERS = ("device", "edge", "cloud")
+
+
+@dataclass
+class TierConstraints:
+    """Scission's constraints over tiers. ``must``/``must_not`` map a cut index (the layer that
+    produces it) to tiers; upload caps are bytes a tier sends on per request; time caps are the
+    tier's own compute (ms, or percent of the request's total)."""
+
+    must: dict = field(default_factory=dict)  # cut index -> tier it must run on
+    must_not: dict = field(default_factory=dict)  # cut index -> tiers it must not run on
+    max_upload_bytes: dict = field(default_factory=dict)  # tier -> bytes
+    max_time_ms: dict = field(default_factory=dict)  # tier -> ms
+    max_time_pct: dict = field(default_factory=dict)  # tier -> percent of the total
+
+
+def _tier_of(k: int, a: int, b: int, n: int) -> str:
+    return "device" if k <= a else "edge" if k <= b or b == n else "cloud"
+
+
+def _segment_ms(p: dict, a: int, b: int, n: int) -> float:
+    """A host's time for cuts (a, b] (a = -1: from the input; b = n: to the output), from the prefix
+    sums of its profile: a part run as its own session pays one call, like a head or a tail."""
+    if a < 0 and b >= n:
+        return p["full"]["median"]
+    if a < 0:
+        return p["cuts"][b]["head"]["median"]
+    if b >= n:
+        return p["cuts"][a]["tail"]["median"]
+    ha, hb = p["cuts"][a]["head"]["median"], p["cuts"][b]["head"]["median"]
+    call = max(0.0, ha + p["cuts"][a]["tail"]["median"] - p["full"]["median"])
+    return max(hb - ha, 0.0) + call
+
+
+def _crossings(sender: dict, receiver: dict, k: int, tl_choice: str):
+    """(tl, encoding, bytes, sender ms, receiver ms) for each way cut k's tensor (k = -1: the input)
+    can cross between two hosts."""
+    if k < 0:
+        yield False, "raw", sender["input"]["bytes"], sender["input"]["serialize"]["median"], \
+            receiver["input"]["deserialize"]["median"]
+        return
+    s, r = sender["cuts"][k], receiver["cuts"][k]
+    for tl in (False, True):
+        if (tl and not s["tl"]) or (tl_choice == "on" and not tl and s["tl"]) or (tl_choice == "off" and tl):
+            continue
+        sfx = "_tl" if tl else ""
+        tl_ms = (s["device_tl"]["median"], r["edge_tl"]["median"]) if tl else (0.0, 0.0)
+        yield tl, "raw", s["tl_bytes"] if tl else s["bytes"], tl_ms[0] + s["serialize" + sfx]["median"], \
+            tl_ms[1] + r["deserialize" + sfx]["median"]
+        for enc in CUT_ENCODINGS[1:]:
+            sv, rv = s.get("encodings" + sfx, {}).get(enc), r.get("encodings" + sfx, {}).get(enc)
+            if sv and rv:
+                yield tl, enc, sv["bytes"], tl_ms[0] + sv["serialize"]["median"], tl_ms[1] + rv["deserialize"]["median"]
+
+
+def plan_tiers(device: tuple[str, dict], edges: list[tuple[str, dict]], clouds: list[tuple[str, dict]],
+               hops: dict, cons: TierConstraints | None = None, tl: str = "both", top: int = 50) -> dict:
+    """Every pair of cuts (device | edge | cloud) on every choice of edge and cloud host, each
+    crossing with its own TL and wire encoding; the two-tier placements (no cloud) are among them.
+
+    ``hops`` maps (source, destination) host names to Network objects (RTT, bandwidths). Each pair
+    takes, per crossing, the cheapest TL/encoding its upload cap allows; where a time cap then fails,
+    the pair's other crossings are tried. Predicted latency adds every tier's compute, each
+    crossing's encode, round trip, transfer and decode, and the reply back along the chain."""
+    cons = cons or TierConstraints()
+    dname, dev = device
+    n = len(dev["cuts"])
+    for name, p in [*edges, *clouds]:
+        if p["model_sha256"] != dev["model_sha256"] or len(p["cuts"]) != n:
+            raise TlcutError(f"profile of host '{name}' is of another model than the device's; bench every host from the same bundle")
+    for k, tiers in [*((k, [t]) for k, t in cons.must.items()), *cons.must_not.items()]:
+        if not 0 <= int(k) < n:
+            raise TlcutError(f"a tier constraint names cut {k}; the model's cuts are 0..{n - 1}")
+        bad = [t for t in tiers if t not in TIERS]
+        if bad:
+            raise TlcutError(f"unknown tier '{bad[0]}'; use device, edge or cloud")
+
+    def hop(src, dst) -> Network:
+        h = hops.get((src, dst))
+        if h is None:
+            raise TlcutError(f"the network has no row {src},{dst},...; add one (source,destination,ping_ms,bandwidth_mbps)")
+        return h
+
+    hdr = protocol.HEADER.size
+    out_bytes = dev["output"]["bytes"] + hdr
+    ranked = []
+    for ename, edge in edges:
+        h1 = hop(dname, ename)
+        pairs = [(a, n, None, None, None) for a in range(-1, n)]  # two tiers: the edge runs to the output
+        for cname, cloud in clouds:
+            h2 = hop(ename, cname)
+            pairs += [(a, b, cname, cloud, h2) for a in range(-1, n) for b in range(a + 1, n)]
+        for a, b, cname, cloud, h2 in pairs:
+            c = _tier_candidate(dev, edge, cloud, a, b, n, h1, h2, out_bytes, hdr, cons, tl)
+            if c:
+                c["hosts"] = {"device": dname, "edge": ename, **({"cloud": cname} if cname else {})}
+                ranked.append(c)
+    devonly = {"cuts": [n - 1, n - 1], "crossings": [], "tiers_ms": {"device": dev["full"]["median"], "edge": 0.0, "cloud": 0.0},
+               "components_ms": {"device": dev["full"]["median"]}, "total_ms": dev["full"]["median"],
+               "upload_bytes": {}, "hosts": {"device": dname}, "name": "device only"}
+    devonly["allowed"], devonly["why_not"] = _tier_allowed(devonly, n - 1, n, n, cons)
+    ranked.append(devonly)
+    ranked.sort(key=lambda c: c["total_ms"])
+    allowed = [c for c in ranked if c["allowed"]]
+    if not allowed:
+        raise TlcutError("no placement over the tiers meets the constraints; relax one of them")
+    best_two = next((c for c in allowed if "cloud" not in c["hosts"]), None)
+    return {"format": FORMAT + "-tiers", "version": 1, "model": dev["model"], "best": allowed[0], "best_two_tiers": best_two,
+            "hops": {f"{s}->{d}": asdict(v) for (s, d), v in hops.items()}, "candidates": len(ranked),
+            "ranking": allowed[:top], "excluded": len(ranked) - len(allowed)}
+
+
+def _tier_candidate(dev, edge, cloud, a, b, n, h1, h2, out_bytes, hdr, cons, tl_choice):
+    def options(sender, receiver, k, hop, tier):
+        cap = cons.max_upload_bytes.get(tier)
+        opts = [(snd + hop.rtt_ms + hop.up_ms(nb + hdr) + rcv, t, e, nb + hdr, snd, rcv)
+                for t, e, nb, snd, rcv in _crossings(sender, receiver, k, tl_choice) if cap is None or nb + hdr <= cap]
+        return sorted(opts, key=lambda o: o[0])
+
+    first = options(dev, edge, a, h1, "device")
+    second = options(edge, cloud, b, h2, "edge") if cloud is not None else [None]
+    if not first or not second:
+        return None
+    fallback = None
+    for o1 in first[:4]:
+        for o2 in second[:4]:
+            c = _tier_total(dev, edge, cloud, a, b, n, h1, h2, out_bytes, o1, o2)
+            c["allowed"], c["why_not"] = _tier_allowed(c, a, b, n, cons)
+            if c["allowed"]:
+                return c
+            fallback = fallback or c
+    return fallback
+
+
+def _tier_total(dev, edge, cloud, a, b, n, h1, h2, out_bytes, o1, o2) -> dict:
+    last = cloud if cloud is not None else edge
+    dev_ms = _segment_ms(dev, -1, a, n) if a >= 0 else 0.0
+    edge_ms = _segment_ms(edge, a, b, n)
+    cloud_ms = _segment_ms(cloud, b, n, n) if cloud is not None else 0.0
+    reply = last["output"]["serialize"]["median"] + h1.down_ms(out_bytes) + dev["output"]["deserialize"]["median"]
+    comp = {"device": dev_ms, "cross_1": o1[0] - h1.rtt_ms, "latency_1": h1.rtt_ms, "edge": edge_ms}
+    crossings = [{"cut": a if a >= 0 else None, "tl": o1[1], "encoding": o1[2], "bytes": o1[3]}]
+    if cloud is not None:
+        comp.update(cross_2=o2[0] - h2.rtt_ms, latency_2=h2.rtt_ms, cloud=cloud_ms)
+        # the edge forwards the reply: decode, encode, and the hop back
+        reply += edge["output"]["deserialize"]["median"] + edge["output"]["serialize"]["median"] + h2.down_ms(out_bytes)
+        crossings.append({"cut": b, "tl": o2[1], "encoding": o2[2], "bytes": o2[3]})
+    comp["reply"] = reply
+    tiers = {"device": dev_ms + o1[4], "edge": edge_ms + o1[5] + (o2[4] if o2 else 0.0),
+             "cloud": cloud_ms + (o2[5] if o2 else 0.0)}
+    name = _tier_name(crossings)
+    return {"name": name, "cuts": [a, b], "crossings": crossings, "components_ms": comp, "tiers_ms": tiers,
+            "total_ms": sum(comp.values()), "upload_bytes": {"device": o1[3], **({"edge": o2[3]} if o2 else {})}}
+
+
+def _tier_name(crossings) -> str:
+    """``device > cut 5 (TL, int8) > edge > cut 40 > cloud``: what runs where, and what crosses."""
+    def x(c):
+        extra = [s for s in ("TL" if c["tl"] else "", c["encoding"] if c["encoding"] != "raw" else "") if s]
+        return f"{'input' if c['cut'] is None else 'cut ' + str(c['cut'])}{' (' + ', '.join(extra) + ')' if extra else ''}"
+    parts = ["device", x(crossings[0]), "edge"]
+    if len(crossings) > 1:
+        parts += [x(crossings[1]), "cloud"]
+    return " > ".join(parts)
+
+
+def _tier_allowed(c: dict, a: int, b: int, n: int, cons: TierConstraints) -> tuple[bool, str | None]:
+    for k, t in cons.must.items():
+        if _tier_of(int(k), a, b, n) != t:
+            return False, f"cut {k} must run on the {t}"
+    for k, ts in cons.must_not.items():
+        if _tier_of(int(k), a, b, n) in ts:
+            return False, f"cut {k} must not run on the {_tier_of(int(k), a, b, n)}"
+    for t, cap in cons.max_upload_bytes.items():
+        if c["upload_bytes"].get(t, 0) > cap:
+            return False, f"the {t} uploads {c['upload_bytes'][t]} B > its cap {cap}"
+    for t, cap in cons.max_time_ms.items():
+        if c["tiers_ms"].get(t, 0.0) > cap:
+            return False, f"the {t} computes {c['tiers_ms'][t]:.1f} ms > its cap {cap:g} ms"
+    for t, pct in cons.max_time_pct.items():
+        if c["total_ms"] > 0 and 100 * c["tiers_ms"].get(t, 0.0) / c["total_ms"] > pct:
+            return False, f"the {t} takes {100 * c['tiers_ms'][t] / c['total_ms']:.0f}% of the total > its cap {pct:g}%"
+    return True, None
+
+
+def format_tiers(result: dict, top: int = 10) -> str:
+    hops = ", ".join(f"{k} {v['up_mbps']:g} Mbit/s {v['rtt_ms']:g} ms" for k, v in result["hops"].items())
+    lines = [f"{result['model']}: {result['candidates']} placements over three tiers ({hops}); medians, ms",
+             f"{'rank':>4}  {'hosts':<22} {'device':>7} {'edge':>7} {'cloud':>7} {'total':>8}  placement"]
+    for i, c in enumerate(result["ranking"][:top], 1):
+        hosts = "/".join(c["hosts"].values())
+        t = c["tiers_ms"]
+        lines.append(f"{i:>4}  {hosts:<22} {t['device']:7.2f} {t['edge']:7.2f} {t['cloud']:7.2f} {c['total_ms']:8.2f}  {c['name']}")
+    b, two = result["best"], result["best_two_tiers"]
+    lines.append(f"best: {b['name']} on {'/'.join(b['hosts'].values())}, {b['total_ms']:.2f} ms predicted")
+    if two and two is not b:
+        lines.append(f"best with two tiers: {two['name']}, {two['total_ms']:.2f} ms")
+    if result["excluded"]:
+        lines.append(f"{result['excluded']} placements excluded by the constraints")
+    return "\n".join(lines)

@@ -65,6 +65,27 @@ def tail(model, cut: Cut, tl: bool = False) -> onnx.ModelProto:
     return _export(g)
 
 
+def middle(model, start: Cut, start_tl: bool, end: Cut, end_tl: bool) -> onnx.ModelProto:
+    """(EdgeTL ->) start cut tensor -> end cut tensor (-> DeviceTL): what the middle tier runs."""
+    if end.node_index <= start.node_index:
+        raise TlcutError(f"a middle part runs from one cut to a later one; cut {end.index} is not after cut {start.index}")
+    g = _load(model)
+    t_end = _tensor(g, end)
+    if end_tl:
+        _require_tl(end)
+        t_end = _append_device_tl(g, t_end, end)
+        t_end.name = PAYLOAD_TL + "_next"  # the EdgeTL's input below holds the plain name
+    g.outputs = [t_end]
+    t = _tensor(g, start)
+    t.inputs.clear()
+    if start_tl:
+        _require_tl(start)
+        g.inputs = [_prepend_edge_tl(g, t, start)]
+    else:
+        g.inputs = [t]
+    return _export(g)
+
+
 def logits(model) -> onnx.ModelProto:
     """The model (or a tail) with the input of its final Softmax as its output, unchanged if it has
     none. Random-weight classifiers give near-uniform softmax outputs, where a wrong half hides;
@@ -155,3 +176,66 @@ def _tensor(g: gs.Graph, cut: Cut) -> gs.Variable:
 def _require_tl(cut: Cut) -> None:
     if not cut.tl:
         raise TlcutError(f"the TL cannot apply at cut {cut.index} ({cut.why_no_tl}); use --tl off for this cut")
+
+
+#: The symbolic batch dimension of a tail compiled with ``--batch dynamic``.
+BATCH_DIM = "batch"
+
+
+def with_batch(model: onnx.ModelProto, batch) -> onnx.ModelProto:
+    """A copy of a batch-1 half whose leading (batch) dimension is ``batch``: an int, or
+    ``"dynamic"`` for a symbolic one. Every inner shape is dropped (ORT re-infers them); a Reshape
+    whose constant target starts with the baked batch 1 gets 0 there (copy the input's batch).
+    Whether the result really batches is checked by ``check_batched``, not assumed."""
+    from onnx import numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    for vi in list(g.input) + list(g.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            if batch == "dynamic":
+                dims[0].dim_param = BATCH_DIM
+            else:
+                dims[0].dim_value = int(batch)
+    del g.value_info[:]
+    consts = {i.name: i for i in g.initializer}
+    consts.update({n.output[0]: a.t for n in g.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    for n in g.node:
+        if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] in consts:
+            t = consts[n.input[1]]
+            target = numpy_helper.to_array(t).copy()
+            if target.ndim == 1 and target.size and target[0] == 1 and not any(a.name == "allowzero" and a.i for a in n.attribute):
+                target[0] = 0
+                t.CopyFrom(numpy_helper.from_array(target, t.name))
+    return m
+
+
+def check_batched(half: onnx.ModelProto, batched: onnx.ModelProto, batch, what: str) -> None:
+    """Run ``batched`` on a stack of distinct random inputs and compare each row with ``half`` run
+    alone: a graph with batch 1 baked in somewhere fails here, at compile time, with one line."""
+    import onnxruntime as ort
+
+    from tlcut.dtypes import from_ort
+
+    def session(m):
+        so = ort.SessionOptions()
+        so.log_severity_level = 4  # a graph that fails here is reported in one line below
+        return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+    one = session(half)
+    inp = one.get_inputs()[0]
+    n = 3 if batch == "dynamic" else int(batch)
+    rng = np.random.default_rng(0)
+    dt = from_ort(inp.type)
+    xs = [(rng.standard_normal(inp.shape) * 2).astype(dt) for _ in range(n)]
+    try:
+        got = session(batched).run(None, {inp.name: np.concatenate(xs)})[0]
+    except Exception as e:
+        raise TlcutError(f"{what} does not run at batch {batch}: {str(e).splitlines()[0][:200]}") from None
+    want = np.concatenate([one.run(None, {inp.name: x})[0] for x in xs])
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max()))):
+        raise TlcutError(f"{what} gives other results at batch {batch} than one at a time (batch 1 is baked into "
+                         f"the graph); serve it with --max-batch 1")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tlcut.errors import TlcutError
 
-TARGETS = ("jetson",)
+TARGETS = ("jetson", "triton")  # triton: toolchain/triton_repo.py
 CONTRACT = "payload.json"
 EDGE_KEY = "edge.key"
 BUILD_SCRIPT = "build_engine.sh"
@@ -77,7 +77,7 @@ def payload_contract(bundle, cut, tl: bool, head_out: dict, endpoint: str | None
     """What crosses the link at this cut and what the edge must serve: the device's half of the
     agreement, for the people running either side (docs/protocol.md is the wire format)."""
     from tlcut import dtypes
-    from tlcut.placement import ENCODINGS
+    from tlcut.placement import CUT_ENCODINGS as ENCODINGS
     from tlcut.runtime import protocol as P
 
     n = 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from tlcut.errors import TlcutError
 from tlcut.bundle import PRECISIONS
-from tlcut.placement import ENCODINGS, TL_CHOICES
+from tlcut.placement import DEFAULT_JPEG_QUALITY, ENCODINGS, TL_CHOICES
 
 
 class Group:
@@ -84,18 +84,24 @@ class PlacementArgs(Group):
         p.add_argument("--tl", default=self.tl_default, choices=["on", "off"],
                        help=f"send through the Transfer Layer where it applies (default {self.tl_default})")
         p.add_argument("--encoding", default="raw", choices=ENCODINGS,
-                       help="wire format of the crossing tensor: raw, float16, or int8 with a per-tensor scale (default raw)")
+                       help="wire format of what crosses: at a cut raw, float16, or int8 with a per-tensor scale; "
+                            "with --cut input also uint8 (the camera's pixels) or jpeg (default raw)")
+        p.add_argument("--jpeg-quality", type=int, default=None, metavar="Q",
+                       help=f"JPEG quality 1..100 for --encoding jpeg (default {DEFAULT_JPEG_QUALITY})")
 
     def parse(self, a):
-        from tlcut.placement import DEVICE, SENTINELS, Placement
+        from tlcut.placement import SENTINELS, Placement
 
         self.placement = None
         if a.cut is None:
             return
         sentinel = str(a.cut).strip().lower() in SENTINELS
-        self.placement = Placement.resolve(self.bundle_args.bundle, a.cut, a.tl == "on" and not sentinel, a.encoding)
-        if self.placement.where == DEVICE and a.encoding != "raw":
+        if str(a.cut).strip().lower() == "device" and a.encoding != "raw":
             raise TlcutError(f"--encoding {a.encoding} is for what crosses the link; device only sends nothing")
+        self.placement = Placement.resolve(self.bundle_args.bundle, a.cut, a.tl == "on" and not sentinel, a.encoding,
+                                           a.jpeg_quality)
+        if self.placement.encoding in ("uint8", "jpeg"):
+            self.bundle_args.bundle.pixels  # a one-line error now if the input is no image
 
 
 class ServedCutsArgs(Group):
@@ -168,7 +174,8 @@ class LinkArgs(Group):
     def add(self, p):
         timeout, retries, fallback = self.defaults
         p.add_argument("--edge", required=self.required, metavar="ENDPOINT",
-                       help="the edge's ZeroMQ endpoint, e.g. tcp://192.0.2.2:5555")
+                       help="the edge's ZeroMQ endpoint, e.g. tcp://192.0.2.2:5555, or a Triton server: "
+                            "triton+grpc://HOST:8001, triton+http://HOST:8000 (docs/triton.md)")
         p.add_argument("--timeout", type=float, default=timeout, metavar="S",
                        help=f"seconds to wait for each attempt (default {timeout:g})")
         p.add_argument("--retries", type=int, default=retries,
@@ -199,10 +206,16 @@ class NetworkArgs(Group):
                        help="link bytes per payload byte (default 1514/1448: TCP/IPv4 over Ethernet)")
 
     def parse(self, a):
+        self._a = a
+
+    @property
+    def network(self):
+        """Built when asked for: a three-tier plan reads the CSV's hops itself."""
         from tlcut.toolchain.plan import network_from_args
 
-        self.network = network_from_args(a.bandwidth, a.latency, a.down_bandwidth, a.network, a.device_name,
-                                         a.edge_name, a.wire_overhead)
+        a = self._a
+        return network_from_args(a.bandwidth, a.latency, a.down_bandwidth, a.network, a.device_name, a.edge_name,
+                                 a.wire_overhead)
 
 
 class DataArgs(Group):

@@ -99,6 +99,14 @@ as it is."""
         p.add_argument("--plan", help="compile the best cut of this plan JSON instead of --cuts")
         p.add_argument("--tl", default="both", choices=TL_CHOICES,
                        help="halves with the TL, without, or both (default both, where the TL applies)")
+        p.add_argument("--batch", default="1", metavar="N|dynamic",
+                       help="also write tails of batch N (or a symbolic batch) for an edge that batches requests "
+                            "(`tlcut serve --max-batch`); each is checked against the batch-1 tail (default 1: none)")
+        m = p.add_argument_group("three tiers: the part an edge runs before it forwards to a cloud")
+        m.add_argument("--to", metavar="K", help="write the middle part from --cuts (one cut) to this later cut "
+                                                  "(`tlcut serve --cut A --forward EP --to K`)")
+        m.add_argument("--to-tl", default="off", choices=["on", "off"],
+                       help="end the middle part with the DeviceTL of the --to cut (default off)")
         g = p.add_argument_group("int8 calibration (--precision int8)")
         g.add_argument("--calib", metavar="DATA", help="calibration images: 'elpv' (its training split) or a folder")
         g.add_argument("--calib-method", default="entropy", choices=METHODS,
@@ -109,11 +117,22 @@ as it is."""
         t = p.add_argument_group("a device's deployment folder (--target)")
         t.add_argument("--target", choices=TARGETS,
                        help="write a folder for this kind of device instead of compiling into the bundle")
-        t.add_argument("--cut", metavar="K", help="the cut the device runs the head of (or --plan's best)")
+        t.add_argument("--cut", metavar="K", action="append",
+                       help="jetson: the cut the device runs the head of (or --plan's best); triton: a cut whose "
+                            "tail to export, repeatable ('input': the whole model, always written)")
         t.add_argument("-o", "--output", metavar="DIR", help="the folder to write")
         t.add_argument("--edge-endpoint", metavar="tcp://HOST:PORT", help="where the device reaches its edge")
         t.add_argument("--edge-key", metavar="PUBLIC", help="the edge's public CURVE key (NAME.key from `tlcut keys`)")
         t.add_argument("--force", action="store_true", help="replace an existing DIR")
+        tr = p.add_argument_group("Triton model repository (--target triton; docs/triton.md)")
+        tr.add_argument("--instances", type=int, default=1, metavar="N", help="model instances per model (default 1)")
+        tr.add_argument("--kind", default="cpu", choices=["cpu", "gpu"], help="instance kind (default cpu)")
+        tr.add_argument("--max-batch", type=int, default=0, metavar="N",
+                        help="Triton's max_batch_size; above 0 the tails get a symbolic batch dimension, checked "
+                             "row by row, and dynamic batching (default 0: batch-1 tails, full shapes)")
+        tr.add_argument("--preferred-batch", metavar="N,N", help="dynamic batching's preferred batch sizes")
+        tr.add_argument("--max-queue-delay-us", type=int, default=0, metavar="US",
+                        help="dynamic batching's max_queue_delay_microseconds (default 0)")
 
     def run(self, a):
         from tlcut.toolchain.compile import compile_cuts, select_cuts
@@ -122,21 +141,40 @@ as it is."""
         if a.target:
             return self.run_target(a, b)
         for flag, value in (("--cut", a.cut), ("-o", a.output), ("--edge-endpoint", a.edge_endpoint),
-                            ("--edge-key", a.edge_key), ("--force", a.force)):
+                            ("--edge-key", a.edge_key), ("--force", a.force), ("--max-batch", a.max_batch),
+                            ("--preferred-batch", a.preferred_batch), ("--max-queue-delay-us", a.max_queue_delay_us)):
             if value:
                 raise TlcutError(f"{flag} belongs to --target (a device's folder); to compile halves into the "
                                  f"bundle give --cuts K, or add --target jetson")
         spec = str(best_cut_of_plan(a.plan, b)) if a.plan else a.cuts
+        if a.to is not None:
+            from tlcut.toolchain.compile import compile_middle
+
+            starts = select_cuts(b, spec)
+            if len(starts) != 1 or self.be.precision != "float32" or a.batch != "1":
+                raise TlcutError("--to writes one middle part: give one cut with --cuts, at float32, batch 1")
+            for art in compile_middle(b, starts[0], b.cut(a.to), tl=a.tl, to_tl=a.to_tl == "on"):
+                say(f"[compile] middle part of cut {art.cut}{' + TL' if art.tl else ''} to cut {art.to[0]}: {art.file}")
+            return
         if a.calib and self.be.precision != "int8":
             raise TlcutError("--calib calibrates int8 halves; add --precision int8")
         written = compile_cuts(b, select_cuts(b, spec), tl=a.tl, backend=self.be.backend, threads=self.be.threads,
                                precision=self.be.precision, calib=a.calib, calib_method=a.calib_method,
-                               calib_count=a.calib_count, progress=bar("compile", "cut"))
+                               calib_count=a.calib_count, batch=a.batch, progress=bar("compile", "cut"))
         for k, arts in written.items():
             say(f"[compile] cut {k}: {', '.join(a.file for a in arts)}")
 
     def run_target(self, a, b):
         from tlcut.toolchain.targets import write_jetson
+
+        if a.target == "triton":
+            return self.run_triton(a, b)
+        if a.instances != 1 or a.kind != "cpu" or a.max_batch or a.preferred_batch or a.max_queue_delay_us:
+            raise TlcutError("--instances, --kind, --max-batch, --preferred-batch and --max-queue-delay-us are "
+                             "for --target triton")
+        if a.cut and len(a.cut) > 1:
+            raise TlcutError(f"--target {a.target} writes one cut: give --cut K once")
+        a.cut = a.cut[0] if a.cut else None
 
         if a.cuts:
             raise TlcutError(f"--target {a.target} writes one cut: give --cut K, not --cuts")
@@ -154,6 +192,25 @@ as it is."""
         tl = None if a.tl == "both" else a.tl == "on"  # both: the TL where it applies
         write_jetson(b, cut, a.output, tl=tl, endpoint=a.edge_endpoint, edge_key=a.edge_key, force=a.force,
                      progress=say)
+
+
+    def run_triton(self, a, b):
+        from tlcut.toolchain.triton_repo import write_repository
+
+        if a.cuts or a.plan:
+            raise TlcutError("--target triton exports the tails named by --cut K (repeatable), not --cuts/--plan")
+        if not a.output:
+            raise TlcutError("--target triton needs -o REPO, the model repository folder to write")
+        if a.edge_endpoint or a.edge_key:
+            raise TlcutError("--edge-endpoint/--edge-key are for --target jetson; a Triton repository has no keys")
+        try:
+            pref = [int(x) for x in a.preferred_batch.split(",") if x] if a.preferred_batch else None
+        except ValueError:
+            raise TlcutError(f"--preferred-batch '{a.preferred_batch}' is not a list of integers like 4,8") from None
+        index = write_repository(b, a.cut or [], a.output, tl=a.tl, instances=a.instances, kind=a.kind,
+                                 max_batch=a.max_batch, preferred_batch=pref, max_queue_delay_us=a.max_queue_delay_us,
+                                 precision=self.be.precision, force=a.force, progress=say)
+        say(f"[triton] wrote {len(index)} models to {a.output}: `tritonserver --model-repository {a.output}`")
 
 
 def load_plan(path, bundle) -> dict:
@@ -193,15 +250,27 @@ class Bench(Verb):
                        help="time the real halves of N cuts against the profiled prefix sums (default 4; 0: none)")
         p.add_argument("--slowdown", type=float, default=1.0, metavar="X",
                        help="lab: emulate a device X times slower by stretching every compute step (default 1)")
+        p.add_argument("--images", metavar="DIR",
+                       help="images for the input's JPEG size and cost: a folder or 'elpv' (default elpv where installed)")
+        p.add_argument("--jpeg-quality", default="90", metavar="Q[,Q...]",
+                       help="JPEG qualities to offer edge only at (default 90)")
 
     def run(self, a):
         from tlcut.toolchain.bench import bench
+
+        try:
+            qualities = [int(q) for q in a.jpeg_quality.split(",") if q.strip()]
+        except ValueError:
+            raise TlcutError(f"--jpeg-quality takes numbers 1..100 separated by commas, got '{a.jpeg_quality}'") from None
+        bad = [q for q in qualities if not 1 <= q <= 100]
+        if bad:
+            raise TlcutError(f"--jpeg-quality must be 1..100, got {bad[0]}")
 
         if self.be.precision != "float32":
             raise TlcutError("bench profiles the float32 model; time int8 halves with benchmarks/engines.py")
         prof = bench(self.b.bundle, role=a.role, warmup=a.warmup, iterations=a.iterations, threads=self.be.threads,
                      check=a.check, backend=self.be.backend, progress=say, bar=bar("bench", "cut"),
-                     slowdown=a.slowdown)
+                     slowdown=a.slowdown, images=a.images, jpeg_quality=qualities)
         emit_json(prof, a.output)
         if a.output and a.output != "-":
             say(f"[bench] wrote {a.output}")
@@ -218,7 +287,20 @@ class Plan(Verb):
 
     def add(self, p):
         p.add_argument("--device", required=True, metavar="PROFILE", help="profile JSON from `tlcut bench --role device`")
-        p.add_argument("--edge", required=True, metavar="PROFILE", help="profile JSON from `tlcut bench --role edge`")
+        p.add_argument("--edge", required=True, metavar="[NAME=]PROFILE", action="append",
+                       help="profile JSON from `tlcut bench --role edge`; with --cloud, repeatable: candidate edge hosts")
+        t = p.add_argument_group("three tiers (device | edge | cloud), Scission's ranking")
+        t.add_argument("--cloud", metavar="[NAME=]PROFILE", action="append",
+                       help="a cloud host's profile (`tlcut bench --role edge` on it); repeatable. Plans every pair of "
+                            "cuts; hops come from --network (device->edge, edge->cloud rows, by host name)")
+        t.add_argument("--must", metavar="CUT=TIER", action="append", default=[],
+                       help="cut (index or layer) that must run on device, edge or cloud; repeatable")
+        t.add_argument("--must-not", metavar="CUT=TIER", action="append", default=[],
+                       help="cut that must not run on that tier; repeatable")
+        t.add_argument("--tier-upload", metavar="TIER=BYTES", action="append", default=[],
+                       help="most bytes a tier may send on per request; repeatable")
+        t.add_argument("--tier-time", metavar="TIER=MS|PCT%", action="append", default=[],
+                       help="most compute time on a tier, in ms or percent of the total; repeatable")
         g = p.add_argument_group("constraints")
         g.add_argument("--min-cut", type=int, default=None, metavar="K",
                        help="earliest cut allowed (privacy: nothing earlier leaves the device)")
@@ -242,7 +324,11 @@ class Plan(Verb):
         from tlcut.toolchain import plan as planmod
 
         dev = planmod.load_profile(a.device, "device")
-        edge = planmod.load_profile(a.edge, "edge")
+        if a.cloud:
+            return self.three_tiers(a, planmod, dev)
+        if len(a.edge) > 1:
+            raise TlcutError("several --edge profiles are candidate hosts of a three-tier plan; add --cloud, or give one")
+        edge = planmod.load_profile(a.edge[0].split("=", 1)[-1], "edge")
         cons = planmod.Constraints(min_cut=a.min_cut, max_device_ms=a.max_device_ms,
                                    max_upload_bytes=a.max_upload_bytes, tl=a.tl, max_accuracy_drop=a.max_accuracy_drop,
                                    max_latency_ms=a.max_latency_ms)
@@ -262,6 +348,64 @@ class Plan(Verb):
             emit_json(result, a.output if a.output else None)
         if not a.json:
             print(planmod.format_table(result, top=a.top))
+
+    def three_tiers(self, a, planmod, dev):
+        if not a.network:
+            raise TlcutError("a three-tier plan needs --network CSV with a device->edge and an edge->cloud row per host")
+
+        def named(specs, default):
+            out = []
+            for spec in specs:
+                name, _, path = spec.rpartition("=")
+                out.append((name or (default if len(specs) == 1 else Path(path).stem), planmod.load_profile(path, "edge")))
+            return out
+
+        def pairs(specs, what, conv):
+            out = {}
+            for spec in specs:
+                k, sep, v = spec.partition("=")
+                if not sep:
+                    raise TlcutError(f"{what} takes KEY=VALUE, got '{spec}'")
+                out[k.strip()] = conv(v.strip())
+            return out
+
+        cut_index = {c["layer"]: c["index"] for c in dev["cuts"]}
+
+        def cut(ref):
+            if ref.isdigit():
+                return int(ref)
+            if ref not in cut_index:
+                raise TlcutError(f"cut '{ref}' is neither an index nor a layer of the profiled model")
+            return cut_index[ref]
+
+        must = {cut(k): v for k, v in pairs(a.must, "--must", str).items()}
+        must_not: dict = {}
+        for k, v in pairs(a.must_not, "--must-not", str).items():
+            must_not.setdefault(cut(k), []).append(v)
+        times = pairs(a.tier_time, "--tier-time", str)
+        try:
+            upload = pairs(a.tier_upload, "--tier-upload", int)
+            ms = {t: float(v) for t, v in times.items() if not v.endswith("%")}
+            pct = {t: float(v[:-1]) for t, v in times.items() if v.endswith("%")}
+        except ValueError:
+            raise TlcutError("--tier-upload takes TIER=BYTES and --tier-time TIER=MS or TIER=PCT%") from None
+        for t in [*upload, *times]:
+            if t not in planmod.TIERS:
+                raise TlcutError(f"unknown tier '{t}'; use device, edge or cloud")
+        rows = planmod.read_network_csv(a.network)
+        hops = {}
+        for (src, dst), (ping, bw) in rows.items():
+            back = rows.get((dst, src))
+            hops[(src, dst)] = planmod.Network(up_mbps=bw, rtt_ms=ping, down_mbps=back[1] if back else 10 * bw,
+                                               source=a.network)
+        cons = planmod.TierConstraints(must=must, must_not=must_not, max_upload_bytes=upload, max_time_ms=ms,
+                                       max_time_pct=pct)
+        result = planmod.plan_tiers((a.device_name, dev), named(a.edge, a.edge_name), named(a.cloud, "cloud"), hops,
+                                    cons, tl=a.tl, top=max(a.top, 50))
+        if a.json or (a.output and a.output != "-"):
+            emit_json(result, a.output if a.output else None)
+        if not a.json:
+            print(planmod.format_tiers(result, top=a.top))
 
 
 VERBS = [Export, Cuts, Compile, Bench, Plan]

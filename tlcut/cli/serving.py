@@ -26,6 +26,45 @@ class Serve(Verb):
         p.add_argument("--max-queue", type=int, default=64, help="messages one device may have queued (default 64)")
         p.add_argument("--metrics-port", type=int,
                        help="serve /metrics and /health/{live,ready} over HTTP on this port, on --bind's host")
+        g = p.add_argument_group("batching (many devices on one cut)")
+        g.add_argument("--max-batch", type=int, default=1, metavar="N",
+                       help="run up to N waiting requests for the same tail as one batch, on the tails "
+                            "`tlcut compile --batch` wrote (default 1: one at a time)")
+        g.add_argument("--max-queue-delay-us", type=int, default=500, metavar="US",
+                       help="how long the first request of a batch may wait for others, microseconds (default 500)")
+        f = p.add_argument_group("three tiers: run a middle part and forward to the next tier (a cloud)")
+        f.add_argument("--forward", metavar="tcp://HOST:PORT", help="the next tier's endpoint; the edge runs each served "
+                                                                    "cut's middle part to --to (`tlcut compile --to`)")
+        f.add_argument("--to", type=int, metavar="K", help="the cut the next tier serves")
+        f.add_argument("--to-tl", default="off", choices=["on", "off"], help="send cut K through its TL (default off)")
+        f.add_argument("--forward-encoding", default="raw", choices=["raw", "float16", "int8"],
+                       help="wire encoding toward the next tier (default raw)")
+        f.add_argument("--forward-timeout", type=float, default=10.0, metavar="S",
+                       help="seconds to wait for the next tier before answering error 10 (default 10)")
+        f.add_argument("--forward-key", metavar="SECRET", help="this edge's client NAME.key_secret for CURVE to the next tier")
+        f.add_argument("--forward-server-key", metavar="PUBLIC", help="the next tier's public NAME.key")
+        f.add_argument("--forward-insecure", action="store_true", help="plain TCP to the next tier outside loopback")
+
+    def forward(self, a):
+        """The Forward of --forward, checked before anything loads."""
+        from tlcut.runtime.security import ClientCurve, require_policy
+        from tlcut.runtime.serve import Forward
+
+        given = [f for f, v in (("--to", a.to), ("--forward-key", a.forward_key),
+                                ("--forward-server-key", a.forward_server_key)) if v is not None]
+        if not a.forward:
+            if given or a.forward_insecure:
+                raise TlcutError(f"{(given or ['--forward-insecure'])[0]} belongs to --forward (three tiers)")
+            return None
+        if a.to is None:
+            raise TlcutError("--forward needs --to K, the cut the next tier serves")
+        if bool(a.forward_key) != bool(a.forward_server_key):
+            raise TlcutError("CURVE to the next tier needs both --forward-key and --forward-server-key")
+        if a.forward_timeout <= 0:
+            raise TlcutError(f"--forward-timeout must be positive, got {a.forward_timeout}")
+        curve = ClientCurve.from_files(a.forward_key, a.forward_server_key) if a.forward_key else None
+        require_policy(a.forward, curve, a.forward_insecure, "device")
+        return Forward(a.forward, a.to, a.to_tl == "on", a.forward_encoding, a.forward_timeout, curve, a.forward_insecure)
 
     def run(self, a):
         import logging
@@ -34,14 +73,19 @@ class Serve(Verb):
 
         if a.max_message_mb < 1:
             raise TlcutError(f"--max-message-mb must be at least 1, got {a.max_message_mb}")
+        if a.max_batch < 1 or a.max_queue_delay_us < 0:
+            raise TlcutError(f"--max-batch must be at least 1 and --max-queue-delay-us at least 0, got "
+                             f"{a.max_batch} and {a.max_queue_delay_us}")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                             stream=sys.stderr)
         self.sec.check(a.bind)  # before the halves load, not after
+        forward = self.forward(a)
         edge = Edge(self.b.bundle, self.cuts.cuts, tl=self.cuts.tl, backend=self.be.backend, threads=self.be.threads,
-                    max_message_bytes=a.max_message_mb << 20, precision=self.be.precision)
+                    max_message_bytes=a.max_message_mb << 20, precision=self.be.precision, max_batch=a.max_batch,
+                    forward=forward)
         try:
             edge.serve(a.bind, max_requests=a.max_requests, curve=self.sec.curve, insecure=self.sec.insecure,
-                       max_queue=a.max_queue, metrics_port=a.metrics_port)
+                       max_queue=a.max_queue, metrics_port=a.metrics_port, max_queue_delay_us=a.max_queue_delay_us)
         finally:
             edge.close()
 
@@ -58,7 +102,7 @@ class Run(Verb):
         return [self.b, self.pl, self.link, self.sec, self.be]
 
     def add(self, p):
-        p.add_argument("--images", metavar="DIR", help="folder of images to send (default: random tensors)")
+        p.add_argument("--images", metavar="DIR", help="folder of images to send, or 'elpv' for the embedded solar-cell images (default: random tensors; a JPEG of noise is far larger than of a photo)")
         p.add_argument("--requests", type=int, default=30, help="timed requests (default 30)")
         p.add_argument("--warmup", type=int, default=3, help="untimed requests first (default 3)")
         p.add_argument("--inflight", type=int, default=1, metavar="N",
@@ -74,7 +118,11 @@ class Run(Verb):
                                                       "(`tlcut plan -o`), from the link the requests measure; --cut is "
                                                       "then where to start (default: the plan's best)")
         g.add_argument("--candidates", type=int, default=4, metavar="N",
-                       help="placements kept loaded: the plan's N best allowed ones, and device only (default 4)")
+                       help="placements kept loaded: the plan's N best allowed ones, the best at each --rates, and "
+                            "device only (default 4)")
+        g.add_argument("--rates", metavar="MBPS[,MBPS...]",
+                       help="uplink rates the link may move to; the best placement at each is kept loaded too "
+                            "(default: the plan's rate times 1/2, 1/5 and 1/10)")
         g.add_argument("--margin", type=float, default=0.15, help="switch only for a predicted gain above this share (default 0.15)")
         g.add_argument("--patience", type=int, default=3, help="... seen this many requests in a row (default 3)")
         g.add_argument("--probe-every", type=int, default=10, metavar="N",
@@ -138,20 +186,27 @@ class Run(Verb):
 def adaptive_device(b, a, start, edge, kw):
     """An AdaptiveDevice over the plan's best allowed placements and device only."""
     from tlcut.cli.pipeline import load_plan
-    from tlcut.runtime.adapt import LinkEstimate, Policy
+    from tlcut.runtime.adapt import LinkEstimate, Policy, choose_candidates
     from tlcut.runtime.run import AdaptiveDevice
 
     plan = load_plan(a.adapt, b)
     if a.candidates < 1 or a.patience < 1 or a.probe_every < 1 or not 0 <= a.margin < 1:
         raise TlcutError("--candidates, --patience and --probe-every must be at least 1, --margin in [0, 1)")
     ranked = [c for c in plan["ranking"] if c["allowed"]]
-    cands = ranked[:a.candidates] + [c for c in ranked[a.candidates:] if c["where"] == "device"]
+    net = plan["network"]
+    try:
+        rates = ([float(r) for r in a.rates.split(",") if r.strip()] if a.rates
+                 else [net["up_mbps"] / k for k in (2, 5, 10)])
+    except ValueError:
+        raise TlcutError(f"--rates takes Mbit/s separated by commas, got '{a.rates}'") from None
+    if any(r <= 0 for r in rates):
+        raise TlcutError("--rates must be positive Mbit/s")
+    cands = choose_candidates(ranked, net["rtt_ms"], a.candidates, rates)
     if start is not None and start.label not in {c["name"] for c in cands}:
         match = [c for c in plan["ranking"] if c["name"] == start.label]
         if not match:
             raise TlcutError(f"--cut names {start.label}, which the plan does not rank")
         cands.append(match[0])
-    net = plan["network"]
     policy = Policy(cands, LinkEstimate(net["up_mbps"], net["rtt_ms"]), start=start.label if start else None,
                     margin=a.margin, patience=a.patience, probe_every=a.probe_every)
     return AdaptiveDevice(b, policy, edge=edge, log=lambda m: say(f"[adapt] {m}"), **kw)

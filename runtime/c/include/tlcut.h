@@ -53,9 +53,10 @@ extern "C" {
 enum { TLC_REQUEST = 1, TLC_RESULT = 2, TLC_ERROR = 3, TLC_PING = 4, TLC_PONG = 5 };
 enum { TLC_F32 = 1, TLC_F16 = 2, TLC_I8 = 3, TLC_U8 = 4, TLC_I32 = 5, TLC_I64 = 6, TLC_F64 = 7 };
 enum { TLC_FLAG_TL = 1 };
-enum { TLC_ENC_RAW = 0, TLC_ENC_FLOAT16 = 1, TLC_ENC_INT8 = 2 };
+enum { TLC_ENC_RAW = 0, TLC_ENC_FLOAT16 = 1, TLC_ENC_INT8 = 2, TLC_ENC_UINT8 = 3, TLC_ENC_JPEG = 4 };
 
-/* Status codes. 1..9 are the protocol's error codes (the status byte of an ERROR reply). */
+/* Status codes. 1..10 are the protocol's error codes (the status byte of an ERROR reply); 10 comes
+ * only from an edge that forwards to a next tier, which this library does not. */
 enum {
     TLC_OK = 0,
     TLC_E_BAD_FRAME = 1,
@@ -67,6 +68,7 @@ enum {
     TLC_E_INTERNAL = 7,
     TLC_E_BUSY = 8,
     TLC_E_REPLAY = 9,
+    TLC_E_UPSTREAM = 10,
     TLC_E_INVALID_ARGUMENT = 100, /* a NULL or out-of-range argument */
     TLC_E_NOT_FOUND = 101,        /* bundle, cut or file missing */
     TLC_E_ENGINE = 102,           /* the inference engine refused a half */
@@ -95,6 +97,9 @@ TLC_EXPORT const char *tlc_version(void);
 /* The inference engine this library was built with and its version, e.g. "openvino 2026.4.1" or
  * "opencv 4.6.0" (static string). */
 TLC_EXPORT const char *tlc_engine(void);
+/* The JPEG decoder this library was built with (encoding 4), e.g. "libjpeg-turbo 2.1.5", or ""
+ * where it was built without libturbojpeg: such an edge answers every JPEG with ERROR 5 (static string). */
+TLC_EXPORT const char *tlc_jpeg(void);
 /* A short English name for a status code (static string; never NULL). */
 TLC_EXPORT const char *tlc_strerror(int status);
 /* Bytes per element of a protocol dtype, 0 if unknown. */

@@ -105,6 +105,7 @@ struct tlc_edge {
     std::string error;
     std::string reply_text;
     std::vector<float> in;           // a restored (decoded) payload
+    std::vector<uint8_t> pixels;     // a decoded JPEG (HWC), before the affine restore
     std::vector<uint64_t> aligned;   // a raw payload copied to 8-byte alignment
     tlc_edge_stats stats{};
     tlc::ReplayTable replay{TLC_REPLAY_TABLE};
@@ -304,6 +305,7 @@ int tlc_edge_set_precision(tlc_edge *e, const char *precision) {
 }
 
 const char *tlc_engine(void) { return tlc::engine_name(); }
+const char *tlc_jpeg(void) { return tlc::jpeg_decoder(); }
 
 }  // extern "C"
 
@@ -390,11 +392,12 @@ extern "C" int tlc_edge_stats_get(const tlc_edge *e, tlc_edge_stats *out) {
     return TLC_OK;
 }
 
-// The portable ONNX artifact (kind, cut, tl) at the edge's precision, or nullptr.
+// The portable ONNX artifact (kind, cut, tl) at the edge's precision, or nullptr. Batch-1 rows
+// only: this edge does not batch, and rows with a "batch" other than 1 are extra tails for one that does.
 static const json *find_artifact(const tlc_edge *e, const std::string &kind, const json &cut, bool tl) {
     for (const auto &a : e->artifacts)
         if (a.at("kind") == kind && a.at("cut") == cut && a.at("tl") == tl && a.at("engine") == "onnx" &&
-            a.at("precision") == e->precision)
+            a.at("precision") == e->precision && (!a.contains("batch") || a.at("batch") == 1))
             return &a;
     return nullptr;
 }
@@ -666,10 +669,46 @@ static void answer(tlc_edge *e, const std::string &peer, const Frame *fr, size_t
             for (size_t i = 0; i < n; i++) e->in[i] = (float(p[i]) - float(h.zero_point)) * h.scale;
             x = e->in.data();
             in_dtype = TLC_F32;
+        } else if (h.encoding == TLC_ENC_UINT8 && h.dtype == TLC_U8 && h.scale > 0) {
+            e->in.resize(n);
+            const uint8_t *p = static_cast<const uint8_t *>(payload);
+            for (size_t i = 0; i < n; i++) e->in[i] = (float(p[i]) - float(h.zero_point)) * h.scale;
+            x = e->in.data();
+            in_dtype = TLC_F32;
+        } else if (h.encoding == TLC_ENC_JPEG && h.dtype == TLC_U8 && h.rank == 1 && h.scale > 0) {
+            // the served input says the image's size and layout; the JPEG's header is checked against it
+            const std::vector<int64_t> &s = half.shape;
+            bool nhwc = s.size() == 4 && s[0] == 1 && (s[3] == 1 || s[3] == 3);
+            bool nchw = !nhwc && s.size() == 4 && s[0] == 1 && (s[1] == 1 || s[1] == 3);
+            int64_t ih = nhwc ? s[1] : nchw ? s[2] : 0, iw = nhwc ? s[2] : nchw ? s[3] : 0, ic = nhwc ? s[3] : nchw ? s[1] : 0;
+            if (!(nhwc || nchw) || ih < 1 || iw < 1 || ih > 65535 || iw > 65535) {
+                code = TLC_E_WRONG_TENSOR;
+                msg = "jpeg does not fit this input " + dims_str(s) + ": it takes a rank-4 batch-1 image with 1 or 3 "
+                      "channels (NHWC or NCHW); send it raw";
+                break;
+            }
+            if (!tlc::jpeg_decode(payload, plen, int(ih), int(iw), int(ic), e->pixels, msg)) {
+                code = TLC_E_WRONG_TENSOR;
+                break;
+            }
+            size_t hw = size_t(ih) * size_t(iw), c = size_t(ic);
+            e->in.resize(hw * c);
+            const uint8_t *p = e->pixels.data();  // HWC
+            const float zp = float(h.zero_point);
+            for (size_t i = 0; i < hw; i++)
+                for (size_t k = 0; k < c; k++) e->in[nhwc ? i * c + k : k * hw + i] = (float(p[i * c + k]) - zp) * h.scale;
+            x = e->in.data();
+            in_dtype = TLC_F32;
+            got = s;
         } else {
             code = TLC_E_WRONG_TENSOR;
-            msg = "encoding " + std::to_string(h.encoding) + " does not fit a " + tlc::dtype_name(h.dtype) + " payload" +
-                  (h.encoding == TLC_ENC_INT8 && h.dtype == TLC_I8 ? " with scale <= 0" : "");
+            bool affine = (h.encoding == TLC_ENC_INT8 && h.dtype == TLC_I8) ||
+                          ((h.encoding == TLC_ENC_UINT8 || h.encoding == TLC_ENC_JPEG) && h.dtype == TLC_U8);
+            msg = "encoding " + std::to_string(h.encoding) + " does not fit a " + tlc::dtype_name(h.dtype) + " payload";
+            if (h.encoding == TLC_ENC_JPEG && h.dtype == TLC_U8 && h.rank != 1)
+                msg += " with dims " + dims_str(got) + "; a JPEG is sent as dims [payload_len]";
+            else if (affine)
+                msg += " with scale <= 0";
             break;
         }
         if (in_dtype != half.dtype || got != half.shape) {

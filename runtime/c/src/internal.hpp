@@ -48,4 +48,17 @@ class ReplayTable {
     std::unordered_map<std::string, std::list<Entry>::iterator> index_;
 };
 
+// The JPEG decoder libtlcut was built with, e.g. "libjpeg-turbo 2.1.5", or "" for none.
+const char *jpeg_decoder();
+
+// (height, width, components) a JPEG's header declares, read without decoding anything; false
+// and a one-line reason in ``err`` where the header does not parse (or there is no decoder).
+bool jpeg_header(const void *data, size_t len, int *h, int *w, int *c, std::string &err);
+
+// Decode a JPEG into ``out`` as h x w x c bytes (HWC; c 1: grayscale, 3: RGB). The header is read
+// first and a JPEG that declares another size or component count is refused before anything is
+// allocated or decoded; a corrupt or truncated one (any libjpeg warning included) is refused too.
+// False and a one-line reason in ``err`` on every failure.
+bool jpeg_decode(const void *data, size_t len, int h, int w, int c, std::vector<uint8_t> &out, std::string &err);
+
 }  // namespace tlc

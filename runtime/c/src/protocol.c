@@ -33,6 +33,7 @@ const char *tlc_strerror(int s) {
     case TLC_E_INTERNAL: return "internal error";
     case TLC_E_BUSY: return "busy";
     case TLC_E_REPLAY: return "replayed request";
+    case TLC_E_UPSTREAM: return "upstream unavailable";
     case TLC_E_INVALID_ARGUMENT: return "invalid argument";
     case TLC_E_NOT_FOUND: return "not found";
     case TLC_E_ENGINE: return "engine error";

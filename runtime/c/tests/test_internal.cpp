@@ -1,8 +1,11 @@
 // What the C API does not expose, tested directly: the ZAP handler's decisions, the loopback
-// rule, and the replay table's eviction of the least recently used connection.
+// rule, the replay table's eviction of the least recently used connection, and the JPEG decoder's
+// header-first refusals.
 #include <zmq.h>
 
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <string>
 #include <vector>
@@ -77,10 +80,50 @@ static void replay() {
     CHECK(t.accept("c", 1, &last), "c was evicted next");
 }
 
+static std::vector<uint8_t> seed(const char *name) {
+    std::ifstream f(std::string(TLCUT_JPEG_SEEDS) + "/" + name, std::ios::binary);
+    return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+
+static void jpeg() {
+    std::vector<uint8_t> jpg = seed("rgb7-q90.jpg"), out;
+    std::string err;
+    CHECK(jpg.size() > 100, "seed rgb7-q90.jpg not found under %s", TLCUT_JPEG_SEEDS);
+    if (!*tlc::jpeg_decoder()) {  // built without libturbojpeg: every JPEG is refused, saying so
+        CHECK(!tlc::jpeg_decode(jpg.data(), jpg.size(), 7, 7, 3, out, err) && err.find("without JPEG support") != std::string::npos,
+              "%s", err.c_str());
+        return;
+    }
+    int h = 0, w = 0, c = 0;
+    CHECK(tlc::jpeg_header(jpg.data(), jpg.size(), &h, &w, &c, err) && h == 7 && w == 7 && c == 3, "header %dx%dx%d", h, w, c);
+    CHECK(tlc::jpeg_decode(jpg.data(), jpg.size(), 7, 7, 3, out, err) && out.size() == 147, "decode: %s", err.c_str());
+    out.clear();
+    CHECK(!tlc::jpeg_decode(jpg.data(), jpg.size(), 8, 7, 3, out, err) && out.empty() &&
+              err.find("decodes to 7x7 with 3 component(s); the input served takes 8x7 with 3") != std::string::npos,
+          "another size: %s", err.c_str());
+    CHECK(!tlc::jpeg_decode(jpg.data(), jpg.size(), 7, 7, 1, out, err) && out.empty(), "RGB to a grayscale input");
+    // a hostile frame header: 65500 x 65500 is read, and refused before anything is allocated
+    std::vector<uint8_t> big = jpg;
+    for (size_t i = 0; i + 9 < big.size(); i++)
+        if (big[i] == 0xFF && big[i + 1] == 0xC0) {
+            big[i + 5] = big[i + 7] = 0xFF, big[i + 6] = big[i + 8] = 0xDC;
+            break;
+        }
+    CHECK(tlc::jpeg_header(big.data(), big.size(), &h, &w, &c, err) && h == 65500 && w == 65500, "hostile header %dx%d", h, w);
+    CHECK(!tlc::jpeg_decode(big.data(), big.size(), 7, 7, 3, out, err) && out.empty() &&
+              err.find("65500x65500") != std::string::npos, "hostile: %s", err.c_str());
+    std::vector<uint8_t> cut(jpg.begin(), jpg.end() - 40), tables = seed("regress-tables-only.jpg");
+    CHECK(!tlc::jpeg_decode(cut.data(), cut.size(), 7, 7, 3, out, err) && err.find("Premature end") != std::string::npos,
+          "truncated: %s", err.c_str());
+    CHECK(!tlc::jpeg_header(tables.data(), tables.size(), &h, &w, &c, err), "a stream of tables only has no image");
+    CHECK(!tlc::jpeg_decode(nullptr, 0, 7, 7, 3, out, err) && err.find('\n') == std::string::npos, "empty: %s", err.c_str());
+}
+
 int main() {
     zap();
     loopback();
     replay();
+    jpeg();
     std::printf("internal: %s\n", failures ? "FAILED" : "ok");
     return failures != 0;
 }
