@@ -116,6 +116,9 @@ def main() -> int:
     ap.add_argument("--traces", default="stepped,5g-uplink")
     ap.add_argument("--speed", type=float, default=1.0, help="replay traces this many times faster")
     ap.add_argument("--min-cut", type=int)
+    ap.add_argument("--scission-space", action="store_true",
+                    help="placements of Scission's kind only (no TL, float32 on the wire): the static split the "
+                         "paper would keep, against re-planning among the same placements")
     ap.add_argument("--device-quota", type=float, default=0.2)
     ap.add_argument("--iterations", type=int, default=10, help="bench iterations")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -134,7 +137,8 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="tlcut-adaptive-"))
     out = HERE / "results"
-    tag = "adaptive" + (f"-min-cut-{a.min_cut}" if a.min_cut is not None else "")
+    tag = "adaptive" + (f"-min-cut-{a.min_cut}" if a.min_cut is not None else "") + \
+        ("-scission-space" if a.scission_space else "")
     b = Bundle.open(a.bundle) if a.bundle else export(a.model, root / "bundle", progress=print)
     traces = {n: trace.load(n) for n in a.traces.split(",")}
     first = next(iter(traces.values()))[0]
@@ -142,7 +146,8 @@ def main() -> int:
     emu = tbm.Testbed(cfg, log=print) if tbm.available() is None else Loopback(cfg, log=print)
     results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": b.name,
                "command": "python benchmarks/adaptive.py" + (f" --min-cut {a.min_cut}" if a.min_cut is not None else "")
-               + (f" --speed {a.speed:g}" if a.speed != 1 else ""), "traces": {}}
+               + (f" --speed {a.speed:g}" if a.speed != 1 else "") + (" --scission-space" if a.scission_space else ""),
+               "traces": {}}
     with emu as tb:
         results["emulation"] = tb.describe()
         prof = Path(a.profiles) if a.profiles else root
@@ -156,15 +161,23 @@ def main() -> int:
                 raise SystemExit(f"bench as {role} failed")
         dev, edg = (planmod.load_profile(prof / f"profile-{r}.json", r) for r in ("device", "edge"))
         net = planmod.Network(up_mbps=first.mbps, rtt_ms=first.ms, down_mbps=10 * first.mbps)
-        plan = planmod.plan(dev, edg, net, planmod.Constraints(min_cut=a.min_cut))
+        plan = planmod.plan(dev, edg, net, planmod.Constraints(min_cut=a.min_cut, tl="off" if a.scission_space else "both"))
+        if a.scission_space:  # float32 on the wire only, as Scission sends it
+            for c in plan["ranking"]:
+                if c["placement"]["encoding"] != "raw":
+                    c["allowed"], c["why_not"] = False, "--scission-space"
+            plan["best"] = next(c for c in plan["ranking"] if c["allowed"])
         (root / "plan.json").write_text(json.dumps(plan))
         statics = {"Scission (no TL, float32)": plan["best_plain"], "ScissionLite (TL, float32)": plan["best_tl"],
                    "tlcut static best": plan["best"], "device only": plan["device_only"]}
+        if a.scission_space:
+            statics = {"Scission static (no TL, float32)": plan["best_plain"], "device only": plan["device_only"]}
         if a.min_cut is None:
             by_name = {c["name"]: c for c in plan["ranking"]}
             statics["edge only (float32 input)"] = plan["edge_only"]
-            statics["edge only (uint8 input)"] = by_name.get("edge only, uint8")
-            statics["edge only (JPEG input)"] = next((c for n, c in by_name.items() if n.startswith("edge only, JPEG")), None)
+            if not a.scission_space:
+                statics["edge only (uint8 input)"] = by_name.get("edge only, uint8")
+                statics["edge only (JPEG input)"] = next((c for n, c in by_name.items() if n.startswith("edge only, JPEG")), None)
         statics = {k: v for k, v in statics.items() if v is not None}
         allowed = [c for c in plan["ranking"] if c["allowed"]]
         from tlcut.runtime.adapt import choose_candidates
