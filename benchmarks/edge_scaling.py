@@ -10,9 +10,10 @@ devices, not on the edge). Each (mode, devices) point is run --repeats times; th
 median and the spread (min..max) of throughput over the repeats, and the median of the per-run
 p50/p90 latency. "mean batch" is requests / engine runs from the edge's own /metrics.
 
-Triton column: left out. runtime/triton.py's PyTriton edge (the only Triton that installs here)
-needs numpy<2 in its interpreter and binds tails with batching off; ``triton_series`` is the hook
-where a dynamic-batching Triton on the same tail would be measured, and records why it was not.
+Triton column: the wheel's tritonserver (nvidia-pytriton, in the Python TLCUT_TRITON_PYTHON names,
+numpy<2) with dynamic batching (max batch 8, 500 us queue delay) on the same batched tail, bound to
+tlcut's runner through PyTriton's Python backend (the wheel has no onnxruntime backend), the
+devices reaching it over gRPC. Left out, with the reason recorded, where it cannot start.
 
     python benchmarks/edge_scaling.py [--bundle DIR] [--cut K] [--devices 1,2,4,8,16] [--repeats 3]
 """
@@ -92,9 +93,13 @@ class TlcutEdge:
         self.p.wait(30)
 
 
-def load(endpoint: str, cut: int, shape, devices: int, per_device: int) -> dict:
-    """``devices`` threads, each an EdgeClient with one request in flight, ``per_device`` requests each."""
-    from tlcut.runtime.run import EdgeClient
+def load(endpoint: str, cut: int, shape, devices: int, per_device: int, bundle=None) -> dict:
+    """``devices`` threads, each a client (tlcut's ZeroMQ or Triton's, by the endpoint's scheme) with
+    one request in flight, ``per_device`` requests each."""
+    from tlcut.runtime.run import connect
+
+    if shape is None:
+        shape = bundle.find("tail", cut, False).input["shape"]
 
     xs = [np.random.default_rng(i).standard_normal(shape).astype(np.float32) for i in range(devices)]
     lat: list[list[float]] = [[] for _ in range(devices)]
@@ -103,7 +108,7 @@ def load(endpoint: str, cut: int, shape, devices: int, per_device: int) -> dict:
 
     def device(i):
         try:
-            with EdgeClient(endpoint, timeout_s=60) as c:
+            with connect(endpoint, timeout_s=60) as c:
                 c.request(xs[i], cut)  # connected and warm before the clock starts
                 go.wait()
                 for _ in range(per_device):
@@ -129,15 +134,52 @@ def load(endpoint: str, cut: int, shape, devices: int, per_device: int) -> dict:
             "p50_ms": float(np.percentile(all_lat, 50)), "p90_ms": float(np.percentile(all_lat, 90))}
 
 
-def triton_series(bundle, cut, devices, repeats):
-    """Hook: Triton with dynamic batching on the same tail. Returns (rows or None, why not)."""
+def triton_series(bundle, cut, devices, repeats, requests):
+    """Triton with dynamic batching on the same tail: (rows, None), or (None, why it was not run)."""
+    py = os.environ.get("TLCUT_TRITON_PYTHON", sys.executable)
     try:
-        from tlcut.runtime.triton import pytriton_ready
+        import tritonclient.grpc  # noqa: F401
     except ImportError:
-        return None, "runtime/triton.py is not there"
-    why = pytriton_ready()
-    return None, (why or "") + ("; " if why else "") + ("its PyTriton edge binds tails with batching off "
-                                                        "(ModelConfig(batching=False)): no dynamic batching to compare")
+        return None, "tritonclient is not installed here (pip install 'tlcut[triton]')"
+    grpc, http, metrics = _port(), _port(), _port()
+    proc = subprocess.Popen([py, "-m", "tlcut.runtime.triton", str(bundle.path), "--cut", str(cut.index), "--tl", "off",
+                             "--grpc-port", str(grpc), "--http-port", str(http), "--metrics-port", str(metrics),
+                             "--max-batch", "8", "--max-queue-delay-us", "500"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    t = time.time()
+    while time.time() - t < 180:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("READY"):
+            break
+    if not lines or not lines[-1].startswith("READY"):
+        proc.kill()
+        return None, f"PyTriton's tritonserver did not start from {py}: " + "".join(lines[-3:]).strip()[-300:]
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    rows = []
+    try:
+        for d in devices:
+            per = max(4, requests // d)
+            runs = [load(f"triton+grpc://127.0.0.1:{grpc}", cut.index, None, d, per, bundle) for _ in range(repeats)]
+            tp = [r["throughput_rps"] for r in runs]
+            row = {"mode": "triton-batch8", "devices": d, "requests_per_device": per, "runs": runs,
+                   "throughput_rps_median": statistics.median(tp), "throughput_rps_min": min(tp),
+                   "throughput_rps_max": max(tp), "p50_ms_median": statistics.median(r["p50_ms"] for r in runs),
+                   "p90_ms_median": statistics.median(r["p90_ms"] for r in runs), "mean_batch_median": None}
+            rows.append(row)
+            print(f"{'triton-batch8':14s} {d:3d} devices: {row['throughput_rps_median']:6.1f} req/s "
+                  f"({row['throughput_rps_min']:.1f}..{row['throughput_rps_max']:.1f}), p50 {row['p50_ms_median']:.1f} ms",
+                  flush=True)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return rows, None
 
 
 def versions() -> dict:
@@ -196,7 +238,7 @@ def main(argv=None) -> int:
                       f"mean batch {row['mean_batch_median']:.2f}", flush=True)
         finally:
             edge.close()
-    triton_rows, triton_why = triton_series(bundle, cut, devices, a.repeats)
+    triton_rows, triton_why = triton_series(bundle, cut, devices, a.repeats, a.requests)
     result = {"benchmark": "edge_scaling", "date": dt.datetime.now().isoformat(timespec="seconds"),
               "command": "python benchmarks/edge_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": machine(), "versions": versions(),
@@ -225,15 +267,24 @@ def markdown(r: dict) -> str:
              f"Command: `{r['command'].strip()}` ({r['duration_s']:.0f} s).", "",
              "| devices | " + " | ".join(r["modes"][k] for k in r["modes"]) + " |",
              "|---:|" + "---|" * len(r["modes"])]
-    by = {(x["mode"], x["devices"]): x for x in r["rows"]}
-    for d in sorted({x["devices"] for x in r["rows"]}):
+    rows = r["rows"] + (r.get("triton") or [])
+    modes = dict(r["modes"])
+    if r.get("triton"):
+        modes["triton-batch8"] = "Triton (PyTriton), dynamic batching max 8 (500 us delay), gRPC"
+        lines[-2] = "| devices | " + " | ".join(modes.values()) + " |"
+        lines[-1] = "|---:|" + "---|" * len(modes)
+    by = {(x["mode"], x["devices"]): x for x in rows}
+    for d in sorted({x["devices"] for x in rows}):
         cells = []
-        for k in r["modes"]:
+        for k in modes:
             x = by.get((k, d))
+            batch = "" if not x or x["mean_batch_median"] is None else f"; batch {x['mean_batch_median']:.2f}"
             cells.append("" if not x else f"{x['throughput_rps_median']:.1f} req/s ({x['throughput_rps_min']:.1f}..{x['throughput_rps_max']:.1f}); "
-                                          f"p50 {x['p50_ms_median']:.0f} ms, p90 {x['p90_ms_median']:.0f} ms; batch {x['mean_batch_median']:.2f}")
+                                          f"p50 {x['p50_ms_median']:.0f} ms, p90 {x['p90_ms_median']:.0f} ms{batch}")
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
-    lines += ["", f"Triton (dynamic batching) column left out: {r['triton_left_out']}.", ""]
+    if r.get("triton_left_out"):
+        lines += ["", f"Triton (dynamic batching) column left out: {r['triton_left_out']}."]
+    lines.append("")
     return "\n".join(lines)
 
 

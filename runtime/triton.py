@@ -370,13 +370,15 @@ def _match_libpython():
 
 def serve_pytriton(bundle_path, cuts: list[str], *, tl: str = "both", grpc_port: int = 8001, http_port: int = 8000,
                    metrics_port: int = 8002, backend: str = "onnxrt", threads: int | None = None, stop=None,
-                   on_ready=None) -> None:
+                   on_ready=None, max_batch: int = 0, max_queue_delay_us: int = 0) -> None:
     """Serve the tails of ``cuts`` (and the whole model) of a bundle from PyTriton's tritonserver,
     each bound to a tlcut runner, under ``model_name``'s names, until ``stop`` is set or SIGINT.
 
     Why: the wheel's Triton has only the Python backend, so this is how a real tritonserver serves
     tlcut's tails here (tests, benchmarks/communicator.py). Statistics are left unrestricted so the
-    device can read edge time."""
+    device can read edge time. ``max_batch`` > 0 turns on Triton's dynamic batching for the cut
+    tails, on their batched builds (`tlcut compile --batch dynamic`): what benchmarks/edge_scaling.py
+    sets against tlcut's own batching edge."""
     why = pytriton_ready()
     if why:
         raise TlcutError(why)
@@ -391,6 +393,7 @@ def serve_pytriton(bundle_path, cuts: list[str], *, tl: str = "both", grpc_port:
     b = Bundle.open(bundle_path)
     be = backends.get(backend)
     served: dict[str, object] = {model_name(None): be.runner(b.runnable("model", engine=be.name), threads=threads)}
+    batched: set[str] = set()
     for spec in cuts:
         p = Placement.resolve(b, spec)
         if p.where == EDGE:
@@ -399,14 +402,37 @@ def serve_pytriton(bundle_path, cuts: list[str], *, tl: str = "both", grpc_port:
         for with_tl in tl_modes(cut, tl):
             if tl == "both" and with_tl and not b.find("tail", cut.index, True):
                 continue
-            served[model_name(cut.index, with_tl)] = be.runner(b.runnable("tail", cut.index, with_tl, be.name),
-                                                               threads=threads)
+            name = model_name(cut.index, with_tl)
+            art = b.batched_tail(cut.index, with_tl, be.name) if max_batch > 0 else None
+            if max_batch > 0 and art is None:
+                raise TlcutError(f"dynamic batching needs a batched tail of cut {cut.index}: run `tlcut compile "
+                                 f"{bundle_path} --cuts {cut.index} --batch dynamic`")
+            path = b.path / art.file if art else b.runnable("tail", cut.index, with_tl, be.name)
+            served[name] = be.runner(path, threads=threads)
+            if art:
+                batched.add(name)
     cfg = TritonConfig(grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port)
     sec = TritonSecurityConfig(restricted_endpoints=["model-repository", "shared-memory", "trace", "logging"])
     with Triton(config=cfg, security_config=sec) as triton:
         for name, r in served.items():
             r.activate()
             (iname, (idt, ishape)), = r.input_metadata().items()
+            if name in batched:
+                from pytriton.decorators import batch
+                from pytriton.model_config import DynamicBatcher
+
+                ishape = [d if isinstance(d, int) and d > 0 else 1 for d in ishape]  # the symbolic batch
+                outs = r.infer({iname: np.zeros(ishape, idt)}, check=False)
+
+                def run(_r=r, **inputs):
+                    return _r.infer({k: np.ascontiguousarray(v) for k, v in inputs.items()}, check=False)
+
+                triton.bind(model_name=name, infer_func=batch(run),
+                            inputs=[Tensor(name=iname, dtype=idt, shape=tuple(ishape[1:]))],
+                            outputs=[Tensor(name=k, dtype=v.dtype, shape=v.shape[1:]) for k, v in outs.items()],
+                            config=ModelConfig(max_batch_size=max_batch, batcher=DynamicBatcher(
+                                max_queue_delay_microseconds=max_queue_delay_us)))
+                continue
             feed = {iname: np.zeros(ishape, idt)}
             outs = r.infer(feed, check=False)
             triton.bind(model_name=name, infer_func=_infer_func(r, iname),
@@ -445,11 +471,14 @@ def main(argv=None) -> int:
     ap.add_argument("--http-port", type=int, default=8000)
     ap.add_argument("--metrics-port", type=int, default=8002)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--max-batch", type=int, default=0, help="Triton dynamic batching up to N (batched tails)")
+    ap.add_argument("--max-queue-delay-us", type=int, default=0)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     try:
         serve_pytriton(a.bundle, a.cut, tl=a.tl, grpc_port=a.grpc_port, http_port=a.http_port,
-                       metrics_port=a.metrics_port, threads=a.threads,
+                       metrics_port=a.metrics_port, threads=a.threads, max_batch=a.max_batch,
+                       max_queue_delay_us=a.max_queue_delay_us,
                        on_ready=lambda names: print("READY " + " ".join(names), flush=True))
     except TlcutError as e:
         print(f"tlcut: error: {e}", file=sys.stderr)
