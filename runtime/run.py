@@ -226,7 +226,7 @@ class Device:
         self.bundle = bundle
         self.input = bundle.inputs[0]
         self.fallback, self.probe_s = fallback, probe_s
-        self.counts = {"requests": 0, "offloaded": 0, "local": 0, "fell_back": 0, "failed": 0}
+        self.counts = {"requests": 0, "offloaded": 0, "local": 0, "fell_back": 0, "failed": 0, "edge_switches": 0}
         self._away_since: float | None = None
         self._last_probe = 0.0
         self._local = None
@@ -246,8 +246,11 @@ class Device:
             self._enc_kw = {"scale": scale, "zero_point": zp}
             if placement.encoding == "jpeg":
                 self._enc_kw["quality"] = placement.quality
-        self.client = (connect(edge, timeout_s=timeout_s, retries=retries, curve=curve, insecure=insecure)
-                       if placement.offloads else None)
+        # Several edges (EP1,EP2,...): one in use; where it stops answering, the next is tried before the fallback.
+        self.edges = [e.strip() for e in str(edge).split(",") if e.strip()] if edge else []
+        self._edge_i = 0
+        self._connect_kw = dict(timeout_s=timeout_s, retries=retries, curve=curve, insecure=insecure)
+        self.client = connect(self.edges[0], **self._connect_kw) if placement.offloads else None
         if self.runner:
             self.runner.slowdown = slowdown
             self.runner.activate()
@@ -295,7 +298,7 @@ class Device:
         payload, cut_id, flags = self._payload(x)
         t1 = time.perf_counter()
         try:
-            y, h = self.client.request(payload, cut_id, flags, p.encoding, **self._enc_kw)
+            y, h = self._request(payload, cut_id, flags)
         except EdgeUnavailable:
             if not self.fallback:
                 self.counts["failed"] += 1
@@ -307,6 +310,25 @@ class Device:
             self.counts["failed"] += 1
             raise
         return y, self._record(t0, t1, h, self.client.last_payload_bytes)
+
+    def _request(self, payload, cut_id: int, flags: int):
+        """The request on the edge in use; where it does not answer, on each other edge in turn."""
+        for tried in range(len(self.edges)):
+            try:
+                return self.client.request(payload, cut_id, flags, self.placement.encoding, **self._enc_kw)
+            except EdgeUnavailable:
+                if tried == len(self.edges) - 1:
+                    raise
+                self.client.close()
+                self._edge_i = (self._edge_i + 1) % len(self.edges)
+                self.client = connect(self.edges[self._edge_i], **self._connect_kw)
+                self.counts["edge_switches"] += 1
+        raise AssertionError("unreachable")
+
+    @property
+    def edge(self) -> str | None:
+        """The edge endpoint in use."""
+        return self.edges[self._edge_i] if self.edges else None
 
     def _payload(self, x):
         """What crosses for ``x``: the input itself (edge only) or the head's output, and its ids."""

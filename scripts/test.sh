@@ -14,6 +14,16 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 "$PY" -m pip install -q -e '.[all]'
+# Triton's tests need a real tritonserver: nvidia-pytriton's, whose Python backend wants numpy<2,
+# so it lives in its own venv (TLCUT_TRITON_PYTHON); the device side needs only tritonclient (in [test]).
+if [ -z "${TLCUT_TRITON_PYTHON:-}" ]; then
+  if { [ -x .venv-triton/bin/python ] || "$PY" -m venv .venv-triton; } \
+     && .venv-triton/bin/python -m pip install -q nvidia-pytriton 'numpy<2' -e .; then
+    export TLCUT_TRITON_PYTHON="$PWD/.venv-triton/bin/python"
+  else
+    echo "test.sh: Triton could not be installed; its tests will skip and say why" >&2
+  fi
+fi
 bash scripts/build-c.sh --sanitize
 (cd build && ctest --output-on-failure -E integration)      # framing, validation, the C example
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure)  # all C tests under ASan+UBSan

@@ -220,3 +220,15 @@ def test_a_dead_edge_mid_pipeline_falls_back_for_the_frames_in_flight(bundle):
     assert len(got) == 8 and all(rec["fallback"] for _, rec in got)
     for x, (y, _) in zip(xs, got):
         assert np.abs(y - full_model(bundle, x)).max() <= 1e-5
+
+
+def test_a_device_given_several_edges_moves_to_the_next_that_answers(bundle, edge):
+    ep, _ = edge
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    x = inputs(bundle, None, 1, seed=9)[0]
+    with Device(bundle, "0", tl=False, edge=f"{dead},{ep}", timeout_s=0.3, fallback=False) as dev:
+        y, rec = dev.infer(x)
+        assert not rec["fallback"] and np.abs(y - full_model(bundle, x)).max() <= 1e-5
+        assert dev.edge == ep and dev.report()["edge_switches"] == 1
+        dev.infer(x)  # stays on the edge that answers
+        assert dev.report()["edge_switches"] == 1

@@ -141,10 +141,20 @@ def test_compile_target_triton_cli(tmp_path):
 
 
 def _wheel_tritonserver() -> Path | None:
+    """The wheel's tritonserver, here or in the Python TLCUT_TRITON_PYTHON names (its own venv)."""
     spec = importlib.util.find_spec("pytriton")
-    if spec is None:
-        return None
-    p = Path(spec.origin).parent / "tritonserver" / "bin" / "tritonserver"
+    if spec is not None:
+        root = Path(spec.origin).parent
+    else:
+        py = os.environ.get("TLCUT_TRITON_PYTHON")
+        if not py:
+            return None
+        r = subprocess.run([py, "-c", "import pytriton, os; print(os.path.dirname(pytriton.__file__))"],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode:
+            return None
+        root = Path(r.stdout.strip())
+    p = root / "tritonserver" / "bin" / "tritonserver"
     return p if p.is_file() else None
 
 

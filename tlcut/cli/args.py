@@ -175,7 +175,8 @@ class LinkArgs(Group):
         timeout, retries, fallback = self.defaults
         p.add_argument("--edge", required=self.required, metavar="ENDPOINT",
                        help="the edge's ZeroMQ endpoint, e.g. tcp://192.0.2.2:5555, or a Triton server: "
-                            "triton+grpc://HOST:8001, triton+http://HOST:8000 (docs/triton.md)")
+                            "triton+grpc://HOST:8001, triton+http://HOST:8000 (docs/triton.md); several, comma-"
+                            "separated: where one stops answering the next is tried before the fallback")
         p.add_argument("--timeout", type=float, default=timeout, metavar="S",
                        help=f"seconds to wait for each attempt (default {timeout:g})")
         p.add_argument("--retries", type=int, default=retries,

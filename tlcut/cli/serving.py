@@ -144,7 +144,8 @@ class Run(Verb):
         if (pl is None or pl.offloads or a.adapt) and not self.link.edge:
             raise TlcutError(f"{pl.label if pl else 'adapting'} needs an edge: pass --edge tcp://HOST:PORT")
         if self.link.edge:
-            self.sec.check(self.link.edge)
+            for ep in self.link.edge.split(","):
+                self.sec.check(ep.strip())
         xs = rt.inputs(b, a.images, a.requests + a.warmup)
         kw = dict(backend=self.be.backend, threads=self.be.threads, timeout_s=self.link.timeout,
                   retries=self.link.retries, fallback=self.link.fallback, curve=self.sec.curve,
