@@ -157,4 +157,8 @@ def _split(strata: np.ndarray, fractions, seed: int):
         te += list(idx[:n_te])
         va += list(idx[n_te:n_te + n_va])
         tr += list(idx[n_te + n_va:])
-    return np.sort(tr), np.sort(va), np.sort(te)
+    parts = [np.sort(np.asarray(part, dtype=np.int64)) for part in (tr, va, te)]
+    if not len(parts[0]):
+        raise TlcutError(f"{len(strata)} images leave no training images after the validation and test splits; "
+                         "use a larger --limit (40 or more)")
+    return tuple(parts)

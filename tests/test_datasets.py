@@ -67,3 +67,12 @@ def test_unreadable_image(tmp_path):
     (tmp_path / "d" / "a" / "broken.png").write_bytes(b"no")
     with pytest.raises(TlcutError, match="cannot read image"):
         datasets.load(str(tmp_path / "d"))
+
+
+def test_a_limit_too_small_for_three_splits_is_a_one_line_error():
+    from tlcut.errors import TlcutError
+    from tlcut.models import datasets
+
+    pytest.importorskip("elpv_dataset")
+    with pytest.raises(TlcutError, match="larger --limit"):
+        datasets.load("elpv", size=32, channels=1, limit=8)
