@@ -352,6 +352,8 @@ class Edge:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
             sock.setsockopt(zmq.RCVHWM, max_queue)
+            # as many replies as requests may wait for one device, or ROUTER drops the excess silently
+            sock.setsockopt(zmq.SNDHWM, max(max_queue, 1000))
             sock.setsockopt(zmq.MAXMSGSIZE, min(4 * self.max_message_bytes + 4096, 2**62))
             if curve:
                 undo.callback(curve.apply(ctx, sock).stop)
