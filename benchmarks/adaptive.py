@@ -67,17 +67,6 @@ def worker(args: dict) -> None:
     Path(args["out"]).write_text(json.dumps({"records": recs, "report": report}))
 
 
-def _images(b):
-    """Real images where the input is one and elpv-dataset is installed: a JPEG's size is the picture's."""
-    try:
-        import elpv_dataset  # noqa: F401
-
-        b.image_shape()
-        return "elpv"
-    except Exception:
-        return None
-
-
 def run_one(tb, label, args, steps, speed):
     from tlcut.lab.trace import Replayer, Step
 
@@ -130,7 +119,7 @@ def main() -> int:
     from tlcut.bundle import Bundle
     from tlcut.lab import testbed as tbm, timeline, trace
     from tlcut.lab.loopback import Loopback
-    from tlcut.placement import Placement
+    from tlcut.runtime.run import default_images
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain.compile import compile_cuts
     from tlcut.toolchain.export import export
@@ -151,7 +140,7 @@ def main() -> int:
     with emu as tb:
         results["emulation"] = tb.describe()
         prof = Path(a.profiles) if a.profiles else root
-        images = _images(b)
+        images = default_images(b)
         results["images"] = images or "random tensors"
         for role in ("device", "edge") if not a.profiles else ():
             extra = tb.device_args() if role == "device" else []

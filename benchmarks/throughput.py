@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ def main() -> int:
     from tlcut.lab import testbed as tbm
     from tlcut.lab.loopback import Loopback
     from tlcut.placement import DEVICE, EDGE, Placement
+    from tlcut.runtime.run import default_images
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain.compile import compile_cuts
 
@@ -59,12 +59,7 @@ def main() -> int:
     chosen = {k: by[v["name"]] for k, v in chosen.items() if v is not None}
     cuts = sorted({c["cut"] for c in chosen.values() if c["cut"] is not None})
     compile_cuts(b, [b.cuts[i] for i in cuts], tl="both")
-    try:
-        import elpv_dataset  # noqa: F401
-
-        images = ["--images", "elpv"]
-    except ImportError:
-        images = []
+    images = ["--images", "elpv"] if default_images(b) else []
     results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": b.name,
                "command": f"python benchmarks/throughput.py --bundle BUNDLE --profiles DIR --inflight {a.inflight} "
                           f"--requests {a.requests}",

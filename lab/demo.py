@@ -34,6 +34,7 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
     from tlcut.lab.loopback import Loopback
     from tlcut.placement import DEVICE, EDGE
     from tlcut.toolchain import plan as planmod
+    from tlcut.runtime.run import default_images
     from tlcut.toolchain.compile import compile_cuts
 
     why = tbm.available()
@@ -102,7 +103,7 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
                                        "--insecure"),
                         stderr=open(out / "edge.log", "w"))
         runs = {}
-        images = _images(b)
+        images = default_images(b)
         try:
             _wait_for_edge(tb, edge)
             for label, c in chosen.items():
@@ -188,18 +189,6 @@ def format_summary(r: dict) -> str:
         lines.append(f"tlcut's choice ({choice['choice']}), measured median against each (>1: the choice is faster): "
                      + ", ".join(f"{k} {v:.2f}x" for k, v in s["choice_vs"].items()) + ".")
     return "\n".join(lines)
-
-
-def _images(b) -> str | None:
-    """The embedded solar-cell images where installed and the input is an image (JPEG sizes depend on
-    the picture: noise would make JPEG look far worse than it is), else None (random tensors)."""
-    try:
-        import elpv_dataset  # noqa: F401
-
-        b.image_shape()
-        return "elpv"
-    except (ImportError, TlcutError):
-        return None
 
 
 def _check(r, what: str) -> None:

@@ -494,6 +494,20 @@ def inputs(bundle: Bundle, images: str | None, count: int, seed: int = 0):
     return [rng.random(inp["shape"]).astype(inp["dtype"]) for _ in range(count)]
 
 
+def default_images(bundle: Bundle) -> str | None:
+    """'elpv' where elpv-dataset is installed and the input is an image, else None (random tensors).
+    Real pictures matter wherever a JPEG is sent: a JPEG of noise is about ten times larger."""
+    import importlib.util
+
+    if importlib.util.find_spec("elpv_dataset") is None:
+        return None
+    try:
+        bundle.image_shape()
+    except TlcutError:
+        return None
+    return "elpv"
+
+
 def elpv_images(bundle: Bundle, count: int, seed: int = 0) -> list[np.ndarray]:
     """``count`` uint8 (H, W, C) solar-cell images at the bundle's input size, test split first."""
     from tlcut.models import datasets

@@ -272,21 +272,17 @@ class Edge:
             raise
 
     def _run(self, key, tensors: list) -> list:
-        """The result of each tensor for the tail ``key``: one engine run for a lone request (or a
-        tail without a batched build), else one run per batch (a static batch padded with zeros)."""
+        """The result of each tensor for ``key``: what this edge computes, or, for an edge that
+        forwards, the next tier's answer to it."""
+        outs = self._infer(key, tensors)
+        return [self._forwarded(y) for y in outs] if self.forward is not None else outs
+
+    def _infer(self, key, tensors: list) -> list:
+        """One engine run for a lone request (or a tail without a batched build), else one run per
+        batch (a static batch padded with zeros)."""
         runner = self.runners[key]
         name = next(iter(runner.input_metadata()))
         batched = self.batched.get(key) if len(tensors) > 1 else None
-        if self.forward is not None:
-            outs = []
-            for t in tensors:
-                try:
-                    y = next(iter(runner.infer({name: t}, check=False).values()))
-                except Exception as e:
-                    raise P.ProtocolError(P.E_INTERNAL, f"inference failed: {str(e).splitlines()[0][:300]}") from None
-                outs.append(self._forwarded(y))
-            self.stats["batches"] += len(tensors)
-            return outs
         try:
             if batched is None:
                 self.stats["batches"] += len(tensors)

@@ -41,3 +41,23 @@ def keras_bundles(tmp_path_factory):
 
     yield get
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def residual_bundle(tmp_path_factory):
+    """make(hw, tl, **compile_kw): a fresh bundle of the small residual graph (tlcut.models.graphs),
+    every cut compiled; each call its own folder, so a test module may add artifacts to it."""
+    import onnx
+
+    from tlcut.models import graphs
+    from tlcut.toolchain.compile import compile_cuts
+    from tlcut.toolchain.export import export
+
+    def make(hw: int = 9, tl: str = "both", **compile_kw):
+        d = tmp_path_factory.mktemp("residual")
+        onnx.save(graphs.residual(hw=hw, c=4), d / "m.onnx")
+        b = export(str(d / "m.onnx"), d / "b", progress=lambda *_: None)
+        compile_cuts(b, b.cuts, tl=tl, **compile_kw)
+        return b
+
+    return make

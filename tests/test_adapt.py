@@ -5,17 +5,13 @@ request or a correct answer."""
 import json
 
 import numpy as np
-import onnx
 import pytest
 
 from tlcut import cli
-from tlcut.models import graphs
 from tlcut.placement import DEVICE, EDGE, SPLIT, Placement
 from tlcut.runtime.adapt import WIRE_OVERHEAD, LinkEstimate, Policy
 from tlcut.runtime.run import AdaptiveDevice, Device, inputs
 from tlcut.runtime.serve import local_edge
-from tlcut.toolchain.compile import compile_cuts
-from tlcut.toolchain.export import export
 
 FIXED = {"serialize": 0.1, "deserialize": 0.1, "reply": 0.3, "device_tl": 0.0, "edge_tl": 0.0}
 
@@ -104,12 +100,8 @@ def test_bad_candidates_are_refused():
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    d = tmp_path_factory.mktemp("adapt")
-    onnx.save(graphs.residual(hw=16, c=4), d / "m.onnx")
-    b = export(str(d / "m.onnx"), d / "b", progress=lambda *_: None)
-    compile_cuts(b, b.cuts, tl="off")
-    return b
+def bundle(residual_bundle):
+    return residual_bundle(hw=16, tl="off")
 
 
 def test_switching_mid_stream_loses_no_request_and_stays_correct(bundle):

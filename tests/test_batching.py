@@ -1,7 +1,6 @@
 """Batching in tlcut's own edge: tails compiled with a batch dimension, requests that arrive
 together run as one batch, each one still validated and answered on its own."""
 
-import threading
 import time
 
 import numpy as np
@@ -9,7 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import zmq
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from tlcut.bundle import BATCH_DYNAMIC, Bundle
 from tlcut.errors import TlcutError
@@ -23,11 +22,8 @@ from tlcut.toolchain.export import export
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    d = tmp_path_factory.mktemp("batch")
-    onnx.save(graphs.residual(hw=9, c=4), d / "m.onnx")
-    b = export(str(d / "m.onnx"), d / "b", progress=lambda *_: None)
-    compile_cuts(b, b.cuts, tl="both", batch="dynamic")
+def bundle(residual_bundle):
+    b = residual_bundle(hw=9, tl="both", batch="dynamic")
     compile_cuts(b, [b.cuts[1]], tl="off", batch=4)
     return Bundle.open(b.path)
 

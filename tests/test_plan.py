@@ -5,26 +5,8 @@ import json
 import pytest
 
 from tlcut.errors import TlcutError
-from tlcut.toolchain import bench, plan
-
-
-def st(ms):
-    return {"median": ms, "p90": ms, "p99": ms, "mean": ms, "min": ms, "max": ms, "n": 1}
-
-
-def profile(role, head, tail, sizes, tl_ok, full, tl_ms=0.5, ser=0.01, sha="abc"):
-    cuts = []
-    for i, (h, t, nbytes, ok) in enumerate(zip(head, tail, sizes, tl_ok)):
-        c = {"index": i, "tensor": f"t{i}", "layer": f"l{i}", "bytes": nbytes, "tl": ok,
-             "tl_bytes": nbytes // 4 if ok else nbytes, "head": st(h), "tail": st(t),
-             "serialize": st(ser), "deserialize": st(ser)}
-        if ok:
-            c.update(device_tl=st(tl_ms), edge_tl=st(tl_ms), serialize_tl=st(ser), deserialize_tl=st(ser))
-        cuts.append(c)
-    return {"format": bench.FORMAT, "version": bench.VERSION, "role": role, "model": "m", "model_sha256": sha,
-            "full": st(full), "cuts": cuts, "_path": f"{role}.json",
-            "input": {"bytes": 600_000, "serialize": st(ser), "deserialize": st(ser)},
-            "output": {"bytes": 4000, "serialize": st(ser), "deserialize": st(ser)}}
+from profiles import profile, st
+from tlcut.toolchain import plan
 
 
 # Device 10x slower than the edge; cut 1 is small, cut 2 is big but TL-able, cut 3 is late.

@@ -10,23 +10,16 @@ import onnxruntime as ort
 import pytest
 import zmq
 
-from tlcut.models import graphs
 from tlcut.errors import TlcutError
 from tlcut.runtime import protocol as P
 from tlcut.runtime.run import Device, EdgeClient, EdgeError, inputs, run
 from tlcut.lab.loopback import free_port
 from tlcut.runtime.serve import Edge, serving
-from tlcut.toolchain.compile import compile_cuts
-from tlcut.toolchain.export import export
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rt")
-    onnx.save(graphs.residual(hw=9, c=4), d / "m.onnx")
-    b = export(str(d / "m.onnx"), d / "b", progress=lambda *_: None)
-    compile_cuts(b, b.cuts, tl="both")
-    return b
+def bundle(residual_bundle):
+    return residual_bundle(hw=9, tl="both")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,18 @@
 """Three tiers (device | edge | cloud) planned on hand-made profiles whose best pair is known."""
 
+import time
+
+import numpy as np
+import onnxruntime as ort
 import pytest
 
+from profiles import profile
 from tlcut.errors import TlcutError
+from tlcut.lab.loopback import free_port
+from tlcut.runtime import protocol as P
+from tlcut.runtime.run import Device, EdgeError, inputs
+from tlcut.runtime.serve import Edge, Forward, local_edge, serving
 from tlcut.toolchain import plan
-from tests.test_plan import profile
 
 HEADS = {"device": [10, 40, 60, 90], "edge": [5, 20, 30, 45], "cloud": [1, 4, 6, 9]}
 FULL = {"device": 100, "edge": 50, "cloud": 10}
@@ -99,28 +107,12 @@ def test_several_hosts_per_tier_pick_the_best():
 
 
 # -- the runtime chain: device -> edge (middle part) -> cloud, over the same protocol ---------------
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-
-from tlcut.models import graphs  # noqa: E402
-from tlcut.runtime import protocol as P  # noqa: E402
-from tlcut.runtime.run import Device, EdgeError, inputs  # noqa: E402
-from tlcut.runtime.serve import Edge, Forward, local_edge, serving  # noqa: E402
-from tlcut.lab.loopback import free_port  # noqa: E402
-
 
 @pytest.fixture(scope="module")
-def chain_bundle(tmp_path_factory):
-    from tlcut.toolchain.compile import compile_cuts, compile_middle
-    from tlcut.toolchain.export import export
+def chain_bundle(residual_bundle):
+    from tlcut.toolchain.compile import compile_middle
 
-    d = tmp_path_factory.mktemp("tiers")
-    onnx.save(graphs.residual(hw=9, c=4), d / "m.onnx")
-    b = export(str(d / "m.onnx"), d / "b", progress=lambda *_: None)
-    compile_cuts(b, b.cuts, tl="both")
+    b = residual_bundle(hw=9, tl="both")
     assert b.cuts[0].tl and b.cuts[1].tl
     for to_tl in (False, True):
         compile_middle(b, b.cuts[0], b.cuts[1], tl="both", to_tl=to_tl)

@@ -115,14 +115,7 @@ def input_encoding_times(bundle: Bundle, iterations: int, images: str | None = N
         return {"encodings": [], "images": None, "why_none": "the input is not an image"}
     from tlcut.runtime import run as rt
 
-    source = images
-    if source is None:
-        try:
-            import elpv_dataset  # noqa: F401
-
-            source = "elpv"
-        except ImportError:
-            source = None
+    source = images if images is not None else rt.default_images(bundle)
     xs = rt.inputs(bundle, source, 32)
     served = tuple(bundle.inputs[0]["shape"])
     out = {"encodings": [], "images": source or "random (no images given, elpv-dataset not installed): JPEG sizes are those of noise"}
