@@ -63,7 +63,11 @@ class Serve(Verb):
         if a.forward_timeout <= 0:
             raise TlcutError(f"--forward-timeout must be positive, got {a.forward_timeout}")
         curve = ClientCurve.from_files(a.forward_key, a.forward_server_key) if a.forward_key else None
-        require_policy(a.forward, curve, a.forward_insecure, "device")
+        try:
+            require_policy(a.forward, curve, a.forward_insecure, "device")
+        except TlcutError:  # the same rule as a device's, with this link's own flags
+            raise TlcutError(f"refusing plain TCP to the next tier at {a.forward}: give --forward-key "
+                             "edge.key_secret --forward-server-key cloud.key, or --forward-insecure for a lab link") from None
         return Forward(a.forward, a.to, a.to_tl == "on", a.forward_encoding, a.forward_timeout, curve, a.forward_insecure)
 
     def run(self, a):
