@@ -279,13 +279,15 @@ class Bundle:
 
     def image_shape(self) -> tuple[int, int, int, str]:
         """(height, width, channels, layout) of an image input: rank 4, batch 1, 1 or 3 channels."""
+        from tlcut.runtime.protocol import image_layout  # the wire's rule (docs/protocol.md), in one place
+
         inp = self.inputs[0]
         shape = list(inp["shape"])
-        if len(shape) == 4 and shape[0] == 1:
-            if shape[3] in (1, 3):
-                return shape[1], shape[2], shape[3], "NHWC"
-            if shape[1] in (1, 3):
-                return shape[2], shape[3], shape[1], "NCHW"
+        layout = image_layout(shape)
+        if layout == "NHWC":
+            return shape[1], shape[2], shape[3], layout
+        if layout == "NCHW":
+            return shape[2], shape[3], shape[1], layout
         raise TlcutError(f"the model input {inp['name']} {shape} is not an image (batch 1, 1 or 3 channels); "
                          "send it raw, float16 or int8")
 
