@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,8 @@ import numpy as np
 import onnx
 import zmq
 
+from tlcut.lab.loopback import free_port
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 EDGED = os.environ.get("TLCUT_EDGED") or str(ROOT / "build" / "tlcut-edged")
@@ -48,12 +49,6 @@ ECHO = str(Path(EDGED).with_name("tlcut-bench-echo"))  # built beside tlcut-edge
 PAYLOADS = (("1 KiB", 256), ("1 MiB", 262144))  # float32 elements
 EDGES = ("c", "python-openvino", "python-onnxrt")
 LABELS = {"c": "C edge (OpenVINO)", "python-openvino": "Python edge (OpenVINO)", "python-onnxrt": "Python edge (ONNX Runtime)"}
-
-
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def engine_of(daemon: str) -> str:
@@ -123,7 +118,7 @@ def loopback(requests: int, warmup: int) -> dict:
     for label, n in PAYLOADS:
         b = slice_bundle(root, n)
         x = np.random.default_rng(0).random((1, n)).astype(np.float32)
-        eps = {k: f"tcp://127.0.0.1:{_port()}" for k in (*EDGES, "echo")}
+        eps = {k: f"tcp://127.0.0.1:{free_port()}" for k in (*EDGES, "echo")}
         procs = _start_edges(b, eps)
         procs["echo"] = subprocess.Popen([ECHO, eps["echo"]])
         try:

@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,15 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tlcut.lab.loopback import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"64KiB": 64 << 10, "1MiB": 1 << 20}
 TRANSPORTS = ("triton-grpc", "triton-http", "zmq", "zmq-curve")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def identity_bundle(nbytes: int, root: Path) -> Path:

@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,15 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tlcut.lab.loopback import free_port
+
 HERE = Path(__file__).resolve().parent
 MODES = {"tlcut": ["--max-batch", "1"], "tlcut-batch8": ["--max-batch", "8", "--max-queue-delay-us", "500"]}
 LABELS = {"tlcut": "tlcut edge, one at a time", "tlcut-batch8": "tlcut edge, --max-batch 8 (500 us delay)"}
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prepare(bundle_dir: Path, cut: int | None):
@@ -70,7 +65,7 @@ class TlcutEdge:
     """`tlcut serve` in its own process, so the devices' threads do not share its interpreter."""
 
     def __init__(self, bundle, cut, flags):
-        self.port, self.mport = _port(), _port()
+        self.port, self.mport = free_port(), free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         self.p = subprocess.Popen([sys.executable, "-m", "tlcut", "serve", str(bundle.path), "--cut", str(cut.index),
                                    "--tl", "off", "--bind", self.endpoint, "--metrics-port", str(self.mport), *flags],
@@ -141,7 +136,7 @@ def triton_series(bundle, cut, devices, repeats, requests):
         import tritonclient.grpc  # noqa: F401
     except ImportError:
         return None, "tritonclient is not installed here (pip install 'tlcut[triton]')"
-    grpc, http, metrics = _port(), _port(), _port()
+    grpc, http, metrics = free_port(), free_port(), free_port()
     proc = subprocess.Popen([py, "-m", "tlcut.runtime.triton", str(bundle.path), "--cut", str(cut.index), "--tl", "off",
                              "--grpc-port", str(grpc), "--http-port", str(http), "--metrics-port", str(metrics),
                              "--max-batch", "8", "--max-queue-delay-us", "500"],

@@ -10,7 +10,6 @@ reply in the model's own output dtype."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from tlcut.runtime.run import Device, EdgeClient, wait_for_edge
 from tlcut.runtime.serve import Edge
 from tlcut.toolchain.compile import compile_cuts
 from tlcut.toolchain.export import export
+from tlcut.lab.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGED = os.environ.get("TLCUT_EDGED") or str(ROOT / "build" / "tlcut-edged")
@@ -58,12 +58,6 @@ needs_openvino = pytest.mark.skipif("openvino" not in DAEMONS, reason="no tlcut-
 C_ENGINE = next((k for k, v in DAEMONS.items() if v == EDGED), "?")
 OPSET = 12 if C_ENGINE == "opencv" else 17
 PY_BACKEND = "onnxrt" if C_ENGINE == "opencv" else "openvino"
-
-
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _onnx_bundle(root, name, build):
@@ -94,7 +88,7 @@ def bundles(tmp_path_factory):
 
 class CEdge:
     def __init__(self, bundle, cuts, bind=None, extra=(), ping_ep=None, daemon=None):
-        self.ep = bind or f"tcp://127.0.0.1:{_port()}"
+        self.ep = bind or f"tcp://127.0.0.1:{free_port()}"
         path = bundle.path if hasattr(bundle, "path") else Path(bundle)
         args = [daemon or EDGED, str(path), *sum((["--cut", str(c)] for c in cuts), []), "--bind", self.ep, *extra]
         # the log goes outside the bundle: some bundles here are committed test data
@@ -135,7 +129,7 @@ class PyEdge:
 
     def __init__(self, bundle, cuts, backend=None, precision="float32"):
         backend = backend or PY_BACKEND
-        self.ep = f"tcp://127.0.0.1:{_port()}"
+        self.ep = f"tcp://127.0.0.1:{free_port()}"
         self.edge = Edge(bundle, [str(c) for c in cuts], backend=backend, precision=precision)
         self.stop_ev, ready = threading.Event(), threading.Event()
         self.t = threading.Thread(target=self.edge.serve, args=(self.ep,), kwargs={"stop": self.stop_ev, "ready": ready},
@@ -526,7 +520,7 @@ def test_version_is_the_python_package_version_and_names_the_engine():
 
 def test_insecure_serves_plain_tcp_outside_loopback_with_a_warning(bundles):
     b = bundles["chain"]
-    port = _port()
+    port = free_port()
     c_edge = CEdge(b, [0], bind=f"tcp://0.0.0.0:{port}", extra=["--insecure", "--max-requests", "1000"],
                    ping_ep=f"tcp://127.0.0.1:{port}")
     try:
@@ -585,7 +579,7 @@ def test_curve_admits_only_listed_devices(bundles, tmp_path):
     S.make_keys(tmp_path / "k", ["edge", "good", "bad"])
     (tmp_path / "allow").mkdir()
     (tmp_path / "allow" / "good.key").write_bytes((tmp_path / "k" / "good.key").read_bytes())
-    ep = f"tcp://127.0.0.1:{_port()}"
+    ep = f"tcp://127.0.0.1:{free_port()}"
     log = open(tmp_path / "edged.log", "w+")
     p = subprocess.Popen([EDGED, str(b.path), "--cut", "0", "--bind", ep, "--key", str(tmp_path / "k" / "edge.key_secret"),
                           "--allow", str(tmp_path / "allow")], stderr=log)

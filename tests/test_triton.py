@@ -29,6 +29,7 @@ from tlcut.errors import TlcutError
 from tlcut.runtime import protocol as P
 from tlcut.runtime.run import Device, EdgeUnavailable, connect
 from tlcut.runtime.triton import TritonClient, model_name, parse_endpoint
+from tlcut.lab.loopback import free_port
 
 BUNDLE = Path(__file__).resolve().parents[1] / "runtime" / "c" / "tests" / "data" / "bundle"
 HAVE_CLIENT = importlib.util.find_spec("tritonclient") is not None
@@ -38,12 +39,6 @@ needs_client = pytest.mark.skipif(not HAVE_CLIENT, reason="tritonclient not inst
 @pytest.fixture(scope="module")
 def bundle():
     return Bundle.open(BUNDLE)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- naming and endpoints ------------------------------------------------------------------------
