@@ -13,8 +13,13 @@ run, so drift hits all of them alike.
 
     TLCUT_TRITON_PYTHON=/path/to/venv/bin/python python benchmarks/communicator.py [--rounds 10 --per-round 20]
 
-The DenseNet169 end-to-end testbed (the paper's Figure 5 set-up through Triton) is `--densenet`,
-left for later.
+End to end on the testbed (`--densenet`, root): DenseNet169 (random weights) cut where
+ScissionLite cuts it in `tlcut demo` (cut 0 + TL), the tail served in the edge namespace by
+Triton (gRPC and HTTP, through PyTriton) and by `tlcut serve` (plain and CURVE), all behind the same
+shaped uplink and delay; one device process in the device namespace (0.2 CPU) runs the head and
+sends the same payload to each in rotated rounds. Writes communicator-densenet169.{json,md}.
+
+    TLCUT_TRITON_PYTHON=... python benchmarks/communicator.py --densenet [--rounds 6 --per-round 5]
 """
 
 from __future__ import annotations
@@ -117,12 +122,15 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--triton-python", default=os.environ.get("TLCUT_TRITON_PYTHON", sys.executable),
                     help="interpreter that hosts PyTriton (numpy<2; docs/triton.md)")
-    ap.add_argument("--densenet", action="store_true", help="DenseNet169 end-to-end through Triton (left for later)")
-    ap.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "results" / "communicator"))
+    ap.add_argument("--densenet", action="store_true", help="DenseNet169 end to end on the testbed (root)")
+    ap.add_argument("--device-worker", help=argparse.SUPPRESS)  # the device's side of --densenet
+    ap.add_argument("-o", "--output")
     a = ap.parse_args()
+    if a.device_worker:
+        return device_worker(Path(a.device_worker))
     if a.densenet:
-        raise SystemExit("--densenet (the paper's DenseNet169 testbed through Triton) is left for later; "
-                         "this run measures the Communicator alone")
+        return densenet(a)
+    a.output = a.output or str(ROOT / "benchmarks" / "results" / "communicator")
 
     from tlcut.runtime.run import EdgeClient
     from tlcut.runtime.security import ClientCurve, make_keys
@@ -211,6 +219,152 @@ def main() -> int:
     out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
     return 0
+
+
+DN_CUT = "0"  # where ScissionLite cuts DenseNet169 in `tlcut demo` (conv1_bn, with the TL)
+DN_PORTS = {"zmq": 5555, "zmq-curve": 5565, "triton-grpc": 5575, "triton-http": 5585}
+
+
+def densenet(a) -> int:
+    """Serve the same tail four ways in the testbed's edge namespace; time them from its device."""
+    from tlcut.lab.testbed import EDGE_IP, Config, Testbed, available
+    from tlcut.runtime.security import make_keys
+    from tlcut.toolchain.compile import compile_cuts
+    from tlcut.toolchain.export import export
+
+    why = available()
+    if why:
+        raise SystemExit(f"--densenet needs the testbed: {why}")
+    out = Path(a.output or ROOT / "benchmarks" / "results" / "communicator-densenet169")
+    with tempfile.TemporaryDirectory() as tmp, Testbed(Config(), log=lambda m: print(m, file=sys.stderr)) as tb:
+        tmp = Path(tmp)
+        os.chmod(tmp, 0o755)
+        b = export("DenseNet169", tmp / "bundle", progress=lambda *_: None)
+        cut = b.cut(DN_CUT)
+        compile_cuts(b, [cut], tl="on")
+        keys = tmp / "keys"
+        make_keys(keys, ["edge", "device"])
+        allow = tmp / "allow"
+        allow.mkdir()
+        (allow / "device.key").write_bytes((keys / "device.key").read_bytes())
+        binds = {t: tb.expose(p) if t != "zmq" else tb.state.edge_bind.split("//")[1] for t, p in DN_PORTS.items()}
+        serve = [sys.executable, "-m", "tlcut", "serve", str(b.path), "--cut", str(cut.index), "--tl", "on", "--threads", "1"]
+        logs = {t: open(tmp / f"{t}.log", "w") for t in ("zmq", "zmq-curve", "triton")}
+        edges = [tb.popen("edge", serve + ["--bind", f"tcp://{binds['zmq']}"], stdout=logs["zmq"], stderr=subprocess.STDOUT),
+                 tb.popen("edge", serve + ["--bind", f"tcp://{binds['zmq-curve']}", "--key",
+                                           str(keys / "edge.key_secret"), "--allow", str(allow)],
+                          stdout=logs["zmq-curve"], stderr=subprocess.STDOUT),
+                 tb.popen("edge", [a.triton_python, "-m", "tlcut.runtime.triton", str(b.path), "--cut", str(cut.index),
+                                   "--tl", "on", "--grpc-port", binds["triton-grpc"].split(":")[1],
+                                   "--http-port", binds["triton-http"].split(":")[1], "--metrics-port",
+                                   str(DN_PORTS["triton-http"] + 5), "--threads", "1"],
+                          stdout=logs["triton"], stderr=subprocess.STDOUT)]
+        spec = {"bundle": str(b.path), "cut": cut.index, "rounds": a.rounds, "per_round": a.per_round,
+                "warmup": a.warmup, "keys": str(keys),
+                "endpoints": {"zmq": f"tcp://{EDGE_IP}:{DN_PORTS['zmq']}",
+                              "zmq-curve": f"tcp://{EDGE_IP}:{DN_PORTS['zmq-curve']}",
+                              "triton-grpc": f"triton+grpc://{EDGE_IP}:{DN_PORTS['triton-grpc']}",
+                              "triton-http": f"triton+http://{EDGE_IP}:{DN_PORTS['triton-http']}"}}
+        (tmp / "spec.json").write_text(json.dumps(spec))
+        r = tb.run("device", [sys.executable, str(Path(__file__).resolve()), "--device-worker", str(tmp / "spec.json")],
+                   capture_output=True, text=True)
+        dead = [e.args for e in edges if e.poll() is not None]
+        if r.returncode != 0 or dead:
+            tails = "".join(f"--- {f.name}\n" + Path(f.name).read_text()[-1500:] for f in logs.values())
+            raise SystemExit(f"the device run failed (exit {r.returncode}; edges gone: {dead}):\n{r.stderr[-3000:]}\n{tails}")
+        runs = json.loads(r.stdout)
+        result = {"benchmark": "communicator-densenet169", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "machine": {"host": platform.node(), "cpu": _cpu(), "cores": os.cpu_count(), "os": platform.platform()},
+                  "versions": versions(), "testbed": tb.describe(), "model": "DenseNet169, random weights, 224x224x3",
+                  "cut": {"index": cut.index, "layer": cut.layer, "tl": True, "payload_bytes": runs["payload_bytes"]},
+                  "rounds": a.rounds, "per_round": a.per_round, "warmup": a.warmup, "rows": runs["rows"]}
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    out.with_suffix(".md").write_text(densenet_markdown(result))
+    print(densenet_markdown(result))
+    return 0
+
+
+def device_worker(spec_path: Path) -> int:
+    """In the device namespace: one Device per transport (the head runs here), rotated rounds."""
+    from tlcut.bundle import Bundle
+    from tlcut.placement import Placement
+    from tlcut.runtime.run import Device, wait_for_edge
+    from tlcut.runtime.security import ClientCurve
+
+    spec = json.loads(spec_path.read_text())
+    b = Bundle.open(spec["bundle"])
+    pl = Placement.resolve(b, str(spec["cut"]), True)
+    keys = Path(spec["keys"])
+    curve = ClientCurve.from_files(keys / "device.key_secret", keys / "edge.key")
+    names = list(spec["endpoints"])
+    for t in names:
+        if not t.startswith("triton"):
+            wait_for_edge(spec["endpoints"][t], 120, curve=curve if t == "zmq-curve" else None, insecure=t == "zmq")
+    devs = {}
+    deadline = time.monotonic() + 240
+    for t in names:
+        while True:  # Triton loads its Python backend stubs for a while after it listens
+            try:
+                devs[t] = Device(b, pl, edge=spec["endpoints"][t], timeout_s=30, insecure=t == "zmq",
+                                 curve=curve if t == "zmq-curve" else None)
+                devs[t].infer(np.zeros(b.inputs[0]["shape"], np.float32))
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                devs.pop(t, None)
+                time.sleep(2)
+    x = np.random.default_rng(0).random(b.inputs[0]["shape"], dtype=np.float32)
+    ref, _ = devs["zmq"].infer(x)
+    recs = {t: [] for t in names}
+    payload = None
+    for t in names:
+        y, _ = devs[t].infer(x)
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-6)  # the same tail, whichever way it was reached
+        for _ in range(spec["warmup"]):
+            devs[t].infer(x)
+    for r in range(spec["rounds"]):
+        for t in names[r % len(names):] + names[:r % len(names)]:
+            if t.startswith("triton"):
+                devs[t].client.resync()
+            for _ in range(spec["per_round"]):
+                _, rec = devs[t].infer(x)
+                assert not rec["fallback"], f"{t}: the request fell back to the device"
+                recs[t].append(rec)
+                payload = rec["payload_bytes"]
+    rows = [{"transport": t, **{k: stats([rec[k] for rec in recs[t]]) for k in ("total_ms", "device_ms", "transfer_ms", "edge_ms")}}
+            for t in names]
+    print(json.dumps({"payload_bytes": payload, "rows": rows}, default=float))
+    return 0
+
+
+def densenet_markdown(r: dict) -> str:
+    v, c = r["versions"], r["cut"]
+    lines = ["# Communicator end to end: DenseNet169 on the testbed, Triton (gRPC, HTTP) vs tlcut's ZeroMQ (plain, CURVE)", "",
+             f"{r['date']}, {r['machine']['cpu']} ({r['machine']['cores']} cores), {r['machine']['os']}; "
+             f"Python {v['python']}, tritonclient {v['tritonclient']}, nvidia-pytriton {v['nvidia-pytriton']}, "
+             f"pyzmq {v['pyzmq']} (libzmq {v['libzmq']}), onnxruntime {v['onnxruntime']}.", "",
+             f"Command: `TLCUT_TRITON_PYTHON=... python benchmarks/communicator.py --densenet --rounds {r['rounds']} "
+             f"--per-round {r['per_round']}`. {r['testbed']}.", "",
+             f"Model: {r['model']}; cut {c['index']} (`{c['layer']}`) with the TL, ScissionLite's choice in `tlcut demo`; "
+             f"the same {c['payload_bytes']}-byte payload (float32, raw) to every edge. The tail runs on tlcut's onnxrt runner, "
+             "1 thread, on the edge's core in every case: `tlcut serve` (plain; CURVE) or PyTriton's tritonserver (one "
+             "server, gRPC and HTTP ports), each port behind its own delay relay on the shaped link. One device process "
+             f"runs the head and alternates the four edges in rotated rounds ({r['rounds']} x {r['per_round']} requests "
+             f"each, {r['warmup']} warm-up).", "",
+             "Milliseconds, median (p10-p90). Transfer = total - head - the edge's own time (Triton: its statistics' "
+             "queue + compute_input + compute_infer; tlcut: the header's server_us).", "",
+             "| transport | end to end | p90 | head (device) | transfer | edge | vs tlcut ZeroMQ (end to end) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    base = next(row for row in r["rows"] if row["transport"] == "zmq")["total_ms"]["median"]
+    for row in r["rows"]:
+        t, d, x, e = row["total_ms"], row["device_ms"], row["transfer_ms"], row["edge_ms"]
+        lines.append(f"| {row['transport']} | {t['median']:.1f} ({t['p10']:.1f}-{t['p90']:.1f}) | {t['p90']:.1f} | "
+                     f"{d['median']:.1f} | {x['median']:.1f} | {e['median']:.1f} | {t['median'] / base:.3f}x |")
+    lines += ["", "Caveats: Triton's edge time includes PyTriton's Python-backend IPC (stub <-> bound function), a "
+              "hop a C++ backend would not have; it is counted in the edge column, not in transfer. The wheel's "
+              "tritonserver has no onnxruntime backend, so the same runner serves both.", ""]
+    return "\n".join(lines)
 
 
 def _cpu() -> str:

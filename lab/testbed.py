@@ -170,7 +170,7 @@ class Testbed:
                     method = "relay"
             if method == "relay":
                 _sh("tc", "-n", s.ns_device, "qdisc", "add", "dev", vd, "root", *tbf)
-                s.relay_pid = self._start_relay()
+                s.relay_pid = self._start_relay(c.port, c.port + 1)
         s.delay_method = method
         s.cgroup = self._make_cgroup()
         self.log(f"[testbed] device {DEVICE_IP} (cpus {c.device_cpus}, quota {c.device_quota:g} CPU) -> "
@@ -262,21 +262,33 @@ class Testbed:
             (path / "cpu.cfs_quota_us").write_text(str(quota))
         return str(path)
 
-    def _start_relay(self) -> int:
+    def expose(self, port: int) -> str:
+        """Make another edge service reachable from the device at EDGE_IP:``port`` across the same
+        link (a Triton server's gRPC and HTTP ports beside tlcut's edge); returns the host:port the
+        service must listen on in the edge namespace."""
+        if port in (self.config.port, self.config.port + 1):
+            raise TlcutError(f"testbed: port {port} is the edge's own; expose another")
+        if self.state.delay_method != "relay":
+            return f"{EDGE_IP}:{port}"
+        self._start_relay(port, port + 1)
+        return f"127.0.0.1:{port + 1}"
+
+    def _start_relay(self, port: int, upstream: int) -> int:
         s, c = self.state, self.config
         control = _relay_control(s)
-        Path(control).write_text(f"0 {c.latency_ms}\n")  # rate 0: the relay only delays; tc shapes
-        s.made.append(["file", control])
-        argv = self.command("edge", [sys.executable, "-m", "tlcut.lab.relay", f"{EDGE_IP}:{c.port}",
-                                     f"127.0.0.1:{c.port + 1}", str(c.latency_ms), "0", control])
+        if not Path(control).exists():  # every relay of this testbed follows the one control file
+            Path(control).write_text(f"0 {c.latency_ms}\n")  # rate 0: the relay only delays; tc shapes
+            s.made.append(["file", control])
+        argv = self.command("edge", [sys.executable, "-m", "tlcut.lab.relay", f"{EDGE_IP}:{port}",
+                                     f"127.0.0.1:{upstream}", str(c.latency_ms), "0", control])
         p = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         s.made.append(["pid", p.pid])
         # wait until it listens
         for _ in range(100):
             if p.poll() is not None:
                 raise TlcutError(f"testbed: the delay relay failed: {p.stderr.read().decode()[-300:]}")
-            r = _sh("ip", "netns", "exec", s.ns_edge, "ss", "-ltn", f"sport = :{c.port}", check=False)
-            if str(c.port) in r.stdout:
+            r = _sh("ip", "netns", "exec", s.ns_edge, "ss", "-ltn", f"sport = :{port}", check=False)
+            if str(port) in r.stdout:
                 return p.pid
             time.sleep(0.05)
         raise TlcutError("testbed: the delay relay did not start listening")

@@ -148,3 +148,28 @@ def test_set_link_changes_the_shaper_in_place():
         if tb.state.delay_method == "relay":
             assert open(f"/tmp/tlcut-{tb.state.name}-link").read().split() == ["0", "40"]
     assert tb.state.made == []
+
+
+def test_expose_puts_a_second_service_behind_the_same_link():
+    """A Triton server's ports beside tlcut's edge: reachable from the device, delayed like the edge."""
+    echo = ("import socket,sys\nh,p=sys.argv[1].rsplit(':',1)\ns=socket.create_server((h,int(p)))\nc,_=s.accept()\n"
+            "while (d:=c.recv(65536)): c.sendall(d)\n")
+    with tbm.Testbed(tbm.Config(latency_ms=40, port=5704), log=lambda *_: None) as tb:
+        with pytest.raises(tbm.TlcutError, match="edge's own"):
+            tb.expose(5704)
+        bind = tb.expose(5714)
+        srv = tb.popen("edge", [sys.executable, "-c", echo, bind])
+        probe = ("import socket,time\nt=time.time()\n"
+                 "while True:\n"
+                 "    try: c=socket.create_connection(('%s',5714),timeout=5); break\n"
+                 "    except OSError:\n"
+                 "        if time.time()-t>20: raise\n"
+                 "        time.sleep(0.1)\n"
+                 "t=time.perf_counter(); c.sendall(b'x'*1000); got=b''\n"
+                 "while len(got)<1000: got+=c.recv(65536)\n"
+                 "print(got==b'x'*1000, (time.perf_counter()-t)*1e3)\n") % tbm.EDGE_IP
+        r = tb.run("device", [sys.executable, "-c", probe], capture_output=True, text=True)
+        srv.kill()
+    same, ms = r.stdout.split()
+    assert r.returncode == 0 and same == "True", r.stderr[-1000:]
+    assert float(ms) >= 40 * 0.9, ms
