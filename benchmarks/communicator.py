@@ -396,7 +396,7 @@ def markdown(r: dict) -> str:
               "includes the server's own parsing and serialization; Triton's server time includes PyTriton's "
               "Python-backend IPC (stub <-> bound function), which a C++ backend (onnxruntime, TensorRT) would not "
               "have, and is subtracted here; the wheel has no onnxruntime backend to compare against. "
-              "The DenseNet169 end-to-end testbed is left for later (`--densenet`).", ""]
+              "DenseNet169 end to end on the testbed: communicator-densenet169.md (`--densenet`).", ""]
     return "\n".join(lines)
 
 
