@@ -98,3 +98,32 @@ def test_bad_cuts_and_models(trained, tmp_path):
         check_classifier(headless, 2)
     with pytest.raises(TlcutError, match="outputs 4 classes"):
         check_classifier(zoo.build("InspectNet", input_shape=(30, 30, 1), classes=4), 2)
+
+
+def test_class_weights_keep_the_mean_and_favour_rare_classes():
+    from tlcut.toolchain.train import class_weights
+
+    y = np.array([0] * 90 + [1] * 10)
+    assert class_weights(y, 2, "none") is None
+    for kind, ratio in (("sqrt", 3.0), ("balanced", 9.0)):
+        w = class_weights(y, 2, kind)
+        assert w[1] / w[0] == pytest.approx(ratio)
+        assert (90 * w[0] + 10 * w[1]) / 100 == pytest.approx(1.0)  # the loss's scale is unchanged
+    with pytest.raises(TlcutError, match="no training images"):
+        class_weights(y, 3, "sqrt")
+    with pytest.raises(TlcutError, match="--balance"):
+        class_weights(y, 2, "inverse")
+
+
+def test_augmentation_keeps_images_in_range_and_moves_them():
+    import tensorflow as tf
+
+    from tlcut.toolchain.train import _augment
+
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 32, 1)).astype(np.float32)
+    aug = _augment(tf, True)
+    outs = [aug(tf.constant(x), 0)[0].numpy() for _ in range(8)]
+    for o in outs:
+        assert o.shape == x.shape and o.min() >= 0.0 and o.max() <= 1.0
+    assert max(float(np.abs(o - x).mean()) for o in outs) > 0.05  # it does change the image

@@ -40,7 +40,7 @@ def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, s
     if n_out != len(ds.classes):
         raise TlcutError(f"the model outputs {n_out} classes, the data has {len(ds.classes)}")
     served = [] if placement.where == DEVICE else ["input" if placement.where == EDGE else str(placement.cut)]
-    hits, payload = [], 0
+    hits, predicted, payload = [], [], 0
     with contextlib.ExitStack() as stack:
         ep = stack.enter_context(local_edge(bundle, served, tl="on" if placement.tl else "off", backend=backend,
                                             precision=precision)) if served else None
@@ -49,9 +49,11 @@ def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, s
         for i in (progress(it) if progress else it):
             x = image_input(bundle, part.x[i])
             y, rec = dev.infer(x)
-            hits.append(int(np.argmax(y) == part.y[i]))
+            predicted.append(int(np.argmax(y)))
+            hits.append(int(predicted[-1] == part.y[i]))
             payload = rec["payload_bytes"]
-    result = {"accuracy": sum(hits) / len(part), "n": len(part), "per_image": hits, "split": split,
+    result = {"accuracy": sum(hits) / len(part), "n": len(part), "per_image": hits, "predicted": predicted,
+              "labels": [int(v) for v in part.y], "classes": ds.classes, "split": split,
               "placement": placement.to_json(), "precision": precision, "backend": getattr(backend, "name", backend),
               "payload_bytes": payload, "data": ds.info}
     if split == "test" and limit is None:  # what `plan --max-accuracy-drop` reads; never a partial or tuning split

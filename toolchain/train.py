@@ -45,18 +45,52 @@ def _xy(split):
     return split.x.astype(np.float32) / 255.0, split.y
 
 
-def _pipeline(tf, split, batch: int, shuffle: bool, seed: int):
+def _pipeline(tf, split, batch: int, shuffle: bool, seed: int, augment: bool = True):
     x, y = _xy(split)
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-
-        def aug(a, b):  # EL images of cells have no preferred orientation
-            a = tf.image.random_flip_left_right(a, seed=seed)
-            return tf.image.random_flip_up_down(a, seed=seed + 1), b
-
-        ds = ds.map(aug, num_parallel_calls=2)
+        if augment:
+            ds = ds.map(_augment(tf, x.shape[1] == x.shape[2]), num_parallel_calls=2)
     return ds.batch(batch).prefetch(2)
+
+
+def _augment(tf, square: bool):
+    """EL images of cells have no preferred orientation (flips, quarter turns when square, a small
+    tilt) and vary in exposure between cameras (brightness, contrast); labels are unchanged by all."""
+    import math
+
+    def aug(a, b):
+        a = tf.image.random_flip_left_right(a)
+        a = tf.image.random_flip_up_down(a)
+        if square:
+            a = tf.image.rot90(a, tf.random.uniform([], 0, 4, tf.int32))
+        t = tf.random.uniform([], -1.0, 1.0) * (5.0 * math.pi / 180)  # up to 5 degrees, edges reflected
+        c, s_ = tf.cos(t), tf.sin(t)
+        h, w = tf.cast(tf.shape(a)[0], tf.float32), tf.cast(tf.shape(a)[1], tf.float32)
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+        m = [c, -s_, cx - c * cx + s_ * cy, s_, c, cy - s_ * cx - c * cy, 0.0, 0.0]
+        a = tf.raw_ops.ImageProjectiveTransformV3(images=a[None], transforms=tf.reshape(tf.stack(m), [1, 8]),
+                                                  output_shape=tf.shape(a)[:2], fill_value=0.0,
+                                                  interpolation="BILINEAR", fill_mode="REFLECT")[0]
+        a = a * tf.random.uniform([], 0.8, 1.2) + tf.random.uniform([], -0.1, 0.1)  # contrast, brightness
+        return tf.clip_by_value(a, 0.0, 1.0), b
+
+    return aug
+
+
+def class_weights(y: np.ndarray, n: int, balance: str) -> dict | None:
+    """Loss weights per class: none, sqrt (inverse square root of frequency) or balanced (inverse)."""
+    if balance == "none":
+        return None
+    if balance not in ("sqrt", "balanced"):
+        raise TlcutError(f"--balance must be none, sqrt or balanced, got '{balance}'")
+    counts = np.bincount(y, minlength=n).astype(np.float64)
+    if (counts == 0).any():
+        raise TlcutError(f"class(es) {np.flatnonzero(counts == 0).tolist()} have no training images; --balance needs every class")
+    w = (counts.sum() / counts) ** (0.5 if balance == "sqrt" else 1.0)
+    w = w / (w * counts).sum() * counts.sum()  # mean weight per image stays 1, so the learning rate means the same
+    return {k: float(v) for k, v in enumerate(w)}
 
 
 def check_classifier(model, n_classes: int) -> None:
@@ -68,21 +102,43 @@ def check_classifier(model, n_classes: int) -> None:
         raise TlcutError(f"model '{model.name}' outputs {out[0].shape[-1]} classes, the data has {n_classes}")
 
 
-def fit(model, data, *, epochs: int, lr: float, batch: int = 32, patience: int = 4, seed: int = 0, verbose=None) -> dict:
-    """Train ``model`` on ``data.train``, stop on ``data.val`` accuracy, restore the best epoch."""
+def fit(model, data, *, epochs: int, lr: float, batch: int = 32, patience: int = 4, seed: int = 0, verbose=None,
+        balance: str = "none", schedule: str = "constant", warmup: int = 0, weight_decay: float = 0.0,
+        label_smoothing: float = 0.0, augment: bool = True) -> dict:
+    """Train ``model`` on ``data.train``, stop on ``data.val`` accuracy, restore the best epoch.
+
+    ``schedule`` 'cosine' warms up linearly for ``warmup`` epochs and decays to zero at ``epochs``,
+    so a run converges by its last epoch instead of hoping early stopping catches a good one."""
     tf, keras = _tf()
     keras.utils.set_random_seed(seed)
     check_classifier(model, len(data.classes))
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    steps = -(-len(data.train) // batch)
+    if schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(0.0 if warmup else lr, decay_steps=max(1, (epochs - warmup) * steps),
+                                                      warmup_target=lr if warmup else None, warmup_steps=warmup * steps)
+    elif schedule == "constant":
+        rate = lr
+    else:
+        raise TlcutError(f"--schedule must be constant or cosine, got '{schedule}'")
+    opt = keras.optimizers.AdamW(rate, weight_decay=weight_decay) if weight_decay else keras.optimizers.Adam(rate)
+    n = len(data.classes)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
                                          restore_best_weights=True)
+    onehot = lambda ds: ds.map(lambda a, b: (a, tf.one_hot(b, n)))  # noqa: E731  (label smoothing needs one-hot)
     t0 = time.perf_counter()
-    hist = model.fit(_pipeline(tf, data.train, batch, True, seed), validation_data=_pipeline(tf, data.val, batch, False, seed),
-                     epochs=epochs, callbacks=[stop], verbose=verbose if verbose is not None else (1 if os.isatty(2) else 2))
+    hist = model.fit(onehot(_pipeline(tf, data.train, batch, True, seed, augment)),
+                     validation_data=onehot(_pipeline(tf, data.val, batch, False, seed)), epochs=epochs, callbacks=[stop],
+                     class_weight=class_weights(data.train.y, n, balance),
+                     verbose=verbose if verbose is not None else (1 if os.isatty(2) else 2))
     seconds = time.perf_counter() - t0
     val = hist.history["val_accuracy"]
     return {"epochs_run": len(val), "best_epoch": int(np.argmax(val)) + 1, "best_val_accuracy": float(max(val)),
-            "train_seconds": seconds, "lr": lr, "batch": batch, "optimizer": "Adam"}
+            "train_seconds": seconds, "lr": lr, "batch": batch, "optimizer": "AdamW" if weight_decay else "Adam",
+            "schedule": schedule, "warmup_epochs": warmup, "weight_decay": weight_decay, "balance": balance,
+            "label_smoothing": label_smoothing, "augment": "flips, quarter turns, 5 deg tilt, brightness, contrast"
+            if augment else "none", "seed": seed}
 
 
 def accuracy(model, split, batch: int = 64) -> float:
@@ -136,9 +192,17 @@ def data_args(report: dict) -> dict:
             "seed": d.get("seed", 0)}
 
 
-def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, task: str = "grade", epochs: int = 25,
-          lr: float = 1e-3, batch: int = 32, seed: int = 0, patience: int = 5, limit: int | None = None,
-          say=print) -> dict:
+# The baseline's recipe (`tlcut train`); docs/training.md says why each is there.
+RECIPE = {"epochs": 40, "lr": 2e-3, "schedule": "cosine", "warmup": 2, "weight_decay": 0.01, "label_smoothing": 0.1,
+          "balance": "sqrt"}
+# Fine-tuning with the TL (`tlcut retrain`): the same data handling, a shorter, gentler schedule.
+RETRAIN_RECIPE = {"epochs": 12, "lr": 5e-4, "schedule": "cosine", "warmup": 0, "weight_decay": 0.01,
+                  "label_smoothing": 0.1}
+
+
+def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, task: str = "grade",
+          batch: int = 32, seed: int = 0, patience: int | None = None, limit: int | None = None,
+          say=print, **recipe) -> dict:
     """Baseline: train ``model`` (zoo name or .keras file) on ``data``; save it and its report at ``out``."""
     from tlcut.models import datasets
     from tlcut.toolchain.export import load_keras
@@ -150,8 +214,9 @@ def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, tas
     if tuple(km.input_shape[1:]) != ds.train.x.shape[1:]:
         raise TlcutError(f"model input {tuple(km.input_shape[1:])} does not fit the images {ds.train.x.shape[1:]}; "
                          "set --size/--channels to match")
-    say(f"[train] {km.name}: {km.count_params():,} parameters, up to {epochs} epochs")
-    info = fit(km, ds, epochs=epochs, lr=lr, batch=batch, patience=patience, seed=seed)
+    recipe = {**RECIPE, **{k: v for k, v in recipe.items() if v is not None}}
+    say(f"[train] {km.name}: {km.count_params():,} parameters, {recipe['epochs']} epochs")
+    info = fit(km, ds, batch=batch, patience=patience or recipe["epochs"], seed=seed, **recipe)
     test = accuracy(km, ds.test)
     report = {"kind": "baseline", "model": source["name"], "classes": ds.classes,
               "data": {**ds.info, "task": task, "source_arg": data}, "training": info, "test_accuracy": test,
@@ -162,8 +227,8 @@ def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, tas
     return report
 
 
-def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, epochs: int = 8, lr: float = 3e-4,
-            batch: int = 32, patience: int = 3, limit: int | None = None, force: bool = False, say=print) -> dict:
+def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, batch: int = 32,
+            patience: int | None = None, limit: int | None = None, force: bool = False, say=print, **recipe) -> dict:
     """Inserter, Trainer and Splitter: a bundle whose cut ``cut`` carries the TL, retrained."""
     from tlcut.models import datasets
     from tlcut.toolchain.compile import compile_cuts
@@ -179,7 +244,9 @@ def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, e
     tlm = insert_tl(km, layer)
     say(f"[retrain] TL inserted after '{layer}'; {ds.describe()}")
     before = accuracy(tlm, ds.test)
-    info = fit(tlm, ds, epochs=epochs, lr=lr, batch=batch, patience=patience, seed=dargs["seed"])
+    recipe = {**RETRAIN_RECIPE, "balance": base_report.get("training", {}).get("balance", "none"),
+              **{k: v for k, v in recipe.items() if v is not None}}
+    info = fit(tlm, ds, batch=batch, patience=patience or recipe["epochs"], seed=dargs["seed"], **recipe)
     after = accuracy(tlm, ds.test)
     say(f"[retrain] test accuracy with TL: {before:.4f} before, {after:.4f} after retraining ({info['train_seconds']:.0f} s)")
     out_bundle = Path(out_bundle)
