@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# A user outside any virtual environment (Debian's python3 refuses user pip installs, PEP 668)
+# gets the project's .venv, made here once, as the README's main command makes it.
+if [ -z "${PYTHON:-}" ] && [ "$(id -u)" != 0 ] && "$PY" -c 'import sys; sys.exit(sys.prefix != sys.base_prefix)'; then
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  PY="$PWD/.venv/bin/python"
+fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # iproute2 (ip, tc) for the testbed tests, tcpdump for the link-capture test
   missing=""
