@@ -8,7 +8,9 @@ PY=${PYTHON:-python3}
 # gets the project's .venv, made here once, as the README's main command makes it.
 if [ -z "${PYTHON:-}" ] && [ "$(id -u)" != 0 ] && "$PY" -c 'import sys; sys.exit(sys.prefix != sys.base_prefix)'; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
-  PY="$PWD/.venv/bin/python"
+  export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"  # activated, so CMake's Python is this one too
+  PY="$VIRTUAL_ENV/bin/python"
+  export PYTHON="$PY"
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # iproute2 (ip, tc) for the testbed tests, tcpdump for the link-capture test
