@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tlcut.toolchain.bench import cpu_model
 
 HERE = Path(__file__).resolve().parent
 QUALITIES = (75, 90)
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
                   f"{rows[-1]['decode_ms']['median']:.3f} ms, {rows[-1]['bytes']['median']} B", file=sys.stderr)
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "command": "python benchmarks/codecs.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "os": platform.platform(),
+           "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "os": platform.platform(),
                        "python": platform.python_version(), "numpy": np.__version__},
            "images": {"source": d.info.get("source", "elpv"), "count": len(images), "shape": [224, 224, 3],
                       "passes": args.passes},
@@ -175,16 +176,6 @@ def markdown(res: dict) -> str:
     lines += ["", "Fastest decoder (what the Python edge pays per JPEG request): "
               + ", ".join(f"q{q} {n}" for q, n in best.items()) + ". The raw image is 150528 bytes."]
     return "\n".join(lines) + "\n"
-
-
-def _cpu() -> str:
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                return ln.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from tlcut.lab.loopback import free_port
+from tlcut.toolchain.bench import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"64KiB": 64 << 10, "1MiB": 1 << 20}
@@ -206,7 +207,7 @@ def main() -> int:
                      "rtt_us": stats(rtt), "server_us": stats(srv),
                      "server_time_source": d["sources"]})
     result = {"benchmark": "communicator", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": {"host": platform.node(), "cpu": _cpu(), "cores": os.cpu_count(), "os": platform.platform()},
+              "machine": {"host": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(), "os": platform.platform()},
               "versions": versions(), "rounds": a.rounds, "per_round": a.per_round, "warmup": a.warmup,
               "wall_s": wall, "model": "identity (x * 1, float32 [1, N]) via tlcut's onnxrt runner, 1 thread",
               "triton": "tritonserver 2.51 from nvidia-pytriton, model bound through PyTriton (Python backend); "
@@ -274,7 +275,7 @@ def densenet(a) -> int:
             raise SystemExit(f"the device run failed (exit {r.returncode}; edges gone: {dead}):\n{r.stderr[-3000:]}\n{tails}")
         runs = json.loads(r.stdout)
         result = {"benchmark": "communicator-densenet169", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  "machine": {"host": platform.node(), "cpu": _cpu(), "cores": os.cpu_count(), "os": platform.platform()},
+                  "machine": {"host": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(), "os": platform.platform()},
                   "versions": versions(), "testbed": tb.describe(), "model": "DenseNet169, random weights, 224x224x3",
                   "cut": {"index": cut.index, "layer": cut.layer, "tl": True, "payload_bytes": runs["payload_bytes"]},
                   "rounds": a.rounds, "per_round": a.per_round, "warmup": a.warmup, "rows": runs["rows"]}
@@ -365,14 +366,6 @@ def densenet_markdown(r: dict) -> str:
               "hop a C++ backend would not have; it is counted in the edge column, not in transfer. The wheel's "
               "tritonserver has no onnxruntime backend, so the same runner serves both.", ""]
     return "\n".join(lines)
-
-
-def _cpu() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def markdown(r: dict) -> str:

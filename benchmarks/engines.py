@@ -18,13 +18,14 @@ import argparse
 import datetime as dt
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from tlcut.toolchain.bench import cpu_model
 
 HERE = Path(__file__).resolve().parent
 ENGINES = ("onnxrt", "openvino")
@@ -173,7 +174,7 @@ def main() -> int:
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "command": "python benchmarks/engines.py" + (f" --iterations {a.iterations}" if a.iterations != 10 else "")
            + (f" --cuts {a.cuts}" if a.cuts != 5 else ""),
-           "machine": {"cpu": _cpu(), "cores": _nproc(), "python": platform.python_version()},
+           "machine": {"cpu": cpu_model(), "cores": _nproc(), "python": platform.python_version()},
            "versions": {"tlcut": __version__, "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__},
            "model": b.name, "cuts": [{"index": c.index, "layer": c.layer, "tensor": c.tensor} for c in cuts],
            "emulation": described, "iterations": a.iterations, "threads": 1,
@@ -230,13 +231,6 @@ def to_markdown(r: dict) -> str:
     md += ["", "The random-weight model's top-1 agreement is a stability check of the quantized arithmetic, not an "
            "accuracy figure; int8 accuracy on a trained model is in accuracy.md.", ""]
     return "\n".join(md)
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _nproc() -> int:

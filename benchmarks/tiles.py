@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from tlcut.toolchain.bench import cpu_model
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -150,22 +151,12 @@ def main() -> int:
     return 0
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
 def write(rows, out: Path, a) -> None:
     import tensorflow as tf
     import tf2onnx
 
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "machine": {"platform": platform.platform(), "cpu": _cpu(), "cores": os.cpu_count(), "threads_used": 1},
+           "machine": {"platform": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count(), "threads_used": 1},
            "versions": {"onnx": onnx.__version__, "onnxruntime": ort.__version__, "numpy": np.__version__,
                         "tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__},
            "iterations": a.iterations, "warmup": a.warmup, "segments": rows}

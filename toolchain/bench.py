@@ -145,20 +145,21 @@ def machine_info(threads) -> dict:
     import onnxruntime
 
     info = {"hostname": platform.node(), "platform": platform.platform(), "machine": platform.machine(),
-            "processor": _cpu_model(), "cpus_visible": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+            "processor": cpu_model(), "cpus_visible": len(os.sched_getaffinity(0)), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "threads": threads,
             "cpu_quota": _cpu_quota()}
     return info
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's name, for the machine line of every results file."""
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor()
+    return platform.processor() or "?"
 
 
 def _cpu_quota() -> str | None:
