@@ -127,3 +127,15 @@ def test_augmentation_keeps_images_in_range_and_moves_them():
     for o in outs:
         assert o.shape == x.shape and o.min() >= 0.0 and o.max() <= 1.0
     assert max(float(np.abs(o - x).mean()) for o in outs) > 0.05  # it does change the image
+
+
+@pytest.mark.parametrize("bad,match", [({"epochs": 0}, "--epochs"), ({"lr": -1.0}, "--lr"), ({"warmup": 3, "epochs": 3}, "--warmup"),
+                                       ({"weight_decay": -0.1}, "--weight-decay"), ({"label_smoothing": 1.0}, "--label-smoothing")])
+def test_a_recipe_that_cannot_train_is_refused_before_any_work(bad, match, tmp_path, data):
+    from tlcut.toolchain.train import train
+
+    with pytest.raises(TlcutError, match=match):
+        train("InspectNet", str(data), tmp_path / "m.keras", size=30, say=lambda *_: None, **bad)
+    with pytest.raises(TlcutError, match=r"\.keras file"):
+        train("InspectNet", str(data), tmp_path / "m.h5", size=30, epochs=1, say=lambda *_: None)
+    assert not list(tmp_path.iterdir())

@@ -87,7 +87,8 @@ def class_weights(y: np.ndarray, n: int, balance: str) -> dict | None:
         raise TlcutError(f"--balance must be none, sqrt or balanced, got '{balance}'")
     counts = np.bincount(y, minlength=n).astype(np.float64)
     if (counts == 0).any():
-        raise TlcutError(f"class(es) {np.flatnonzero(counts == 0).tolist()} have no training images; --balance needs every class")
+        raise TlcutError(f"class(es) {np.flatnonzero(counts == 0).tolist()} have no training images, which --balance "
+                         f"{balance} cannot weigh; use more images (a larger --limit) or --balance none")
     w = (counts.sum() / counts) ** (0.5 if balance == "sqrt" else 1.0)
     w = w / (w * counts).sum() * counts.sum()  # mean weight per image stays 1, so the learning rate means the same
     return {k: float(v) for k, v in enumerate(w)}
@@ -102,6 +103,18 @@ def check_classifier(model, n_classes: int) -> None:
         raise TlcutError(f"model '{model.name}' outputs {out[0].shape[-1]} classes, the data has {n_classes}")
 
 
+def check_recipe(epochs: int, lr: float, warmup: int = 0, weight_decay: float = 0.0, label_smoothing: float = 0.0,
+                 **_) -> None:
+    """Refuse a recipe that cannot train before any time is spent on it."""
+    bad = [(epochs < 1, f"--epochs must be at least 1, got {epochs}"), (not lr > 0, f"--lr must be positive, got {lr:g}"),
+           (not 0 <= warmup < epochs, f"--warmup must be at least 0 and fewer than --epochs ({epochs}), got {warmup}"),
+           (weight_decay < 0, f"--weight-decay must be 0 or more, got {weight_decay:g}"),
+           (not 0 <= label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {label_smoothing:g}")]
+    for failed, why in bad:
+        if failed:
+            raise TlcutError(why)
+
+
 def fit(model, data, *, epochs: int, lr: float, batch: int = 32, patience: int = 4, seed: int = 0, verbose=None,
         balance: str = "none", schedule: str = "constant", warmup: int = 0, weight_decay: float = 0.0,
         label_smoothing: float = 0.0, augment: bool = True) -> dict:
@@ -109,6 +122,7 @@ def fit(model, data, *, epochs: int, lr: float, batch: int = 32, patience: int =
 
     ``schedule`` 'cosine' warms up linearly for ``warmup`` epochs and decays to zero at ``epochs``,
     so a run converges by its last epoch instead of hoping early stopping catches a good one."""
+    check_recipe(epochs, lr, warmup, weight_decay, label_smoothing)
     tf, keras = _tf()
     keras.utils.set_random_seed(seed)
     check_classifier(model, len(data.classes))
@@ -207,6 +221,13 @@ def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, tas
     from tlcut.models import datasets
     from tlcut.toolchain.export import load_keras
 
+    given = {k: v for k, v in recipe.items() if v is not None}
+    recipe = {**RECIPE, **given}
+    if "warmup" not in given:  # the default warm-up shrinks to fit a short run
+        recipe["warmup"] = max(0, min(recipe["warmup"], recipe["epochs"] - 1))
+    check_recipe(**recipe)
+    if Path(out).suffix != ".keras":  # before the training, not after it
+        raise TlcutError(f"save the model as a .keras file, got '{out}'")
     ds = datasets.load(data, size=size, channels=channels, task=task, seed=seed, limit=limit)
     say(f"[train] {ds.describe()}")
     _tf()
@@ -214,7 +235,6 @@ def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, tas
     if tuple(km.input_shape[1:]) != ds.train.x.shape[1:]:
         raise TlcutError(f"model input {tuple(km.input_shape[1:])} does not fit the images {ds.train.x.shape[1:]}; "
                          "set --size/--channels to match")
-    recipe = {**RECIPE, **{k: v for k, v in recipe.items() if v is not None}}
     say(f"[train] {km.name}: {km.count_params():,} parameters, {recipe['epochs']} epochs")
     info = fit(km, ds, batch=batch, patience=patience or recipe["epochs"], seed=seed, **recipe)
     test = accuracy(km, ds.test)
@@ -234,18 +254,21 @@ def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, b
     from tlcut.toolchain.compile import compile_cuts
     from tlcut.toolchain.export import export, load_keras
 
+    if Path(out_bundle).exists() and not force:  # before the training, not after it
+        raise TlcutError(f"'{out_bundle}' already exists; choose another -o or pass --force to replace it")
     rep_path = Path(str(model_file) + REPORT_SUFFIX)
     base_report = json.loads(rep_path.read_text()) if rep_path.is_file() else {}
     dargs = data_args(base_report)
     data = data or base_report.get("data", {}).get("source_arg", "elpv")
     ds = datasets.load(data, limit=limit, **dargs)
+    recipe = {**RETRAIN_RECIPE, "balance": base_report.get("training", {}).get("balance", "none"),
+              **{k: v for k, v in recipe.items() if v is not None}}
+    check_recipe(**recipe)
     km, _ = load_keras(model_file)
     layer = _layer_for(cut, km)
     tlm = insert_tl(km, layer)
     say(f"[retrain] TL inserted after '{layer}'; {ds.describe()}")
     before = accuracy(tlm, ds.test)
-    recipe = {**RETRAIN_RECIPE, "balance": base_report.get("training", {}).get("balance", "none"),
-              **{k: v for k, v in recipe.items() if v is not None}}
     info = fit(tlm, ds, batch=batch, patience=patience or recipe["epochs"], seed=dargs["seed"], **recipe)
     after = accuracy(tlm, ds.test)
     say(f"[retrain] test accuracy with TL: {before:.4f} before, {after:.4f} after retraining ({info['train_seconds']:.0f} s)")
