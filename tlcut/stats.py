@@ -24,10 +24,8 @@ def paired_difference(a, b, resamples: int = 2000, seed: int = 0) -> dict:
     if a.shape != b.shape or a.size == 0:
         raise TlcutError("a paired comparison needs the same items, at least one")
     d = b - a
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, d.size, (resamples, d.size))].mean(axis=1) * 100
     only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
-    return {"diff_pts": float(d.mean() * 100), "mcnemar_p": mcnemar_p(only_a, only_b), "ci95_pts": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
+    return {"diff_pts": float(d.mean() * 100), "mcnemar_p": mcnemar_p(only_a, only_b), "ci95_pts": _bootstrap_ci(d, resamples, seed),
             "only_a_right": only_a, "only_b_right": only_b, "n": int(d.size)}
 
 
@@ -47,6 +45,10 @@ def accuracy_interval(hits, resamples: int = 2000, seed: int = 0) -> dict:
     h = np.asarray(hits, dtype=np.float64)
     if h.size == 0:
         raise TlcutError("an accuracy needs at least one item")
-    boots = h[np.random.default_rng(seed).integers(0, h.size, (resamples, h.size))].mean(axis=1) * 100
-    return {"pts": float(h.mean() * 100), "ci95_pts": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
-            "n": int(h.size)}
+    return {"pts": float(h.mean() * 100), "ci95_pts": _bootstrap_ci(h, resamples, seed), "n": int(h.size)}
+
+
+def _bootstrap_ci(items: np.ndarray, resamples: int, seed: int) -> list[float]:
+    """95% percentile interval of the mean of ``items``, in points (x100), resampling the items."""
+    boots = items[np.random.default_rng(seed).integers(0, items.size, (resamples, items.size))].mean(axis=1) * 100
+    return [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
