@@ -72,6 +72,8 @@ class EdgeClient:
             self.sock.close(linger=0)
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        # a DEALER with no live peer, or a full queue, blocks on send: never longer than the timeout
+        self.sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout_s * 1000)))
         if self.curve is not None:
             self.curve.apply(self.sock)
         try:
@@ -98,8 +100,8 @@ class EdgeClient:
         for attempt in range(self.retries + 1):
             rid = next(self._ids)
             frames = P.tensor_frames(P.REQUEST, wire, rid, cut_id, flags, encoding=enc, scale=scale, zero_point=zp)
-            self.sock.send_multipart(frames, copy=wire.nbytes < 65536)
             try:
+                self._send(frames, wire.nbytes)
                 h, body = self._wait(rid)
             except EdgeUnavailable:
                 if attempt == self.retries:
@@ -118,8 +120,8 @@ class EdgeClient:
         wire, enc, scale, zp = P.encode(array, encoding, **encode_kw)
         self.last_payload_bytes = wire.nbytes + P.HEADER.size
         rid = next(self._ids)
-        self.sock.send_multipart(P.tensor_frames(P.REQUEST, wire, rid, cut_id, flags, encoding=enc, scale=scale,
-                                                 zero_point=zp), copy=wire.nbytes < 65536)
+        self._send(P.tensor_frames(P.REQUEST, wire, rid, cut_id, flags, encoding=enc, scale=scale, zero_point=zp),
+                   wire.nbytes)
         self._pending.add(rid)
         return rid
 
@@ -141,8 +143,16 @@ class EdgeClient:
 
     def ping(self, timeout_s: float | None = None) -> P.Header:
         rid = next(self._ids)
-        self.sock.send_multipart([P.Header(type=P.PING, request_id=rid).pack(), b""])
+        self._send([P.Header(type=P.PING, request_id=rid).pack(), b""], 0)
         return self._wait(rid, timeout_s)[0]
+
+    def _send(self, frames, nbytes: int) -> None:
+        try:
+            self.sock.send_multipart(frames, copy=nbytes < 65536)
+        except self.zmq.Again:
+            self._connect()
+            raise EdgeUnavailable(f"could not send to the edge at {self.endpoint} within {self.timeout_s:g} s; "
+                                  f"is `tlcut serve` running there and reachable?") from None
 
     def _wait(self, rid: int, timeout_s: float | None = None):
         zmq = self.zmq

@@ -88,17 +88,70 @@ class ServerCurve:
             raise TlcutError(f"--allow folder '{allow}' holds no public keys (*.key); no device could connect")
         return cls(public, secret, allow)
 
-    def apply(self, ctx, sock):
+    def apply(self, ctx, sock) -> "ZapHandler":
         """Start the ZAP handler on ``ctx`` and make ``sock`` a CURVE server; returns the handler."""
-        from zmq.auth.thread import ThreadAuthenticator
-
-        auth = ThreadAuthenticator(ctx, log=logging.getLogger("tlcut.edge.zap"))
-        auth.start()
-        auth.configure_curve(domain="*", location=str(self.allow))
+        allowed = {load_public(k) for k in sorted(self.allow.glob("*.key"))}
+        zap = ZapHandler(ctx, allowed)
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_server = True
-        return auth
+        return zap
+
+
+def zap_decide(frames: list[bytes], allowed: set[bytes]) -> list[bytes]:
+    """The reply to one ZAP request (RFC 27): 200 for a CURVE key in ``allowed`` (Z85), 400 for any
+    other, 500 for a malformed request. The C edge decides the same way (tlc::zap_decide)."""
+    from zmq.utils import z85
+
+    rid = frames[1] if len(frames) > 1 else b""
+    if len(frames) < 6 or frames[0] != b"1.0":
+        return [b"1.0", rid, b"500", b"malformed ZAP request", b"", b""]
+    ok = frames[5] == b"CURVE" and len(frames) >= 7 and len(frames[6]) == 32 and z85.encode(frames[6]) in allowed
+    return [b"1.0", rid, b"200" if ok else b"400", b"OK" if ok else b"key not allowed", b"", b""]
+
+
+class ZapHandler:
+    """Answers libzmq's ZAP requests for one context from a plain thread that polls with a timeout,
+    so stopping it is bounded (pyzmq's ThreadAuthenticator joins its asyncio thread without a limit).
+    Bound before any CURVE socket exists, so no handshake misses it."""
+
+    ENDPOINT = "inproc://zeromq.zap.01"
+
+    def __init__(self, ctx, allowed: set[bytes]):
+        import threading
+
+        import zmq
+
+        self.allowed, self.denied = allowed, 0
+        self._sock = ctx.socket(zmq.REP)
+        self._sock.linger = 0
+        try:
+            self._sock.bind(self.ENDPOINT)
+        except zmq.ZMQError as e:
+            self._sock.close()
+            raise TlcutError(f"cannot start the ZAP handler ({e}): one encrypted edge per process") from None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="tlcut-zap")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self._sock.poll(100):
+                    continue
+                reply = zap_decide(self._sock.recv_multipart(), self.allowed)
+                if reply[2] != b"200":
+                    self.denied += 1
+                    log.warning("connection refused: its CURVE key is not in the allow-list (%s)", reply[3].decode())
+                self._sock.send_multipart(reply)
+        finally:
+            self._sock.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self._thread.is_alive():
+            log.error("the ZAP handler did not stop within 5 s")
 
 
 @dataclass

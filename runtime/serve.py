@@ -81,6 +81,7 @@ class Edge:
         #: key -> (runner, input name, static batch or None for a symbolic one), where max_batch > 1
         self.batched: dict[tuple[int, int], tuple] = {}
         self.stats = collections.Counter()
+        self.zap = None  # the CURVE allow-list's handler while serving encrypted (security.ZapHandler)
         self.errors = collections.Counter()
         self.latency_us: collections.deque = collections.deque(maxlen=10000)
         self.last_rid: collections.OrderedDict = collections.OrderedDict()  # peer -> last request id
@@ -352,7 +353,8 @@ class Edge:
             sock.setsockopt(zmq.SNDHWM, max(max_queue, 1000))
             sock.setsockopt(zmq.MAXMSGSIZE, min(4 * self.max_message_bytes + 4096, 2**62))
             if curve:
-                undo.callback(curve.apply(ctx, sock).stop)
+                self.zap = curve.apply(ctx, sock)
+                undo.callback(self.zap.stop)
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as e:
@@ -440,6 +442,9 @@ class Edge:
             v = float(np.quantile(lat, q)) if lat is not None else float("nan")
             lines.append(f'tlcut_edge_request_duration_us{{quantile="{q}"}} {v:.0f}')
         lines.append(f"tlcut_edge_request_duration_us_count {len(self.latency_us)}")
+        lines += ["# HELP tlcut_edge_connections_refused_total Connections whose CURVE key is not in the allow-list.",
+                  "# TYPE tlcut_edge_connections_refused_total counter",
+                  f"tlcut_edge_connections_refused_total {self.zap.denied if self.zap else 0}"]
         lines += ["# TYPE tlcut_edge_uptime_seconds gauge", f"tlcut_edge_uptime_seconds {time.time() - self.started:.1f}"]
         return "\n".join(lines) + "\n"
 

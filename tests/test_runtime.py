@@ -140,6 +140,17 @@ def test_absent_edge_is_a_timeout_not_a_hang(bundle):
     assert time.monotonic() - t0 < 5
 
 
+def test_a_full_send_queue_is_a_timeout_not_a_hang():
+    """Nothing listens, so requests queue up to ZeroMQ's high-water mark; the next send gives up."""
+    with EdgeClient(f"tcp://127.0.0.1:{free_port()}", timeout_s=0.3) as c:
+        x = np.zeros(4, np.float32)
+        t0 = time.monotonic()
+        with pytest.raises(TlcutError, match="could not send to the edge"):
+            for _ in range(100_000):
+                c.send(x, 1)
+        assert time.monotonic() - t0 < 5
+
+
 def test_late_replies_are_never_delivered_for_another_request(bundle):
     """A slow edge answers request 1 after the device gave up; request 2 must get its own result."""
     ep = f"tcp://127.0.0.1:{free_port()}"

@@ -7,6 +7,8 @@ import time
 import numpy as np
 import onnx
 import pytest
+import zmq
+import zmq.utils.z85
 
 from tlcut.models import graphs
 from tlcut import cli
@@ -49,6 +51,18 @@ def test_keys_cli_and_errors(tmp_path, capsys):
         S.ServerCurve.from_files(tmp_path / "edge.key_secret", tmp_path / "empty")
 
 
+def test_zap_decisions_match_the_c_edge():
+    key = bytes(range(32))
+    allowed = {zmq.utils.z85.encode(key)}
+    ask = [b"1.0", b"7", b"", b"127.0.0.1", b"", b"CURVE"]
+    assert S.zap_decide([*ask, key], allowed)[1:4] == [b"7", b"200", b"OK"]
+    assert S.zap_decide([*ask, bytes(32)], allowed)[2] == b"400"
+    assert S.zap_decide([*ask[:5], b"NULL"], allowed)[2] == b"400"
+    assert S.zap_decide([*ask, key[:31]], allowed)[2] == b"400"
+    assert S.zap_decide([b"2.0", *ask[1:], key], allowed)[2] == b"500"
+    assert S.zap_decide([b"1.0"], allowed) == [b"1.0", b"", b"500", b"malformed ZAP request", b"", b""]
+
+
 @pytest.fixture
 def small(tmp_path):
     """A small residual model, compiled without the TL."""
@@ -82,6 +96,8 @@ def test_only_listed_devices_are_served(tmp_path, small):
                 with pytest.raises(EdgeUnavailable):
                     c.ping()
             assert edge.stats["ok"] == 1
+            assert edge.zap.denied >= 1  # the unlisted key; the wrong pin fails before ZAP is asked
+            assert f"tlcut_edge_connections_refused_total {edge.zap.denied}" in edge.metrics()
     finally:
         edge.close()
 
