@@ -29,7 +29,7 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
          device_quota: float = 0.2, requests: int = 30, warmup: int = 3, bench_iterations: int = 20,
          bundle: str | None = None, input_shape=None, min_cut: int | None = None, emulation: str = "auto",
          say=print) -> dict:
-    from tlcut.bundle import Bundle, write_json_atomic
+    from tlcut.bundle import write_json_atomic
     from tlcut.lab import testbed as tbm
     from tlcut.lab.loopback import Loopback
     from tlcut.placement import DEVICE, EDGE
@@ -45,22 +45,11 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
         say(f"[demo] no testbed ({why}): running on loopback with the link and the device emulated in user space")
     out = Path(out or f"results/demo-{model}")
     out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    steps = 7
-
-    def step(i, text):
-        say(f"[demo {i}/{steps}] {text}  (t={time.perf_counter() - t_start:.0f} s)")
+    t_start, steps = time.perf_counter(), 7
+    step = _stepper(t_start, steps, say)
 
     # 1. export ----------------------------------------------------------------------------------
-    bpath = Path(bundle) if bundle else out / "bundle"
-    if bundle or (bpath / "manifest.json").exists():
-        b = Bundle.open(bpath)
-        step(1, f"reusing bundle {bpath} ({b.name})")
-    else:
-        step(1, f"export {model} (random weights) -> {bpath}")
-        _check(subprocess.run(_tlcut("export", model, "-o", bpath, *(["--input-shape", input_shape] if input_shape else []))),
-               "export")
-        b = Bundle.open(bpath)
+    b, bpath = _bundle(model, out, bundle, input_shape, step)
     # 2. cuts ------------------------------------------------------------------------------------
     step(2, f"{len(b.cuts)} cuts, the TL applies at {sum(c.tl for c in b.cuts)}")
     (out / "cuts.json").write_text(json.dumps([c.to_json() for c in b.cuts], indent=1))
@@ -164,6 +153,191 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
     say(f"[demo] results in {out}/ (summary.md, summary.json, plan.png, plan.json, profiles, runs) "
         f"in {result['seconds']:.0f} s")
     return result
+
+
+def _stepper(t_start: float, steps: int, say):
+    def step(i, text):
+        say(f"[demo {i}/{steps}] {text}  (t={time.perf_counter() - t_start:.0f} s)")
+    return step
+
+
+def _bundle(model, out: Path, bundle, input_shape, step):
+    """The bundle to run: the one given, the one left in ``out`` by an earlier run, or a fresh export."""
+    from tlcut.bundle import Bundle
+
+    bpath = Path(bundle) if bundle else out / "bundle"
+    if bundle or (bpath / "manifest.json").exists():
+        b = Bundle.open(bpath)
+        step(1, f"reusing bundle {bpath} ({b.name})")
+    else:
+        step(1, f"export {model} (random weights) -> {bpath}")
+        _check(subprocess.run(_tlcut("export", model, "-o", bpath, *(["--input-shape", input_shape] if input_shape else []))),
+               "export")
+        b = Bundle.open(bpath)
+    return b, bpath
+
+
+def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float = 57.0, latency: float = 28.0,
+               backbone: float = 1000.0, backbone_latency: float = 20.0, device_quota: float = 0.2,
+               edge_quota: float | None = 0.5, requests: int = 30, warmup: int = 3, bench_iterations: int = 20,
+               bundle: str | None = None, input_shape=None, command: str | None = None, say=print) -> dict:
+    """`tlcut demo --tiers 3`: device | edge | cloud in the testbed's three namespaces.
+
+    bench as each tier -> the three-tier plan (every pair of cuts, each crossing's TL and encoding)
+    -> compile heads, middle parts and tails -> serve the cloud and a forwarding edge -> run the
+    best three-tier placement, the best two-tier one and device only -> predicted against measured."""
+    from tlcut.bundle import write_json_atomic
+    from tlcut.lab import testbed as tbm
+    from tlcut.runtime.run import default_images
+    from tlcut.toolchain import plan as planmod
+    from tlcut.toolchain.compile import compile_cuts, compile_middle
+
+    why = tbm.available()
+    if why:
+        raise TlcutError(f"--tiers 3 runs in the testbed's three namespaces: {why}; run as root (e.g. sudo)")
+    out = Path(out or f"results/demo-{model}-tiers3")
+    out.mkdir(parents=True, exist_ok=True)
+    t_start, steps = time.perf_counter(), 7
+    step = _stepper(t_start, steps, say)
+
+    b, bpath = _bundle(model, out, bundle, input_shape, step)
+    step(2, f"{len(b.cuts)} cuts, the TL applies at {sum(c.tl for c in b.cuts)}")
+    cfg = tbm.Config(bandwidth_mbps=bandwidth, latency_ms=latency, device_quota=device_quota, edge_quota=edge_quota,
+                     cloud=True, backbone_mbps=backbone, backbone_ms=backbone_latency)
+    with tbm.Testbed(cfg, log=say) as tb:
+        s = tb.state
+        for role in ("device", "edge", "cloud"):
+            step(3, f"bench all cuts as the {role}")
+            r = tb.run(role, _tlcut("bench", bpath, "--role", "device" if role == "device" else "edge", "--threads", "1",
+                                     "--iterations", bench_iterations, "-o", out / f"profile-{role}.json"))
+            _check(r, f"bench as {role}")
+        step(4, f"three-tier plan: uplink {bandwidth:g} Mbit/s {latency:g} ms, backbone {backbone:g} Mbit/s "
+                f"{backbone_latency:g} ms")
+        src = f"testbed ({s.delay_method})"
+        hops = {("device", "edge"): planmod.Network(up_mbps=bandwidth, rtt_ms=latency, down_mbps=10 * bandwidth, source=src),
+                ("edge", "cloud"): planmod.Network(up_mbps=backbone, rtt_ms=backbone_latency, down_mbps=10 * backbone,
+                                                   source=src)}
+        prof = {r: planmod.load_profile(out / f"profile-{r}.json", "device" if r == "device" else "edge")
+                for r in ("device", "edge", "cloud")}
+        plan = planmod.plan_tiers(("device", prof["device"]), [("edge", prof["edge"])], [("cloud", prof["cloud"])], hops,
+                                  top=10**6)
+        write_json_atomic(out / "plan.json", {**plan, "ranking": plan["ranking"][:50]})  # all of them: megabytes
+        say(planmod.format_tiers(plan, top=8))
+        ranking = plan["ranking"]
+        chosen = {"tlcut's choice": plan["best"],
+                  "best three tiers": next((c for c in ranking if "cloud" in c["hosts"]), None),
+                  "best two tiers": next((c for c in ranking if set(c["hosts"]) == {"device", "edge"}), None),
+                  "device only": next(c for c in ranking if c["name"] == "device only")}
+        chosen = {k: v for k, v in chosen.items() if v is not None}
+        step(5, "compile the heads, middle parts and tails they need")
+        for c in chosen.values():
+            _compile_for(b, c, compile_cuts, compile_middle)
+        step(6, f"serve and run {len({c['name'] for c in chosen.values()})} placements x {requests} requests")
+        images = default_images(b)
+        runs: dict = {}
+        for label, c in chosen.items():
+            if c["name"] in runs:
+                continue
+            say(f"[demo 6/{steps}]   {label}: {c['name']}")
+            runs[c["name"]] = _run_tiers(tb, bpath, c, out, images, requests, warmup)
+    step(7, "summary")
+    rows = []
+    for label, c in chosen.items():
+        sm = runs[c["name"]]["summary"]
+        measured = sm["total_ms"]["median"]
+        rows.append({"placement": label, "choice": c["name"], "predicted_ms": c["total_ms"], "measured_ms": measured,
+                     "measured_p90_ms": sm["total_ms"]["p90"], "error_pct": 100 * (measured - c["total_ms"]) / c["total_ms"],
+                     "predicted_tiers_ms": c["tiers_ms"], "predicted_components_ms": c["components_ms"],
+                     "upload_bytes": c["upload_bytes"], "measured_device_ms": sm["device_ms"]["median"],
+                     "measured_edge_ms": sm["edge_ms"]["median"], "measured_transfer_ms": sm["transfer_ms"]["median"],
+                     "requests": sm["requests"]})
+    result = {"model": b.name, "tiers": 3, "command": command, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "testbed": {"described": tb.describe(), "latency_method": s.delay_method, "bandwidth_mbps": bandwidth,
+                          "latency_ms": latency, "backbone_mbps": backbone, "backbone_ms": backbone_latency,
+                          "device_quota_cpus": device_quota, "edge_quota_cpus": edge_quota, "emulation": tb.kind},
+              "machine": prof["device"]["machine"], "requests_per_plan": requests, "rows": rows,
+              "images": images or "random tensors (elpv-dataset not installed, or the input is not an image)",
+              "seconds": round(time.perf_counter() - t_start, 1)}
+    write_json_atomic(out / "summary.json", result)
+    table = format_tiers_summary(result)
+    (out / "summary.md").write_text(table + "\n")
+    say(table)
+    say(f"[demo] results in {out}/ (summary.md, summary.json, plan.json, profiles, runs) in {result['seconds']:.0f} s")
+    return result
+
+
+def _compile_for(b, c: dict, compile_cuts, compile_middle) -> None:
+    """What placement ``c`` of a three-tier plan runs: the head at the first crossing, the middle
+    part to the second and the tail after it (or the tail after the only crossing)."""
+    xs = c["crossings"]
+    for x in xs:
+        if x["cut"] is not None:
+            compile_cuts(b, [b.cuts[x["cut"]]], tl="on" if x["tl"] else "off")
+    if len(xs) == 2 and xs[0]["cut"] is not None:
+        compile_middle(b, b.cuts[xs[0]["cut"]], b.cuts[xs[1]["cut"]], tl="on" if xs[0]["tl"] else "off",
+                       to_tl=xs[1]["tl"])
+
+
+def _run_tiers(tb, bpath: Path, c: dict, out: Path, images, requests: int, warmup: int) -> dict:
+    """Serve what ``c`` needs (a cloud and a forwarding edge, or one edge), run the device, stop them."""
+    s = tb.state
+    xs = c["crossings"]
+    serve = ["serve", bpath, "--threads", "1", "--insecure"]  # a lab link: CURVE's cost is measured elsewhere
+    slug = "-".join(f"{'input' if x['cut'] is None else x['cut']}{'tl' if x['tl'] else ''}{x['encoding']}" for x in xs) or "device"
+    procs = []
+    try:
+        if len(xs) == 2:
+            tail = xs[1]
+            procs.append(tb.popen("cloud", _tlcut(*serve, "--cut", tail["cut"], "--tl", "on" if tail["tl"] else "off",
+                                                  "--bind", s.cloud_bind), stderr=open(out / f"cloud-{slug}.log", "w")))
+            fwd = ["--forward", s.cloud_endpoint, "--to", tail["cut"], "--to-tl", "on" if tail["tl"] else "off",
+                   "--forward-encoding", tail["encoding"], "--forward-timeout", "60", "--forward-insecure"]
+        else:
+            fwd = []
+        if xs:
+            head = xs[0]
+            cut = "input" if head["cut"] is None else head["cut"]
+            procs.append(tb.popen("edge", _tlcut(*serve, "--cut", cut, *(["--tl", "on" if head["tl"] else "off"]
+                                                                         if head["cut"] is not None else []),
+                                                 "--bind", s.edge_bind, *fwd), stderr=open(out / f"edge-{slug}.log", "w")))
+            _wait_for_edge(tb, procs[-1])
+            device = ["--cut", cut, "--tl", "on" if head["tl"] else "off", "--encoding", head["encoding"],
+                      "--edge", s.device_endpoint]
+        else:
+            device = ["--cut", "device", "--edge", s.device_endpoint]
+        f = out / f"run-{slug}.json"
+        r = tb.run("device", _tlcut("run", bpath, *device, *(["--images", images] if images else []),
+                                    "--requests", requests, "--warmup", warmup, "--threads", "1", "--timeout", "60",
+                                    "--retries", "0", "--fallback", "off", "--insecure", "-o", f))
+        _check(r, f"run {c['name']}")
+        return json.loads(f.read_text())
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+
+
+def format_tiers_summary(r: dict) -> str:
+    t = r["testbed"]
+    lines = [f"# tlcut demo --tiers 3: {r['model']}", "",
+             f"Emulation: {t['described']}. {r['requests_per_plan']} timed requests per placement, "
+             f"inputs: {r.get('images', 'random tensors')}. {r['date']}.", "",
+             *([f"Command: `{r['command']}`  "] if r.get("command") else []),
+             "Machine: {platform}, {processor}; python {python}, onnxruntime {onnxruntime}, numpy {numpy}; "
+             "one thread per tier.".format(**r["machine"]), "",
+             "| placement | what runs where | predicted device / edge / cloud (ms) | predicted median (ms) | "
+             "measured median (ms) | error | measured p90 (ms) |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for x in r["rows"]:
+        pt = x["predicted_tiers_ms"]
+        lines.append(f"| {x['placement']} | {x['choice']} | {pt['device']:.1f} / {pt['edge']:.1f} / {pt['cloud']:.1f} | "
+                     f"{x['predicted_ms']:.1f} | {x['measured_ms']:.1f} | {x['error_pct']:+.1f}% | {x['measured_p90_ms']:.1f} |")
+    by = {x["placement"]: x for x in r["rows"]}
+    three, two = by.get("best three tiers"), by.get("best two tiers")
+    if three and two:
+        lines += ["", f"Best three tiers over best two tiers (>1: the cloud pays): {two['measured_ms'] / three['measured_ms']:.2f}x "
+                      f"measured, {two['predicted_ms'] / three['predicted_ms']:.2f}x predicted."]
+    return "\n".join(lines)
 
 
 def format_summary(r: dict) -> str:

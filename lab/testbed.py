@@ -9,6 +9,10 @@ to the edge server (so request payloads see rate-limited transfer plus the delay
 path). The device runs under a cgroup CPU quota (a Jetson-class device several times slower than
 the edge) and device and edge are pinned to different cores. Everything made is torn down on
 exit, error, Ctrl-C or SIGTERM.
+
+With ``cloud`` a third namespace (cloud 198.51.100.2, TEST-NET-2) sits behind the edge on a second
+veth pair, the backbone, shaped and delayed the same way on the edge's egress (three tiers: the
+edge forwards to the cloud). The edge may get a CPU quota of its own (a small edge box).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from pathlib import Path
 from tlcut.errors import TlcutError
 
 DEVICE_IP, EDGE_IP = "192.0.2.1", "192.0.2.2"
+EDGE_BACK_IP, CLOUD_IP = "198.51.100.1", "198.51.100.2"  # the backbone, edge -> cloud
+ROLES = ("device", "edge", "cloud")
 STATE_DIR = Path("/run/tlcut")
 CFS_PERIOD_US = 10_000  # a short period keeps the throttled device's timing smooth
 
@@ -41,6 +47,12 @@ class Config:
     edge_cpus: str = "1"
     port: int = 5555
     delay: str = "auto"  # auto | netem | relay | none
+    edge_quota: float | None = None  # fraction of a CPU for the edge; None: its whole core
+    cloud: bool = False  # a third tier behind the edge, on the backbone
+    backbone_mbps: float = 1000.0
+    backbone_ms: float = 20.0
+    cloud_cpus: str = "0"  # shares the device's core: the device may use only its quota of it
+    cloud_port: int = 5565
 
 
 @dataclass
@@ -50,7 +62,9 @@ class State:
     ns_device: str
     ns_edge: str
     delay_method: str = ""
-    cgroup: str | None = None
+    cgroup: str | None = None  # the device's
+    ns_cloud: str | None = None
+    edge_cgroup: str | None = None
     relay_pid: int | None = None
     made: list = field(default_factory=list)
 
@@ -65,6 +79,18 @@ class State:
         if self.delay_method == "relay":
             return f"tcp://127.0.0.1:{self.config.port + 1}"
         return f"tcp://{EDGE_IP}:{self.config.port}"
+
+    @property
+    def cloud_endpoint(self) -> str:
+        """What the edge forwards to (three tiers)."""
+        return f"tcp://{CLOUD_IP}:{self.config.cloud_port}"
+
+    @property
+    def cloud_bind(self) -> str:
+        """What the cloud server binds (behind the backbone's relay where one is used)."""
+        if self.delay_method == "relay":
+            return f"tcp://127.0.0.1:{self.config.cloud_port + 1}"
+        return self.cloud_endpoint
 
 
 def _sh(*argv, check=True, quiet=False):
@@ -107,7 +133,8 @@ class Testbed:
         self.log = log
         short = name or uuid.uuid4().hex[:6]
         self.state = state or State(name=short, config=self.config, ns_device=f"tlcut-{short}-dev",
-                                    ns_edge=f"tlcut-{short}-edge")
+                                    ns_edge=f"tlcut-{short}-edge",
+                                    ns_cloud=f"tlcut-{short}-cloud" if self.config.cloud else None)
         self._procs: list[subprocess.Popen] = []
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -135,48 +162,63 @@ class Testbed:
         c, s = self.config, self.state
         if c.bandwidth_mbps <= 0 or c.latency_ms < 0 or not 0 < c.device_quota <= 64:
             raise TlcutError("testbed: bandwidth must be > 0, latency >= 0 and the device quota in (0, 64] CPUs")
-        vd, ve = f"tl{s.name}d", f"tl{s.name}e"
-        for ns in (s.ns_device, s.ns_edge):
+        if c.edge_quota is not None and not 0 < c.edge_quota <= 64:
+            raise TlcutError(f"testbed: the edge quota must be in (0, 64] CPUs, got {c.edge_quota:g}")
+        if c.cloud and (c.backbone_mbps <= 0 or c.backbone_ms < 0):
+            raise TlcutError("testbed: the backbone's bandwidth must be > 0 and its latency >= 0")
+        for ns in (s.ns_device, s.ns_edge, *([s.ns_cloud] if c.cloud else [])):
             _sh("ip", "netns", "add", ns)
             s.made.append(["netns", ns])
-        _sh("ip", "link", "add", vd, "type", "veth", "peer", "name", ve)
-        _sh("ip", "link", "set", vd, "netns", s.ns_device)
-        _sh("ip", "link", "set", ve, "netns", s.ns_edge)
-        for ns, dev, ip in ((s.ns_device, vd, DEVICE_IP), (s.ns_edge, ve, EDGE_IP)):
+        s.delay_method = self._link(s.ns_device, f"tl{s.name}d", DEVICE_IP, s.ns_edge, f"tl{s.name}e", EDGE_IP,
+                                    c.bandwidth_mbps, c.latency_ms, c.delay, "edge", c.port, _relay_control(s))
+        if c.cloud:
+            # the backbone delays the same way as the uplink, so both hops are measured alike
+            self._link(s.ns_edge, f"tl{s.name}b", EDGE_BACK_IP, s.ns_cloud, f"tl{s.name}c", CLOUD_IP,
+                       c.backbone_mbps, c.backbone_ms, s.delay_method if s.delay_method != "none" else c.delay,
+                       "cloud", c.cloud_port, _relay_control(s) + "-backbone")
+        s.cgroup = self._make_cgroup("device", c.device_quota)
+        if c.edge_quota is not None:
+            s.edge_cgroup = self._make_cgroup("edge", c.edge_quota)
+        edge_cpu = f"{c.edge_quota:g} CPU of core {c.edge_cpus}" if c.edge_quota is not None else f"cpus {c.edge_cpus}"
+        self.log(f"[testbed] device {DEVICE_IP} (cpus {c.device_cpus}, quota {c.device_quota:g} CPU) -> "
+                 f"edge {EDGE_IP} ({edge_cpu}); uplink {c.bandwidth_mbps:g} Mbit/s (tc tbf), "
+                 f"latency {c.latency_ms:g} ms ({_delay_words(s.delay_method)})"
+                 + (f"; backbone edge {EDGE_BACK_IP} -> cloud {CLOUD_IP} (cpus {c.cloud_cpus}) "
+                    f"{c.backbone_mbps:g} Mbit/s, {c.backbone_ms:g} ms" if c.cloud else ""))
+        return s
+
+    def _link(self, ns_a: str, dev_a: str, ip_a: str, ns_b: str, dev_b: str, ip_b: str, mbps: float, ms: float,
+              method: str, role_b: str, port: int, control: str) -> str:
+        """A veth pair from ``ns_a`` to ``ns_b``, shaped on a's egress to ``mbps`` and delayed by
+        ``ms`` (netem, or the relay in b listening on ``port`` before b's server at ``port + 1``);
+        returns the delay method used."""
+        _sh("ip", "link", "add", dev_a, "type", "veth", "peer", "name", dev_b)
+        _sh("ip", "link", "set", dev_a, "netns", ns_a)
+        _sh("ip", "link", "set", dev_b, "netns", ns_b)
+        for ns, dev, ip in ((ns_a, dev_a, ip_a), (ns_b, dev_b, ip_b)):
             _sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
             _sh("ip", "-n", ns, "link", "set", dev, "up")
             _sh("ip", "-n", ns, "link", "set", "lo", "up")
             # a persistent connection must not fall back to slow start between requests
             _sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_slow_start_after_idle=0", check=False)
-        # uplink shaping on the device's egress; the burst is ~2 ms at the rate, so even small
-        # payloads travel at the shaped rate
-        rate_bytes = c.bandwidth_mbps * 1e6 / 8
-        burst = max(3200, int(rate_bytes * 0.002))
-        tbf = ["tbf", "rate", f"{c.bandwidth_mbps}mbit", "burst", str(burst), "latency", "2000ms"]
-        method = c.delay
-        if c.latency_ms == 0 or method == "none":
-            method = "none"
-            _sh("tc", "-n", s.ns_device, "qdisc", "add", "dev", vd, "root", *tbf)
-        else:
-            if method in ("auto", "netem"):
-                r = _sh("tc", "-n", s.ns_device, "qdisc", "add", "dev", vd, "root", "handle", "1:", "netem",
-                        "delay", f"{c.latency_ms}ms", "limit", "100000", check=False)
-                if r.returncode == 0:
-                    _sh("tc", "-n", s.ns_device, "qdisc", "add", "dev", vd, "parent", "1:1", "handle", "10:", *tbf)
-                    method = "netem"
-                elif method == "netem":
-                    raise TlcutError(f"testbed: netem is not available in this kernel ({r.stderr.strip()}); use --delay relay")
-                else:
-                    method = "relay"
-            if method == "relay":
-                _sh("tc", "-n", s.ns_device, "qdisc", "add", "dev", vd, "root", *tbf)
-                s.relay_pid = self._start_relay(c.port, c.port + 1)
-        s.delay_method = method
-        s.cgroup = self._make_cgroup()
-        self.log(f"[testbed] device {DEVICE_IP} (cpus {c.device_cpus}, quota {c.device_quota:g} CPU) -> "
-                 f"edge {EDGE_IP} (cpus {c.edge_cpus}); uplink {c.bandwidth_mbps:g} Mbit/s (tc tbf), "
-                 f"latency {c.latency_ms:g} ms ({_delay_words(method)})")
-        return s
+        # shaping on a's egress; the burst is ~2 ms at the rate, so even small payloads travel at
+        # the shaped rate
+        rate_bytes = mbps * 1e6 / 8
+        tbf = ["tbf", "rate", f"{mbps}mbit", "burst", str(max(3200, int(rate_bytes * 0.002))), "latency", "2000ms"]
+        if ms == 0 or method == "none":
+            _sh("tc", "-n", ns_a, "qdisc", "add", "dev", dev_a, "root", *tbf)
+            return "none"
+        if method in ("auto", "netem"):
+            r = _sh("tc", "-n", ns_a, "qdisc", "add", "dev", dev_a, "root", "handle", "1:", "netem",
+                    "delay", f"{ms}ms", "limit", "100000", check=False)
+            if r.returncode == 0:
+                _sh("tc", "-n", ns_a, "qdisc", "add", "dev", dev_a, "parent", "1:1", "handle", "10:", *tbf)
+                return "netem"
+            if method == "netem":
+                raise TlcutError(f"testbed: netem is not available in this kernel ({r.stderr.strip()}); use --delay relay")
+        _sh("tc", "-n", ns_a, "qdisc", "add", "dev", dev_a, "root", *tbf)
+        self._start_relay(port, port + 1, role=role_b, listen_ip=ip_b, control=control, ms=ms)
+        return "relay"
 
     def down(self) -> None:
         for p in self._procs:
@@ -210,9 +252,13 @@ class Testbed:
 
     def describe(self) -> str:
         c = self.config
+        edge = (f"edge limited to {c.edge_quota:g} CPU on core {c.edge_cpus}" if c.edge_quota is not None
+                else f"edge on core {c.edge_cpus}")
         return (f"testbed (root): network namespaces, uplink {c.bandwidth_mbps:g} Mbit/s by tc tbf, latency "
                 f"{c.latency_ms:g} ms by {_delay_words(self.state.delay_method)}, device limited to "
-                f"{c.device_quota:g} CPU by a cgroup quota on core {c.device_cpus}, edge on core {c.edge_cpus}")
+                f"{c.device_quota:g} CPU by a cgroup quota on core {c.device_cpus}, {edge}"
+                + (f"; backbone edge -> cloud {c.backbone_mbps:g} Mbit/s, {c.backbone_ms:g} ms, cloud on core "
+                   f"{c.cloud_cpus}" if c.cloud else ""))
 
     def device_args(self) -> list[str]:
         return []  # the cgroup quota slows the device
@@ -220,10 +266,10 @@ class Testbed:
     # -- running things inside ----------------------------------------------------------------------
     def command(self, role: str, argv: list[str]) -> list[str]:
         s, c = self.state, self.config
-        if role not in ("device", "edge"):
-            raise TlcutError(f"testbed role must be device or edge, got '{role}'")
-        ns = s.ns_device if role == "device" else s.ns_edge
-        cpus = c.device_cpus if role == "device" else c.edge_cpus
+        if role not in ROLES or (role == "cloud" and not c.cloud):
+            raise TlcutError(f"testbed role must be {'device, edge or cloud' if c.cloud else 'device or edge'}, got '{role}'")
+        ns = {"device": s.ns_device, "edge": s.ns_edge, "cloud": s.ns_cloud}[role]
+        cpus = {"device": c.device_cpus, "edge": c.edge_cpus, "cloud": c.cloud_cpus}[role]
         return ["ip", "netns", "exec", ns, "taskset", "-c", cpus, *argv]
 
     def popen(self, role: str, argv: list[str], **kw) -> subprocess.Popen:
@@ -235,7 +281,8 @@ class Testbed:
         return run_to_end(self, role, argv, capture_output, **kw)
 
     def _enter_cgroup(self, role: str):
-        procs = _cgroup_procs_file(self.state.cgroup) if role == "device" and self.state.cgroup else None
+        cgroup = {"device": self.state.cgroup, "edge": self.state.edge_cgroup}.get(role)
+        procs = _cgroup_procs_file(cgroup) if cgroup else None
 
         def enter():
             if procs:
@@ -243,16 +290,16 @@ class Testbed:
 
         return enter
 
-    def _make_cgroup(self) -> str | None:
+    def _make_cgroup(self, role: str, cpus: float) -> str | None:
         root = _cgroup_root()
         if root is None:
-            self.log("[testbed] no cgroup CPU controller found: the device runs unthrottled")
+            self.log(f"[testbed] no cgroup CPU controller found: the {role} runs unthrottled")
             return None
         kind, base = root
-        path = base / f"tlcut-{self.state.name}-device"
+        path = base / f"tlcut-{self.state.name}-{role}"
         path.mkdir(exist_ok=True)
         self.state.made.append(["cgroup", str(path)])
-        quota = int(self.config.device_quota * CFS_PERIOD_US)
+        quota = int(cpus * CFS_PERIOD_US)
         if kind == "v2":
             with contextlib.suppress(OSError):
                 (base / "cgroup.subtree_control").write_text("+cpu")
@@ -273,21 +320,26 @@ class Testbed:
         self._start_relay(port, port + 1)
         return f"127.0.0.1:{port + 1}"
 
-    def _start_relay(self, port: int, upstream: int) -> int:
+    def _start_relay(self, port: int, upstream: int, role: str = "edge", listen_ip: str = EDGE_IP,
+                     control: str | None = None, ms: float | None = None) -> int:
         s, c = self.state, self.config
-        control = _relay_control(s)
-        if not Path(control).exists():  # every relay of this testbed follows the one control file
-            Path(control).write_text(f"0 {c.latency_ms}\n")  # rate 0: the relay only delays; tc shapes
+        control = control or _relay_control(s)
+        ms = c.latency_ms if ms is None else ms
+        if not Path(control).exists():  # every relay of one link follows its one control file
+            Path(control).write_text(f"0 {ms}\n")  # rate 0: the relay only delays; tc shapes
             s.made.append(["file", control])
-        argv = self.command("edge", [sys.executable, "-m", "tlcut.lab.relay", f"{EDGE_IP}:{port}",
-                                     f"127.0.0.1:{upstream}", str(c.latency_ms), "0", control])
+        argv = self.command(role, [sys.executable, "-m", "tlcut.lab.relay", f"{listen_ip}:{port}",
+                                   f"127.0.0.1:{upstream}", str(ms), "0", control])
         p = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         s.made.append(["pid", p.pid])
+        if role == "edge" and s.relay_pid is None:
+            s.relay_pid = p.pid
+        ns = s.ns_cloud if role == "cloud" else s.ns_edge
         # wait until it listens
         for _ in range(100):
             if p.poll() is not None:
                 raise TlcutError(f"testbed: the delay relay failed: {p.stderr.read().decode()[-300:]}")
-            r = _sh("ip", "netns", "exec", s.ns_edge, "ss", "-ltn", f"sport = :{port}", check=False)
+            r = _sh("ip", "netns", "exec", ns, "ss", "-ltn", f"sport = :{port}", check=False)
             if str(port) in r.stdout:
                 return p.pid
             time.sleep(0.05)

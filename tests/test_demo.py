@@ -46,3 +46,35 @@ def test_demo_testbed_without_root_is_a_one_line_error(tmp_path, monkeypatch, ca
     assert cli.main(["demo", "TinyBranchNet", "--emulation", "testbed", "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--emulation loopback" in err[0]
+
+
+@pytest.mark.root
+def test_demo_three_tiers_runs_a_cloud_behind_the_edge(tmp_path):
+    from tlcut.lab import demo as demo_mod
+    from tlcut.lab import testbed as tbm
+
+    if tbm.available():
+        pytest.skip(f"testbed unavailable: {tbm.available()}")
+    said = []
+    r = demo_mod.demo_tiers("TinyBranchNet", tmp_path / "out", input_shape="30,30,3", requests=4, warmup=1,
+                            bench_iterations=3, backbone_latency=15, say=said.append)
+    rows = {row["placement"]: row for row in r["rows"]}
+    three, two = rows["best three tiers"], rows["best two tiers"]
+    assert three["choice"].endswith("> cloud") and "cloud" not in two["choice"]
+    # the edge answers only after the cloud did, across the backbone's 15 ms
+    assert three["measured_edge_ms"] >= 15 > two["measured_edge_ms"]
+    assert rows["device only"]["measured_transfer_ms"] == 0
+    for row in r["rows"]:
+        assert row["requests"] == 4 and row["predicted_ms"] > 0
+    assert "backbone edge -> cloud 1000 Mbit/s, 15 ms" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("argv, says", [(["--tiers", "3", "--min-cut", "5"], "drop --min-cut"),
+                                        (["--edge-quota", "0.5"], "belong to --tiers 3")])
+def test_demo_tier_flags_are_checked_first(tmp_path, capsys, argv, says):
+    from tlcut import cli
+
+    assert cli.main(["demo", "TinyBranchNet", *argv, "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0]
+    assert not (tmp_path / "o").exists()

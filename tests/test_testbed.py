@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -173,3 +174,55 @@ def test_expose_puts_a_second_service_behind_the_same_link():
     same, ms = r.stdout.split()
     assert r.returncode == 0 and same == "True", r.stderr[-1000:]
     assert float(ms) >= 40 * 0.9, ms
+
+
+def test_three_tiers_chain_across_uplink_and_backbone(bundle):
+    """device -> edge (middle part, 0.5 CPU) -> cloud: the answer is the model's, the backbone's
+    delay shows inside the edge's time, and the device has no route to the cloud but the edge."""
+    from tlcut.toolchain.compile import compile_middle
+
+    compile_middle(bundle, bundle.cuts[0], bundle.cuts[1], tl="off", to_tl=False)
+    compile_cuts(bundle, [bundle.cuts[1]], tl="both")
+    cfg = tbm.Config(bandwidth_mbps=50, latency_ms=10, port=5711, cloud=True, backbone_mbps=200, backbone_ms=25,
+                     cloud_port=5721, edge_quota=0.5)
+    tlcut = [sys.executable, "-m", "tlcut", "serve", str(bundle.path), "--threads", "1", "--insecure"]
+    with tbm.Testbed(cfg, log=lambda *_: None) as tb:
+        s = tb.state
+        names = (s.ns_device, s.ns_edge, s.ns_cloud)
+        assert all(n in _netns() for n in names)
+        assert subprocess.run(["ip", "-n", s.ns_device, "route", "get", tbm.CLOUD_IP], capture_output=True).returncode != 0
+        if s.edge_cgroup and Path(s.edge_cgroup, "cpu.max").exists():  # cgroup v2
+            assert Path(s.edge_cgroup, "cpu.max").read_text().split()[0] == str(int(0.5 * tbm.CFS_PERIOD_US))
+        cloud = tb.popen("cloud", tlcut + ["--cut", "1", "--bind", s.cloud_bind], stderr=subprocess.DEVNULL)
+        edge = tb.popen("edge", tlcut + ["--cut", "0", "--bind", s.edge_bind, "--forward", s.cloud_endpoint,
+                                         "--to", "1", "--forward-insecure"], stderr=subprocess.DEVNULL)
+        try:
+            code = (
+                "import json, sys, numpy as np\n"
+                "from tlcut.bundle import Bundle\n"
+                "from tlcut.runtime.run import Device, inputs, wait_for_edge\n"
+                f"b = Bundle.open({str(bundle.path)!r})\n"
+                f"wait_for_edge({s.device_endpoint!r}, 60, insecure=True)\n"
+                f"dev = Device(b, '0', edge={s.device_endpoint!r}, timeout_s=20, insecure=True)\n"
+                "out = []\n"
+                "for x in inputs(b, None, 6, seed=2):\n"
+                "    y, rec = dev.infer(x)\n"
+                "    out.append({'x': x.tolist(), 'y': y.tolist(), 'rec': rec})\n"
+                "json.dump(out, sys.stdout)\n")
+            r = tb.run("device", [sys.executable, "-c", code], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr[-2000:]
+        finally:
+            for p in (edge, cloud):
+                p.terminate()
+                p.wait(10)
+    assert not any(n in _netns() for n in names), "the testbed tore all three namespaces down"
+    sess = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    items = json.loads(r.stdout)
+    ys = [np.array(i["y"], np.float32) for i in items]
+    for item, y in zip(items, ys):
+        assert np.abs(y - sess.run(None, {"x": np.array(item["x"], np.float32)})[0]).max() <= 1e-5
+    assert np.abs(ys[0] - ys[1]).max() > 1e-4, "the output must move with the input"
+    # the edge's time holds the backbone crossing: 25 ms delay plus cut 1's transfer at 200 Mbit/s
+    edge_ms = float(np.median([i["rec"]["edge_ms"] for i in items]))
+    want = 25 + bundle.cuts[1].bytes * 8 / 200e6 * 1e3
+    assert want * 0.9 < edge_ms < want * 3 + 50, (edge_ms, want)

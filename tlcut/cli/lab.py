@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from tlcut.cli import Verb, emit_json, say
@@ -12,7 +13,7 @@ from tlcut.errors import TlcutError
 
 
 class Testbed(Verb):
-    """Emulate device, edge and uplink on this machine (root): up, exec device|edge -- CMD, down, status."""
+    """Emulate device, edge and uplink (and a cloud behind the edge) on this machine (root): up, exec ROLE -- CMD, down, status."""
 
     name = "testbed"
 
@@ -28,8 +29,17 @@ class Testbed(Verb):
         up.add_argument("--port", type=int, default=5555, help="edge port (default 5555)")
         up.add_argument("--delay", default="auto", choices=["auto", "netem", "relay", "none"],
                         help="how latency is added: netem where the kernel has it, else tlcut's delay relay (default auto)")
-        ex = sub.add_parser("exec", help="run a command inside the device or the edge")
-        ex.add_argument("role", choices=["device", "edge"])
+        up.add_argument("--edge-quota", type=float, default=None, metavar="CPUS",
+                        help="CPU the edge may use (default its whole core)")
+        t = up.add_argument_group("three tiers: a cloud behind the edge")
+        t.add_argument("--cloud", action="store_true", help="add the cloud's namespace and the backbone link")
+        t.add_argument("--backbone", type=float, default=1000.0, metavar="MBPS", help="edge -> cloud rate (default 1000)")
+        t.add_argument("--backbone-latency", type=float, default=20.0, metavar="MS",
+                       help="edge -> cloud round-trip latency (default 20)")
+        t.add_argument("--cloud-cpus", default="0", help="cores the cloud is pinned to (default 0)")
+        t.add_argument("--cloud-port", type=int, default=5565, help="cloud port (default 5565)")
+        ex = sub.add_parser("exec", help="run a command inside the device, the edge or the cloud")
+        ex.add_argument("role", choices=["device", "edge", "cloud"])
         ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
         rp = sub.add_parser("replay", help="replay a link trace (CSV time_s,mbps,ms) on a testbed that is up")
         rp.add_argument("trace", help="a CSV of time_s,mbps,ms rows, or a shipped one: stepped, 5g-uplink")
@@ -43,7 +53,9 @@ class Testbed(Verb):
 
         if a.action == "up":
             cfg = tbm.Config(bandwidth_mbps=a.bandwidth, latency_ms=a.latency, device_quota=a.device_quota,
-                             device_cpus=a.device_cpus, edge_cpus=a.edge_cpus, port=a.port, delay=a.delay)
+                             device_cpus=a.device_cpus, edge_cpus=a.edge_cpus, port=a.port, delay=a.delay,
+                             edge_quota=a.edge_quota, cloud=a.cloud, backbone_mbps=a.backbone,
+                             backbone_ms=a.backbone_latency, cloud_cpus=a.cloud_cpus, cloud_port=a.cloud_port)
             tb = tbm.Testbed(cfg, name=a.name, log=say)
             try:
                 state = tb.up()
@@ -52,7 +64,12 @@ class Testbed(Verb):
                 tb.down()
                 raise
             print(f"testbed '{state.name}' is up: devices connect to {state.device_endpoint}, the edge binds {state.edge_bind}")
-            print(f"  tlcut testbed exec edge -- tlcut serve BUNDLE --cut K --bind {state.edge_bind} --insecure")
+            if cfg.cloud:
+                print(f"  tlcut testbed exec cloud -- tlcut serve BUNDLE --cut K --bind {state.cloud_bind} --insecure")
+                print(f"  tlcut testbed exec edge -- tlcut serve BUNDLE --cut A --bind {state.edge_bind} --insecure "
+                      f"--forward {state.cloud_endpoint} --to K --forward-insecure")
+            else:
+                print(f"  tlcut testbed exec edge -- tlcut serve BUNDLE --cut K --bind {state.edge_bind} --insecure")
             print(f"  tlcut testbed exec device -- tlcut run BUNDLE --cut K --edge {state.device_endpoint} --insecure")
             print("  tlcut testbed down")
             return 0
@@ -78,8 +95,9 @@ class Testbed(Verb):
                 rep.stop()
             return 0
         if a.action == "status":
+            cloud = {"cloud_endpoint": state.cloud_endpoint, "cloud_bind": state.cloud_bind} if state.config.cloud else {}
             print(json.dumps({"name": state.name, "device_endpoint": state.device_endpoint, "edge_bind": state.edge_bind,
-                              "delay": state.delay_method, "config": vars(state.config)}, indent=1))
+                              **cloud, "delay": state.delay_method, "config": vars(state.config)}, indent=1))
             return 0
         cmd = list(a.cmd)
         if cmd and cmd[0] == "--":
@@ -121,12 +139,31 @@ class Demo(Verb):
         p.add_argument("--emulation", default="auto", choices=["auto", "testbed", "loopback"],
                        help="testbed (root: namespaces, tc, cgroups) or loopback (any user: pacing relay, "
                             "stretched device); auto picks the testbed where it can be built (default auto)")
+        t = p.add_argument_group("three tiers (device | edge | cloud; the testbed only)")
+        t.add_argument("--tiers", type=int, default=2, choices=[2, 3],
+                       help="3: a cloud behind the edge on a backbone link; plans every pair of cuts (default 2)")
+        t.add_argument("--backbone", type=float, default=1000.0, metavar="MBPS", help="edge -> cloud rate (default 1000)")
+        t.add_argument("--backbone-latency", type=float, default=20.0, metavar="MS",
+                       help="edge -> cloud round-trip latency (default 20)")
+        t.add_argument("--edge-quota", type=float, default=None, metavar="CPUS",
+                       help="the edge's CPU (default its whole core): a small edge box is where a cloud pays")
 
     def run(self, a):
-        from tlcut.lab.demo import demo
+        from tlcut.lab.demo import demo, demo_tiers
 
         if a.requests < 1 or a.warmup < 0 or a.iterations < 1:
             raise TlcutError("--requests and --iterations must be at least 1, --warmup at least 0")
+        if a.tiers == 3:
+            if a.min_cut is not None or a.emulation == "loopback":
+                raise TlcutError("--tiers 3 runs in the testbed and plans with per-tier constraints (`tlcut plan --must`); "
+                                 "drop --min-cut and --emulation loopback")
+            demo_tiers(a.model, a.out, bandwidth=a.bandwidth, latency=a.latency, backbone=a.backbone,
+                       backbone_latency=a.backbone_latency, device_quota=a.device_quota, edge_quota=a.edge_quota,
+                       requests=a.requests, warmup=a.warmup, bench_iterations=a.iterations, bundle=a.bundle,
+                       input_shape=a.input_shape, command=" ".join(["tlcut", *map(shlex.quote, sys.argv[1:])]), say=say)
+            return
+        if a.edge_quota is not None or a.backbone != 1000.0 or a.backbone_latency != 20.0:
+            raise TlcutError("--edge-quota, --backbone and --backbone-latency belong to --tiers 3")
         demo(a.model, a.out, bandwidth=a.bandwidth, latency=a.latency, device_quota=a.device_quota,
              requests=a.requests, warmup=a.warmup, bench_iterations=a.iterations, bundle=a.bundle,
              input_shape=a.input_shape, min_cut=a.min_cut, emulation=a.emulation, say=say)
