@@ -148,9 +148,9 @@ def triton_series(bundle, cut, devices, repeats, requests):
         if not line:
             break
         lines.append(line)
-        if line.startswith("READY"):
+        if "READY " in line:  # tritonserver's log may share the pipe mid-line
             break
-    if not lines or not lines[-1].startswith("READY"):
+    if not lines or "READY " not in lines[-1]:
         proc.kill()
         return None, f"PyTriton's tritonserver did not start from {py}: " + "".join(lines[-3:]).strip()[-300:]
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()

@@ -479,7 +479,8 @@ def main(argv=None) -> int:
         serve_pytriton(a.bundle, a.cut, tl=a.tl, grpc_port=a.grpc_port, http_port=a.http_port,
                        metrics_port=a.metrics_port, threads=a.threads, max_batch=a.max_batch,
                        max_queue_delay_us=a.max_queue_delay_us,
-                       on_ready=lambda names: print("READY " + " ".join(names), flush=True))
+                       # a line of its own even where tritonserver's log shares the pipe mid-line
+                       on_ready=lambda names: print("\nREADY " + " ".join(names), flush=True))
     except TlcutError as e:
         print(f"tlcut: error: {e}", file=sys.stderr)
         return 2

@@ -245,7 +245,7 @@ def triton_edge():
     def read():
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("READY"):
+            if "READY " in line:  # tritonserver's log may share the pipe mid-line
                 ready.set()
         ready.set()
 
