@@ -44,9 +44,7 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
     if emulation == "auto" and why:
         say(f"[demo] no testbed ({why}): running on loopback with the link and the device emulated in user space")
     out = Path(out or f"results/demo-{model}")
-    out.mkdir(parents=True, exist_ok=True)
-    t_start, steps = time.perf_counter(), 7
-    step = _stepper(t_start, steps, say)
+    t_start, step = _start(out, say)
 
     # 1. export ----------------------------------------------------------------------------------
     b, bpath = _bundle(model, out, bundle, input_shape, step)
@@ -101,7 +99,7 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
                     runs[label] = runs[c["name"]]
                     continue
                 cut = {DEVICE: "device", EDGE: "input"}.get(pl.where, pl.cut)
-                say(f"[demo 6/{steps}]   {label}: {pl.label}")
+                say(f"[demo 6/{STEPS}]   {label}: {pl.label}")
                 f = out / f"run-{pl.slug}.json"
                 r = tb.run("device", _tlcut("run", bpath, "--cut", cut, "--tl", "on" if pl.tl else "off",
                                             "--encoding", pl.encoding, *(["--jpeg-quality", pl.quality] if pl.quality else []),
@@ -155,10 +153,17 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
     return result
 
 
-def _stepper(t_start: float, steps: int, say):
+STEPS = 7
+
+
+def _start(out: Path, say):
+    """Make the results folder; (start time, the step printer both demos number their steps with)."""
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
     def step(i, text):
-        say(f"[demo {i}/{steps}] {text}  (t={time.perf_counter() - t_start:.0f} s)")
-    return step
+        say(f"[demo {i}/{STEPS}] {text}  (t={time.perf_counter() - t_start:.0f} s)")
+    return t_start, step
 
 
 def _bundle(model, out: Path, bundle, input_shape, step):
@@ -196,9 +201,7 @@ def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth:
     if why:
         raise TlcutError(f"--tiers 3 runs in the testbed's three namespaces: {why}; run as root (e.g. sudo)")
     out = Path(out or f"results/demo-{model}-tiers3")
-    out.mkdir(parents=True, exist_ok=True)
-    t_start, steps = time.perf_counter(), 7
-    step = _stepper(t_start, steps, say)
+    t_start, step = _start(out, say)
 
     b, bpath = _bundle(model, out, bundle, input_shape, step)
     step(2, f"{len(b.cuts)} cuts, the TL applies at {sum(c.tl for c in b.cuts)}")
@@ -238,7 +241,7 @@ def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth:
         for label, c in chosen.items():
             if c["name"] in runs:
                 continue
-            say(f"[demo 6/{steps}]   {label}: {c['name']}")
+            say(f"[demo 6/{STEPS}]   {label}: {c['name']}")
             runs[c["name"]] = _run_tiers(tb, bpath, c, out, images, requests, warmup)
     step(7, "summary")
     rows = []
