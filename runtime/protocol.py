@@ -13,7 +13,7 @@ Header, little-endian, 80 bytes::
       7    1 rank         number of dims used, 0..8
       8    8 request_id   u64 chosen by the device, echoed in the reply
      16    4 cut_id       u32 cut index the tensor belongs to (0xFFFFFFFF: the model input)
-     20    2 flags        u16, bit 0: payload went through the DeviceTL
+     20    2 flags        u16, bit 0: payload went through the DeviceTL; bits 8-15: tiles band + 1
      22    1 encoding     0 raw, 1 float16, 2 int8 affine, 3 uint8 affine, 4 jpeg (scale, zero_point)
      23    1 status       0 ok; for ERROR, an error code (ERRORS)
      24    8 payload_len  u64 bytes in the payload frame
@@ -47,6 +47,11 @@ REQUEST, RESULT, ERROR, PING, PONG = 1, 2, 3, 4, 5
 TYPES = {REQUEST: "REQUEST", RESULT: "RESULT", ERROR: "ERROR", PING: "PING", PONG: "PONG"}
 INPUT_CUT = 0xFFFFFFFF
 FLAG_TL = 1
+#: Bits 8-15 of flags: which band of a tiled segment the payload is (band index + 1; 0: not a band).
+BAND_SHIFT, BAND_MASK = 8, 0xFF00
+MAX_BANDS = 255
+#: The flag bits that pick what an edge runs, with the cut id.
+KEY_FLAGS = FLAG_TL | BAND_MASK
 MAX_RANK = 8
 
 ENC_RAW, ENC_FLOAT16, ENC_INT8, ENC_UINT8, ENC_JPEG = 0, 1, 2, 3, 4
@@ -74,6 +79,19 @@ E_UPSTREAM = 10      # an edge that forwards (three tiers): the next tier did no
 ERRORS = {E_BAD_FRAME: "bad frame", E_VERSION: "unsupported version", E_BAD_TYPE: "bad message type",
           E_WRONG_CUT: "wrong cut", E_WRONG_TENSOR: "wrong tensor", E_TOO_LARGE: "message too large",
           E_INTERNAL: "internal error", E_BUSY: "busy", E_REPLAY: "replayed request", E_UPSTREAM: "upstream unavailable"}
+
+
+def band_flags(index: int) -> int:
+    """The flags of a request for band ``index`` (0-based) of a tiled segment."""
+    if not 0 <= index < MAX_BANDS:
+        raise ValueError(f"band {index} is outside 0..{MAX_BANDS - 1}")
+    return (index + 1) << BAND_SHIFT
+
+
+def band_of(flags: int) -> int | None:
+    """The band a request's flags name, or None."""
+    b = (flags & BAND_MASK) >> BAND_SHIFT
+    return b - 1 if b else None
 
 
 class ProtocolError(Exception):

@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -68,7 +69,7 @@ class Edge:
 
     def __init__(self, bundle: Bundle, cuts: list[str], *, tl: str = "both", backend: str = backends.DEFAULT,
                  threads: int | None = None, max_message_bytes: int = DEFAULT_MAX_MESSAGE, precision: str = "float32",
-                 max_batch: int = 1, forward: Forward | None = None):
+                 max_batch: int = 1, forward: Forward | None = None, tiles=None, band: int | None = None):
         if not cuts:
             raise TlcutError("name the cut(s) to serve with --cut K (or --cut input for the whole model)")
         if max_batch < 1:
@@ -92,6 +93,9 @@ class Edge:
         if forward is not None and (max_batch > 1 or precision != "float32"):
             raise TlcutError("an edge that forwards runs float32 middle parts one request at a time; "
                              "drop --max-batch/--precision")
+        if tiles is not None or band is not None:
+            self._load_tiles(bundle, cuts, tl, be, threads, tiles, band, max_batch, precision, forward)
+            cuts = []
         for spec in cuts:
             p = Placement.resolve(bundle, spec)
             if p.where == DEVICE:
@@ -117,8 +121,10 @@ class Edge:
         for key, r in self.runners.items():
             r.activate()
             # one untimed run, so the first request does not pay for lazy initialisation
-            feed = {k: np.zeros(s, d) for k, (d, s) in r.input_metadata().items()}
-            r.infer(feed, check=False)
+            if hasattr(r, "warm"):
+                r.warm()  # a tiled segment warms what it runs itself: its nodes may not be up yet
+            else:
+                r.infer({k: np.zeros(s, d) for k, (d, s) in r.input_metadata().items()}, check=False)
             if key in self.batched:
                 br, name, cap = self.batched[key]
                 br.activate()
@@ -131,6 +137,27 @@ class Edge:
                 how = ("" if key[0] == P.INPUT_CUT else f"; compile one with `tlcut compile {bundle.path} --cuts {key[0]} "
                        f"--tl {'on' if key[1] else 'off'} --batch dynamic`")
                 log.warning("%s has no batched tail: its requests run one at a time%s", what, how)
+
+    def _load_tiles(self, bundle: Bundle, cuts, tl, be, threads, tiles, band, max_batch, precision, forward) -> None:
+        """A tiled segment: as the coordinator (``tiles``, a runtime.tiles.Tiles) the segment's bands
+        and the tail after it, or as a worker (``band``, with ``tiles`` its folder) one band."""
+        from tlcut.bundle import read_tiles
+        from tlcut.runtime import tiles as T
+
+        if forward is not None or max_batch > 1 or precision != "float32":
+            raise TlcutError("a tiled segment runs float32 bands one request at a time; drop --forward/--max-batch/--precision")
+        if len(cuts) != 1:
+            raise TlcutError("an edge serving tiles serves one cut, where the tiles start; give --cut once")
+        folder = tiles if band is not None else tiles.folder
+        T.check_start(bundle, read_tiles(Path(folder)), cuts[0])
+        if tl == "on":
+            raise TlcutError("tiles take the cut's own tensor, not the TL's; serve with --tl off")
+        if band is not None:
+            cut_id, flags, runner = T.band_runner(bundle, folder, band, be, threads)
+            self.runners[(cut_id, flags)] = runner
+            return
+        runner = T.TiledRunner(bundle, tiles, be, threads)
+        self.runners[(runner.cut_id, 0)] = runner
 
     def _load_middle(self, bundle: Bundle, p: Placement, tl: str, be, threads) -> None:
         """The parts from what the device sends (the input, or cut A with or without the TL) to the
@@ -174,7 +201,10 @@ class Edge:
         parts = []
         for (cut, flags), r in sorted(self.runners.items()):
             (name, (dtype, shape)), = r.input_metadata().items()
-            what = "whole model" if cut == P.INPUT_CUT else f"cut {cut}{' + TL' if flags & P.FLAG_TL else ''}"
+            what = _what(cut, flags).removeprefix("the ")
+            tiled = getattr(r, "cfg", None)
+            if tiled is not None:
+                what += f" in {len(tiled.workers)} bands ({', '.join(tiled.workers)})"
             parts.append(f"{what} ({dtype.name}{list(shape)})")
         return ", ".join(parts)
 
@@ -258,7 +288,7 @@ class Edge:
             if tensor is None:
                 raise P.ProtocolError(P.E_WRONG_TENSOR, "a REQUEST must carry a tensor; dtype 0 (none) is not one", h)
             self._check_replay(peer, rid)
-            key = (cut_id, flags & P.FLAG_TL)
+            key = (cut_id, flags & P.KEY_FLAGS)
             runner = self.runners.get(key)
             if runner is None:
                 raise P.ProtocolError(P.E_WRONG_CUT, f"this edge does not serve {_what(cut_id, flags)}; it serves {self.describe()}")
@@ -300,6 +330,8 @@ class Edge:
                 out += [y[j:j + 1] for j in range(len(chunk))]
                 self.stats["batches"] += 1
             return out
+        except P.ProtocolError:
+            raise  # a tiled segment's node failed: its own cause
         except Exception as e:  # the engine itself failed on well-formed requests
             raise P.ProtocolError(P.E_INTERNAL, f"inference failed: {str(e).splitlines()[0][:300]}") from None
 
@@ -532,7 +564,9 @@ def local_edge(bundle: Bundle, cuts: list[str], **kw):
 
 
 def _what(cut_id: int, flags: int) -> str:
-    return "the whole model" if cut_id == P.INPUT_CUT else f"cut {cut_id}{' + TL' if flags & P.FLAG_TL else ''}"
+    what = "the whole model" if cut_id == P.INPUT_CUT else f"cut {cut_id}{' + TL' if flags & P.FLAG_TL else ''}"
+    band = P.band_of(flags)
+    return what if band is None else f"band {band} of {'the input' if cut_id == P.INPUT_CUT else what}"
 
 
 def _stop_on_signals(stop: threading.Event):

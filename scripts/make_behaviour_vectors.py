@@ -82,7 +82,7 @@ def main():
     restored = (q.astype(np.float32) - np.float32(zp)) * np.float32(scale)
     row("cut 1, int8 affine encoding", request(q, 14, 1, encoding=enc, scale=scale, zero_point=zp),
         result(14, 1, run("tail", 1, False, restored), atol=1e-4))
-    row("other flag bits are ignored", request(mid, 15, 1, 0x8000), result(15, 1, run("tail", 1, False, mid)))
+    row("other flag bits are ignored", request(mid, 15, 1, 0x0080), result(15, 1, run("tail", 1, False, mid)))
     # the model input as pixels: a 7x7 RGB image the input [1, 3, 7, 7] (NCHW) stands for, x = q / 255
     pix = rng.integers(0, 256, (7, 7, 3), dtype=np.uint8)
     q8 = np.ascontiguousarray(pix.transpose(2, 0, 1)[None])
@@ -170,6 +170,8 @@ def main():
     row("jpeg with scale 0", request(jpg, 49, P.INPUT_CUT, encoding=P.ENC_JPEG, scale=0.0), error(P.E_WRONG_TENSOR, 49), needs="jpeg")
     row("jpeg to a cut whose input is not an image (cut 1, [1, 4, 7, 7])",
         request(jpg, 50, 1, encoding=P.ENC_JPEG, scale=s255), error(P.E_WRONG_TENSOR, 50, 1), needs="jpeg")
+    row("a tiles band to an edge that serves no bands (band 0 of cut 1)", request(mid, 51, 1, P.band_flags(0)),
+        error(P.E_WRONG_CUT, 51, 1))
 
     # -- replay refusal: per connection, ids must grow ----------------------------------------------
     row("replay: first id on a connection", request(mid, 100, 1), result(100, 1, run("tail", 1, False, mid)), peer="r")

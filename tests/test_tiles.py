@@ -383,3 +383,127 @@ def test_keras_segment_with_squeeze_excite_is_refused(keras_bundles):
                               b.cut("block3a_expand_bn").tensor)
     with pytest.raises(TlcutError, match="GlobalAveragePool"):
         tiles.Segment(seg_model, "NCHW")
+
+
+# -- serving: the bands on several nodes -----------------------------------------------------
+@pytest.fixture(scope="module")
+def tiled(residual_bundle, tmp_path_factory):
+    """A 16x16 residual graph's bundle and its input -> cut 1 segment in three bands (1:1:2)."""
+    from tlcut.toolchain.tiles import write_tiles
+
+    b = residual_bundle(hw=16, tl="off")
+    root = tmp_path_factory.mktemp("tiles")
+    write_tiles(b, "input", "1", [1, 1, 2], root / "three")
+    write_tiles(b, "input", "1", [1, 1], root / "two")
+    write_tiles(b, "0", "1", [2, 1], root / "from0")
+    return b, root
+
+
+def _untiled(b, x):
+    s = ort.InferenceSession(str(b.model_path))
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def _x(seed, shape=(1, 3, 16, 16)):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def test_bands_on_three_nodes_give_the_untiled_result(tiled):
+    from tlcut.runtime import protocol as P
+    from tlcut.runtime.run import EdgeClient, EdgeError
+    from tlcut.runtime.serve import Edge, serving
+    from tlcut.runtime.tiles import Tiles
+
+    b, root = tiled
+    w0, w2 = (Edge(b, ["input"], tiles=str(root / "three"), band=k) for k in (0, 2))
+    with serving(w0) as e0, serving(w2) as e2:
+        co = Edge(b, ["input"], tiles=Tiles(str(root / "three"), (e0, "local", e2), 5.0))
+        assert "3 bands" in co.describe()
+        with serving(co) as ec, EdgeClient(ec, 10) as c:
+            ys = []
+            for seed in (1, 2):
+                x = _x(seed)
+                y, _ = c.request(x, P.INPUT_CUT)
+                assert np.abs(y - _untiled(b, x)).max() <= 1e-5
+                ys.append(y)
+            assert np.abs(ys[0] - ys[1]).max() > 1e-2  # the output moves with the input
+            with pytest.raises(EdgeError) as e:  # a band is not what the coordinator serves
+                c.request(_x(3)[:, :, :6], P.INPUT_CUT, P.band_flags(0))
+            assert e.value.code == P.E_WRONG_CUT
+        co.close()
+        assert w0.stats["ok"] == 2 and w2.stats["ok"] == 2  # each node ran its band once per request
+        band2_rows = _x(4)[:, :, slice(*read_tiles(root / "three")["bands"][2]["in_rows"])]
+        with EdgeClient(e0, 10) as c0, pytest.raises(EdgeError) as e:  # band 2 sent to band 0's node
+            c0.request(band2_rows, P.INPUT_CUT, P.band_flags(2))
+        assert e.value.code == P.E_WRONG_CUT and "band 2 of the input" in e.value.message
+    for w in (w0, w2):
+        w.close()
+
+
+def test_tiles_from_a_cut_all_local(tiled):
+    from tlcut.runtime.run import EdgeClient
+    from tlcut.runtime.serve import Edge, serving
+    from tlcut.runtime.tiles import Tiles
+
+    b, root = tiled
+    s = ort.InferenceSession(str(b.path / b.find("head", 0).file))
+    co = Edge(b, ["0"], tiles=Tiles(str(root / "from0"), ("local", "local")))
+    with serving(co) as ec, EdgeClient(ec, 10) as c:
+        x = _x(5)
+        a = s.run(None, {s.get_inputs()[0].name: x})[0]
+        y, _ = c.request(a, 0)
+        assert np.abs(y - _untiled(b, x)).max() <= 1e-5 and np.abs(y).max() > 0
+    co.close()
+
+
+def test_a_silent_or_wrong_node_fails_the_request_with_its_cause_and_the_edge_serves_on(tiled):
+    import socket
+    import time
+
+    from tlcut.runtime import protocol as P
+    from tlcut.runtime.run import EdgeClient, EdgeError
+    from tlcut.runtime.serve import Edge, serving
+    from tlcut.runtime.tiles import Tiles
+
+    b, root = tiled
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        dead = f"tcp://127.0.0.1:{sk.getsockname()[1]}"
+    co = Edge(b, ["input"], tiles=Tiles(str(root / "three"), (dead, "local", "local"), 1.0))
+    x = _x(6)
+    with serving(co) as ec, EdgeClient(ec, 10) as c:
+        t0 = time.monotonic()
+        with pytest.raises(EdgeError) as e:
+            c.request(x, P.INPUT_CUT)
+        assert e.value.code == P.E_UPSTREAM and f"band 0's node ({dead})" in e.value.message
+        assert time.monotonic() - t0 < 5
+        wrong = Edge(b, ["input"], tiles=str(root / "two"), band=0)  # band 0 of another split: other rows
+        with serving(wrong, dead):
+            with pytest.raises(EdgeError) as e:
+                c.request(x, P.INPUT_CUT)
+            assert e.value.code == P.E_WRONG_TENSOR and "band 0's node" in e.value.message
+        wrong.close()
+        right = Edge(b, ["input"], tiles=str(root / "three"), band=0)
+        with serving(right, dead):  # the node is back: served again, on a fresh socket
+            y, _ = c.request(x, P.INPUT_CUT)
+            assert np.abs(y - _untiled(b, x)).max() <= 1e-5
+        right.close()
+    co.close()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--cut", "input", "--band", "0"], "--band belongs to --tiles"),
+    (["--cut", "input", "--tiles", "{three}", "--band", "0", "--workers", "local"], "not both"),
+    (["--cut", "input", "--tiles", "{three}", "--workers", "local,local"], "3 bands but 2 workers"),
+    (["--cut", "0", "--tiles", "{three}", "--band", "0"], "the tiles start at cut input"),
+    (["--cut", "input", "--tiles", "{three}", "--band", "5"], "bands 0..2"),
+    (["--cut", "input", "--tiles", "{three}", "--workers", "tcp://10.0.0.9:5555,local,local"], "refusing plain TCP"),
+    (["--cut", "input", "--tiles", "{three}", "--workers", "10.0.0.9,local,local"], "one endpoint per band"),
+    (["--cut", "input", "--tiles", "{three}", "--tl", "on", "--band", "0"], "not the TL's"),
+])
+def test_serve_tiles_refuses_bad_flags_in_one_line(tiled, capsys, args, needle):
+    b, root = tiled
+    args = [a.format(three=root / "three") for a in args]
+    assert cli.main(["serve", str(b.path), "--bind", "tcp://127.0.0.1:0", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("tlcut: error:") == 1 and needle in err and "Traceback" not in err

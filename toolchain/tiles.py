@@ -628,12 +628,23 @@ def write_tiles(bundle, src, dst, weights: list[float], out, force: bool = False
     from tlcut import __version__
     from tlcut.bundle import TILES_FORMAT, TILES_MANIFEST, TILES_VERSION, band_file, staged_dir, write_json_atomic
 
-    ca, cb = bundle.cut(src), bundle.cut(dst)
-    if cb.index <= ca.index:
-        raise TlcutError(f"--to cut {cb.index} must come after --from cut {ca.index}")
-    progress(f"[tiles] segment cut {ca.index} ({ca.layer}) -> cut {cb.index} ({cb.layer})")
-    seg_model = extract(onnx.load(str(bundle.model_path)), ca.tensor, cb.tensor)
-    seg = Segment(seg_model, ca.layout)
+    from tlcut.runtime.protocol import MAX_BANDS, image_layout
+
+    cb = bundle.cut(dst)
+    if str(src).strip() == "input":  # from the model input: the edge tiles the camera's image itself
+        inp = bundle.inputs[0]
+        start = {"cut": "input", "tensor": inp["name"], "layer": None, "index": -1,
+                 "layout": image_layout(inp["shape"])}
+    else:
+        ca = bundle.cut(src)
+        start = {"cut": ca.index, "tensor": ca.tensor, "layer": ca.layer, "index": ca.index, "layout": ca.layout}
+    if cb.index <= start["index"]:
+        raise TlcutError(f"--to cut {cb.index} must come after --from cut {start['cut']}")
+    if len(weights) > MAX_BANDS:
+        raise TlcutError(f"{len(weights)} bands; the protocol names at most {MAX_BANDS}")
+    progress(f"[tiles] segment {start['cut']} ({start['layer'] or start['tensor']}) -> cut {cb.index} ({cb.layer})")
+    seg_model = extract(onnx.load(str(bundle.model_path)), start["tensor"], cb.tensor)
+    seg = Segment(seg_model, start["layout"])
     heights = plan_bands(seg.height(seg.output), weights)
     bands = split(seg, heights)
     rows = describe(seg, bands, weights)
@@ -650,9 +661,9 @@ def write_tiles(bundle, src, dst, weights: list[float], out, force: bool = False
             "format": TILES_FORMAT, "version": TILES_VERSION,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "tlcut_version": __version__, "model": bundle.name, "model_sha256": bundle.model_sha256,
-            "from": {"cut": ca.index, "tensor": ca.tensor, "layer": ca.layer},
+            "from": {k: start[k] for k in ("cut", "tensor", "layer")},
             "to": {"cut": cb.index, "tensor": cb.tensor, "layer": cb.layer},
-            "input": {"name": seg.input, "shape": list(seg.shapes[seg.input]), "layout": ca.layout,
+            "input": {"name": seg.input, "shape": list(seg.shapes[seg.input]), "layout": start["layout"],
                       "height_axis": seg.h[seg.input]},
             "output": {"name": seg.output, "shape": list(seg.shapes[seg.output]), "layout": cb.layout,
                        "height_axis": seg.h[seg.output]},

@@ -44,6 +44,16 @@ class Serve(Verb):
         f.add_argument("--forward-key", metavar="SECRET", help="this edge's client NAME.key_secret for CURVE to the next tier")
         f.add_argument("--forward-server-key", metavar="PUBLIC", help="the next tier's public NAME.key")
         f.add_argument("--forward-insecure", action="store_true", help="plain TCP to the next tier outside loopback")
+        t = p.add_argument_group("tiles: the segment `tlcut tiles` wrote, run as bands on several nodes")
+        t.add_argument("--tiles", metavar="DIR", help="the tiles folder; --cut must be where the tiles start")
+        t.add_argument("--band", type=int, metavar="K", help="as a worker: serve band K of --tiles")
+        t.add_argument("--workers", metavar="EP,EP,...", help="as the coordinator: one node per band, in order "
+                                                              "(tcp://HOST:PORT, or 'local' to run it here)")
+        t.add_argument("--worker-timeout", type=float, default=10.0, metavar="S",
+                       help="seconds to wait for the bands before answering error 10 (default 10)")
+        t.add_argument("--worker-key", metavar="SECRET", help="this edge's client NAME.key_secret for CURVE to the workers")
+        t.add_argument("--worker-server-key", metavar="PUBLIC", help="the workers' public NAME.key")
+        t.add_argument("--worker-insecure", action="store_true", help="plain TCP to the workers outside loopback")
 
     def forward(self, a):
         """The Forward of --forward, checked before anything loads."""
@@ -70,6 +80,38 @@ class Serve(Verb):
                              "edge.key_secret --forward-server-key cloud.key, or --forward-insecure for a lab link") from None
         return Forward(a.forward, a.to, a.to_tl == "on", a.forward_encoding, a.forward_timeout, curve, a.forward_insecure)
 
+    def tiles(self, a):
+        """(Tiles or a worker's folder, band) of --tiles/--band/--workers, checked before anything loads."""
+        from tlcut.runtime.security import ClientCurve, require_policy
+        from tlcut.runtime.tiles import LOCAL, Tiles
+
+        if not a.tiles:
+            given = [f for f, v in (("--band", a.band), ("--workers", a.workers), ("--worker-key", a.worker_key))
+                     if v is not None]
+            if given:
+                raise TlcutError(f"{given[0]} belongs to --tiles DIR (the tiles folder)")
+            return None, None
+        if (a.band is None) == (a.workers is None):
+            raise TlcutError("--tiles needs --band K (serve one band, as a worker) or --workers EP,EP,... "
+                             "(coordinate the bands), not both")
+        if a.band is not None:
+            return a.tiles, a.band
+        workers = tuple(w.strip() for w in a.workers.split(",") if w.strip())
+        bad = [w for w in workers if w != LOCAL and "://" not in w]
+        if bad or not workers:
+            raise TlcutError(f"--workers '{a.workers}': give one endpoint per band, like tcp://10.0.0.2:5555,local")
+        if bool(a.worker_key) != bool(a.worker_server_key):
+            raise TlcutError("CURVE to the workers needs both --worker-key and --worker-server-key")
+        curve = ClientCurve.from_files(a.worker_key, a.worker_server_key) if a.worker_key else None
+        for w in workers:
+            if w != LOCAL:
+                try:
+                    require_policy(w, curve, a.worker_insecure, "device")
+                except TlcutError:
+                    raise TlcutError(f"refusing plain TCP to the worker at {w}: give --worker-key edge.key_secret "
+                                     "--worker-server-key worker.key, or --worker-insecure for a lab link") from None
+        return Tiles(a.tiles, workers, a.worker_timeout, curve, a.worker_insecure), None
+
     def run(self, a):
         import logging
 
@@ -84,9 +126,10 @@ class Serve(Verb):
                             stream=sys.stderr)
         self.sec.check(a.bind)  # before the halves load, not after
         forward = self.forward(a)
-        edge = Edge(self.b.bundle, self.cuts.cuts, tl=self.cuts.tl, backend=self.be.backend, threads=self.be.threads,
-                    max_message_bytes=a.max_message_mb << 20, precision=self.be.precision, max_batch=a.max_batch,
-                    forward=forward)
+        tiles, band = self.tiles(a)
+        edge = Edge(self.b.bundle, self.cuts.cuts, tl="off" if tiles and self.cuts.tl == "both" else self.cuts.tl, backend=self.be.backend,
+                    threads=self.be.threads, max_message_bytes=a.max_message_mb << 20, precision=self.be.precision,
+                    max_batch=a.max_batch, forward=forward, tiles=tiles, band=band)
         try:
             edge.serve(a.bind, max_requests=a.max_requests, curve=self.sec.curve, insecure=self.sec.insecure,
                        max_queue=a.max_queue, metrics_port=a.metrics_port, max_queue_delay_us=a.max_queue_delay_us)

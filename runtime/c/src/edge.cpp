@@ -85,8 +85,12 @@ std::string dims_str(const std::vector<int64_t> &s) {
 }
 
 std::string what(uint32_t cut, uint16_t flags) {
-    if (cut == TLC_INPUT_CUT) return "the whole model";
-    return "cut " + std::to_string(cut) + ((flags & TLC_FLAG_TL) ? " + TL" : "");
+    std::string w = cut == TLC_INPUT_CUT ? "the whole model"
+                                         : "cut " + std::to_string(cut) + ((flags & TLC_FLAG_TL) ? " + TL" : "");
+    if (flags & TLC_BAND_MASK)
+        return "band " + std::to_string(((flags & TLC_BAND_MASK) >> 8) - 1) + " of " +
+               (cut == TLC_INPUT_CUT ? std::string("the input") : w);
+    return w;
 }
 
 thread_local std::string create_error;  // why this thread's last tlc_edge_create failed
@@ -510,6 +514,7 @@ extern "C" int tlc_edge_add_cut(tlc_edge *e, const char *cut, int tl) {
 
 extern "C" int tlc_edge_request_header(const tlc_edge *e, uint32_t cut_id, uint16_t flags, tlc_header *out) {
     if (!e || !out) return TLC_E_INVALID_ARGUMENT;
+    if (flags & TLC_BAND_MASK) return TLC_E_WRONG_CUT;
     auto hit = e->halves.find({cut_id, flags & TLC_FLAG_TL});
     if (hit == e->halves.end()) return TLC_E_WRONG_CUT;
     const Half &h = hit->second;
@@ -638,7 +643,8 @@ static void answer(tlc_edge *e, const std::string &peer, const Frame *fr, size_t
             msg = "request id " + std::to_string(rid) + " is not above " + std::to_string(last) + ", the last one on this connection";
             break;
         }
-        auto hit = e->halves.find({cut, flags & TLC_FLAG_TL});
+        // a tiles band never matches a half: this edge serves whole tails only
+        auto hit = (flags & TLC_BAND_MASK) ? e->halves.end() : e->halves.find({cut, flags & TLC_FLAG_TL});
         if (hit == e->halves.end()) {
             code = TLC_E_WRONG_CUT;
             msg = "this edge does not serve " + what(cut, flags) + "; it serves " + describe(e);
