@@ -53,6 +53,10 @@ class Config:
     backbone_ms: float = 20.0
     cloud_cpus: str = "0"  # shares the device's core: the device may use only its quota of it
     cloud_port: int = 5565
+    nodes: int = 0  # edge nodes beside the edge (tiles): its namespace, each under its own CPU quota
+    node_quota: float = 0.5
+    node_cpus: str = "0,1"
+    node_port: int = 5575  # node k listens on 127.0.0.1:node_port + k inside the edge's namespace
 
 
 @dataclass
@@ -65,6 +69,7 @@ class State:
     cgroup: str | None = None  # the device's
     ns_cloud: str | None = None
     edge_cgroup: str | None = None
+    node_cgroups: list = field(default_factory=list)
     relay_pid: int | None = None
     made: list = field(default_factory=list)
 
@@ -164,6 +169,8 @@ class Testbed:
             raise TlcutError("testbed: bandwidth must be > 0, latency >= 0 and the device quota in (0, 64] CPUs")
         if c.edge_quota is not None and not 0 < c.edge_quota <= 64:
             raise TlcutError(f"testbed: the edge quota must be in (0, 64] CPUs, got {c.edge_quota:g}")
+        if c.nodes and not 0 < c.node_quota <= 64:
+            raise TlcutError(f"testbed: a node's quota must be in (0, 64] CPUs, got {c.node_quota:g}")
         if c.cloud and (c.backbone_mbps <= 0 or c.backbone_ms < 0):
             raise TlcutError("testbed: the backbone's bandwidth must be > 0 and its latency >= 0")
         for ns in (s.ns_device, s.ns_edge, *([s.ns_cloud] if c.cloud else [])):
@@ -179,6 +186,7 @@ class Testbed:
         s.cgroup = self._make_cgroup("device", c.device_quota)
         if c.edge_quota is not None:
             s.edge_cgroup = self._make_cgroup("edge", c.edge_quota)
+        s.node_cgroups = [self._make_cgroup(f"node{k}", c.node_quota) for k in range(c.nodes)]
         edge_cpu = f"{c.edge_quota:g} CPU of core {c.edge_cpus}" if c.edge_quota is not None else f"cpus {c.edge_cpus}"
         self.log(f"[testbed] device {DEVICE_IP} (cpus {c.device_cpus}, quota {c.device_quota:g} CPU) -> "
                  f"edge {EDGE_IP} ({edge_cpu}); uplink {c.bandwidth_mbps:g} Mbit/s (tc tbf), "
@@ -258,7 +266,13 @@ class Testbed:
                 f"{c.latency_ms:g} ms by {_delay_words(self.state.delay_method)}, device limited to "
                 f"{c.device_quota:g} CPU by a cgroup quota on core {c.device_cpus}, {edge}"
                 + (f"; backbone edge -> cloud {c.backbone_mbps:g} Mbit/s, {c.backbone_ms:g} ms, cloud on core "
-                   f"{c.cloud_cpus}" if c.cloud else ""))
+                   f"{c.cloud_cpus}" if c.cloud else "")
+                + (f"; {c.nodes} edge nodes in the edge's namespace (loopback to the edge), each limited to "
+                   f"{c.node_quota:g} CPU on cores {c.node_cpus}" if c.nodes else ""))
+
+    def node_endpoint(self, k: int) -> str:
+        """Where edge node ``k`` listens, as the edge (its namespace's loopback) reaches it."""
+        return f"tcp://127.0.0.1:{self.config.node_port + k}"
 
     def device_args(self) -> list[str]:
         return []  # the cgroup quota slows the device
@@ -266,8 +280,12 @@ class Testbed:
     # -- running things inside ----------------------------------------------------------------------
     def command(self, role: str, argv: list[str]) -> list[str]:
         s, c = self.state, self.config
+        node = _node_index(role, c.nodes)
+        if node is not None:
+            return ["ip", "netns", "exec", s.ns_edge, "taskset", "-c", c.node_cpus, *argv]
         if role not in ROLES or (role == "cloud" and not c.cloud):
-            raise TlcutError(f"testbed role must be {'device, edge or cloud' if c.cloud else 'device or edge'}, got '{role}'")
+            raise TlcutError(f"testbed role must be {'device, edge or cloud' if c.cloud else 'device or edge'}"
+                             f"{f' or node0..node{c.nodes - 1}' if c.nodes else ''}, got '{role}'")
         ns = {"device": s.ns_device, "edge": s.ns_edge, "cloud": s.ns_cloud}[role]
         cpus = {"device": c.device_cpus, "edge": c.edge_cpus, "cloud": c.cloud_cpus}[role]
         return ["ip", "netns", "exec", ns, "taskset", "-c", cpus, *argv]
@@ -281,7 +299,9 @@ class Testbed:
         return run_to_end(self, role, argv, capture_output, **kw)
 
     def _enter_cgroup(self, role: str):
-        cgroup = {"device": self.state.cgroup, "edge": self.state.edge_cgroup}.get(role)
+        node = _node_index(role, self.config.nodes)
+        cgroup = (self.state.node_cgroups[node] if node is not None
+                  else {"device": self.state.cgroup, "edge": self.state.edge_cgroup}.get(role))
         procs = _cgroup_procs_file(cgroup) if cgroup else None
 
         def enter():
@@ -368,6 +388,12 @@ def _delay_words(method: str) -> str:
 
 def _relay_control(s: State) -> str:
     return f"/tmp/tlcut-{s.name}-link"
+
+
+def _node_index(role: str, nodes: int) -> int | None:
+    """k for role ``nodeK`` of a testbed with that many edge nodes, else None."""
+    k = role[4:] if role.startswith("node") else ""
+    return int(k) if k.isdigit() and int(k) < nodes else None
 
 
 def _cgroup_procs_file(path: str) -> str:

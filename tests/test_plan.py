@@ -255,3 +255,37 @@ def test_placement_encodings_are_checked_where_they_apply():
         Placement(EDGE, encoding="jpeg", quality=0)
     with pytest.raises(TlcutError, match="only to --encoding jpeg"):
         Placement(EDGE, encoding="uint8", quality=90)
+
+
+def _tiles(start, to, fractions, weights, in_bytes=10_000, out_bytes=20_000, sha="abc"):
+    bands = [{"index": k, "work_fraction": f, "in_bytes": in_bytes, "out_bytes": out_bytes, "out_rows": [k, k + 1]}
+             for k, f in enumerate(fractions)]
+    return {"model": "m", "model_sha256": sha, "from": {"cut": start}, "to": {"cut": to}, "weights": weights,
+            "bands": bands, "_path": "tiles"}
+
+
+def test_tiles_at_the_edge_replace_the_edge_time_by_the_slowest_band_and_the_tail():
+    base = plan.plan(dev(), edge(), NET)
+    by0 = {c["name"]: c for c in base["ranking"]}
+    # input -> cut 1 on the edge: its head to cut 1, 4 ms; the tail after cut 1, 6 ms
+    r = plan.plan(dev(), edge(), NET, tiles=[_tiles("input", 1, [0.6, 0.6], [1, 1])])
+    by = {c["name"]: c for c in r["ranking"]}
+    t = by["edge only, tiles to cut 1 on 2 nodes"]
+    assert t["tiles"]["predicted_ms"]["total_ms"] == pytest.approx(4 * 0.6 + 6)
+    assert t["total_ms"] == pytest.approx(by0["edge only"]["total_ms"] - 10 + 8.4)
+    assert not any("tiles" in n for n in by if not n.startswith("edge only"))  # only what sends the input
+    # unequal nodes: the slower one (speed 1, 60% of the work) decides; a LAN adds its latency and bytes
+    link = plan.Network(up_mbps=100.0, rtt_ms=1.0, down_mbps=100.0, wire_overhead=1.0)
+    r = plan.plan(dev(), edge(), NET, tiles=[_tiles("input", 1, [0.6, 0.6], [2, 1])], tiles_link=link)
+    t = next(c for c in r["ranking"] if c.get("tiles"))
+    assert t["tiles"]["predicted_ms"]["slowest_band"] == 1
+    assert t["tiles"]["predicted_ms"]["bands_ms"] == pytest.approx(2.4 + 1 + 30_000 * 8 / 100e6 * 1e3)
+    # tiles from cut 0 sit beside cut 0 sent as it is (not through the TL): segment cut 0 -> cut 2
+    r = plan.plan(dev(), edge(), NET, tiles=[_tiles(0, 2, [0.5, 0.5, 0.5], [1, 1, 1])])
+    names = [c["name"] for c in r["ranking"] if c.get("tiles")]
+    assert len(names) == 1 and names[0].startswith("cut 0,")  # cut 0's float32 and no other encoding
+    seg = 6.0 - 1.0 + max(0.0, 1.0 + 9 - 10)  # heads 6 - 1, plus the call overhead (none here)
+    assert r["ranking"][[c["name"] for c in r["ranking"]].index(names[0])]["tiles"]["predicted_ms"]["total_ms"] \
+        == pytest.approx(seg * 0.5 + 4)
+    with pytest.raises(TlcutError, match="another model"):
+        plan.plan(dev(), edge(), NET, tiles=[_tiles("input", 1, [1], [1], sha="zzz")])

@@ -146,8 +146,13 @@ OBJECTIVES = ("latency", "throughput")
 
 
 def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None,
-         accuracy: dict | None = None, objective: str = "latency") -> dict:
-    """Every candidate with its predicted components; the best that meets the constraints."""
+         accuracy: dict | None = None, objective: str = "latency", tiles: list | None = None,
+         tiles_link: Network | None = None) -> dict:
+    """Every candidate with its predicted components; the best that meets the constraints.
+
+    ``tiles`` (manifests of `tlcut tiles`) add, for every placement that sends what a tiles folder
+    starts from, the same placement with that segment run as bands on the folder's nodes
+    (``tiled_edge_ms``)."""
     cons = cons or Constraints()
     if device["model_sha256"] != edge["model_sha256"]:
         raise TlcutError(
@@ -193,6 +198,23 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
             "device": 0.0, "device_tl": 0.0, "serialize": ser, "latency": net.rtt_ms, "transfer": net.up_ms(up),
             "deserialize": de, "edge_tl": 0.0, "edge": edge["full"]["median"], "reply": reply_ms}))
     cands.append(_cand(Placement(DEVICE), None, 0, {**{k: 0.0 for k in COMPONENTS}, "device": device["full"]["median"]}))
+    for t in tiles or []:
+        if t.get("model_sha256") != edge["model_sha256"]:
+            raise TlcutError(f"the tiles of {t.get('model')} are of another model than the profiles; run `tlcut tiles` on "
+                             "the bundle the profiles were benched from")
+        start = None if t["from"]["cut"] == "input" else int(t["from"]["cut"])
+        pred = tiled_edge_ms(edge, t, tiles_link)
+        for c in list(cands):
+            p = c["placement"]
+            sends = None if c["where"] == EDGE else c["cut"] if c["where"] == SPLIT and not c["tl"] else -2
+            if sends != start:
+                continue
+            comp = {**c["components_ms"], "edge": pred["total_ms"]}
+            tc = _cand(Placement.from_json(p), c["layer"], c["upload_bytes"], comp)
+            tc["name"] = f"{c['name']}, tiles to cut {t['to']['cut']} on {len(t['bands'])} nodes"
+            tc["tiles"] = {"folder": t.get("_path"), "to": t["to"]["cut"], "nodes": len(t["bands"]),
+                           "weights": t["weights"], "predicted_ms": pred}
+            cands.append(tc)
 
     _accuracy(cands, accuracy or {})
     for c in cands:
@@ -225,6 +247,25 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
         "speedup_tl_vs_plain": (best_plain["total_ms"] / best_tl["total_ms"]) if best_tl and best_plain else None,
         "ranking": ranking,
     }
+
+
+def tiled_edge_ms(edge: dict, tiles: dict, link: Network | None = None) -> dict:
+    """The edge's compute when the segment of ``tiles`` runs as bands: the slowest band (its share of
+    the segment's profiled time, halo recomputation included, over its node's speed, plus sending its
+    rows and getting its output back over ``link``; None: nodes on the edge's host, nothing counted),
+    then the tail after the segment. A node's weight in the tiles is its speed relative to the edge
+    that was benched (1: as fast)."""
+    from tlcut.toolchain.tiles import predict_tiled_ms
+
+    n = len(edge["cuts"])
+    a = -1 if tiles["from"]["cut"] == "input" else int(tiles["from"]["cut"])
+    b = int(tiles["to"]["cut"])
+    seg = _segment_ms(edge, a, b, n)
+    bands = predict_tiled_ms(tiles["bands"], tiles["weights"], segment_ms=seg,
+                             bandwidth_bps=link.up_mbps * 1e6 if link else None, latency_ms=link.rtt_ms if link else 0.0)
+    tail = _segment_ms(edge, b, n, n)
+    return {"segment_untiled_ms": seg, "bands_ms": bands["total_ms"], "slowest_band": bands["slowest"],
+            "tail_ms": tail, "total_ms": bands["total_ms"] + tail, "per_band": bands["bands"]}
 
 
 def _edge_only_options(dev_in: dict, edge_in: dict):

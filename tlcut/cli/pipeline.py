@@ -312,6 +312,13 @@ class Plan(Verb):
                             "split (read from --accuracy); placements never measured are excluded, lossless ones kept")
         p.add_argument("--accuracy", metavar="BUNDLE", help="the bundle whose recorded `tlcut eval` accuracies to use")
         g.add_argument("--max-latency-ms", type=float, help="most latency one frame may take (with --objective throughput)")
+        tg = p.add_argument_group("tiles at the edge (`tlcut tiles`)")
+        tg.add_argument("--tiles", metavar="DIR", action="append", default=[],
+                        help="a tiles folder: rank, beside each placement that sends its start, the same placement "
+                             "with the segment run as bands on its nodes (weights: speed against the benched edge); "
+                             "repeatable")
+        tg.add_argument("--tiles-link", metavar="MBPS,MS",
+                        help="the link from the edge to its nodes (default: not counted, nodes on the edge's host)")
         p.add_argument("--objective", default="latency", choices=["latency", "throughput"],
                        help="rank by one frame's latency, or by frames per second with frames pipelined "
                             "(`tlcut run --inflight`): 1 / the slowest stage (default latency)")
@@ -340,7 +347,23 @@ class Plan(Verb):
             if b.model_sha256 != dev["model_sha256"]:
                 raise TlcutError(f"bundle '{a.accuracy}' holds another model than the profiles; give the bundle they were benched from")
             accuracy = {**b.accuracy, "_source": str(b.path)}
-        result = planmod.plan(dev, edge, self.net.network, cons, accuracy, objective=a.objective)
+        tiles, link = [], None
+        if a.tiles or a.tiles_link:
+            from tlcut.bundle import read_tiles
+
+            if not a.tiles:
+                raise TlcutError("--tiles-link belongs to --tiles DIR")
+            tiles = [{**read_tiles(d), "_path": d} for d in a.tiles]
+            if a.tiles_link:
+                try:
+                    mbps, ms = (float(v) for v in a.tiles_link.split(","))
+                except ValueError:
+                    raise TlcutError(f"--tiles-link '{a.tiles_link}' is not MBPS,MS like 1000,0.2") from None
+                if mbps <= 0 or ms < 0:
+                    raise TlcutError(f"--tiles-link needs a bandwidth > 0 and a latency >= 0, got '{a.tiles_link}'")
+                link = planmod.Network(up_mbps=mbps, rtt_ms=ms, down_mbps=mbps, source="--tiles-link")
+        result = planmod.plan(dev, edge, self.net.network, cons, accuracy, objective=a.objective, tiles=tiles,
+                              tiles_link=link)
         if a.plot:
             planmod.plot(result, a.plot)
             say(f"[plan] wrote {a.plot}")
