@@ -226,3 +226,51 @@ def test_three_tiers_chain_across_uplink_and_backbone(bundle):
     edge_ms = float(np.median([i["rec"]["edge_ms"] for i in items]))
     want = 25 + bundle.cuts[1].bytes * 8 / 200e6 * 1e3
     assert want * 0.9 < edge_ms < want * 3 + 50, (edge_ms, want)
+
+
+def test_tiles_over_edge_nodes_each_under_its_own_quota(bundle, tmp_path):
+    """The edge coordinates input -> cut 1 in three bands: its own and two nodes' (each a process in
+    the edge's namespace under its own cgroup quota); the device gets the model's answer."""
+    from tlcut.toolchain.tiles import write_tiles
+
+    write_tiles(bundle, "input", "1", [1, 1, 1], tmp_path / "tiles")
+    cfg = tbm.Config(bandwidth_mbps=50, latency_ms=5, port=5731, nodes=2, node_quota=0.3, node_port=5741)
+    serve = [sys.executable, "-m", "tlcut", "serve", str(bundle.path), "--threads", "1", "--insecure", "--cut", "input",
+             "--tiles", str(tmp_path / "tiles")]
+    with tbm.Testbed(cfg, log=lambda *_: None) as tb:
+        s = tb.state
+        assert len(s.node_cgroups) == 2 and len(set(s.node_cgroups)) == 2
+        if s.node_cgroups[0] and Path(s.node_cgroups[0], "cpu.max").exists():  # cgroup v2
+            assert Path(s.node_cgroups[1], "cpu.max").read_text().split()[0] == str(int(0.3 * tbm.CFS_PERIOD_US))
+        with pytest.raises(Exception, match="node0..node1"):
+            tb.command("node2", ["true"])
+        procs = [tb.popen(f"node{k}", serve + ["--band", str(k + 1), "--bind", tb.node_endpoint(k)],
+                          stderr=subprocess.DEVNULL) for k in range(2)]
+        procs.append(tb.popen("edge", serve + ["--bind", s.edge_bind, "--workers",
+                                               f"local,{tb.node_endpoint(0)},{tb.node_endpoint(1)}"],
+                              stderr=subprocess.DEVNULL))
+        try:
+            code = (
+                "import json, sys, numpy as np\n"
+                "from tlcut.bundle import Bundle\n"
+                "from tlcut.runtime.run import Device, inputs, wait_for_edge\n"
+                f"b = Bundle.open({str(bundle.path)!r})\n"
+                f"wait_for_edge({s.device_endpoint!r}, 60, insecure=True)\n"
+                f"dev = Device(b, 'input', edge={s.device_endpoint!r}, timeout_s=20, insecure=True)\n"
+                "out = []\n"
+                "for x in inputs(b, None, 3, seed=3):\n"
+                "    y, rec = dev.infer(x)\n"
+                "    out.append({'x': x.tolist(), 'y': y.tolist()})\n"
+                "json.dump(out, sys.stdout)\n")
+            r = tb.run("device", [sys.executable, "-c", code], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr[-2000:]
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(10)
+    sess = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    items = json.loads(r.stdout)
+    ys = [np.array(i["y"], np.float32) for i in items]
+    for item, y in zip(items, ys):
+        assert np.abs(y - sess.run(None, {"x": np.array(item["x"], np.float32)})[0]).max() <= 1e-5
+    assert np.abs(ys[0] - ys[1]).max() > 1e-4, "the output must move with the input"
