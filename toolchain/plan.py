@@ -205,12 +205,13 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
         start = None if t["from"]["cut"] == "input" else int(t["from"]["cut"])
         pred = tiled_edge_ms(edge, t, tiles_link)
         for c in list(cands):
-            p = c["placement"]
-            sends = None if c["where"] == EDGE else c["cut"] if c["where"] == SPLIT and not c["tl"] else -2
-            if sends != start:
+            # what the edge receives must be where the tiles start: the input, or cut A without the TL
+            starts_here = (c["where"] == EDGE and start is None) or \
+                (c["where"] == SPLIT and not c["tl"] and start is not None and c["cut"] == start)
+            if not starts_here:
                 continue
             comp = {**c["components_ms"], "edge": pred["total_ms"]}
-            tc = _cand(Placement.from_json(p), c["layer"], c["upload_bytes"], comp)
+            tc = _cand(Placement.from_json(c["placement"]), c["layer"], c["upload_bytes"], comp)
             tc["name"] = f"{c['name']}, tiles to cut {t['to']['cut']} on {len(t['bands'])} nodes"
             tc["tiles"] = {"folder": t.get("_path"), "to": t["to"]["cut"], "nodes": len(t["bands"]),
                            "weights": t["weights"], "predicted_ms": pred}
