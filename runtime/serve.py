@@ -149,11 +149,12 @@ class Edge:
         if len(cuts) != 1:
             raise TlcutError("an edge serving tiles serves one cut, where the tiles start; give --cut once")
         folder = tiles if band is not None else tiles.folder
-        T.check_start(bundle, read_tiles(Path(folder)), cuts[0])
+        m = read_tiles(Path(folder))
+        T.check_start(bundle, m, cuts[0])
         if tl == "on":
             raise TlcutError("tiles take the cut's own tensor, not the TL's; serve with --tl off")
         if band is not None:
-            cut_id, flags, runner = T.band_runner(bundle, folder, band, be, threads)
+            cut_id, flags, runner = T.band_runner(m, folder, band, be, threads)
             self.runners[(cut_id, flags)] = runner
             return
         runner = T.TiledRunner(bundle, tiles, be, threads)

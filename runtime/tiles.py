@@ -129,6 +129,11 @@ class TiledRunner(Runner):
             if c is not None:
                 c.close()
 
+    def _rows(self, x: np.ndarray, k: int) -> np.ndarray:
+        """The rows of ``x`` band ``k`` takes, halo included, contiguous for the wire."""
+        lo, hi = self.manifest["bands"][k]["in_rows"]
+        return np.ascontiguousarray(x[(slice(None),) * self.in_axis + (slice(lo, hi),)])
+
     def stitched(self, x: np.ndarray) -> np.ndarray:
         """The segment's output for input ``x``: every band sent first, the local ones run while the
         others compute, then gathered in order and joined along the height."""
@@ -143,15 +148,11 @@ class TiledRunner(Runner):
         try:
             for k, b in enumerate(bands):
                 if w[k] != LOCAL:
-                    lo, hi = b["in_rows"]
-                    rows = np.ascontiguousarray(x[(slice(None),) * self.in_axis + (slice(lo, hi),)])
-                    sent[k] = self._client(k).send(rows, self.cut_id, P.band_flags(k))
+                    sent[k] = self._client(k).send(self._rows(x, k), self.cut_id, P.band_flags(k))
             t1 = time.perf_counter()
             for k, r in self.local.items():
-                lo, hi = bands[k]["in_rows"]
-                rows = np.ascontiguousarray(x[(slice(None),) * self.in_axis + (slice(lo, hi),)])
                 (name,) = r.input_metadata()
-                outs[k] = next(iter(r.infer({name: rows}, check=False).values()))
+                outs[k] = next(iter(r.infer({name: self._rows(x, k)}, check=False).values()))
             t2 = time.perf_counter()
             for k, rid in sent.items():
                 y, _ = self._client(k).receive(rid, max(0.001, deadline - time.monotonic()))
@@ -177,14 +178,11 @@ class TiledRunner(Runner):
         return y
 
 
-def band_runner(bundle, folder, band: int, backend, threads: int | None = None):
-    """(cut id, flags, runner) a worker serves for band ``band`` of the tiles in ``folder``."""
-    from tlcut.bundle import band_file, read_tiles
+def band_runner(m: dict, folder, band: int, backend, threads: int | None = None):
+    """(cut id, flags, runner) a worker serves for band ``band`` of the tiles ``m`` in ``folder``
+    (checked against the bundle by ``check_start``)."""
+    from tlcut.bundle import band_file
 
-    m = read_tiles(Path(folder))
-    if m["model_sha256"] != bundle.model_sha256:
-        raise TlcutError(f"the tiles in '{folder}' were written from another model than bundle '{bundle.path}'; "
-                         "re-run `tlcut tiles` on this bundle")
     if not 0 <= band < len(m["bands"]):
         raise TlcutError(f"--band {band}: the tiles in '{folder}' have bands 0..{len(m['bands']) - 1}")
     return start_id(m), P.band_flags(band), backend.runner(Path(folder) / band_file(band), threads=threads)

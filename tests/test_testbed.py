@@ -176,6 +176,35 @@ def test_expose_puts_a_second_service_behind_the_same_link():
     assert float(ms) >= 40 * 0.9, ms
 
 
+def _device_answers(tb, bundle, cut: str, n: int, seed: int) -> list[dict]:
+    """n requests from the device's namespace to the edge, as placement ``cut``: [{x, y, rec}]."""
+    s = tb.state
+    code = (
+        "import json, sys, numpy as np\n"
+        "from tlcut.bundle import Bundle\n"
+        "from tlcut.runtime.run import Device, inputs, wait_for_edge\n"
+        f"b = Bundle.open({str(bundle.path)!r})\n"
+        f"wait_for_edge({s.device_endpoint!r}, 60, insecure=True)\n"
+        f"dev = Device(b, {cut!r}, edge={s.device_endpoint!r}, timeout_s=20, insecure=True)\n"
+        "out = []\n"
+        f"for x in inputs(b, None, {n}, seed={seed}):\n"
+        "    y, rec = dev.infer(x)\n"
+        "    out.append({'x': x.tolist(), 'y': y.tolist(), 'rec': rec})\n"
+        "json.dump(out, sys.stdout)\n")
+    r = tb.run("device", [sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+def _assert_the_models_answers(bundle, items) -> None:
+    """Each answer is the whole model's on its input, and the answers move with the input."""
+    sess = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    ys = [np.array(i["y"], np.float32) for i in items]
+    for item, y in zip(items, ys):
+        assert np.abs(y - sess.run(None, {"x": np.array(item["x"], np.float32)})[0]).max() <= 1e-5
+    assert np.abs(ys[0] - ys[1]).max() > 1e-4, "the output must move with the input"
+
+
 def test_three_tiers_chain_across_uplink_and_backbone(bundle):
     """device -> edge (middle part, 0.5 CPU) -> cloud: the answer is the model's, the backbone's
     delay shows inside the edge's time, and the device has no route to the cloud but the edge."""
@@ -197,31 +226,13 @@ def test_three_tiers_chain_across_uplink_and_backbone(bundle):
         edge = tb.popen("edge", tlcut + ["--cut", "0", "--bind", s.edge_bind, "--forward", s.cloud_endpoint,
                                          "--to", "1", "--forward-insecure"], stderr=subprocess.DEVNULL)
         try:
-            code = (
-                "import json, sys, numpy as np\n"
-                "from tlcut.bundle import Bundle\n"
-                "from tlcut.runtime.run import Device, inputs, wait_for_edge\n"
-                f"b = Bundle.open({str(bundle.path)!r})\n"
-                f"wait_for_edge({s.device_endpoint!r}, 60, insecure=True)\n"
-                f"dev = Device(b, '0', edge={s.device_endpoint!r}, timeout_s=20, insecure=True)\n"
-                "out = []\n"
-                "for x in inputs(b, None, 6, seed=2):\n"
-                "    y, rec = dev.infer(x)\n"
-                "    out.append({'x': x.tolist(), 'y': y.tolist(), 'rec': rec})\n"
-                "json.dump(out, sys.stdout)\n")
-            r = tb.run("device", [sys.executable, "-c", code], capture_output=True, text=True)
-            assert r.returncode == 0, r.stderr[-2000:]
+            items = _device_answers(tb, bundle, "0", 6, seed=2)
         finally:
             for p in (edge, cloud):
                 p.terminate()
                 p.wait(10)
     assert not any(n in _netns() for n in names), "the testbed tore all three namespaces down"
-    sess = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
-    items = json.loads(r.stdout)
-    ys = [np.array(i["y"], np.float32) for i in items]
-    for item, y in zip(items, ys):
-        assert np.abs(y - sess.run(None, {"x": np.array(item["x"], np.float32)})[0]).max() <= 1e-5
-    assert np.abs(ys[0] - ys[1]).max() > 1e-4, "the output must move with the input"
+    _assert_the_models_answers(bundle, items)
     # the edge's time holds the backbone crossing: 25 ms delay plus cut 1's transfer at 200 Mbit/s
     edge_ms = float(np.median([i["rec"]["edge_ms"] for i in items]))
     want = 25 + bundle.cuts[1].bytes * 8 / 200e6 * 1e3
@@ -250,27 +261,9 @@ def test_tiles_over_edge_nodes_each_under_its_own_quota(bundle, tmp_path):
                                                f"local,{tb.node_endpoint(0)},{tb.node_endpoint(1)}"],
                               stderr=subprocess.DEVNULL))
         try:
-            code = (
-                "import json, sys, numpy as np\n"
-                "from tlcut.bundle import Bundle\n"
-                "from tlcut.runtime.run import Device, inputs, wait_for_edge\n"
-                f"b = Bundle.open({str(bundle.path)!r})\n"
-                f"wait_for_edge({s.device_endpoint!r}, 60, insecure=True)\n"
-                f"dev = Device(b, 'input', edge={s.device_endpoint!r}, timeout_s=20, insecure=True)\n"
-                "out = []\n"
-                "for x in inputs(b, None, 3, seed=3):\n"
-                "    y, rec = dev.infer(x)\n"
-                "    out.append({'x': x.tolist(), 'y': y.tolist()})\n"
-                "json.dump(out, sys.stdout)\n")
-            r = tb.run("device", [sys.executable, "-c", code], capture_output=True, text=True)
-            assert r.returncode == 0, r.stderr[-2000:]
+            items = _device_answers(tb, bundle, "input", 3, seed=3)
         finally:
             for p in procs:
                 p.terminate()
                 p.wait(10)
-    sess = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
-    items = json.loads(r.stdout)
-    ys = [np.array(i["y"], np.float32) for i in items]
-    for item, y in zip(items, ys):
-        assert np.abs(y - sess.run(None, {"x": np.array(item["x"], np.float32)})[0]).max() <= 1e-5
-    assert np.abs(ys[0] - ys[1]).max() > 1e-4, "the output must move with the input"
+    _assert_the_models_answers(bundle, items)
