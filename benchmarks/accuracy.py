@@ -8,6 +8,9 @@ retraining (`tlcut retrain`) with raw, float16 and int8 payloads; and the retrai
 to int8 (QDQ, calibrated on ELPV training images) on ONNX Runtime and OpenVINO. Every change is
 against the baseline on the same test images: a 95% paired bootstrap interval and McNemar's exact
 test. The baseline's binary (functional / defective) accuracy is read off its four-grade answers.
+Retraining also trains for more epochs, so the control (the baseline fine-tuned with the same recipe,
+without the TL) is measured too and every retrained row is compared with it as well. With --keep DIR
+--reuse, a run measures everything again from the models an earlier run kept there.
 Writes benchmarks/results/{name}.{json,md}.
 
     python benchmarks/accuracy.py                                      # InspectNet, 4 cuts
@@ -49,9 +52,14 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None, help="fewer images, for a quick look (not a result)")
     ap.add_argument("--calib-count", type=int, default=64, help="ELPV training images that calibrate the int8 halves")
     ap.add_argument("--keep", help="keep the baseline model and the retrained bundles (with their recorded accuracy) here")
+    ap.add_argument("--reuse", action="store_true", help="with --keep: reuse the models a run kept there instead of "
+                    "training them again (every accuracy is measured again)")
+    ap.add_argument("--note", action="append", default=[], help="a note for the results file (repeatable)")
     ap.add_argument("--name", help="results file name (default accuracy, or accuracy-MODEL)")
     ap.add_argument("--out", default=str(HERE / "results"))
     a = ap.parse_args()
+    if a.reuse and not a.keep:
+        ap.error("--reuse needs --keep DIR, the folder an earlier run kept its models in")
 
     from tlcut.bundle import Bundle
     from tlcut.placement import Placement
@@ -59,23 +67,46 @@ def main() -> int:
     from tlcut.toolchain.compile import compile_cuts
     from tlcut.toolchain.eval import evaluate
     from tlcut.toolchain.export import export
-    from tlcut.toolchain.train import retrain, train
+    from tlcut.toolchain.train import fine_tune, retrain, train
 
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="tlcut-acc-"))
     work.mkdir(parents=True, exist_ok=True)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     t_start = time.perf_counter()
+    kept = lambda p: a.reuse and Path(p).exists()  # noqa: E731
+    reused = []
     try:
-        base = train(a.model, "elpv", work / "base.keras", size=a.size, channels=a.channels, task=a.task, seed=a.seed,
-                     epochs=a.epochs, limit=a.limit, say=say)
-        b = export(str(work / "base.keras"), work / "base", progress=say)
+        if kept(work / "base.keras"):
+            base = json.loads((work / "base.keras.json").read_text())
+            reused.append("base.keras")
+        else:
+            base = train(a.model, "elpv", work / "base.keras", size=a.size, channels=a.channels, task=a.task,
+                         seed=a.seed, epochs=a.epochs, limit=a.limit, say=say)
+        b = Bundle.open(work / "base") if kept(work / "base") else export(str(work / "base.keras"), work / "base",
+                                                                          progress=say)
         dev = evaluate(b, Placement.resolve(b, "device"), limit=a.limit)
         baseline = _baseline(dev, base)
         say(json.dumps(baseline))
+        # The control: the baseline fine-tuned exactly as retraining does, without the TL.
+        if kept(work / "control.keras"):
+            ctl = json.loads((work / "control.keras.json").read_text())
+            reused.append("control.keras")
+        else:
+            ctl = fine_tune(str(work / "base.keras"), work / "control.keras", epochs=a.retrain_epochs, limit=a.limit,
+                            say=say)
+        cb = Bundle.open(work / "control") if kept(work / "control") else export(
+            str(work / "control.keras"), work / "control", progress=say)
+        ctl_dev = evaluate(cb, Placement.resolve(cb, "device"), limit=a.limit)
+        control = {"accuracy": ctl_dev["accuracy"], "training": ctl["training"],
+                   "vs_baseline": paired_difference(dev["per_image"], ctl_dev["per_image"])}
+        say(json.dumps(control))
 
-        def vs_base(ev):
-            return {"accuracy": ev["accuracy"], "payload_bytes": ev["payload_bytes"],
-                    "vs_baseline": paired_difference(dev["per_image"], ev["per_image"])}
+        def vs_base(ev, retrained=False):
+            out = {"accuracy": ev["accuracy"], "payload_bytes": ev["payload_bytes"],
+                   "vs_baseline": paired_difference(dev["per_image"], ev["per_image"])}
+            if retrained:
+                out["vs_control"] = paired_difference(ctl_dev["per_image"], ev["per_image"])
+            return out
 
         rows = []
         for layer in a.cuts.split(","):
@@ -85,16 +116,22 @@ def main() -> int:
             opts = {f"no TL, {enc}": vs_base(evaluate(b, Placement.resolve(b, layer, False, enc), limit=a.limit))
                     for enc in ("raw", "float16", "int8")}
             opts["TL not retrained, raw"] = vs_base(evaluate(b, Placement.resolve(b, layer, True), limit=a.limit))
-            r = retrain(str(work / "base.keras"), layer, work / f"tl_{layer}", epochs=a.retrain_epochs, limit=a.limit,
-                        say=say)
+            if kept(work / f"tl_{layer}"):
+                r = Bundle.open(work / f"tl_{layer}").manifest["source"]["training"]
+                reused.append(f"tl_{layer}")
+            else:
+                r = retrain(str(work / "base.keras"), layer, work / f"tl_{layer}", epochs=a.retrain_epochs,
+                            limit=a.limit, say=say)
             rb = Bundle.open(work / f"tl_{layer}")
             for enc in ("raw", "float16", "int8"):
-                opts[f"TL retrained, {enc}"] = vs_base(evaluate(rb, Placement.resolve(rb, layer, True, enc), limit=a.limit))
+                opts[f"TL retrained, {enc}"] = vs_base(evaluate(rb, Placement.resolve(rb, layer, True, enc), limit=a.limit),
+                                                       retrained=True)
             compile_cuts(rb, [rb.cut(layer)], tl="on", precision="int8", calib="elpv", calib_count=a.calib_count)
             rb = Bundle.open(rb.path)
             for be in a.engines.split(","):
                 opts[f"TL retrained, int8 halves on {be}"] = vs_base(
-                    evaluate(rb, Placement.resolve(rb, layer, True), limit=a.limit, backend=be, precision="int8"))
+                    evaluate(rb, Placement.resolve(rb, layer, True), limit=a.limit, backend=be, precision="int8"),
+                    retrained=True)
             rows.append({"layer": layer, "cut": c.index, "shape": list(c.shape), "tl_shape": list(c.tl_shape),
                          "retrain": r["training"], "split_max_abs_diff": r["split_max_abs_diff"], "options": opts})
             say(json.dumps({k: v["accuracy"] for k, v in opts.items()}))
@@ -109,7 +146,8 @@ def main() -> int:
            "platform": platform.platform(), "python": platform.python_version(), "tensorflow": tf.__version__,
            "onnxruntime": _version("onnxruntime"), "openvino": _version("openvino"), "args": vars(a),
            "data": base["data"], "classes": base["classes"], "model": base["model"], "training": base["training"],
-           "baseline": baseline, "published": PUBLISHED, "cuts": rows, "wall_s": time.perf_counter() - t_start}
+           "baseline": baseline, "control": control, "published": PUBLISHED, "cuts": rows,
+           "wall_s": time.perf_counter() - t_start, "reused": reused, "notes": a.note}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
@@ -177,6 +215,16 @@ def _markdown(res: dict) -> str:
            "and 15% for choosing the epoch), pre-trained weights where noted (none can be downloaded here), and "
            f"higher resolutions than the {d['size']}x{d['size']} these 2-core machines train at.", ""]
     md += [f"- {p}" for p in res["published"]]
+    ctl = res.get("control")
+    if ctl:
+        ct, cd = ctl["training"], ctl["vs_baseline"]
+        md += ["", "## The control: the same fine-tuning without the TL", "",
+               f"Retraining with the TL also trains the model for {ct['epochs_run']} more epochs ({ct['optimizer']} "
+               f"peak lr {ct['lr']:g}, {ct['schedule']}). To tell what the TL costs from what those epochs give, the "
+               f"baseline is fine-tuned with the same recipe and seed without the TL: **{100 * ctl['accuracy']:.2f}%**, "
+               f"{cd['diff_pts']:+.2f} pt against the baseline [{cd['ci95_pts'][0]:+.2f}, {cd['ci95_pts'][1]:+.2f}], "
+               f"McNemar p {cd['mcnemar_p']:.3f} (best epoch {ct['best_epoch']}, {ct['train_seconds']:.0f} s). The TL's "
+               "cost below is given against both."]
     md += ["", "## Every placement, against the baseline", "",
            "Each accuracy is measured on the test split through tlcut's runtime (head, wire encoding, ZeroMQ, tail), "
            "so it is what is served; `tlcut eval` records the same figure in the bundle for `tlcut plan "
@@ -195,17 +243,25 @@ def _markdown(res: dict) -> str:
     md += ["", "## The TL's cost after retraining", "",
            "The goal is a drop of at most 0.5 points. The point estimate says whether it is met; the interval says "
            "what this test set can rule out (with this many images a single figure moves by several points).", "",
-           "| cut | TL tensor | change [95% CI] | McNemar p | estimate within 0.5 pt | interval rules out a drop over 0.5 pt | retraining |",
-           "|---|---|---:|---:|---|---|---:|"]
+           "| cut | TL tensor | change [95% CI] | McNemar p | estimate within 0.5 pt | interval rules out a drop over 0.5 pt | "
+           "vs the control [95% CI] | McNemar p | retraining |",
+           "|---|---|---:|---:|---|---|---:|---:|---:|"]
     for r in res["cuts"]:
         dd, rt = r["options"]["TL retrained, raw"]["vs_baseline"], r["retrain"]
         ok = "yes" if dd["diff_pts"] >= -0.5 else f"no: {-dd['diff_pts']:.2f} pt below"
         lo = dd["ci95_pts"][0]
         rules = "yes" if lo >= -0.5 else f"no: down to {lo:+.2f} pt"
+        vc = r["options"]["TL retrained, raw"].get("vs_control")
+        vcs = (f"{vc['diff_pts']:+.2f} pt [{vc['ci95_pts'][0]:+.2f}, {vc['ci95_pts'][1]:+.2f}] | {vc['mcnemar_p']:.3f}"
+               if vc else "- | -")
         md.append(f"| {r['cut']} `{r['layer']}` | {'x'.join(map(str, r['tl_shape'][1:]))} | {dd['diff_pts']:+.2f} pt "
                   f"[{dd['ci95_pts'][0]:+.2f}, {dd['ci95_pts'][1]:+.2f}] | {dd['mcnemar_p']:.3f} | {ok} | {rules} | "
-                  f"{rt['epochs_run']} ep (best {rt['best_epoch']}), {rt['train_seconds']:.0f} s |")
-    md += ["", f"Whole run: {res['wall_s'] / 60:.0f} min wall clock.", *[f"Note: {n}" for n in res.get("notes", [])], ""]
+                  f"{vcs} | {rt['epochs_run']} ep (best {rt['best_epoch']}), {rt['train_seconds']:.0f} s |")
+    whole = f"Whole run: {res['wall_s'] / 60:.0f} min wall clock."
+    if res.get("reused"):
+        whole += (" This run measured every accuracy again but reused the models an earlier run of the same command "
+                  f"kept (`--reuse`): {', '.join(res['reused'])}; their training times are the ones recorded then.")
+    md += ["", whole, *[f"Note: {n}" for n in res.get("notes", [])], ""]
     return "\n".join(md)
 
 

@@ -81,6 +81,28 @@ def test_tl_model_equals_the_deployed_halves_and_evaluates(trained, tmp_path, da
     assert rec["cut %d + TL" % c.index]["float32"]["n"] == n
 
 
+def test_the_control_is_fine_tuned_with_the_retrain_recipe_and_no_tl(trained, tmp_path):
+    """The control trains the baseline's own layers (no TL layer in it) with the retraining recipe, and
+    leaves the baseline file as it was."""
+    import keras
+
+    from tlcut.toolchain.train import RETRAIN_RECIPE, fine_tune
+
+    out, _ = trained
+    before = out.read_bytes()
+    rep = fine_tune(str(out), tmp_path / "c.keras", epochs=2, say=lambda *_: None)
+    assert out.read_bytes() == before
+    assert rep["kind"] == "fine-tuned" and rep["training"]["epochs_run"] == 2
+    assert rep["training"]["lr"] == RETRAIN_RECIPE["lr"] and rep["training"]["balance"] == "sqrt"
+    base, ctl = keras.models.load_model(out), keras.models.load_model(tmp_path / "c.keras")
+    assert [x.name for x in ctl.layers] == [x.name for x in base.layers]
+    moved = [w.name for w, v in zip(base.weights, ctl.weights) if not np.array_equal(w.numpy(), v.numpy())]
+    assert moved, "fine-tuning changed no weight"
+    with pytest.raises(TlcutError, match="--epochs must be at least 1"):
+        fine_tune(str(out), tmp_path / "d.keras", epochs=0, say=lambda *_: None)
+    assert not (tmp_path / "d.keras").exists()
+
+
 def test_bad_cuts_and_models(trained, tmp_path):
     from tlcut.models import zoo
     from tlcut.toolchain.train import check_classifier, insert_tl

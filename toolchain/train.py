@@ -250,20 +250,12 @@ def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, tas
 def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, batch: int = 32,
             patience: int | None = None, limit: int | None = None, force: bool = False, say=print, **recipe) -> dict:
     """Inserter, Trainer and Splitter: a bundle whose cut ``cut`` carries the TL, retrained."""
-    from tlcut.models import datasets
     from tlcut.toolchain.compile import compile_cuts
     from tlcut.toolchain.export import export, load_keras
 
     if Path(out_bundle).exists() and not force:  # before the training, not after it
         raise TlcutError(f"'{out_bundle}' already exists; choose another -o or pass --force to replace it")
-    rep_path = Path(str(model_file) + REPORT_SUFFIX)
-    base_report = json.loads(rep_path.read_text()) if rep_path.is_file() else {}
-    dargs = data_args(base_report)
-    data = data or base_report.get("data", {}).get("source_arg", "elpv")
-    ds = datasets.load(data, limit=limit, **dargs)
-    recipe = {**RETRAIN_RECIPE, "balance": base_report.get("training", {}).get("balance", "none"),
-              **{k: v for k, v in recipe.items() if v is not None}}
-    check_recipe(**recipe)
+    base_report, dargs, ds, recipe = _fine_tuning(model_file, data, limit, recipe)
     km, _ = load_keras(model_file)
     layer = _layer_for(cut, km)
     tlm = insert_tl(km, layer)
@@ -288,6 +280,41 @@ def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, b
     b.save_manifest()
     say(f"[retrain] bundle {out_bundle}: cut {c.index} ({layer}); deployed halves vs Keras TLModel max abs diff {diff:.1e}")
     return {**report, "bundle": str(out_bundle), "cut": c.index, "split_max_abs_diff": diff}
+
+
+def fine_tune(model_file: str, out, *, data: str | None = None, batch: int = 32, patience: int | None = None,
+              limit: int | None = None, say=print, **recipe) -> dict:
+    """The control for ``retrain``: the same fine-tuning of the same baseline, without the TL.
+
+    Retraining with the TL also trains the model for more epochs; set against this model (not only the
+    baseline), a change is what the TL costs, not what the extra epochs gave."""
+    from tlcut.toolchain.export import load_keras
+
+    base_report, dargs, ds, recipe = _fine_tuning(model_file, data, limit, recipe)
+    km, _ = load_keras(model_file)
+    say(f"[fine-tune] without the TL (the control); {ds.describe()}")
+    info = fit(km, ds, batch=batch, patience=patience or recipe["epochs"], seed=dargs["seed"], **recipe)
+    test = accuracy(km, ds.test)
+    report = {"kind": "fine-tuned", "base": str(model_file), "model": base_report.get("model"), "classes": ds.classes,
+              "data": base_report.get("data", {**ds.info}), "training": info, "test_accuracy": test,
+              "majority_class_rate": ds.majority_rate()}
+    save_keras(km, out, report)
+    say(f"[fine-tune] test accuracy {test:.4f} ({info['train_seconds']:.0f} s); saved {out}")
+    return report
+
+
+def _fine_tuning(model_file, data, limit, recipe):
+    """What retraining and its control share: the baseline's report, its data split and the recipe."""
+    from tlcut.models import datasets
+
+    rep_path = Path(str(model_file) + REPORT_SUFFIX)
+    base_report = json.loads(rep_path.read_text()) if rep_path.is_file() else {}
+    dargs = data_args(base_report)
+    data = data or base_report.get("data", {}).get("source_arg", "elpv")
+    recipe = {**RETRAIN_RECIPE, "balance": base_report.get("training", {}).get("balance", "none"),
+              **{k: v for k, v in recipe.items() if v is not None}}
+    check_recipe(**recipe)
+    return base_report, dargs, datasets.load(data, limit=limit, **dargs), recipe
 
 
 def _layer_for(cut: str, km) -> str:
