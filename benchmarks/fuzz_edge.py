@@ -95,6 +95,10 @@ def main() -> int:
     a = ap.parse_args()
 
     import logging
+    import shutil
+
+    import numpy as np
+    import onnxruntime
 
     logging.disable(logging.CRITICAL)  # every bad message is logged; the counts below say it all
     from behaviour import VECTORS, frames_of
@@ -112,8 +116,6 @@ def main() -> int:
              "coordinator": Edge(b, ["input"], tl="off", tiles=Tiles(str(tmp / "tiles"), ("local", "local"))),
              "band worker": Edge(b, ["input"], tl="off", tiles=str(tmp / "tiles"), band=1)}
     seeds = [frames_of(r) for r in VECTORS["rows"] if sum(len(f) for f in frames_of(r)) < (1 << 20)]
-    import numpy as np
-
     x = np.random.default_rng(a.seed).standard_normal(b.inputs[0]["shape"]).astype(np.float32)
     lo, hi = read_tiles(tmp / "tiles")["bands"][1]["in_rows"]
     seeds.append(P.tensor_frames(P.REQUEST, np.ascontiguousarray(x[:, :, lo:hi]), 1, P.INPUT_CUT, P.band_flags(1)))
@@ -138,22 +140,20 @@ def main() -> int:
     for e in edges.values():
         e.close()
     secs = time.monotonic() - t0
-    import numpy
-    import onnxruntime
+    shutil.rmtree(tmp, ignore_errors=True)
 
     lines = ["# Fuzzing the Python edge", "",
              f"Command: `python benchmarks/fuzz_edge.py --seconds {a.seconds:g} --seed {a.seed}`  ",
              f"Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}; {platform.platform()}, "
-             f"{platform.processor() or platform.machine()}; python {platform.python_version()}, numpy {numpy.__version__}, "
+             f"{platform.processor() or platform.machine()}; python {platform.python_version()}, numpy {np.__version__}, "
              f"onnxruntime {onnxruntime.__version__}", "",
              f"{n} mutated messages in {secs:.0f} s ({n / secs:.0f}/s), each to all three edges, from {len(seeds)} seeds "
              "(the behaviour table's messages). No coverage feedback: a random mutation fuzzer, so depth is shown by "
              "how the replies spread over the checks below.", "",
              f"**Findings: {len(findings)}**" + (":" if findings else " (every reply well formed, no internal error)."), ""]
     lines += [f"- {f}" for f in findings[:20]]
-    lines += ["", "| edge | " + " | ".join(sorted({k for c in counts.values() for k in c})) + " |",
-              "|---|" + "---:|" * len({k for c in counts.values() for k in c})]
     keys = sorted({k for c in counts.values() for k in c})
+    lines += ["", "| edge | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
     for name, c in counts.items():
         lines.append(f"| {name} | " + " | ".join(str(c[k]) for k in keys) + " |")
     Path(a.out).write_text("\n".join(lines) + "\n")

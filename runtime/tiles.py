@@ -168,7 +168,7 @@ class TiledRunner(Runner):
             self._drop(sent)
             raise P.ProtocolError(P.E_UPSTREAM, f"band {k}'s node ({w[k]}) did not answer within "
                                                 f"{self.cfg.timeout_s:g} s") from None
-        except P.ProtocolError:
+        except Exception:  # a local band or a bad reply: no node's late answer may meet a later request
             self._drop(sent)
             raise
         t3 = time.perf_counter()

@@ -127,9 +127,9 @@ class Serve(Verb):
         self.sec.check(a.bind)  # before the halves load, not after
         forward = self.forward(a)
         tiles, band = self.tiles(a)
-        edge = Edge(self.b.bundle, self.cuts.cuts, tl="off" if tiles and self.cuts.tl == "both" else self.cuts.tl, backend=self.be.backend,
-                    threads=self.be.threads, max_message_bytes=a.max_message_mb << 20, precision=self.be.precision,
-                    max_batch=a.max_batch, forward=forward, tiles=tiles, band=band)
+        edge = Edge(self.b.bundle, self.cuts.cuts, tl=self.cuts.tl, backend=self.be.backend, threads=self.be.threads,
+                    max_message_bytes=a.max_message_mb << 20, precision=self.be.precision, max_batch=a.max_batch,
+                    forward=forward, tiles=tiles, band=band)
         try:
             edge.serve(a.bind, max_requests=a.max_requests, curve=self.sec.curve, insecure=self.sec.insecure,
                        max_queue=a.max_queue, metrics_port=a.metrics_port, max_queue_delay_us=a.max_queue_delay_us)
