@@ -60,6 +60,8 @@ def main() -> int:
     ap.add_argument("--report", metavar="JSON", help="only write the markdown again from a results JSON this script wrote")
     a = ap.parse_args()
     if a.report:
+        if not Path(a.report).is_file():
+            ap.error(f"--report {a.report}: no such file; give the .json an earlier run wrote")
         md = _markdown(json.loads(Path(a.report).read_text()))
         Path(a.report).with_suffix(".md").write_text(md)
         print(md)
@@ -82,7 +84,7 @@ def main() -> int:
     kept = lambda p: a.reuse and Path(p).exists()  # noqa: E731
     reused = []
     try:
-        if kept(work / "base.keras"):
+        if kept(work / "base.keras.json"):  # written after the model: both are whole
             base = json.loads((work / "base.keras.json").read_text())
             reused.append("base.keras")
         else:
@@ -94,7 +96,7 @@ def main() -> int:
         baseline = _baseline(dev, base)
         say(json.dumps(baseline))
         # The control: the baseline fine-tuned exactly as retraining does, without the TL.
-        if kept(work / "control.keras"):
+        if kept(work / "control.keras.json"):
             ctl = json.loads((work / "control.keras.json").read_text())
             reused.append("control.keras")
         else:
@@ -279,4 +281,10 @@ def _markdown(res: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tlcut.errors import TlcutError
+
+    try:
+        sys.exit(main())
+    except TlcutError as e:
+        print(f"accuracy: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

@@ -31,6 +31,8 @@ DEFECTIVE_FROM = 2
 
 
 def parse(spec: str) -> dict:
+    from tlcut.errors import TlcutError
+
     try:
         name, size = spec.rsplit("@", 1)
         width = None
@@ -39,7 +41,20 @@ def parse(spec: str) -> dict:
             width = int(w)
         return {"spec": spec, "name": name, "width": width, "size": int(size)}
     except ValueError:
-        raise SystemExit(f"train_choice: error: candidate '{spec}' is not NAME[/wWIDTH]@SIZE, e.g. InspectNet/w32@128")
+        raise TlcutError(f"candidate '{spec}' is not NAME[/wWIDTH]@SIZE, e.g. InspectNet/w32@128") from None
+
+
+def check(c: dict) -> None:
+    """A one-line error for a candidate that cannot be built, before any candidate trains."""
+    from tlcut.errors import TlcutError
+    from tlcut.models import zoo
+
+    if c["name"] not in zoo.names():
+        raise TlcutError(f"candidate '{c['spec']}': no architecture '{c['name']}'; list them with `tlcut export --list`")
+    if c["width"] is not None and (c["name"] != "InspectNet" or c["width"] < 1):
+        raise TlcutError(f"candidate '{c['spec']}': only InspectNet takes a width, a positive number")
+    if c["size"] < 8:
+        raise TlcutError(f"candidate '{c['spec']}': size {c['size']} is too small to train on")
 
 
 def build(c: dict, classes: int):
@@ -47,8 +62,6 @@ def build(c: dict, classes: int):
 
     shape = (c["size"], c["size"], 1)
     if c["width"] is not None:
-        if c["name"] != "InspectNet":
-            raise SystemExit(f"train_choice: error: only InspectNet takes a width, got '{c['spec']}'")
         return zoo.inspect_net(shape, classes, width=c["width"])
     return zoo.build(c["name"], input_shape=shape, classes=classes)
 
@@ -67,10 +80,13 @@ def main() -> int:
 
     from tlcut.models import datasets
     from tlcut.stats import accuracy_interval, paired_difference
-    from tlcut.toolchain.train import RECIPE, _tf, fit
+    from tlcut.toolchain.train import RECIPE, _tf, check_recipe, fit
 
-    tf, keras = _tf()
     recipe = {**RECIPE, "epochs": a.epochs, "warmup": max(0, min(RECIPE["warmup"], a.epochs - 1))}
+    check_recipe(**recipe)
+    for c in cands:
+        check(c)
+    tf, keras = _tf()
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
            "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
            "cpus": __import__("os").cpu_count(), "recipe": recipe, "seed": a.seed, "limit": a.limit,
@@ -143,4 +159,10 @@ def markdown(res: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tlcut.errors import TlcutError
+
+    try:
+        sys.exit(main())
+    except TlcutError as e:
+        print(f"train_choice: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

@@ -101,6 +101,9 @@ def test_the_control_is_fine_tuned_with_the_retrain_recipe_and_no_tl(trained, tm
     with pytest.raises(TlcutError, match="--epochs must be at least 1"):
         fine_tune(str(out), tmp_path / "d.keras", epochs=0, say=lambda *_: None)
     assert not (tmp_path / "d.keras").exists()
+    with pytest.raises(TlcutError, match="save the model as a .keras file"):  # refused before it trains
+        fine_tune(str(out), tmp_path / "e.h5", epochs=50, say=lambda *_: None)
+    assert not list(tmp_path.glob("e.*"))
 
 
 def test_bad_cuts_and_models(trained, tmp_path):

@@ -290,6 +290,8 @@ def fine_tune(model_file: str, out, *, data: str | None = None, batch: int = 32,
     baseline), a change is what the TL costs, not what the extra epochs gave."""
     from tlcut.toolchain.export import load_keras
 
+    if Path(out).suffix != ".keras":  # before the training, not after it
+        raise TlcutError(f"save the model as a .keras file, got '{out}'")
     base_report, dargs, ds, recipe = _fine_tuning(model_file, data, limit, recipe)
     km, _ = load_keras(model_file)
     say(f"[fine-tune] without the TL (the control); {ds.describe()}")
