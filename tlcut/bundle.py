@@ -279,7 +279,7 @@ class Bundle:
 
     def image_shape(self) -> tuple[int, int, int, str]:
         """(height, width, channels, layout) of an image input: rank 4, batch 1, 1 or 3 channels."""
-        from tlcut.runtime.protocol import image_layout  # the wire's rule (docs/protocol.md), in one place
+        from tlcut.encodings import image_layout  # the wire's rule (docs/protocol.md), in one place
 
         inp = self.inputs[0]
         shape = list(inp["shape"])

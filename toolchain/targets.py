@@ -76,14 +76,10 @@ def _float16_agreement(f32, f16, input_meta) -> dict:
 def payload_contract(bundle, cut, tl: bool, head_out: dict, endpoint: str | None, has_key: bool) -> dict:
     """What crosses the link at this cut and what the edge must serve: the device's half of the
     agreement, for the people running either side (docs/protocol.md is the wire format)."""
-    from tlcut import dtypes
-    from tlcut.placement import CUT_ENCODINGS as ENCODINGS
+    from tlcut import encodings
     from tlcut.runtime import protocol as P
 
-    n = 1
-    for d in head_out["shape"]:
-        n *= int(d)
-    per = {"raw": dtypes.nbytes(head_out["shape"], head_out["dtype"]), "float16": 2 * n, "int8": n}
+    per = {e: encodings.get(e).wire_bytes(head_out["shape"], head_out["dtype"]) for e in encodings.names(encodings.CUT)}
     tl_flag = "on" if tl else "off"
     return {
         "format": "tlcut-payload-contract", "version": 1,
@@ -94,7 +90,7 @@ def payload_contract(bundle, cut, tl: bool, head_out: dict, endpoint: str | None
         "wire": {"protocol": "tlcut", "version": P.VERSION, "header_bytes": P.HEADER.size,
                  "transport": "ZeroMQ DEALER (device) to ROUTER (edge); two frames: header, payload",
                  "cut_id": cut.index, "flags": P.FLAG_TL if tl else 0,
-                 "encodings": list(ENCODINGS), "payload_bytes_by_encoding": {e: per[e] for e in ENCODINGS},
+                 "encodings": list(per), "payload_bytes_by_encoding": per,
                  "spec": "docs/protocol.md"},
         "edge": {"serves": f"the tail of cut {cut.index}" + (" starting with the EdgeTL" if tl else ""),
                  "takes": {"dtype": head_out["dtype"], "shape": head_out["shape"]},

@@ -628,7 +628,8 @@ def write_tiles(bundle, src, dst, weights: list[float], out, force: bool = False
     from tlcut import __version__
     from tlcut.bundle import TILES_FORMAT, TILES_MANIFEST, TILES_VERSION, band_file, staged_dir, write_json_atomic
 
-    from tlcut.runtime.protocol import MAX_BANDS, image_layout
+    from tlcut.encodings import image_layout
+    from tlcut.runtime.protocol import MAX_BANDS
 
     cb = bundle.cut(dst)
     if str(src).strip() == "input":  # from the model input: the edge tiles the camera's image itself

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from tlcut.errors import TlcutError
 from tlcut.bundle import PRECISIONS
-from tlcut.placement import DEFAULT_JPEG_QUALITY, ENCODINGS, TL_CHOICES
+from tlcut import encodings
+from tlcut.placement import CUT_ENCODINGS, DEFAULT_JPEG_QUALITY, ENCODINGS, INPUT_ENCODINGS, TL_CHOICES
 
 
 class Group:
@@ -83,9 +84,9 @@ class PlacementArgs(Group):
                        help="cut index, tensor or layer name; 'device' (all on the device) or 'input' (all on the edge)")
         p.add_argument("--tl", default=self.tl_default, choices=["on", "off"],
                        help=f"send through the Transfer Layer where it applies (default {self.tl_default})")
-        p.add_argument("--encoding", default="raw", choices=ENCODINGS,
-                       help="wire format of what crosses: at a cut raw, float16, or int8 with a per-tensor scale; "
-                            "with --cut input also uint8 (the camera's pixels) or jpeg (default raw)")
+        p.add_argument("--encoding", default=encodings.DEFAULT, choices=ENCODINGS,
+                       help=f"wire format of what crosses (docs/protocol.md): at a cut {', '.join(CUT_ENCODINGS)}; "
+                            f"with --cut input {', '.join(INPUT_ENCODINGS)} (default {encodings.DEFAULT})")
         p.add_argument("--jpeg-quality", type=int, default=None, metavar="Q",
                        help=f"JPEG quality 1..100 for --encoding jpeg (default {DEFAULT_JPEG_QUALITY})")
 
@@ -96,11 +97,11 @@ class PlacementArgs(Group):
         if a.cut is None:
             return
         sentinel = str(a.cut).strip().lower() in SENTINELS
-        if str(a.cut).strip().lower() == "device" and a.encoding != "raw":
+        if str(a.cut).strip().lower() == "device" and a.encoding != encodings.DEFAULT:
             raise TlcutError(f"--encoding {a.encoding} is for what crosses the link; device only sends nothing")
         self.placement = Placement.resolve(self.bundle_args.bundle, a.cut, a.tl == "on" and not sentinel, a.encoding,
                                            a.jpeg_quality)
-        if self.placement.encoding in ("uint8", "jpeg"):
+        if encodings.get(self.placement.encoding).pixels:
             self.bundle_args.bundle.pixels  # a one-line error now if the input is no image
 
 

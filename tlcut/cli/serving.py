@@ -8,6 +8,7 @@ import sys
 from tlcut.cli import Verb, emit_json, say
 from tlcut.cli.args import BackendArgs, BundleArgs, LinkArgs, PlacementArgs, SecurityArgs, ServedCutsArgs
 from tlcut.errors import TlcutError
+from tlcut.placement import CUT_ENCODINGS
 
 
 class Serve(Verb):
@@ -37,7 +38,7 @@ class Serve(Verb):
                                                                     "cut's middle part to --to (`tlcut compile --to`)")
         f.add_argument("--to", type=int, metavar="K", help="the cut the next tier serves")
         f.add_argument("--to-tl", default="off", choices=["on", "off"], help="send cut K through its TL (default off)")
-        f.add_argument("--forward-encoding", default="raw", choices=["raw", "float16", "int8"],
+        f.add_argument("--forward-encoding", default="raw", choices=CUT_ENCODINGS,
                        help="wire encoding toward the next tier (default raw)")
         f.add_argument("--forward-timeout", type=float, default=10.0, metavar="S",
                        help="seconds to wait for the next tier before answering error 10 (default 10)")
