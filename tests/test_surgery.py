@@ -8,7 +8,7 @@ import pytest
 from tlcut.models import graphs
 from tlcut.toolchain import surgery
 from tlcut.toolchain.cuts import enumerate_cuts
-from tlcut.toolchain.export import annotate, infer_shapes
+from tlcut.toolchain.annotate import annotate, infer_shapes
 
 
 def _sess(m):
