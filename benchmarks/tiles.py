@@ -118,7 +118,7 @@ def main() -> int:
                     desc = tiles.describe(seg, bands, weights)
                     parts = []
                     for j, band in enumerate(bands):
-                        bs = _session(seg.band_model(band))
+                        bs = _session(tiles.band_model(seg, band))
                         xb = np.ascontiguousarray(np.take(x, range(*band.in_rows), axis=hi))
                         parts.append(bs.run(None, {seg.input: xb})[0])
                         runs[(k, j)] = (lambda bs=bs, xb=xb: bs.run(None, {seg.input: xb}))

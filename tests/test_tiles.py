@@ -84,7 +84,7 @@ def check_exact(m, heights, layout="NCHW", tol=1e-5):
     assert np.abs(want).max() > 1e-3
     parts = []
     for band in tiles.split(seg, heights):
-        bm = seg.band_model(band)
+        bm = tiles.band_model(seg, band)
         bm_in = [d.dim_value for d in bm.graph.input[0].type.tensor_type.shape.dim]
         assert bm_in[seg.h[seg.input]] == band.in_rows[1] - band.in_rows[0]
         parts.append(_run(bm, np.take(x, range(*band.in_rows), axis=seg.h[seg.input])))
@@ -213,7 +213,7 @@ def test_band_pads_only_at_the_border():
     g = G(2, 9, 4)
     m = g.model(g.conv("x", 2, 2, 3, pads=[1, 1, 1, 1]))
     seg = tiles.Segment(m, "NCHW")
-    top, mid, bottom = (seg.band_model(b) for b in tiles.split(seg, [3, 3, 3]))
+    top, mid, bottom = (tiles.band_model(seg, b) for b in tiles.split(seg, [3, 3, 3]))
 
     def pads(bm):
         conv = next(n for n in bm.graph.node if n.op_type == "Conv")

@@ -219,7 +219,7 @@ def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, tas
           say=print, **recipe) -> dict:
     """Baseline: train ``model`` (zoo name or .keras file) on ``data``; save it and its report at ``out``."""
     from tlcut.models import datasets
-    from tlcut.toolchain.export import load_keras
+    from tlcut.toolchain.convert import load_keras
 
     given = {k: v for k, v in recipe.items() if v is not None}
     recipe = {**RECIPE, **given}
@@ -251,7 +251,8 @@ def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, b
             patience: int | None = None, limit: int | None = None, force: bool = False, say=print, **recipe) -> dict:
     """Inserter, Trainer and Splitter: a bundle whose cut ``cut`` carries the TL, retrained."""
     from tlcut.toolchain.compile import compile_cuts
-    from tlcut.toolchain.export import export, load_keras
+    from tlcut.toolchain.convert import load_keras
+    from tlcut.toolchain.export import export
 
     if Path(out_bundle).exists() and not force:  # before the training, not after it
         raise TlcutError(f"'{out_bundle}' already exists; choose another -o or pass --force to replace it")
@@ -288,7 +289,7 @@ def fine_tune(model_file: str, out, *, data: str | None = None, batch: int = 32,
 
     Retraining with the TL also trains the model for more epochs; set against this model (not only the
     baseline), a change is what the TL costs, not what the extra epochs gave."""
-    from tlcut.toolchain.export import load_keras
+    from tlcut.toolchain.convert import load_keras
 
     if Path(out).suffix != ".keras":  # before the training, not after it
         raise TlcutError(f"save the model as a .keras file, got '{out}'")
