@@ -14,10 +14,11 @@ import numpy as np
 from tlcut.bundle import Bundle
 from tlcut.errors import TlcutError
 from tlcut.placement import DEVICE, EDGE, Placement
+from tlcut.runtime.backends import DEFAULT
 
 
 def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, split: str = "test",
-             limit: int | None = None, progress=None, backend="onnxrt", precision: str = "float32") -> dict:
+             limit: int | None = None, progress=None, backend=DEFAULT, precision: str = "float32") -> dict:
     from tlcut.models import datasets
     from tlcut.runtime.run import Device, image_input
     from tlcut.runtime.serve import local_edge
