@@ -70,10 +70,10 @@ def _round_robin(runs: dict, warmup: int, iterations: int) -> dict:
 
 
 def _bundle(name: str, bundles: Path | None, work: Path):
-    from tlcut.bundle import Bundle
+    from tlcut.bundle import Bundle, manifest_path
     from tlcut.toolchain.export import export
 
-    if bundles and (bundles / f"{name}-224" / "manifest.json").is_file():
+    if bundles and manifest_path(bundles / f"{name}-224").is_file():
         return Bundle.open(bundles / f"{name}-224")
     return export(name, work / name, input_shape=(224, 224, 3), progress=lambda *_: None)
 

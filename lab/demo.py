@@ -168,10 +168,10 @@ def _start(out: Path, say):
 
 def _bundle(model, out: Path, bundle, input_shape, step):
     """The bundle to run: the one given, the one left in ``out`` by an earlier run, or a fresh export."""
-    from tlcut.bundle import Bundle
+    from tlcut.bundle import Bundle, manifest_path
 
     bpath = Path(bundle) if bundle else out / "bundle"
-    if bundle or (bpath / "manifest.json").exists():
+    if bundle or manifest_path(bpath).exists():
         b = Bundle.open(bpath)
         step(1, f"reusing bundle {bpath} ({b.name})")
     else:

@@ -33,8 +33,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from tlcut.bundle import ONNX
 from tlcut.errors import TlcutError
 from tlcut.runtime import protocol as P
+from tlcut.runtime.backends import DEFAULT, TENSORRT
 
 log = logging.getLogger("tlcut.triton")
 
@@ -49,7 +51,7 @@ def model_name(cut_id: int | None, tl: bool = False, engine: str = "onnx") -> st
     """The Triton model that serves ``cut_id`` (None or P.INPUT_CUT: the whole model): the one rule
     the repository writer and the device share."""
     name = WHOLE_MODEL if cut_id is None or cut_id == P.INPUT_CUT else f"cut-{int(cut_id)}" + ("-tl" if tl else "")
-    return name + ("-trt" if engine == "tensorrt" else "")
+    return name + ("-trt" if engine == TENSORRT else "")
 
 
 def is_triton(endpoint: str | None) -> bool:
@@ -64,7 +66,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, str, str]:
                          f"triton+http://HOST:8000")
     proto, port = SCHEMES[u.scheme]
     engine = parse_qs(u.query).get("engine", ["onnx"])[0]
-    if engine not in ("onnx", "tensorrt"):
+    if engine not in (ONNX, TENSORRT):
         raise TlcutError(f"'{endpoint}': engine={engine} is not onnx or tensorrt")
     host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
     return proto, f"{host}:{u.port or port}", engine
@@ -369,7 +371,7 @@ def _match_libpython():
 
 
 def serve_pytriton(bundle_path, cuts: list[str], *, tl: str = "both", grpc_port: int = 8001, http_port: int = 8000,
-                   metrics_port: int = 8002, backend: str = "onnxrt", threads: int | None = None, stop=None,
+                   metrics_port: int = 8002, backend: str = DEFAULT, threads: int | None = None, stop=None,
                    on_ready=None, max_batch: int = 0, max_queue_delay_us: int = 0) -> None:
     """Serve the tails of ``cuts`` (and the whole model) of a bundle from PyTriton's tritonserver,
     each bound to a tlcut runner, under ``model_name``'s names, until ``stop`` is set or SIGINT.

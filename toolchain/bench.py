@@ -200,7 +200,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     plain = be.runner(model_path, threads=threads)
     # An engine without a per-node profiler (OpenVINO) borrows ONNX Runtime's node shares; its own
     # wall-clock runs set the times, and the real-halves check below says how far that carries.
-    prof_be = be if be.has_node_profiler else _Stretched(backends.get("onnxrt"), 1.0)
+    prof_be = be if be.has_node_profiler else _Stretched(backends.get(backends.ONNXRT), 1.0)
     profiled = prof_be.runner(model_path, threads=threads, profile=True)
     with plain:
         outputs = plain.infer(feed, check=False)

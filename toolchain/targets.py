@@ -188,7 +188,11 @@ def write_jetson(bundle, cut_ref, out, *, tl: bool | None = None, endpoint: str 
 
 def build_script(rows) -> str:
     """``build_engine.sh`` for these ONNX files (rows with ``precision`` and ``file``), in this order."""
-    return _SCRIPT.replace("@ONNX_FILES@", "\n".join(f"  \"{r.precision} {r.file}\"" for r in rows))
+    from tlcut.bundle import engine_dir
+    from tlcut.runtime.backends import TENSORRT
+
+    return _SCRIPT.replace("@ONNX_FILES@", "\n".join(f"  \"{r.precision} {r.file}\"" for r in rows)).replace(
+        "@ENGINE_DIR@", engine_dir("", TENSORRT).as_posix())
 
 
 def readme(bundle, cut, tl, head_rows, notes, endpoint, has_key) -> str:
@@ -283,6 +287,8 @@ cd "$(dirname "$0")"
 ONNX_FILES=(
 @ONNX_FILES@
 )
+# each half's TensorRT folder, where tlcut's runtime also files the engines it builds
+ENGINE_DIR=@ENGINE_DIR@
 WORKSPACE_MIB=${WORKSPACE_MIB:-1024}
 DRY_RUN=${DRY_RUN:-0}
 TIME=${TIME:-0}
@@ -372,7 +378,7 @@ elif [ "$MAJOR" -eq 10 ]; then FLAVOR=10
 else die "TensorRT $V found (JetPack 5 or older); this script knows TensorRT 10 (JetPack 6) and 11 (JetPack 7): upgrade JetPack, or run the ONNX heads with tlcut run . --backend onnxrt"
 fi
 
-echo "# TensorRT $V (flags of TensorRT $FLAVOR), GPU $GPU_NAME_FOUND (sm $CC), $JP: engines under <half>/tensorrt/$KEY/"
+echo "# TensorRT $V (flags of TensorRT $FLAVOR), GPU $GPU_NAME_FOUND (sm $CC), $JP: engines under <half>/$ENGINE_DIR/$KEY/"
 
 # trtexec's build command for one head, one argument a line
 build_cmd() {
@@ -405,8 +411,8 @@ for entry in "${ONNX_FILES[@]}"; do
   read -r prec onnx <<<"$entry"
   dir=$(dirname "$onnx")
   stem=$(basename "$onnx" .onnx)
-  engine="$dir/tensorrt/$KEY/$stem.engine"
-  cache="$dir/tensorrt/timing-${KEY}_${JP}.cache"
+  engine="$dir/$ENGINE_DIR/$KEY/$stem.engine"
+  cache="$dir/$ENGINE_DIR/timing-${KEY}_${JP}.cache"
   mapfile -t cmd < <(build_cmd "$prec" "$onnx" "$engine" "$cache")
   if [ "$DRY_RUN" = 1 ]; then
     echo "${cmd[*]}"
@@ -414,9 +420,9 @@ for entry in "${ONNX_FILES[@]}"; do
     continue
   fi
   [ -f "$onnx" ] || die "$onnx is missing from this folder; write the folder again with tlcut compile --target jetson"
-  mkdir -p "$dir/tensorrt/$KEY"
+  mkdir -p "$dir/$ENGINE_DIR/$KEY"
   rm -f "$engine" "$engine.json"  # an engine without its record is never loaded by tlcut
-  log="$dir/tensorrt/$KEY/$stem.build.log"
+  log="$dir/$ENGINE_DIR/$KEY/$stem.build.log"
   echo "building $engine ($prec) ..."
   if ! "${cmd[@]}" >"$log" 2>&1; then
     rm -f "$engine"

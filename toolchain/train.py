@@ -200,12 +200,6 @@ def save_keras(model, path, report: dict) -> None:
     Path(str(path) + REPORT_SUFFIX).write_text(json.dumps(report, indent=1) + "\n")
 
 
-def data_args(report: dict) -> dict:
-    d = report.get("data", {})
-    return {"size": d.get("size", 128), "channels": d.get("channels", 1), "task": d.get("task", "grade"),
-            "seed": d.get("seed", 0)}
-
-
 # The baseline's recipe (`tlcut train`); docs/training.md says why each is there.
 RECIPE = {"epochs": 40, "lr": 2e-3, "schedule": "cosine", "warmup": 2, "weight_decay": 0.01, "label_smoothing": 0.1,
           "balance": "sqrt"}
@@ -312,7 +306,7 @@ def _fine_tuning(model_file, data, limit, recipe):
 
     rep_path = Path(str(model_file) + REPORT_SUFFIX)
     base_report = json.loads(rep_path.read_text()) if rep_path.is_file() else {}
-    dargs = data_args(base_report)
+    dargs = datasets.data_args(base_report)
     data = data or base_report.get("data", {}).get("source_arg", "elpv")
     recipe = {**RETRAIN_RECIPE, "balance": base_report.get("training", {}).get("balance", "none"),
               **{k: v for k, v in recipe.items() if v is not None}}

@@ -40,35 +40,35 @@ class BundleArgs(Group):
 
 
 class BackendArgs(Group):
+    """--backend, --threads, --precision, and each backend's own flags, which the backend adds and
+    parses itself (``Backend.add_args``/``options_from_args``): this group only loops over the registry."""
+
     title = "engine"
 
     def add(self, p):
-        from tlcut.runtime.backends import DEFAULT, names
+        from tlcut.runtime import backends
 
-        p.add_argument("--backend", default=DEFAULT, choices=names(), help=f"runtime backend (default {DEFAULT})")
+        p.add_argument("--backend", default=backends.DEFAULT, choices=backends.names(),
+                       help=f"runtime backend (default {backends.DEFAULT})")
         p.add_argument("--threads", type=int, default=None, metavar="N",
                        help="intra-op threads for the backend (default: the backend's own choice)")
-        p.add_argument("--hint", default="latency", choices=["latency", "throughput"],
-                       help="OpenVINO's performance hint: one request at a time, or several streams (default latency)")
         p.add_argument("--precision", default="float32", choices=PRECISIONS,
                        help="which compiled halves to run: float32, or int8 (QDQ, from `tlcut compile --precision int8`)")
-        from tlcut.runtime.backends.onnxrt import PROVIDERS
-
-        p.add_argument("--providers", default="cpu", choices=PROVIDERS,
-                       help="ONNX Runtime's execution providers (--backend onnxrt): cpu; cuda (then CPU); tensorrt "
-                            "(TensorRT EP with an engine cache in the bundle, then CUDA, then CPU). One missing here "
-                            "falls back to the next with a warning (default cpu)")
+        self._own = {name: backends.backend_class(name).add_args(p) for name in backends.names()}
 
     def parse(self, a):
         from tlcut.runtime import backends
 
         if a.threads is not None and a.threads < 1:
             raise TlcutError(f"--threads must be at least 1, got {a.threads}")
-        if a.providers != "cpu" and a.backend != "onnxrt":
-            raise TlcutError(f"--providers picks ONNX Runtime's execution providers; it needs --backend onnxrt, "
-                             f"not --backend {a.backend}")
+        options = {name: backends.backend_class(name).options_from_args(a, a.backend) for name in backends.names()}
         self.name, self.threads, self.precision = a.backend, a.threads, a.precision
-        self.backend = backends.get(a.backend, hint=a.hint, providers=a.providers)
+        self.backend = backends.get(a.backend, **options[a.backend])
+        default = self._own[backends.DEFAULT]
+        #: The default backend with its own flags left alone: what a device folder's ONNX assumes.
+        self.is_default = a.backend == backends.DEFAULT and all(getattr(a, x.dest) == x.default for x in default)
+        #: Those flags, as a user drops them: "--backend/--providers".
+        self.flags = "/".join(["--backend"] + [x.option_strings[0] for x in default])
 
 
 class PlacementArgs(Group):

@@ -181,9 +181,9 @@ as it is."""
         if self.be.precision != "float32" or a.calib:
             raise TlcutError(f"--target {a.target} takes every precision the bundle already has for the cut; compile "
                              f"int8 first: `tlcut compile {b.path} --cuts K --precision int8 --calib elpv`")
-        if a.backend != "onnxrt" or a.providers != "cpu":
+        if not self.be.is_default:
             raise TlcutError(f"--target {a.target} writes ONNX for the device to build its own engines; drop "
-                             f"--backend/--providers")
+                             f"{self.be.flags}")
         if not a.output:
             raise TlcutError(f"--target {a.target} needs -o DIR, the folder to write")
         cut = a.cut if a.cut is not None else (best_cut_of_plan(a.plan, b) if a.plan else None)
