@@ -234,8 +234,7 @@ class Run(Verb):
 def adaptive_device(b, a, start, edge, kw):
     """An AdaptiveDevice over the plan's best allowed placements and device only."""
     from tlcut.cli.pipeline import load_plan
-    from tlcut.runtime.adapt import LinkEstimate, Policy, choose_candidates
-    from tlcut.runtime.run import AdaptiveDevice
+    from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy, choose_candidates
 
     plan = load_plan(a.adapt, b)
     if a.candidates < 1 or a.patience < 1 or a.probe_every < 1 or not 0 <= a.margin < 1:
