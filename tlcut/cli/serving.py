@@ -58,7 +58,7 @@ class Serve(Verb):
     def forward(self, a):
         """The Forward of --forward, checked before anything loads."""
         from tlcut.runtime.security import ClientCurve, require_policy
-        from tlcut.runtime.serve import Forward
+        from tlcut.runtime.forward import Forward
 
         given = [f for f, v in (("--to", a.to), ("--forward-key", a.forward_key),
                                 ("--forward-server-key", a.forward_server_key)) if v is not None]
