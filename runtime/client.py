@@ -229,7 +229,8 @@ class Upstream:
             self._client = EdgeClient(self.endpoint, self.timeout_s, curve=self.curve, insecure=self.insecure)
         return self._client
 
-    def request(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw") -> tuple[np.ndarray, P.Header]:
+    def request(self, array: np.ndarray, cut_id: int, flags: int = 0,
+                encoding: str = "raw") -> tuple[np.ndarray, P.Header]:
         """One request, no retry (the device above has its own budget); dropped on no reply."""
         return lazy_pirate(lambda: self.client.request(array, cut_id, flags, encoding), 0, reconnect=self.drop)
 
