@@ -40,8 +40,7 @@ def worker(args: dict) -> None:
     b = Bundle.open(args["bundle"])
     kw = dict(timeout_s=10, retries=1, fallback=True, insecure=True, threads=1, slowdown=args["slowdown"])
     if args["placement"] == "adaptive":
-        from tlcut.runtime.adapt import LinkEstimate, Policy
-        from tlcut.runtime.run import AdaptiveDevice
+        from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy
 
         plan = json.loads(Path(args["plan"]).read_text())
         cands = [c for c in plan["ranking"] if c["name"] in args["candidates"]]

@@ -375,7 +375,7 @@ def _check(r, what: str) -> None:
 
 def _wait_for_edge(tb, edge, timeout_s: float = 120) -> None:
     """Wait, from the device's side, until the edge answers (loading halves takes a while)."""
-    code = ("from tlcut.runtime.run import wait_for_edge\n"
+    code = ("from tlcut.runtime.client import wait_for_edge\n"
             f"wait_for_edge({tb.state.device_endpoint!r}, {timeout_s}, insecure=True)\n")
     probe = tb.popen("device", [sys.executable, "-c", code], stderr=subprocess.DEVNULL)
     while probe.poll() is None:

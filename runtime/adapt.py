@@ -14,7 +14,11 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from tlcut.bundle import Bundle
 from tlcut.placement import DEVICE, Placement
+from tlcut.runtime.run import Device, EdgeUnavailable
 
 #: Link bytes per payload byte (TCP/IPv4 on Ethernet), as the planner counts them.
 WIRE_OVERHEAD = 1514 / 1448
@@ -155,3 +159,61 @@ def choose_candidates(ranked: list[dict], rtt_ms: float, best: int, rates) -> li
         if Placement.from_json(c["placement"]).where == DEVICE:
             chosen.setdefault(c["name"], c)
     return list(chosen.values())
+
+
+class AdaptiveDevice:
+    """Every candidate placement's head loaded at once; a policy (above) picks one per
+    request from what the requests so far say of the link. The edge must serve all their tails.
+    Each placement keeps its own connection and fallback, so an unreachable edge runs locally as
+    with one placement, and adaptation resumes when it answers again. Every switch is logged."""
+
+    def __init__(self, bundle: Bundle, policy, *, edge: str, log=None, ping_every_s: float = 2.0, **device_kw):
+        self.policy, self.log, self.ping_every_s = policy, log or (lambda _: None), ping_every_s
+        self.devices = {c["name"]: Device(bundle, Placement.from_json(c["placement"]), edge=edge, **device_kw)
+                        for c in policy.candidates}
+        self._last_ping = 0.0
+        self._t0 = time.monotonic()
+        self.probes = 0
+
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
+        label, why = self.policy.next_placement()
+        if why == "probe":
+            self.probes += 1
+        elif why:
+            self.log(f"switch to {label}: {why}")
+        dev = self.devices[label]
+        t = time.monotonic()
+        y, rec = dev.infer(x)
+        rec.update(placement=label, probe=why == "probe", t_s=t - self._t0)
+        self.policy.observe(rec)
+        rec["link_mbps_estimate"] = self.policy.link.mbps
+        self._ping(dev)
+        return y, rec
+
+    def _ping(self, dev: "Device") -> None:
+        """A round-trip sample now and then (a PING costs the edge nothing)."""
+        now = time.monotonic()
+        if dev.client is None or dev.edge_away or now - self._last_ping < self.ping_every_s:
+            return
+        self._last_ping = now
+        t0 = time.perf_counter()
+        try:
+            dev.client.ping(timeout_s=1.0)
+        except EdgeUnavailable:
+            return
+        self.policy.link.observe_rtt((time.perf_counter() - t0) * 1e3)
+
+    def report(self) -> dict:
+        counts = {label: d.report() for label, d in self.devices.items()}
+        return {"per_placement": counts, "probes": self.probes,
+                "switches": [vars(s) for s in self.policy.switches]}
+
+    def close(self):
+        for d in self.devices.values():
+            d.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -37,6 +37,7 @@ from tlcut.bundle import ONNX
 from tlcut.errors import TlcutError
 from tlcut.runtime import protocol as P
 from tlcut.runtime.backends import DEFAULT, TENSORRT
+from tlcut.runtime.client import EdgeError, EdgeUnavailable, lazy_pirate
 
 log = logging.getLogger("tlcut.triton")
 
@@ -96,7 +97,7 @@ class TritonReply:
 
 
 class TritonClient:
-    """The device's link to a Triton server; the surface of ``run.EdgeClient``.
+    """The device's link to a Triton server; the surface of ``client.EdgeClient``.
 
     A request that fails to connect or gets no answer within ``timeout_s`` is sent again on a fresh
     client, up to ``retries`` times, then raises EdgeUnavailable (the Device then runs locally).
@@ -174,8 +175,6 @@ class TritonClient:
 
     def _call(self, fn, *args, **kw):
         """``fn(client, ...)`` with the timeout; EdgeUnavailable or EdgeError for what went wrong."""
-        from tlcut.runtime.run import EdgeError, EdgeUnavailable
-
         try:
             if self.protocol == "grpc":
                 kw["client_timeout"] = self.timeout_s
@@ -267,25 +266,21 @@ class TritonClient:
     def request(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw", **_encode_kw):
         """(result, TritonReply) for one tensor; retries on a fresh client, then EdgeUnavailable.
         ``_encode_kw`` (EdgeClient's encoding parameters) only exist for the non-raw encodings refused here."""
-        from tlcut.runtime.run import EdgeUnavailable
-
         self._check(encoding)
         array = np.ascontiguousarray(array)
         self.last_payload_bytes = array.nbytes
-        for attempt in range(self.retries + 1):
+
+        def attempt():
             rid = next(self._ids)
-            try:
-                name = self._model(cut_id, flags)
-                y = self._infer(name, array)
-            except EdgeUnavailable:
-                self._connect()
-                if attempt == self.retries:
-                    raise
-                self.retried += 1
-                continue
-            return y, TritonReply(rid, cut_id, flags & P.FLAG_TL, tuple(y.shape), y.dtype.name,
-                                  _resolve=self._edge_time(name))
-        raise AssertionError("unreachable")
+            name = self._model(cut_id, flags)
+            return rid, name, self._infer(name, array)
+
+        rid, name, y = lazy_pirate(attempt, self.retries, reconnect=self._connect, on_retry=self._count_retry)
+        return y, TritonReply(rid, cut_id, flags & P.FLAG_TL, tuple(y.shape), y.dtype.name,
+                              _resolve=self._edge_time(name))
+
+    def _count_retry(self) -> None:
+        self.retried += 1
 
     def send(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw", **_encode_kw) -> int:
         """Start a request without waiting (a thread per request in flight); ``receive`` its reply."""
@@ -304,8 +299,6 @@ class TritonClient:
     def receive(self, rid: int, timeout_s: float | None = None):
         from concurrent.futures import TimeoutError as FutTimeout
 
-        from tlcut.runtime.run import EdgeUnavailable
-
         fut, name, cut_id, flags = self._futures.pop(rid)
         try:
             y = fut.result(self.timeout_s if timeout_s is None else timeout_s)
@@ -318,8 +311,6 @@ class TritonClient:
 
     def ping(self, timeout_s: float | None = None):
         """Server liveness (``/v2/health/live``); EdgeUnavailable when there is no answer."""
-        from tlcut.runtime.run import EdgeUnavailable
-
         old, self.timeout_s = self.timeout_s, (self.timeout_s if timeout_s is None else timeout_s)
         try:
             if self.protocol == "http" and timeout_s is not None:

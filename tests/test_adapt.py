@@ -9,8 +9,8 @@ import pytest
 
 from tlcut import cli
 from tlcut.placement import DEVICE, EDGE, SPLIT, Placement
-from tlcut.runtime.adapt import WIRE_OVERHEAD, LinkEstimate, Policy
-from tlcut.runtime.run import AdaptiveDevice, Device, inputs
+from tlcut.runtime.adapt import WIRE_OVERHEAD, AdaptiveDevice, LinkEstimate, Policy
+from tlcut.runtime.run import Device, inputs
 from tlcut.runtime.serve import local_edge
 
 FIXED = {"serialize": 0.1, "deserialize": 0.1, "reply": 0.3, "device_tl": 0.0, "edge_tl": 0.0}

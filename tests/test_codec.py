@@ -174,7 +174,7 @@ def test_edge_client_sends_pixels_to_the_python_edge():
     from pathlib import Path
 
     from tlcut.bundle import Bundle
-    from tlcut.runtime.run import EdgeClient
+    from tlcut.runtime.client import EdgeClient
     from tlcut.runtime.serve import local_edge
 
     b = Bundle.open(Path(__file__).resolve().parents[1] / "runtime" / "c" / "tests" / "data" / "bundle")

@@ -10,8 +10,11 @@ from profiles import profile
 from tlcut.errors import TlcutError
 from tlcut.lab.loopback import free_port
 from tlcut.runtime import protocol as P
-from tlcut.runtime.run import Device, EdgeError, inputs
-from tlcut.runtime.serve import Edge, Forward, local_edge, serving
+from tlcut.runtime.client import EdgeError
+from tlcut.runtime.edge import serving
+from tlcut.runtime.forward import Forward
+from tlcut.runtime.run import Device, inputs
+from tlcut.runtime.serve import Edge, local_edge
 from tlcut.toolchain import plan
 
 HEADS = {"device": [10, 40, 60, 90], "edge": [5, 20, 30, 45], "cloud": [1, 4, 6, 9]}

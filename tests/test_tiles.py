@@ -410,8 +410,9 @@ def _x(seed, shape=(1, 3, 16, 16)):
 
 def test_bands_on_three_nodes_give_the_untiled_result(tiled):
     from tlcut.runtime import protocol as P
-    from tlcut.runtime.run import EdgeClient, EdgeError
-    from tlcut.runtime.serve import Edge, serving
+    from tlcut.runtime.client import EdgeClient, EdgeError
+    from tlcut.runtime.edge import serving
+    from tlcut.runtime.serve import Edge
     from tlcut.runtime.tiles import Tiles
 
     b, root = tiled
@@ -441,8 +442,9 @@ def test_bands_on_three_nodes_give_the_untiled_result(tiled):
 
 
 def test_tiles_from_a_cut_all_local(tiled):
-    from tlcut.runtime.run import EdgeClient
-    from tlcut.runtime.serve import Edge, serving
+    from tlcut.runtime.client import EdgeClient
+    from tlcut.runtime.edge import serving
+    from tlcut.runtime.serve import Edge
     from tlcut.runtime.tiles import Tiles
 
     b, root = tiled
@@ -461,8 +463,9 @@ def test_a_silent_or_wrong_node_fails_the_request_with_its_cause_and_the_edge_se
     import time
 
     from tlcut.runtime import protocol as P
-    from tlcut.runtime.run import EdgeClient, EdgeError
-    from tlcut.runtime.serve import Edge, serving
+    from tlcut.runtime.client import EdgeClient, EdgeError
+    from tlcut.runtime.edge import serving
+    from tlcut.runtime.serve import Edge
     from tlcut.runtime.tiles import Tiles
 
     b, root = tiled

@@ -14,8 +14,9 @@ from tlcut.lab.loopback import Loopback
 from tlcut.lab.testbed import Config
 from tlcut.models import graphs
 from tlcut.runtime import protocol as P
-from tlcut.runtime.run import EdgeClient
-from tlcut.runtime.serve import Edge, serving
+from tlcut.runtime.client import EdgeClient
+from tlcut.runtime.edge import serving
+from tlcut.runtime.serve import Edge
 from tlcut.toolchain.export import export
 
 

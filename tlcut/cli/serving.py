@@ -59,7 +59,7 @@ class Serve(Verb):
     def forward(self, a):
         """The Forward of --forward, checked before anything loads."""
         from tlcut.runtime.security import ClientCurve, require_policy
-        from tlcut.runtime.serve import Forward
+        from tlcut.runtime.forward import Forward
 
         given = [f for f, v in (("--to", a.to), ("--forward-key", a.forward_key),
                                 ("--forward-server-key", a.forward_server_key)) if v is not None]
@@ -235,8 +235,7 @@ class Run(Verb):
 def adaptive_device(b, a, start, edge, kw):
     """An AdaptiveDevice over the plan's best allowed placements and device only."""
     from tlcut.cli.pipeline import load_plan
-    from tlcut.runtime.adapt import LinkEstimate, Policy, choose_candidates
-    from tlcut.runtime.run import AdaptiveDevice
+    from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy, choose_candidates
 
     plan = load_plan(a.adapt, b)
     if a.candidates < 1 or a.patience < 1 or a.probe_every < 1 or not 0 <= a.margin < 1:
