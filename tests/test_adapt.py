@@ -132,25 +132,29 @@ def test_switching_mid_stream_loses_no_request_and_stays_correct(bundle):
 
 def test_run_adapt_from_the_cli(bundle, tmp_path, capsys):
     from tlcut.toolchain.bench import bench
-    from tlcut.toolchain import plan as planmod
 
     for role in ("device", "edge"):
         (tmp_path / f"{role}.json").write_text(json.dumps(bench(bundle, role=role, iterations=3, progress=lambda *_: None)))
     assert cli.main(["plan", "--device", str(tmp_path / "device.json"), "--edge", str(tmp_path / "edge.json"),
                      "--tl", "off", "-o", str(tmp_path / "plan.json")]) == 0
     plan = Plan.load(tmp_path / "plan.json", bundle)
-    served = sorted({str(c.placement.cut) for c in plan.ranking[:4] if c.placement.cut is not None} | {"input"})
+    last = len(bundle.cuts) - 1
+    served = sorted({str(c.placement.cut) for c in plan.ranking[:4] if c.placement.cut is not None}
+                    | {"input", str(last)})
     with local_edge(bundle, served, tl="off") as ep:
         assert cli.main(["run", str(bundle.path), "--adapt", str(tmp_path / "plan.json"), "--edge", ep,
                          "--requests", "12", "--warmup", "1", "-o", str(tmp_path / "run.json"),
                          "--timeline", str(tmp_path / "t.png")]) == 0
+        # --cut names where to start, found in the plan by its placement
+        assert cli.main(["run", str(bundle.path), "--adapt", str(tmp_path / "plan.json"), "--edge", ep, "--cut", str(last),
+                         "--tl", "off", "--requests", "2", "--warmup", "0", "-o", str(tmp_path / "start.json")]) == 0
+    assert json.loads((tmp_path / "start.json").read_text())["requests"][0]["placement"] == f"cut {last}"
     out = json.loads((tmp_path / "run.json").read_text())
     assert out["placement"] == "adaptive" and len(out["requests"]) == 12
     assert all(r["placement"] in {c.label for c in plan.ranking} for r in out["requests"])
     assert "per_placement" in out["summary"]["counts"]
     assert all(r["link_mbps_estimate"] > 0 for r in out["requests"])
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    _ = planmod
 
 
 def test_candidates_cover_the_rates_the_link_may_move_to():
