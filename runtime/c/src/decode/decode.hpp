@@ -63,13 +63,24 @@ bool decode(const Wire &w, Scratch &s, Tensor &out, std::string &err);
 // "encoding E does not fit a DTYPE payload" + ``why``: the message of every encoding's refusal.
 std::string misfit(const tlc_header &h, const std::string &why = "");
 
-// (q - zero_point) x scale of ``count`` integers of type Q at ``q``, into s.f32: the restore of
-// the affine encodings (int8, uint8, and jpeg after decoding).
+// The affine encodings (int8, uint8): a payload of ``dtype`` (integers of type Q) with scale > 0,
+// restored to float32 x = (q - zero_point) x scale in s.f32.
 template <typename Q>
-const float *affine(const Q *q, size_t count, const tlc_header &h, Scratch &s) {
-    s.f32.resize(count);
-    for (size_t i = 0; i < count; i++) s.f32[i] = (float(q[i]) - float(h.zero_point)) * h.scale;
-    return s.f32.data();
+bool decode_affine(const Wire &w, int dtype, Scratch &s, Tensor &out, std::string &err) {
+    if (w.h.dtype != dtype) {
+        err = misfit(w.h);
+        return false;
+    }
+    if (!(w.h.scale > 0)) {  // NaN too
+        err = misfit(w.h, " with scale <= 0");
+        return false;
+    }
+    const Q *q = static_cast<const Q *>(w.payload);
+    s.f32.resize(w.count);
+    for (size_t i = 0; i < w.count; i++) s.f32[i] = (float(q[i]) - float(w.h.zero_point)) * w.h.scale;
+    out.data = s.f32.data();
+    out.dtype = TLC_F32;
+    return true;
 }
 
 }  // namespace tlc

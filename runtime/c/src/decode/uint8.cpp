@@ -5,17 +5,7 @@
 namespace tlc {
 
 bool decode_uint8(const Wire &w, Scratch &s, Tensor &out, std::string &err) {
-    if (w.h.dtype != TLC_U8) {
-        err = misfit(w.h);
-        return false;
-    }
-    if (!(w.h.scale > 0)) {  // NaN too
-        err = misfit(w.h, " with scale <= 0");
-        return false;
-    }
-    out.data = affine(static_cast<const uint8_t *>(w.payload), w.count, w.h, s);
-    out.dtype = TLC_F32;
-    return true;
+    return decode_affine<uint8_t>(w, TLC_U8, s, out, err);
 }
 
 }  // namespace tlc
