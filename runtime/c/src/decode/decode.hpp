@@ -42,7 +42,7 @@ using DecodeFn = bool (*)(const Wire &w, Scratch &s, Tensor &out, std::string &e
 
 struct Encoding {
     uint8_t code;  // TLC_ENC_*
-    const char *name;  // as tlcut's Python side names it (runtime/protocol.py)
+    const char *name;  // as docs/protocol.md names it
     DecodeFn decode;
 };
 
@@ -54,7 +54,7 @@ bool decode_jpeg(const Wire &w, Scratch &s, Tensor &out, std::string &err);
 
 // The table's row for ``code``, or nullptr for a code this edge does not know.
 const Encoding *find_encoding(uint8_t code);
-// The rows, in code order (for tests and --version).
+// The rows, in code order (for tests).
 const Encoding *encodings(size_t *count);
 
 // Decode by the header's encoding: its row's function, or for an unknown code the misfit message.
