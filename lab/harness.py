@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tlcut.errors import TlcutError
 from tlcut.lab import testbed as tbm
+from tlcut.lab.emulation import stop
 from tlcut.lab.loopback import Loopback
 from tlcut.placement import DEVICE, EDGE, Placement
 
@@ -116,10 +117,7 @@ class Harness:
 
     def stop(self) -> None:
         """Stop every edge this harness started."""
-        for p in self._served:
-            p.terminate()
-        for p in self._served:
-            p.wait(20)
+        stop(self._served)
         self._served.clear()
 
 
