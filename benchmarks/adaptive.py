@@ -118,7 +118,7 @@ def main() -> int:
 
     from tlcut.bundle import Bundle
     from tlcut.lab import testbed as tbm, timeline, trace
-    from tlcut.lab.loopback import Loopback
+    from tlcut.lab.harness import Harness, pick
     from tlcut.placement import EDGE
     from tlcut.runtime.run import default_images
     from tlcut.toolchain import plan as planmod
@@ -133,22 +133,18 @@ def main() -> int:
     traces = {n: trace.load(n) for n in a.traces.split(",")}
     first = next(iter(traces.values()))[0]
     cfg = tbm.Config(bandwidth_mbps=first.mbps, latency_ms=first.ms, device_quota=a.device_quota, port=5931)
-    emu = tbm.Testbed(cfg, log=print) if tbm.available() is None else Loopback(cfg, log=print)
+    emu = pick()[0](cfg, log=print)
     results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": b.name,
                "command": "python benchmarks/adaptive.py" + (f" --min-cut {a.min_cut}" if a.min_cut is not None else "")
                + (f" --speed {a.speed:g}" if a.speed != 1 else "") + (" --scission-space" if a.scission_space else ""),
                "traces": {}}
-    with emu as tb:
+    images = default_images(b)
+    with emu as tb, Harness(tb, b.path, images=images) as h:
         results["emulation"] = tb.describe()
         prof = Path(a.profiles) if a.profiles else root
-        images = default_images(b)
         results["images"] = images or "random tensors"
         for role in ("device", "edge") if not a.profiles else ():
-            extra = tb.device_args() if role == "device" else []
-            r = tb.run(role, TLCUT + ["bench", str(b.path), "--role", role, "--threads", "1", "--iterations",
-                                      str(a.iterations), *extra, "-o", str(prof / f"profile-{role}.json")])
-            if r.returncode:
-                raise SystemExit(f"bench as {role} failed")
+            h.bench(role, prof / f"profile-{role}.json", a.iterations)
         dev, edg = (planmod.load_profile(prof / f"profile-{r}.json", r) for r in ("device", "edge"))
         net = planmod.Network(up_mbps=first.mbps, rtt_ms=first.ms, down_mbps=10 * first.mbps)
         plan = planmod.plan(dev, edg, net, planmod.Constraints(min_cut=a.min_cut, tl="off" if a.scission_space else "both"))
@@ -179,19 +175,14 @@ def main() -> int:
         cand_names = [c.label for c in cands]  # for the results, which people read
         cuts = sorted({c.placement.cut for c in cands if c.placement.cut is not None})
         compile_cuts(b, [b.cuts[i] for i in cuts], tl="both")
-        serve = TLCUT + ["serve", str(b.path), *sum((["--cut", str(k)] for k in cuts), []), "--cut", "input",
-                         "--bind", tb.state.edge_bind, "--threads", "1", "--insecure"]
-        edge = tb.popen("edge", serve, stderr=open(root / "edge.log", "w"))
-        try:
-            time.sleep(20)  # DenseNet169's tails load
-            slowdown = float(tb.device_args()[1]) if tb.device_args() else 1.0
+        with h.serve_cuts(cuts, log=root / "edge.log"):
             for tname, steps in traces.items():
                 duration = (steps[-1].t_s + 20) / a.speed
                 runs = {}
                 for label, c in [*statics.items(), ("tlcut adaptive", None)]:
                     print(f"[adaptive] {tname}: {label}")
                     args = {"bundle": str(b.path), "edge": tb.state.device_endpoint, "duration": duration,
-                            "slowdown": slowdown, "out": str(root / f"{tname}-{len(runs)}.json"),
+                            "slowdown": tb.slowdown, "out": str(root / f"{tname}-{len(runs)}.json"),
                             "placement": c.placement.to_json() if c else "adaptive", "plan": str(root / "plan.json"),
                             "candidates": cand_ranks, "images": images}
                     runs[label] = run_one(tb, label, args, steps, a.speed)
@@ -212,9 +203,6 @@ def main() -> int:
                 timeline.plot(runs["tlcut adaptive"]["records"], out / f"{tag}-{tname}.png",
                               trace=[trace.Step(s.t_s / a.speed, s.mbps, s.ms) for s in steps],
                               title=f"{b.name}, {tname} trace: tlcut run --adapt")
-        finally:
-            edge.terminate()
-            edge.wait(20)
     (out / f"{tag}.json").write_text(json.dumps(results, indent=1) + "\n")
     md = to_markdown(results, tag)
     (out / f"{tag}.md").write_text(md)

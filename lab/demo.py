@@ -4,7 +4,7 @@ export -> cuts -> bench (as device and as edge) -> plan -> compile -> serve and 
 a practitioner weighs (tlcut's choice, the paper's static choices: best cut with the TL and without,
 both float32; device only; edge only with the input as float32, as the camera's uint8 pixels and
 as a JPEG) on the same images -> one table of predicted against measured latency. Every step is a real tlcut verb, run as a user would run
-it, so what is measured is what is shipped. As root it runs in the testbed (namespaces, tc, a
+it (lab/harness.py), so what is measured is what is shipped. As root it runs in the testbed (namespaces, tc, a
 cgroup quota); without root on loopback (lab/loopback.py), and the results say which.
 """
 
@@ -13,15 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tlcut.errors import TlcutError
-
-
-def _tlcut(*args) -> list[str]:
-    return [sys.executable, "-m", "tlcut", *map(str, args)]
+from tlcut.lab.harness import Harness, check, pick, tlcut
 
 
 def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float = 57.0, latency: float = 28.0,
@@ -30,17 +26,13 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
          say=print) -> dict:
     from tlcut.bundle import write_json_atomic
     from tlcut.lab import testbed as tbm
-    from tlcut.lab.loopback import Loopback
-    from tlcut.placement import DEVICE, EDGE
+    from tlcut.placement import EDGE
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain import plan_report
     from tlcut.runtime.run import default_images
     from tlcut.toolchain.compile import compile_cuts
 
-    why = tbm.available()
-    if emulation == "testbed" and why:
-        raise TlcutError(f"--emulation testbed: {why}; run as root (e.g. sudo), or use --emulation loopback")
-    use_testbed = emulation == "testbed" or (emulation == "auto" and not why)
+    Emu, why = pick(emulation)
     if emulation == "auto" and why:
         say(f"[demo] no testbed ({why}): running on loopback with the link and the device emulated in user space")
     out = Path(out or f"results/demo-{model}")
@@ -53,14 +45,12 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
     (out / "cuts.json").write_text(json.dumps([c.to_json() for c in b.cuts], indent=1))
 
     cfg = tbm.Config(bandwidth_mbps=bandwidth, latency_ms=latency, device_quota=device_quota)
-    with (tbm.Testbed(cfg, log=say) if use_testbed else Loopback(cfg, log=say)) as tb:
+    images = default_images(b)
+    with Emu(cfg, log=say) as tb, Harness(tb, bpath, requests=requests, warmup=warmup, images=images) as h:
         # 3. bench as device and as edge, inside the emulation -------------------------------------
         for role in ("device", "edge"):
             step(3, f"bench all cuts as the {role} ({tb.kind})")
-            extra = tb.device_args() if role == "device" else []
-            r = tb.run(role, _tlcut("bench", bpath, "--role", role, "--threads", "1", "--iterations", bench_iterations,
-                                     *extra, "-o", out / f"profile-{role}.json"))
-            _check(r, f"bench as {role}")
+            h.bench(role, out / f"profile-{role}.json", bench_iterations)
         # 4. plan ----------------------------------------------------------------------------------
         step(4, f"plan for uplink {bandwidth:g} Mbit/s, latency {latency:g} ms")
         net = planmod.Network(up_mbps=bandwidth, rtt_ms=latency, down_mbps=10 * bandwidth,
@@ -85,35 +75,9 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
         compile_cuts(b, [b.cuts[i] for i in cut_ids], tl="both")
         # 6. serve and run -------------------------------------------------------------------------
         step(6, f"serve on the edge, run {len(chosen)} placements x {requests} requests on the device")
-        serve_args = sum((["--cut", i] for i in cut_ids), []) + ["--cut", "input"]
-        # the testbed is a lab link on one machine: plain TCP (--insecure); CURVE's cost is measured
-        # on its own in benchmarks/reliability.py
-        edge = tb.popen("edge", _tlcut("serve", bpath, *serve_args, "--bind", tb.state.edge_bind, "--threads", "1",
-                                       "--insecure"),
-                        stderr=open(out / "edge.log", "w"))
-        runs = {}
-        images = default_images(b)
-        try:
-            _wait_for_edge(tb, edge)
-            for label, c in chosen.items():
-                pl = c.placement
-                if c in runs:  # one placement in two roles runs once
-                    runs[label] = runs[c]
-                    continue
-                cut = {DEVICE: "device", EDGE: "input"}.get(pl.where, pl.cut)
-                say(f"[demo 6/{STEPS}]   {label}: {pl.label}")
-                f = out / f"run-{pl.slug}.json"
-                r = tb.run("device", _tlcut("run", bpath, "--cut", cut, "--tl", "on" if pl.tl else "off",
-                                            "--encoding", pl.encoding, *(["--jpeg-quality", pl.quality] if pl.quality else []),
-                                            "--edge", tb.state.device_endpoint, *(["--images", images] if images else []),
-                                            "--requests", requests, "--warmup", warmup, "--threads", "1",
-                                            "--timeout", "60", "--retries", "0", "--fallback", "off", "--insecure",
-                                            *tb.device_args(), "-o", f))
-                _check(r, f"run {c.label}")
-                runs[label] = runs[c] = json.loads(f.read_text())
-        finally:
-            edge.terminate()
-            edge.wait(10)
+        h.serve_cuts(cut_ids, log=out / "edge.log")
+        runs = h.run_all({label: c.placement for label, c in chosen.items()}, out,
+                         say=lambda label, pl: say(f"[demo 6/{STEPS}]   {label}: {pl.label}"))
     # 7. the table -------------------------------------------------------------------------------
     step(7, "summary")
     rows = []
@@ -178,7 +142,7 @@ def _bundle(model, out: Path, bundle, input_shape, step):
         step(1, f"reusing bundle {bpath} ({b.name})")
     else:
         step(1, f"export {model} (random weights) -> {bpath}")
-        _check(subprocess.run(_tlcut("export", model, "-o", bpath, *(["--input-shape", input_shape] if input_shape else []))),
+        check(subprocess.run(tlcut("export", model, "-o", bpath, *(["--input-shape", input_shape] if input_shape else []))),
                "export")
         b = Bundle.open(bpath)
     return b, bpath
@@ -211,13 +175,12 @@ def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth:
     step(2, f"{len(b.cuts)} cuts, the TL applies at {sum(c.tl for c in b.cuts)}")
     cfg = tbm.Config(bandwidth_mbps=bandwidth, latency_ms=latency, device_quota=device_quota, edge_quota=edge_quota,
                      cloud=True, backbone_mbps=backbone, backbone_ms=backbone_latency)
-    with tbm.Testbed(cfg, log=say) as tb:
+    images = default_images(b)
+    with tbm.Testbed(cfg, log=say) as tb, Harness(tb, bpath, requests=requests, warmup=warmup, images=images) as h:
         s = tb.state
         for role in ("device", "edge", "cloud"):
             step(3, f"bench all cuts as the {role}")
-            r = tb.run(role, _tlcut("bench", bpath, "--role", "device" if role == "device" else "edge", "--threads", "1",
-                                     "--iterations", bench_iterations, "-o", out / f"profile-{role}.json"))
-            _check(r, f"bench as {role}")
+            h.bench(role, out / f"profile-{role}.json", bench_iterations)
         step(4, f"three-tier plan: uplink {bandwidth:g} Mbit/s {latency:g} ms, backbone {backbone:g} Mbit/s "
                 f"{backbone_latency:g} ms")
         src = f"testbed ({s.delay_method})"
@@ -240,13 +203,12 @@ def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth:
         for c in chosen.values():
             _compile_for(b, c, compile_cuts, compile_middle)
         step(6, f"serve and run {len(set(chosen.values()))} placements x {requests} requests")
-        images = default_images(b)
         runs: dict = {}
         for label, c in chosen.items():
             if c in runs:
                 continue
             say(f"[demo 6/{STEPS}]   {label}: {c.label}")
-            runs[c] = _run_tiers(tb, bpath, c, out, images, requests, warmup)
+            runs[c] = _run_tiers(h, c, out)
     step(7, "summary")
     rows = []
     for label, c in chosen.items():
@@ -284,43 +246,30 @@ def _compile_for(b, c, compile_cuts, compile_middle) -> None:
         compile_middle(b, b.cuts[xs[0].cut], b.cuts[xs[1].cut], tl="on" if xs[0].tl else "off", to_tl=xs[1].tl)
 
 
-def _run_tiers(tb, bpath: Path, c, out: Path, images, requests: int, warmup: int) -> dict:
-    """Serve what chain ``c`` needs (a cloud and a forwarding edge, or one edge), run the device, stop them."""
-    s = tb.state
+def _run_tiers(h: Harness, c, out: Path) -> dict:
+    """Serve what chain ``c`` (a TierDeployment) needs (a cloud and a forwarding edge, or one edge),
+    run the device, stop them."""
+    s = h.emu.state
     xs = c.crossings
-    serve = ["serve", bpath, "--threads", "1", "--insecure"]  # a lab link: CURVE's cost is measured elsewhere
     slug = "-".join(f"{'input' if x.cut is None else x.cut}{'tl' if x.tl else ''}{x.encoding}" for x in xs) or "device"
-    procs = []
     try:
+        fwd = []
         if len(xs) == 2:
             tail = xs[1]
-            procs.append(tb.popen("cloud", _tlcut(*serve, "--cut", tail.cut, "--tl", "on" if tail.tl else "off",
-                                                  "--bind", s.cloud_bind), stderr=open(out / f"cloud-{slug}.log", "w")))
+            h.serve("--cut", tail.cut, "--tl", "on" if tail.tl else "off", role="cloud", bind=s.cloud_bind,
+                    log=out / f"cloud-{slug}.log", wait=False)
             fwd = ["--forward", s.cloud_endpoint, "--to", tail.cut, "--to-tl", "on" if tail.tl else "off",
                    "--forward-encoding", tail.encoding, "--forward-timeout", "60", "--forward-insecure"]
-        else:
-            fwd = []
+        device = ["--cut", "device"]
         if xs:
             head = xs[0]
             cut = "input" if head.cut is None else head.cut
-            procs.append(tb.popen("edge", _tlcut(*serve, "--cut", cut, *(["--tl", "on" if head.tl else "off"]
-                                                                         if head.cut is not None else []),
-                                                 "--bind", s.edge_bind, *fwd), stderr=open(out / f"edge-{slug}.log", "w")))
-            _wait_for_edge(tb, procs[-1])
-            device = ["--cut", cut, "--tl", "on" if head.tl else "off", "--encoding", head.encoding,
-                      "--edge", s.device_endpoint]
-        else:
-            device = ["--cut", "device", "--edge", s.device_endpoint]
-        f = out / f"run-{slug}.json"
-        r = tb.run("device", _tlcut("run", bpath, *device, *(["--images", images] if images else []),
-                                    "--requests", requests, "--warmup", warmup, "--threads", "1", "--timeout", "60",
-                                    "--retries", "0", "--fallback", "off", "--insecure", "-o", f))
-        _check(r, f"run {c.label}")
-        return json.loads(f.read_text())
+            h.serve("--cut", cut, *(["--tl", "on" if head.tl else "off"] if head.cut is not None else []), *fwd,
+                    log=out / f"edge-{slug}.log")
+            device = ["--cut", cut, "--tl", "on" if head.tl else "off", "--encoding", head.encoding]
+        return h.run(device, out / f"run-{slug}.json")
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(10)
+        h.stop()
 
 
 def format_tiers_summary(r: dict) -> str:
@@ -370,21 +319,3 @@ def format_summary(r: dict) -> str:
                      + ", ".join(f"{k} {v:.2f}x" for k, v in s["choice_vs"].items()) + ".")
     return "\n".join(lines)
 
-
-def _check(r, what: str) -> None:
-    if r.returncode != 0:
-        raise TlcutError(f"demo step '{what}' failed (exit {r.returncode}); see the lines above")
-
-
-def _wait_for_edge(tb, edge, timeout_s: float = 120) -> None:
-    """Wait, from the device's side, until the edge answers (loading halves takes a while)."""
-    code = ("from tlcut.runtime.client import wait_for_edge\n"
-            f"wait_for_edge({tb.state.device_endpoint!r}, {timeout_s}, insecure=True)\n")
-    probe = tb.popen("device", [sys.executable, "-c", code], stderr=subprocess.DEVNULL)
-    while probe.poll() is None:
-        if edge.poll() is not None:
-            probe.kill()
-            raise TlcutError("the edge server exited at start-up; see edge.log in the results folder")
-        time.sleep(0.5)
-    if probe.returncode != 0:
-        raise TlcutError(f"the edge did not answer within {timeout_s:.0f} s; see edge.log in the results folder")
