@@ -109,10 +109,10 @@ def test_several_hosts_per_tier_pick_the_best():
 # -- the runtime chain: device -> edge (middle part) -> cloud, over the same protocol ---------------
 
 @pytest.fixture(scope="module")
-def chain_bundle(residual_bundle):
+def chain_bundle(small_bundle):
     from tlcut.toolchain.compile import compile_middle
 
-    b = residual_bundle(hw=9, tl="both")
+    b = small_bundle()
     assert b.cuts[0].tl and b.cuts[1].tl
     for to_tl in (False, True):
         compile_middle(b, b.cuts[0], b.cuts[1], tl="both", to_tl=to_tl)
