@@ -284,12 +284,8 @@ def test_serve_written_repository(bundle, tmp_path, proto):
                     np.testing.assert_allclose(y, w, rtol=1e-4, atol=1e-5, err_msg=f"cut {cut} tl {tl}")
                 assert d.counts["offloaded"] == len(xs)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.kill()  # nothing of the server's is checked after this
+        proc.wait()
         log.close()
 
 
