@@ -40,12 +40,12 @@ def worker(args: dict) -> None:
     b = Bundle.open(args["bundle"])
     kw = dict(timeout_s=10, retries=1, fallback=True, insecure=True, threads=1, slowdown=args["slowdown"])
     if args["placement"] == "adaptive":
-        from tlcut.runtime.adapt import LinkEstimate, Policy
-        from tlcut.runtime.run import AdaptiveDevice
+        from tlcut.deployment import Plan
+        from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy
 
-        plan = json.loads(Path(args["plan"]).read_text())
-        cands = [c for c in plan["ranking"] if c["name"] in args["candidates"]]
-        net = plan["network"]
+        plan = Plan.load(args["plan"], b)
+        cands = [plan.ranking[i] for i in args["candidates"]]  # by rank in the plan saved for the workers
+        net = plan.network
         dev = AdaptiveDevice(b, Policy(cands, LinkEstimate(net["up_mbps"], net["rtt_ms"])), edge=args["edge"], **kw)
     else:
         dev = rt.Device(b, Placement.from_json(args["placement"]), edge=args["edge"], **kw)
@@ -119,6 +119,7 @@ def main() -> int:
     from tlcut.bundle import Bundle
     from tlcut.lab import testbed as tbm, timeline, trace
     from tlcut.lab.loopback import Loopback
+    from tlcut.placement import EDGE
     from tlcut.runtime.run import default_images
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain.compile import compile_cuts
@@ -152,29 +153,31 @@ def main() -> int:
         net = planmod.Network(up_mbps=first.mbps, rtt_ms=first.ms, down_mbps=10 * first.mbps)
         plan = planmod.plan(dev, edg, net, planmod.Constraints(min_cut=a.min_cut, tl="off" if a.scission_space else "both"))
         if a.scission_space:  # float32 on the wire only, as Scission sends it
-            for c in plan["ranking"]:
-                if c["placement"]["encoding"] != "raw":
-                    c["allowed"], c["why_not"] = False, "--scission-space"
-            plan["best"] = next(c for c in plan["ranking"] if c["allowed"])
-        (root / "plan.json").write_text(json.dumps(plan))
-        statics = {"Scission (no TL, float32)": plan["best_plain"], "ScissionLite (TL, float32)": plan["best_tl"],
-                   "tlcut static best": plan["best"], "device only": plan["device_only"]}
+            for c in plan.ranking:
+                if c.placement.encoding != "raw":
+                    c.allowed, c.why_not = False, "--scission-space"
+            plan.best = plan.allowed[0]
+        plan.save(root / "plan.json")
+        statics = {"Scission (no TL, float32)": plan.best_plain, "ScissionLite (TL, float32)": plan.best_tl,
+                   "tlcut static best": plan.best, "device only": plan.device_only}
         if a.scission_space:
-            statics = {"Scission static (no TL, float32)": plan["best_plain"], "device only": plan["device_only"]}
+            statics = {"Scission static (no TL, float32)": plan.best_plain, "device only": plan.device_only}
         if a.min_cut is None:
-            by_name = {c["name"]: c for c in plan["ranking"]}
-            statics["edge only (float32 input)"] = plan["edge_only"]
+            def edge_only(enc):  # the first in the ranking, allowed or not
+                return next((c for c in plan.ranking if c.placement.where == EDGE and c.placement.encoding == enc
+                             and c.tiles is None), None)
+            statics["edge only (float32 input)"] = plan.edge_only
             if not a.scission_space:
-                statics["edge only (uint8 input)"] = by_name.get("edge only, uint8")
-                statics["edge only (JPEG input)"] = next((c for n, c in by_name.items() if n.startswith("edge only, JPEG")), None)
+                statics["edge only (uint8 input)"] = edge_only("uint8")
+                statics["edge only (JPEG input)"] = edge_only("jpeg")
         statics = {k: v for k, v in statics.items() if v is not None}
-        allowed = [c for c in plan["ranking"] if c["allowed"]]
         from tlcut.runtime.adapt import choose_candidates
 
         rates = sorted({s.mbps for steps in traces.values() for s in steps})
-        cand_names = list(dict.fromkeys([c["name"] for c in choose_candidates(allowed, first.ms, 4, rates)]
-                                        + [c["name"] for c in statics.values()]))
-        cuts = sorted({c["cut"] for c in plan["ranking"] if c["name"] in cand_names and c["cut"] is not None})
+        cands = list(dict.fromkeys([*choose_candidates(plan.allowed, first.ms, 4, rates), *statics.values()]))
+        cand_ranks = [plan.ranking.index(c) for c in cands]
+        cand_names = [c.label for c in cands]  # for the results, which people read
+        cuts = sorted({c.placement.cut for c in cands if c.placement.cut is not None})
         compile_cuts(b, [b.cuts[i] for i in cuts], tl="both")
         serve = TLCUT + ["serve", str(b.path), *sum((["--cut", str(k)] for k in cuts), []), "--cut", "input",
                          "--bind", tb.state.edge_bind, "--threads", "1", "--insecure"]
@@ -189,8 +192,8 @@ def main() -> int:
                     print(f"[adaptive] {tname}: {label}")
                     args = {"bundle": str(b.path), "edge": tb.state.device_endpoint, "duration": duration,
                             "slowdown": slowdown, "out": str(root / f"{tname}-{len(runs)}.json"),
-                            "placement": c["placement"] if c else "adaptive", "plan": str(root / "plan.json"),
-                            "candidates": cand_names, "images": images}
+                            "placement": c.placement.to_json() if c else "adaptive", "plan": str(root / "plan.json"),
+                            "candidates": cand_ranks, "images": images}
                     runs[label] = run_one(tb, label, args, steps, a.speed)
                 ph = phases(steps, a.speed, duration)
                 table = {}

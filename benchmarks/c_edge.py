@@ -111,7 +111,7 @@ def _start_edges(b, eps: dict) -> dict:
 
 
 def loopback(requests: int, warmup: int) -> dict:
-    from tlcut.runtime.run import EdgeClient, wait_for_edge
+    from tlcut.runtime.client import EdgeClient, wait_for_edge
 
     root = Path(tempfile.mkdtemp(prefix="tlcut-cedge-"))
     out = {}

@@ -1,11 +1,11 @@
 """JPEG codecs for the wire's encoding 4: which library the device encodes and the Python edge
-decodes with (runtime/codec.py uses simplejpeg; this is why).
+decodes with (tlcut/encodings/jpeg.py uses simplejpeg; this is why).
 
     python benchmarks/codecs.py [--images 100] [--passes 5]
 
 ELPV solar cells (the embedded data set) at 224x224 RGB, as a camera on the device would hand them
 over, at JPEG qualities 75 and 90. Per library (Pillow, simplejpeg, OpenCV, each only where it
-imports): encode time (RGB uint8 in, JPEG bytes out, 4:4:4 chroma as runtime/codec.py sends),
+imports): encode time (RGB uint8 in, JPEG bytes out, 4:4:4 chroma as tlcut/encodings/jpeg.py sends),
 decode time (the same bytes for every library: simplejpeg's, what crosses the wire; RGB uint8 out),
 the JPEG sizes, and whether its decoded pixels equal simplejpeg's (the C edge's TurboJPEG decodes
 to simplejpeg's pixels: tests/vectors/behaviour.json). Libraries are timed round-robin per image,
@@ -160,7 +160,7 @@ def markdown(res: dict) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}, numpy {m['numpy']}  ",
              "Libraries: " + ", ".join(f"{n} {v}" for n, v in res["libraries"].items()), "",
              f"{res['images']['count']} ELPV solar cells at 224x224 RGB (uint8), {res['images']['passes']} timed passes, "
-             "libraries round-robin per image. Encode: RGB in, JPEG out, 4:4:4 chroma (as runtime/codec.py sends; "
+             "libraries round-robin per image. Encode: RGB in, JPEG out, 4:4:4 chroma (as tlcut/encodings/jpeg.py sends; "
              "OpenCV's time includes its RGB-to-BGR conversion). Decode: every library decodes the same bytes "
              "(simplejpeg's, what crosses the wire) to RGB. Times in ms: median (p10..p90); sizes in bytes: "
              "median (min..max), each library's own encoding.", "",

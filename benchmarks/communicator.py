@@ -133,7 +133,7 @@ def main() -> int:
         return densenet(a)
     a.output = a.output or str(ROOT / "benchmarks" / "results" / "communicator")
 
-    from tlcut.runtime.run import EdgeClient
+    from tlcut.runtime.client import EdgeClient
     from tlcut.runtime.security import ClientCurve, make_keys
     from tlcut.runtime.triton import TritonClient
 
@@ -289,7 +289,8 @@ def device_worker(spec_path: Path) -> int:
     """In the device namespace: one Device per transport (the head runs here), rotated rounds."""
     from tlcut.bundle import Bundle
     from tlcut.placement import Placement
-    from tlcut.runtime.run import Device, wait_for_edge
+    from tlcut.runtime.client import wait_for_edge
+    from tlcut.runtime.run import Device
     from tlcut.runtime.security import ClientCurve
 
     spec = json.loads(spec_path.read_text())

@@ -44,10 +44,10 @@ LABELS = {"tlcut": "tlcut edge, one at a time", "tlcut-batch8": "tlcut edge, --m
 
 def prepare(bundle_dir: Path, cut: int | None):
     """The bundle (exported if missing) and the cut whose tail has a dynamic-batch build."""
-    from tlcut.bundle import BATCH_DYNAMIC, Bundle
+    from tlcut.bundle import BATCH_DYNAMIC, Bundle, manifest_path
     from tlcut.toolchain.compile import compile_cuts
 
-    if not (bundle_dir / "manifest.json").is_file():
+    if not manifest_path(bundle_dir).is_file():
         subprocess.run([sys.executable, "-m", "tlcut", "export", "DenseNet169", "-o", str(bundle_dir)], check=True)
     b = Bundle.open(bundle_dir)
     c = b.cuts[cut if cut is not None else len(b.cuts) // 2]

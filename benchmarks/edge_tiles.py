@@ -94,18 +94,18 @@ def main() -> int:
         net = planmod.Network(up_mbps=a.bandwidth, rtt_ms=a.latency, down_mbps=10 * a.bandwidth,
                               source=f"testbed ({s.delay_method})")
         plan = planmod.plan(dev, edge, net, tiles=list(tiles.values()))
-        write_json_atomic(out / "plan.json", {**plan, "ranking": [c for c in plan["ranking"] if c["where"] != "split"][:40]})
-        jpeg = [c for c in plan["ranking"] if c["name"].startswith("edge only, JPEG")]
-        one = next(c for c in jpeg if not c.get("tiles"))
-        q = one["placement"]["quality"]
+        write_json_atomic(out / "plan.json", {**plan.to_json(), "ranking": [c.to_json() for c in plan.ranking
+                                                                             if c.placement.where != "split"][:40]})
+        jpeg = [c for c in plan.ranking if c.placement.where == "edge" and c.placement.encoding == "jpeg"]
+        one = next(c for c in jpeg if c.tiles is None)
+        q = one.placement.quality
         runs = [("one edge", one, None)]
         for (ci, n), t in tiles.items():
-            c = next(x for x in jpeg if x.get("tiles") and x["tiles"]["folder"] == t["_path"]
-                     and x["placement"]["quality"] == q)
+            c = next(x for x in jpeg if x.tiles and x.tiles["folder"] == t["_path"] and x.placement.quality == q)
             runs.append((f"{n} nodes, tiles to cut {ci} ({b.cuts[ci].layer})", c, t))
         rows = []
         for label, c, t in runs:
-            print(f"[edge_tiles] {label}: {c['name']}", flush=True)
+            print(f"[edge_tiles] {label}: {c.label}", flush=True)
             serve = ["serve", b.path, "--cut", "input", "--threads", "1", "--insecure", "--bind", s.edge_bind]
             procs = []
             try:
@@ -131,12 +131,12 @@ def main() -> int:
                 for p in procs:
                     p.terminate()
                     p.wait(10)
-            rows.append({"setup": label, "placement": c["name"], "nodes": len(t["bands"]) if t else 1,
-                         "to_cut": t["to"]["cut"] if t else None, "predicted_ms": c["total_ms"],
-                         "predicted_edge_ms": c["components_ms"]["edge"], "measured_ms": sm["total_ms"]["median"],
+            rows.append({"setup": label, "placement": c.label, "nodes": len(t["bands"]) if t else 1,
+                         "to_cut": t["to"]["cut"] if t else None, "predicted_ms": c.total_ms,
+                         "predicted_edge_ms": c.components_ms["edge"], "measured_ms": sm["total_ms"]["median"],
                          "measured_min_ms": sm["total_ms"]["min"], "measured_p90_ms": sm["total_ms"]["p90"],
                          "measured_edge_ms": sm["edge_ms"]["median"],
-                         "error_pct": 100 * (sm["total_ms"]["median"] - c["total_ms"]) / c["total_ms"],
+                         "error_pct": 100 * (sm["total_ms"]["median"] - c.total_ms) / c.total_ms,
                          "halo_work": sum(x["work_fraction"] for x in t["bands"]) if t else 1.0,
                          "tiles": c.get("tiles", {}).get("predicted_ms")})
         described = tb.describe()

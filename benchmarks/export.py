@@ -194,6 +194,8 @@ def write(res: dict, out: Path) -> None:
 
 
 def main() -> int:
+    from tlcut.bundle import manifest_path
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated names (default: all of `tlcut export --list`)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per export (default 600)")
@@ -228,7 +230,7 @@ def main() -> int:
             err = error_line(r, a.timeout)
             cuts = None
             if err is None:
-                manifest = json.loads((work / name / "manifest.json").read_text())
+                manifest = json.loads(manifest_path(work / name).read_text())
                 cuts = len(manifest["cuts"])
             shutil.rmtree(work / name, ignore_errors=True)
             p = subprocess.run([sys.executable, "-c", PARAMS, name, a.input_shape or ""], capture_output=True,

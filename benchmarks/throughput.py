@@ -38,7 +38,7 @@ def main() -> int:
     from tlcut.bundle import Bundle
     from tlcut.lab import testbed as tbm
     from tlcut.lab.loopback import Loopback
-    from tlcut.placement import DEVICE, EDGE, Placement
+    from tlcut.placement import DEVICE, EDGE
     from tlcut.runtime.run import default_images
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain.compile import compile_cuts
@@ -52,12 +52,12 @@ def main() -> int:
     net = planmod.Network(up_mbps=a.bandwidth, rtt_ms=a.latency, down_mbps=10 * a.bandwidth)
     tput = planmod.plan(dev, edg, net, objective="throughput")
     lat = planmod.plan(dev, edg, net)
-    by = {c["name"]: c for c in tput["ranking"]}
-    chosen = {"best for throughput": tput["best"], "best for latency": lat["best"],
-              "ScissionLite (TL, float32)": tput["best_tl"],
-              "edge only, JPEG": next((c for n, c in by.items() if n.startswith("edge only, JPEG")), None)}
-    chosen = {k: by[v["name"]] for k, v in chosen.items() if v is not None}
-    cuts = sorted({c["cut"] for c in chosen.values() if c["cut"] is not None})
+    jpeg = next((c for c in tput.ranking if c.placement.encoding == "jpeg" and c.tiles is None), None)
+    chosen = {"best for throughput": tput.best, "best for latency": lat.best, "ScissionLite (TL, float32)": tput.best_tl,
+              "edge only, JPEG": jpeg}
+    # each with its figures from the throughput plan
+    chosen = {k: tput.ranking[tput.ranking.index(v)] for k, v in chosen.items() if v is not None}
+    cuts = sorted({c.placement.cut for c in chosen.values() if c.placement.cut is not None})
     compile_cuts(b, [b.cuts[i] for i in cuts], tl="both")
     images = ["--images", "elpv"] if default_images(b) else []
     results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": b.name,
@@ -73,7 +73,7 @@ def main() -> int:
         try:
             time.sleep(20)  # the tails load
             for label, c in chosen.items():
-                pl = Placement.from_json(c["placement"])
+                pl = c.placement
                 cut = {DEVICE: "device", EDGE: "input"}.get(pl.where, pl.cut)
                 for n in (1, a.inflight):
                     f = root / f"{pl.slug}-{n}.json"
@@ -88,9 +88,9 @@ def main() -> int:
                         raise SystemExit(f"run {pl.label} --inflight {n} failed")
                     s = json.loads(f.read_text())["summary"]
                     results["rows"].append({
-                        "role": label, "placement": c["name"], "inflight": n, "bottleneck": c["bottleneck"],
-                        "stages_ms": c["stages_ms"], "predicted_fps": c["throughput_fps"] if n > 1 else 1e3 / c["total_ms"],
-                        "measured_fps": s["throughput_rps"], "predicted_latency_ms": c["total_ms"],
+                        "role": label, "placement": c.label, "inflight": n, "bottleneck": c.bottleneck,
+                        "stages_ms": c.stages_ms, "predicted_fps": c.throughput_fps if n > 1 else 1e3 / c.total_ms,
+                        "measured_fps": s["throughput_rps"], "predicted_latency_ms": c.total_ms,
                         "measured_latency_ms": s["total_ms"]["median"], "measured_latency_p90_ms": s["total_ms"]["p90"]})
         finally:
             edge.terminate()

@@ -70,10 +70,10 @@ def _round_robin(runs: dict, warmup: int, iterations: int) -> dict:
 
 
 def _bundle(name: str, bundles: Path | None, work: Path):
-    from tlcut.bundle import Bundle
+    from tlcut.bundle import Bundle, manifest_path
     from tlcut.toolchain.export import export
 
-    if bundles and (bundles / f"{name}-224" / "manifest.json").is_file():
+    if bundles and manifest_path(bundles / f"{name}-224").is_file():
         return Bundle.open(bundles / f"{name}-224")
     return export(name, work / name, input_shape=(224, 224, 3), progress=lambda *_: None)
 
@@ -118,7 +118,7 @@ def main() -> int:
                     desc = tiles.describe(seg, bands, weights)
                     parts = []
                     for j, band in enumerate(bands):
-                        bs = _session(seg.band_model(band))
+                        bs = _session(tiles.band_model(seg, band))
                         xb = np.ascontiguousarray(np.take(x, range(*band.in_rows), axis=hi))
                         parts.append(bs.run(None, {seg.input: xb})[0])
                         runs[(k, j)] = (lambda bs=bs, xb=xb: bs.run(None, {seg.input: xb}))

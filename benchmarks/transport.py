@@ -50,7 +50,7 @@ def _edge_thread(ep, mode, stop):
 
 
 def loopback(sizes, requests):
-    from tlcut.runtime.run import EdgeClient
+    from tlcut.runtime.client import EdgeClient
 
     ep = "tcp://127.0.0.1:5791"
     stop = threading.Event()
@@ -104,7 +104,7 @@ def shaped(sizes, requests, bandwidth, latency):
     code = r"""
 import sys, time, json, threading, numpy as np, zmq
 from tlcut.runtime import protocol as P
-from tlcut.runtime.run import EdgeClient
+from tlcut.runtime.client import EdgeClient
 ep, sizes, n = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 c = EdgeClient(ep, timeout_s=30, insecure=True)
 out = {}

@@ -33,9 +33,8 @@ def calibration_inputs(bundle, data: str, count: int = DEFAULT_COUNT, seed: int 
         raise TlcutError(f"INT8 calibration reads images; this model's input is {inp['dtype']}{shape}, not an image")
     if data == "elpv":
         from tlcut.models import datasets
-        from tlcut.toolchain.train import data_args
 
-        args = data_args(bundle.manifest["source"].get("training") or {})
+        args = datasets.data_args(bundle.manifest["source"].get("training") or {})
         h, c = (shape[1], shape[3]) if layout == "NHWC" else (shape[2], shape[1])
         args.update(size=h, channels=c)
         ds = datasets.load("elpv", **args)

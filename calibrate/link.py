@@ -21,7 +21,7 @@ from tlcut.errors import TlcutError
 def measure(bundle, edge: str, cut: str = "input", *, pings: int = 20, requests: int = 10, tl: bool = False,
             curve=None, insecure: bool = False, timeout_s: float = 10.0) -> dict:
     from tlcut.runtime import protocol as P
-    from tlcut.runtime.run import EdgeClient
+    from tlcut.runtime.client import EdgeClient
     from tlcut.toolchain.plan import TCP_ETHERNET_OVERHEAD
 
     if pings < 3 or requests < 3:

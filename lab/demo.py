@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from tlcut.errors import TlcutError
-from tlcut.placement import Placement
 
 
 def _tlcut(*args) -> list[str]:
@@ -34,6 +33,7 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
     from tlcut.lab.loopback import Loopback
     from tlcut.placement import DEVICE, EDGE
     from tlcut.toolchain import plan as planmod
+    from tlcut.toolchain import plan_report
     from tlcut.runtime.run import default_images
     from tlcut.toolchain.compile import compile_cuts
 
@@ -68,17 +68,19 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
         dev = planmod.load_profile(out / "profile-device.json", "device")
         edg = planmod.load_profile(out / "profile-edge.json", "edge")
         plan = planmod.plan(dev, edg, net, planmod.Constraints(min_cut=min_cut))
-        write_json_atomic(out / "plan.json", plan)
-        planmod.plot(plan, out / "plan.png")
-        say(planmod.format_table(plan, top=8))
-        by_name = {c["name"]: c for c in plan["ranking"] if c["allowed"]}
-        chosen = {"tlcut's choice": plan["best"], "best with TL (ScissionLite)": plan["best_tl"],
-                  "best without TL (Scission)": plan["best_plain"], "device only": plan["device_only"],
-                  "edge only, float32": by_name.get("edge only"), "edge only, uint8": by_name.get("edge only, uint8"),
-                  "edge only, JPEG": next((c for n, c in by_name.items() if n.startswith("edge only, JPEG")), None)}
+        plan.save(out / "plan.json")
+        plan_report.plot(plan, out / "plan.png")
+        say(plan_report.format_table(plan, top=8))
+
+        def edge_only(encoding):
+            return plan.best_of(lambda d: d.placement.where == EDGE and d.placement.encoding == encoding and d.tiles is None)
+        chosen = {"tlcut's choice": plan.best, "best with TL (ScissionLite)": plan.best_tl,
+                  "best without TL (Scission)": plan.best_plain, "device only": plan.device_only,
+                  "edge only, float32": edge_only("raw"), "edge only, uint8": edge_only("uint8"),
+                  "edge only, JPEG": edge_only("jpeg")}
         chosen = {k: v for k, v in chosen.items() if v is not None}  # the privacy constraint removes edge only
         # 5. compile the halves of the chosen cuts -------------------------------------------------
-        cut_ids = sorted({c["cut"] for c in chosen.values() if c["cut"] is not None})
+        cut_ids = sorted({c.placement.cut for c in chosen.values() if c.placement.cut is not None})
         step(5, f"compile cuts {cut_ids}")
         compile_cuts(b, [b.cuts[i] for i in cut_ids], tl="both")
         # 6. serve and run -------------------------------------------------------------------------
@@ -94,9 +96,9 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
         try:
             _wait_for_edge(tb, edge)
             for label, c in chosen.items():
-                pl = Placement.from_json(c["placement"])
-                if c["name"] in runs:  # one placement in two roles runs once
-                    runs[label] = runs[c["name"]]
+                pl = c.placement
+                if c in runs:  # one placement in two roles runs once
+                    runs[label] = runs[c]
                     continue
                 cut = {DEVICE: "device", EDGE: "input"}.get(pl.where, pl.cut)
                 say(f"[demo 6/{STEPS}]   {label}: {pl.label}")
@@ -107,8 +109,8 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
                                             "--requests", requests, "--warmup", warmup, "--threads", "1",
                                             "--timeout", "60", "--retries", "0", "--fallback", "off", "--insecure",
                                             *tb.device_args(), "-o", f))
-                _check(r, f"run {c['name']}")
-                runs[label] = runs[c["name"]] = json.loads(f.read_text())
+                _check(r, f"run {c.label}")
+                runs[label] = runs[c] = json.loads(f.read_text())
         finally:
             edge.terminate()
             edge.wait(10)
@@ -118,12 +120,12 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
     for label, c in chosen.items():
         s = runs[label]["summary"]
         measured = s["total_ms"]["median"]
-        rows.append({"placement": label, "choice": c["name"], "layer": c["layer"], "predicted_ms": c["total_ms"],
+        rows.append({"placement": label, "choice": c.label, "layer": c.layer, "predicted_ms": c.total_ms,
                      "measured_ms": measured, "measured_p90_ms": s["total_ms"]["p90"],
-                     "error_pct": 100 * (measured - c["total_ms"]) / c["total_ms"],
-                     "payload_bytes": c["upload_bytes"], "measured_device_ms": s["device_ms"]["median"],
+                     "error_pct": 100 * (measured - c.total_ms) / c.total_ms,
+                     "payload_bytes": c.upload_bytes, "measured_device_ms": s["device_ms"]["median"],
                      "measured_transfer_ms": s["transfer_ms"]["median"], "measured_edge_ms": s["edge_ms"]["median"],
-                     "predicted_components_ms": c["components_ms"], "requests": s["requests"]})
+                     "predicted_components_ms": c.components_ms, "requests": s["requests"]})
     by = {r["placement"]: r for r in rows}
     tl, plain, devo = by.get("best with TL (ScissionLite)"), by.get("best without TL (Scission)"), by["device only"]
     speed = {}
@@ -168,10 +170,10 @@ def _start(out: Path, say):
 
 def _bundle(model, out: Path, bundle, input_shape, step):
     """The bundle to run: the one given, the one left in ``out`` by an earlier run, or a fresh export."""
-    from tlcut.bundle import Bundle
+    from tlcut.bundle import Bundle, manifest_path
 
     bpath = Path(bundle) if bundle else out / "bundle"
-    if bundle or (bpath / "manifest.json").exists():
+    if bundle or manifest_path(bpath).exists():
         b = Bundle.open(bpath)
         step(1, f"reusing bundle {bpath} ({b.name})")
     else:
@@ -196,6 +198,8 @@ def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth:
     from tlcut.runtime.run import default_images
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain.compile import compile_cuts, compile_middle
+    from tlcut.toolchain.plan_report import format_tiers
+    from tlcut.toolchain.plan_tiers import plan_tiers
 
     why = tbm.available()
     if why:
@@ -222,36 +226,36 @@ def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth:
                                                    source=src)}
         prof = {r: planmod.load_profile(out / f"profile-{r}.json", "device" if r == "device" else "edge")
                 for r in ("device", "edge", "cloud")}
-        plan = planmod.plan_tiers(("device", prof["device"]), [("edge", prof["edge"])], [("cloud", prof["cloud"])], hops,
-                                  top=10**6)
-        write_json_atomic(out / "plan.json", {**plan, "ranking": plan["ranking"][:50]})  # all of them: megabytes
-        say(planmod.format_tiers(plan, top=8))
-        ranking = plan["ranking"]
-        chosen = {"tlcut's choice": plan["best"],
-                  "best three tiers": next((c for c in ranking if "cloud" in c["hosts"]), None),
-                  "best two tiers": next((c for c in ranking if set(c["hosts"]) == {"device", "edge"}), None),
-                  "device only": next(c for c in ranking if c["name"] == "device only")}
+        plan = plan_tiers(("device", prof["device"]), [("edge", prof["edge"])], [("cloud", prof["cloud"])], hops,
+                          top=10**6)
+        plan.save(out / "plan.json", top=50)  # all of them: megabytes
+        say(format_tiers(plan, top=8))
+        ranking = plan.ranking
+        chosen = {"tlcut's choice": plan.best,
+                  "best three tiers": next((c for c in ranking if "cloud" in c.hosts), None),
+                  "best two tiers": next((c for c in ranking if set(c.hosts) == {"device", "edge"}), None),
+                  "device only": next(c for c in ranking if not c.crossings)}
         chosen = {k: v for k, v in chosen.items() if v is not None}
         step(5, "compile the heads, middle parts and tails they need")
         for c in chosen.values():
             _compile_for(b, c, compile_cuts, compile_middle)
-        step(6, f"serve and run {len({c['name'] for c in chosen.values()})} placements x {requests} requests")
+        step(6, f"serve and run {len(set(chosen.values()))} placements x {requests} requests")
         images = default_images(b)
         runs: dict = {}
         for label, c in chosen.items():
-            if c["name"] in runs:
+            if c in runs:
                 continue
-            say(f"[demo 6/{STEPS}]   {label}: {c['name']}")
-            runs[c["name"]] = _run_tiers(tb, bpath, c, out, images, requests, warmup)
+            say(f"[demo 6/{STEPS}]   {label}: {c.label}")
+            runs[c] = _run_tiers(tb, bpath, c, out, images, requests, warmup)
     step(7, "summary")
     rows = []
     for label, c in chosen.items():
-        sm = runs[c["name"]]["summary"]
+        sm = runs[c]["summary"]
         measured = sm["total_ms"]["median"]
-        rows.append({"placement": label, "choice": c["name"], "predicted_ms": c["total_ms"], "measured_ms": measured,
-                     "measured_p90_ms": sm["total_ms"]["p90"], "error_pct": 100 * (measured - c["total_ms"]) / c["total_ms"],
-                     "predicted_tiers_ms": c["tiers_ms"], "predicted_components_ms": c["components_ms"],
-                     "upload_bytes": c["upload_bytes"], "measured_device_ms": sm["device_ms"]["median"],
+        rows.append({"placement": label, "choice": c.label, "predicted_ms": c.total_ms, "measured_ms": measured,
+                     "measured_p90_ms": sm["total_ms"]["p90"], "error_pct": 100 * (measured - c.total_ms) / c.total_ms,
+                     "predicted_tiers_ms": c.tiers_ms, "predicted_components_ms": c.components_ms,
+                     "upload_bytes": c.upload_bytes, "measured_device_ms": sm["device_ms"]["median"],
                      "measured_edge_ms": sm["edge_ms"]["median"], "measured_transfer_ms": sm["transfer_ms"]["median"],
                      "requests": sm["requests"]})
     result = {"model": b.name, "tiers": 3, "command": command, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -269,42 +273,41 @@ def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth:
     return result
 
 
-def _compile_for(b, c: dict, compile_cuts, compile_middle) -> None:
-    """What placement ``c`` of a three-tier plan runs: the head at the first crossing, the middle
-    part to the second and the tail after it (or the tail after the only crossing)."""
-    xs = c["crossings"]
+def _compile_for(b, c, compile_cuts, compile_middle) -> None:
+    """What chain ``c`` (a TierDeployment) runs: the head at the first crossing, the middle part to
+    the second and the tail after it (or the tail after the only crossing)."""
+    xs = c.crossings
     for x in xs:
-        if x["cut"] is not None:
-            compile_cuts(b, [b.cuts[x["cut"]]], tl="on" if x["tl"] else "off")
-    if len(xs) == 2 and xs[0]["cut"] is not None:
-        compile_middle(b, b.cuts[xs[0]["cut"]], b.cuts[xs[1]["cut"]], tl="on" if xs[0]["tl"] else "off",
-                       to_tl=xs[1]["tl"])
+        if x.cut is not None:
+            compile_cuts(b, [b.cuts[x.cut]], tl="on" if x.tl else "off")
+    if len(xs) == 2 and xs[0].cut is not None:
+        compile_middle(b, b.cuts[xs[0].cut], b.cuts[xs[1].cut], tl="on" if xs[0].tl else "off", to_tl=xs[1].tl)
 
 
-def _run_tiers(tb, bpath: Path, c: dict, out: Path, images, requests: int, warmup: int) -> dict:
-    """Serve what ``c`` needs (a cloud and a forwarding edge, or one edge), run the device, stop them."""
+def _run_tiers(tb, bpath: Path, c, out: Path, images, requests: int, warmup: int) -> dict:
+    """Serve what chain ``c`` needs (a cloud and a forwarding edge, or one edge), run the device, stop them."""
     s = tb.state
-    xs = c["crossings"]
+    xs = c.crossings
     serve = ["serve", bpath, "--threads", "1", "--insecure"]  # a lab link: CURVE's cost is measured elsewhere
-    slug = "-".join(f"{'input' if x['cut'] is None else x['cut']}{'tl' if x['tl'] else ''}{x['encoding']}" for x in xs) or "device"
+    slug = "-".join(f"{'input' if x.cut is None else x.cut}{'tl' if x.tl else ''}{x.encoding}" for x in xs) or "device"
     procs = []
     try:
         if len(xs) == 2:
             tail = xs[1]
-            procs.append(tb.popen("cloud", _tlcut(*serve, "--cut", tail["cut"], "--tl", "on" if tail["tl"] else "off",
+            procs.append(tb.popen("cloud", _tlcut(*serve, "--cut", tail.cut, "--tl", "on" if tail.tl else "off",
                                                   "--bind", s.cloud_bind), stderr=open(out / f"cloud-{slug}.log", "w")))
-            fwd = ["--forward", s.cloud_endpoint, "--to", tail["cut"], "--to-tl", "on" if tail["tl"] else "off",
-                   "--forward-encoding", tail["encoding"], "--forward-timeout", "60", "--forward-insecure"]
+            fwd = ["--forward", s.cloud_endpoint, "--to", tail.cut, "--to-tl", "on" if tail.tl else "off",
+                   "--forward-encoding", tail.encoding, "--forward-timeout", "60", "--forward-insecure"]
         else:
             fwd = []
         if xs:
             head = xs[0]
-            cut = "input" if head["cut"] is None else head["cut"]
-            procs.append(tb.popen("edge", _tlcut(*serve, "--cut", cut, *(["--tl", "on" if head["tl"] else "off"]
-                                                                         if head["cut"] is not None else []),
+            cut = "input" if head.cut is None else head.cut
+            procs.append(tb.popen("edge", _tlcut(*serve, "--cut", cut, *(["--tl", "on" if head.tl else "off"]
+                                                                         if head.cut is not None else []),
                                                  "--bind", s.edge_bind, *fwd), stderr=open(out / f"edge-{slug}.log", "w")))
             _wait_for_edge(tb, procs[-1])
-            device = ["--cut", cut, "--tl", "on" if head["tl"] else "off", "--encoding", head["encoding"],
+            device = ["--cut", cut, "--tl", "on" if head.tl else "off", "--encoding", head.encoding,
                       "--edge", s.device_endpoint]
         else:
             device = ["--cut", "device", "--edge", s.device_endpoint]
@@ -312,7 +315,7 @@ def _run_tiers(tb, bpath: Path, c: dict, out: Path, images, requests: int, warmu
         r = tb.run("device", _tlcut("run", bpath, *device, *(["--images", images] if images else []),
                                     "--requests", requests, "--warmup", warmup, "--threads", "1", "--timeout", "60",
                                     "--retries", "0", "--fallback", "off", "--insecure", "-o", f))
-        _check(r, f"run {c['name']}")
+        _check(r, f"run {c.label}")
         return json.loads(f.read_text())
     finally:
         for p in procs:
@@ -375,7 +378,7 @@ def _check(r, what: str) -> None:
 
 def _wait_for_edge(tb, edge, timeout_s: float = 120) -> None:
     """Wait, from the device's side, until the edge answers (loading halves takes a while)."""
-    code = ("from tlcut.runtime.run import wait_for_edge\n"
+    code = ("from tlcut.runtime.client import wait_for_edge\n"
             f"wait_for_edge({tb.state.device_endpoint!r}, {timeout_s}, insecure=True)\n")
     probe = tb.popen("device", [sys.executable, "-c", code], stderr=subprocess.DEVNULL)
     while probe.poll() is None:

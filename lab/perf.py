@@ -23,7 +23,8 @@ def _worker(args: dict) -> dict:
 
     from tlcut.bundle import Bundle
     from tlcut.placement import Placement
-    from tlcut.runtime.run import Device, EdgeError, EdgeUnavailable
+    from tlcut.runtime.client import EdgeError, EdgeUnavailable
+    from tlcut.runtime.run import Device
     from tlcut.runtime.security import ClientCurve
 
     b = Bundle.open(args["bundle"])

@@ -116,7 +116,7 @@ def _wait_ready(tb, root, secure=True, timeout=60):
     """Wait, from the device namespace, until the edge answers (with the device's CURVE keys)."""
     curve = (f"ClientCurve.from_files({str(root / 'keys' / 'device0.key_secret')!r}, {str(root / 'keys' / 'edge.key')!r})"
              if secure else "None")
-    code = ("from tlcut.runtime.run import wait_for_edge\nfrom tlcut.runtime.security import ClientCurve\n"
+    code = ("from tlcut.runtime.client import wait_for_edge\nfrom tlcut.runtime.security import ClientCurve\n"
             f"wait_for_edge({tb.state.device_endpoint!r}, {timeout}, curve={curve}, insecure={not secure})\n")
     r = tb.run("device", [sys.executable, "-c", code], capture_output=True, text=True)
     if r.returncode != 0:
@@ -280,7 +280,8 @@ def bad_input_table() -> list[dict]:
     """bad_input_rows against a Python edge on loopback."""
 
     from tlcut.bundle import Bundle
-    from tlcut.runtime.serve import Edge, serving
+    from tlcut.runtime.edge import serving
+    from tlcut.runtime.serve import Edge
 
     root = Path(tempfile.mkdtemp(prefix="tlcut-bad-"))
     make_bundle(root)
@@ -300,7 +301,7 @@ def scenario_security(tb, root) -> dict:
     edge = EdgeProc(tb, root).start()
     try:
         _wait_ready(tb, root)
-        code = ("import sys, numpy as np\nfrom tlcut.runtime.run import EdgeClient, EdgeUnavailable\n"
+        code = ("import sys, numpy as np\nfrom tlcut.runtime.client import EdgeClient, EdgeUnavailable\n"
                 "from tlcut.runtime.security import ClientCurve\n"
                 f"c = ClientCurve.from_files({str(root / 'keys' / 'intruder.key_secret')!r}, {str(root / 'keys' / 'edge.key')!r})\n"
                 f"cl = EdgeClient({tb.state.device_endpoint!r}, timeout_s=2, curve=c)\n"
@@ -319,7 +320,7 @@ def scenario_security(tb, root) -> dict:
             cap = subprocess.Popen(["ip", "netns", "exec", tb.state.ns_edge, "tcpdump", "-i", ve, "-U", "-w", str(pcap),
                                     "-s", "0", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
-            code = ("import numpy as np\nfrom tlcut.bundle import Bundle\nfrom tlcut.runtime.run import EdgeClient\n"
+            code = ("import numpy as np\nfrom tlcut.bundle import Bundle\nfrom tlcut.runtime.client import EdgeClient\n"
                     "from tlcut.runtime.security import ClientCurve\n"
                     f"b = Bundle.open({str(root / 'bundle')!r})\n"
                     "shape = b.inputs[0]['shape']\n"
@@ -349,7 +350,7 @@ def bad_input_table_c() -> list[dict] | None:
 
     from tlcut.bundle import Bundle
     from tlcut.lab.loopback import free_port
-    from tlcut.runtime.run import wait_for_edge
+    from tlcut.runtime.client import wait_for_edge
 
     root = Path(tempfile.mkdtemp(prefix="tlcut-bad-c-"))
     make_bundle(root)

@@ -51,6 +51,14 @@ class Dataset:
 _CACHE: dict = {}
 
 
+def data_args(report: dict) -> dict:
+    """``load``'s keyword arguments for the data a model was trained on, from its training report:
+    eval, retraining and INT8 calibration must split and shape the data exactly as training did."""
+    d = report.get("data", {})
+    return {"size": d.get("size", 128), "channels": d.get("channels", 1), "task": d.get("task", "grade"),
+            "seed": d.get("seed", 0)}
+
+
 def load(source: str = "elpv", *, size: int = 128, channels: int = 1, task: str = "grade", seed: int = 0,
          fractions=(0.7, 0.15, 0.15), limit: int | None = None) -> Dataset:
     """``source`` is 'elpv' (the embedded default) or a folder with one subfolder of images per class."""

@@ -14,11 +14,11 @@ Header, little-endian, 80 bytes::
       8    8 request_id   u64 chosen by the device, echoed in the reply
      16    4 cut_id       u32 cut index the tensor belongs to (0xFFFFFFFF: the model input)
      20    2 flags        u16, bit 0: payload went through the DeviceTL; bits 8-15: tiles band + 1
-     22    1 encoding     0 raw, 1 float16, 2 int8 affine, 3 uint8 affine, 4 jpeg (scale, zero_point)
+     22    1 encoding     how the payload stands for the tensor: a code of tlcut/encodings/ (0 raw)
      23    1 status       0 ok; for ERROR, an error code (ERRORS)
      24    8 payload_len  u64 bytes in the payload frame
-     32    4 scale        f32, encodings 2, 3 and 4 only
-     36    4 zero_point   i32, encodings 2, 3 and 4 only
+     32    4 scale        f32, affine encodings only (int8, uint8, jpeg)
+     36    4 zero_point   i32, affine encodings only
      40    4 server_us    u32, in a RESULT: microseconds the edge spent from receipt to reply
      44    4 reserved     0
      48   32 dims         8 x u32, unused ones 0
@@ -35,8 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tlcut import dtypes
-from tlcut.placement import ENCODINGS as ENCODING_NAMES
+from tlcut import dtypes, encodings
 
 MAGIC = b"TLCT"
 VERSION = 1
@@ -54,13 +53,9 @@ MAX_BANDS = 255
 KEY_FLAGS = FLAG_TL | BAND_MASK
 MAX_RANK = 8
 
-ENC_RAW, ENC_FLOAT16, ENC_INT8, ENC_UINT8, ENC_JPEG = 0, 1, 2, 3, 4
-#: name -> code; the names come in protocol order from tlcut.placement (which may list fewer)
-ENCODINGS = {n: c for c, n in enumerate(ENCODING_NAMES)}
-ENCODINGS.setdefault("uint8", ENC_UINT8)
-ENCODINGS.setdefault("jpeg", ENC_JPEG)
-assert (ENCODINGS["raw"], ENCODINGS["float16"], ENCODINGS["int8"], ENCODINGS["uint8"], ENCODINGS["jpeg"]) == (0, 1, 2, 3, 4), \
-    "tlcut.placement.ENCODINGS must list the encodings in protocol order (docs/protocol.md)"
+#: name -> code, from the registry of encodings (tlcut/encodings/)
+ENCODINGS = {e.name: e.code for e in encodings.ALL}
+ENC_RAW, ENC_FLOAT16, ENC_INT8, ENC_UINT8, ENC_JPEG = (ENCODINGS[n] for n in ("raw", "float16", "int8", "uint8", "jpeg"))
 
 DTYPES = dtypes.NAMES
 DTYPE_CODES = dtypes.CODES
@@ -160,68 +155,15 @@ def tensor_frames(mtype: int, array: np.ndarray, request_id: int, cut_id: int = 
 
 
 def encode(array: np.ndarray, encoding: str, *, scale: float | None = None, zero_point: int = 0,
-           quality: int = 90) -> tuple[np.ndarray, int, float, int]:
-    """A tensor in a cheaper wire format: (wire array, encoding code, scale, zero_point).
+           quality: int | None = None) -> tuple[np.ndarray, int, float, int]:
+    """A tensor in a wire encoding: (wire array, encoding code, scale, zero_point) for the header.
 
-    int8 is affine over the tensor's own range, so the scale and zero point travel in the header:
-    x ~ (q - zero_point) * scale. uint8 and jpeg send the model input as pixels; ``scale`` and
-    ``zero_point`` are the input's own pixel mapping (a float32 input is mapped back to pixels
-    with them, a uint8 one is sent as is); jpeg takes a rank-4 batch-1 image tensor (NHWC or NCHW,
-    docs/protocol.md) and sends a JPEG of it at ``quality``.
+    Each encoding is a class in tlcut/encodings/. ``scale`` and ``zero_point`` are the input's own
+    pixel mapping, for the encodings that send pixels (uint8, jpeg); ``quality`` is jpeg's (default 90).
     """
-    if encoding not in ENCODINGS:
-        raise ValueError(f"unknown encoding '{encoding}'; use one of {', '.join(ENCODINGS)}")
-    if encoding == "raw":
-        return array, ENC_RAW, 0.0, 0
-    if encoding == "float16":
-        return array.astype(np.float16), ENC_FLOAT16, 0.0, 0
-    if encoding in ("uint8", "jpeg"):
-        if scale is None or not float(scale) > 0:
-            raise ValueError(f"encoding '{encoding}' needs the input's pixel mapping: pass scale > 0 "
-                             f"(and zero_point), e.g. scale=1/255 for inputs in [0, 1]; got scale={scale}")
-        scale, zero_point = float(np.float32(scale)), int(zero_point)
-        q = _pixels(array, scale, zero_point)
-        if encoding == "uint8":
-            return q, ENC_UINT8, scale, zero_point
-        from tlcut.runtime import codec
-
-        layout = image_layout(q.shape)
-        if layout is None:
-            raise ValueError(f"encoding 'jpeg' takes a rank-4 batch-1 image tensor with 1 or 3 channels "
-                             f"(NHWC or NCHW), got shape {list(q.shape)}; send it raw or uint8")
-        img = q[0] if layout == "NHWC" else q[0].transpose(1, 2, 0)
-        data = codec.encode_jpeg(img, quality)
-        return np.frombuffer(data, np.uint8), ENC_JPEG, scale, zero_point
-    lo, hi = float(array.min()), float(array.max())
-    lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero stays exact (ReLU maps are mostly zeros)
-    scale = (hi - lo) / 255.0 or 1.0
-    zp = int(round(-128 - lo / scale))
-    q = np.clip(np.rint(array / scale) + zp, -128, 127).astype(np.int8)
-    return q, ENC_INT8, float(np.float32(scale)), zp
-
-
-def _pixels(array: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """uint8 pixels of an input: as is where it is uint8, else q = clip(rint(x / scale) + zero_point)."""
-    a = np.asarray(array)
-    if a.dtype == np.uint8:
-        return np.ascontiguousarray(a)
-    if a.dtype.kind != "f":
-        raise ValueError(f"uint8 and jpeg encodings take a uint8 or float input, got {a.dtype}")
-    x = a.astype(np.float32, copy=False)
-    return np.clip(np.rint(x / np.float32(scale)) + zero_point, 0, 255).astype(np.uint8)
-
-
-def image_layout(shape) -> str | None:
-    """"NHWC" or "NCHW" for an input a JPEG can stand for (docs/protocol.md: rank 4, batch 1, NHWC
-    if the last dim is 1 or 3, else NCHW if dim 1 is), None for any other shape."""
-    shape = tuple(int(d) for d in shape)
-    if len(shape) != 4 or shape[0] != 1:
-        return None
-    if shape[3] in (1, 3):
-        return "NHWC"
-    if shape[1] in (1, 3):
-        return "NCHW"
-    return None
+    enc = encodings.get(encoding)
+    wire, scale, zero_point = enc.encode(array, scale=scale, zero_point=zero_point, quality=quality)
+    return wire, enc.code, scale, zero_point
 
 
 def restore(h: "Header", wire: np.ndarray, served_shape=None) -> np.ndarray:
@@ -230,36 +172,13 @@ def restore(h: "Header", wire: np.ndarray, served_shape=None) -> np.ndarray:
     ``served_shape`` is the input shape of the half that takes it: a JPEG is checked against it
     (from its header, before anything is decoded) and laid out as it says.
     """
-    if h.encoding == ENC_RAW:
-        return wire
-    if h.encoding == ENC_FLOAT16 and wire.dtype == np.float16:
-        return wire.astype(np.float32)
-    if h.encoding in (ENC_INT8, ENC_UINT8) and wire.dtype == (np.int8 if h.encoding == ENC_INT8 else np.uint8) \
-            and h.scale > 0:
-        return (wire.astype(np.float32) - np.float32(h.zero_point)) * np.float32(h.scale)
-    if h.encoding == ENC_JPEG and wire.dtype == np.uint8 and wire.ndim == 1 and h.scale > 0:
-        return _restore_jpeg(h, wire, served_shape)
-    why = ""
-    if h.encoding == ENC_JPEG and wire.dtype == np.uint8 and wire.ndim != 1:
-        why = f" with dims {list(wire.shape)}; a JPEG is sent as dims [payload_len]"
-    elif (h.encoding, wire.dtype) in ((ENC_INT8, np.int8), (ENC_UINT8, np.uint8), (ENC_JPEG, np.uint8)):
-        why = " with scale <= 0"
-    raise ProtocolError(E_WRONG_TENSOR, f"encoding {h.encoding} does not fit a {wire.dtype} payload{why}")
-
-
-def _restore_jpeg(h: "Header", wire: np.ndarray, served_shape) -> np.ndarray:
-    from tlcut.runtime import codec
-
-    layout = image_layout(served_shape) if served_shape is not None else None
-    if layout is None:
-        raise ProtocolError(E_WRONG_TENSOR, f"jpeg does not fit this input {list(served_shape or [])}: it takes a "
-                                            "rank-4 batch-1 image with 1 or 3 channels (NHWC or NCHW); send it raw")
-    s = tuple(int(d) for d in served_shape)
-    hwc = (s[1], s[2], s[3]) if layout == "NHWC" else (s[2], s[3], s[1])
-    img = codec.decode_jpeg(wire, expect=hwc)
-    x = (img.astype(np.float32) - np.float32(h.zero_point)) * np.float32(h.scale)
-    x = x[None] if layout == "NHWC" else x.transpose(2, 0, 1)[None]
-    return np.ascontiguousarray(x)
+    enc = encodings.by_code(h.encoding)
+    try:
+        if enc is None:
+            raise encodings.WireError(f"encoding {h.encoding} does not fit a {wire.dtype} payload")
+        return enc.restore(wire, h.scale, h.zero_point, served_shape)
+    except encodings.WireError as e:
+        raise ProtocolError(E_WRONG_TENSOR, str(e)) from None
 
 
 def error_frames(request_id: int, code: int, message: str, cut_id: int = INPUT_CUT, server_us: int = 0,

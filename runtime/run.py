@@ -9,186 +9,26 @@ the network both ways, decoding). ``--cut device`` runs the whole model on the d
 from __future__ import annotations
 
 import collections
-import itertools
 import time
 
 import numpy as np
 
 from tlcut.bundle import Bundle
+from tlcut import encodings
 from tlcut.errors import TlcutError
 from tlcut.placement import DEVICE, EDGE, SPLIT, Placement
 from tlcut.runtime import backends
 from tlcut.runtime import protocol as P
+from tlcut.runtime.client import DEFAULT_TIMEOUT_S, EdgeClient, EdgeError, EdgeUnavailable
 from tlcut.stats import summary
-
-DEFAULT_TIMEOUT_S = 10.0
-
-
-class EdgeError(TlcutError):
-    """The edge answered with an ERROR."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(f"edge refused the request ({P.ERRORS.get(code, code)}): {message}")
-        self.code, self.message = code, message
-
-
-class EdgeUnavailable(TlcutError):
-    """No reply from the edge within the retry budget."""
-
-
-class EdgeClient:
-    """A DEALER socket to one edge, with ZeroMQ's Lazy Pirate retries.
-
-    ``request``: one request in flight; one that gets no reply within ``timeout_s`` is sent again
-    on a fresh socket, up to ``retries`` times, each attempt with a new request id; only the reply
-    to the latest attempt is taken, and replies to anything else are dropped and counted.
-    ``send``/``receive``: several in flight (pipelining), each reply kept for its own request.
-    """
-
-    def __init__(self, endpoint: str, timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = 0, curve=None,
-                 insecure: bool = False):
-        import zmq
-
-        from tlcut.runtime.security import require_policy
-
-        require_policy(endpoint, curve, insecure, "device")
-        self.zmq = zmq
-        self.endpoint = endpoint
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.curve = curve
-        self._ids = itertools.count(1)
-        self.dropped = 0
-        self.retried = 0
-        self.last_payload_bytes = 0
-        self.sock = None
-        self._pending: set[int] = set()  # ids sent with send() and not yet received
-        self._early: dict[int, tuple] = {}  # their replies, when they came while waiting for another
-        self._connect()
-
-    def _connect(self):
-        zmq = self.zmq
-        if self.sock is not None:
-            self.sock.close(linger=0)
-        self.sock = zmq.Context.instance().socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        # a DEALER with no live peer, or a full queue, blocks on send: never longer than the timeout
-        self.sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout_s * 1000)))
-        if self.curve is not None:
-            self.curve.apply(self.sock)
-        try:
-            self.sock.connect(self.endpoint)
-        except zmq.ZMQError as e:
-            raise TlcutError(f"bad edge endpoint '{self.endpoint}': {e}; write it like tcp://HOST:PORT") from None
-
-    def close(self):
-        if self.sock is not None:
-            self.sock.close(linger=0)
-            self.sock = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def request(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw",
-                **encode_kw) -> tuple[np.ndarray, P.Header]:
-        """One request, waiting for its reply; ``encode_kw`` (scale, zero_point, quality) go to P.encode."""
-        wire, enc, scale, zp = P.encode(array, encoding, **encode_kw)
-        self.last_payload_bytes = wire.nbytes + P.HEADER.size
-        for attempt in range(self.retries + 1):
-            rid = next(self._ids)
-            frames = P.tensor_frames(P.REQUEST, wire, rid, cut_id, flags, encoding=enc, scale=scale, zero_point=zp)
-            try:
-                self._send(frames, wire.nbytes)
-                h, body = self._wait(rid)
-            except EdgeUnavailable:
-                if attempt == self.retries:
-                    raise
-                self.retried += 1
-                continue
-            if h.type == P.ERROR:
-                raise EdgeError(h.status, body)
-            if h.type != P.RESULT:
-                raise TlcutError(f"edge answered a request with {P.TYPES[h.type]}")
-            return body, h
-        raise AssertionError("unreachable")
-
-    def send(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw", **encode_kw) -> int:
-        """Send without waiting; returns the request id to ``receive``. ``encode_kw`` as in ``request``."""
-        wire, enc, scale, zp = P.encode(array, encoding, **encode_kw)
-        self.last_payload_bytes = wire.nbytes + P.HEADER.size
-        rid = next(self._ids)
-        self._send(P.tensor_frames(P.REQUEST, wire, rid, cut_id, flags, encoding=enc, scale=scale, zero_point=zp),
-                   wire.nbytes)
-        self._pending.add(rid)
-        return rid
-
-    def receive(self, rid: int, timeout_s: float | None = None) -> tuple[np.ndarray, P.Header]:
-        """The reply to a request of ``send``; EdgeUnavailable after ``timeout_s`` (all pending ones
-        are then lost with the socket)."""
-        try:
-            h, body = self._early.pop(rid) if rid in self._early else self._wait(rid, timeout_s)
-        except EdgeUnavailable:
-            self._pending.clear()
-            self._early.clear()
-            raise
-        self._pending.discard(rid)
-        if h.type == P.ERROR:
-            raise EdgeError(h.status, body)
-        if h.type != P.RESULT:
-            raise TlcutError(f"edge answered a request with {P.TYPES[h.type]}")
-        return body, h
-
-    def ping(self, timeout_s: float | None = None) -> P.Header:
-        rid = next(self._ids)
-        self._send([P.Header(type=P.PING, request_id=rid).pack(), b""], 0)
-        return self._wait(rid, timeout_s)[0]
-
-    def _send(self, frames, nbytes: int) -> None:
-        try:
-            self.sock.send_multipart(frames, copy=nbytes < 65536)
-        except self.zmq.Again:
-            self._connect()
-            raise EdgeUnavailable(f"could not send to the edge at {self.endpoint} within {self.timeout_s:g} s; "
-                                  f"is `tlcut serve` running there and reachable?") from None
-
-    def _wait(self, rid: int, timeout_s: float | None = None):
-        zmq = self.zmq
-        timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                if left <= 0:
-                    raise zmq.Again
-                self.sock.setsockopt(zmq.RCVTIMEO, max(1, int(left * 1000)))
-                # results are small (class scores): a copying receive is cheaper than a zero-copy one there
-                frames = self.sock.recv_multipart(copy=True)
-            except zmq.Again:
-                self._connect()  # a reply to this request may still come; a fresh socket never sees it
-                raise EdgeUnavailable(f"no reply from the edge at {self.endpoint} within {timeout_s:g} s"
-                                      + (f" after {self.retries + 1} attempts" if self.retries else "")
-                                      + "; is `tlcut serve` running there and reachable?") from None
-            try:
-                h, body = P.decode(frames)
-            except P.ProtocolError:
-                self.dropped += 1
-                continue
-            if h.request_id != rid:
-                if h.request_id in self._pending:  # pipelined: another request's reply, kept for it
-                    self._early[h.request_id] = (h, body)
-                else:
-                    self.dropped += 1  # a late reply to an earlier request: never deliver it for this one
-                continue
-            return h, body
 
 
 def connect(endpoint: str, timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = 0, curve=None,
             insecure: bool = False):
     """The client for ``endpoint``'s scheme: tlcut's ZeroMQ edge (tcp://, ipc://) or a Triton server
-    (triton+grpc://, triton+http://; runtime/triton.py). Both have EdgeClient's surface."""
+    (triton+grpc://, triton+http://; runtime/triton.py). Both have EdgeClient's surface. It lives
+    here, with the device that picks it, so that runtime/triton.py can build on runtime/client.py
+    without a cycle."""
     if endpoint.split("://", 1)[0].startswith("triton+"):
         from tlcut.runtime.triton import TritonClient
 
@@ -197,19 +37,6 @@ def connect(endpoint: str, timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = 
                              f"(secure Triton with TLS at its load balancer, docs/triton.md)")
         return TritonClient(endpoint, timeout_s, retries=retries)
     return EdgeClient(endpoint, timeout_s, retries=retries, curve=curve, insecure=insecure)
-
-
-def wait_for_edge(endpoint: str, timeout_s: float = 30.0, curve=None, insecure: bool = False) -> None:
-    """Ping ``endpoint`` until it answers; a clear error after ``timeout_s`` (an edge loading its halves)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with EdgeClient(endpoint, timeout_s=0.5, curve=curve, insecure=insecure) as c:
-                c.ping()
-            return
-        except EdgeUnavailable:
-            if time.monotonic() > deadline:
-                raise EdgeUnavailable(f"the edge at {endpoint} did not answer within {timeout_s:g} s") from None
 
 
 class Device:
@@ -251,11 +78,11 @@ class Device:
             raise TlcutError(f"{placement.label} needs an edge: pass --edge tcp://HOST:PORT")
         # The uint8 and JPEG encodings send pixels; the header carries how they map to the input.
         self._enc_kw = {}
-        if placement.encoding in ("uint8", "jpeg"):
+        if encodings.get(placement.encoding).pixels:
             scale, zp = bundle.pixels
             self._enc_kw = {"scale": scale, "zero_point": zp}
-            if placement.encoding == "jpeg":
-                self._enc_kw["quality"] = placement.quality
+        if placement.quality is not None:
+            self._enc_kw["quality"] = placement.quality
         # Several edges (EP1,EP2,...): one in use; where it stops answering, the next is tried before the fallback.
         self.edges = [e.strip() for e in str(edge).split(",") if e.strip()] if edge else []
         self._edge_i = 0
@@ -420,64 +247,6 @@ class Device:
         if self.client:
             c.update(retried=self.client.retried, dropped_replies=self.client.dropped)
         return c
-
-
-class AdaptiveDevice:
-    """Every candidate placement's head loaded at once; a policy (runtime/adapt.py) picks one per
-    request from what the requests so far say of the link. The edge must serve all their tails.
-    Each placement keeps its own connection and fallback, so an unreachable edge runs locally as
-    with one placement, and adaptation resumes when it answers again. Every switch is logged."""
-
-    def __init__(self, bundle: Bundle, policy, *, edge: str, log=None, ping_every_s: float = 2.0, **device_kw):
-        self.policy, self.log, self.ping_every_s = policy, log or (lambda _: None), ping_every_s
-        self.devices = {c["name"]: Device(bundle, Placement.from_json(c["placement"]), edge=edge, **device_kw)
-                        for c in policy.candidates}
-        self._last_ping = 0.0
-        self._t0 = time.monotonic()
-        self.probes = 0
-
-    def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
-        label, why = self.policy.next_placement()
-        if why == "probe":
-            self.probes += 1
-        elif why:
-            self.log(f"switch to {label}: {why}")
-        dev = self.devices[label]
-        t = time.monotonic()
-        y, rec = dev.infer(x)
-        rec.update(placement=label, probe=why == "probe", t_s=t - self._t0)
-        self.policy.observe(rec)
-        rec["link_mbps_estimate"] = self.policy.link.mbps
-        self._ping(dev)
-        return y, rec
-
-    def _ping(self, dev: "Device") -> None:
-        """A round-trip sample now and then (a PING costs the edge nothing)."""
-        now = time.monotonic()
-        if dev.client is None or dev.edge_away or now - self._last_ping < self.ping_every_s:
-            return
-        self._last_ping = now
-        t0 = time.perf_counter()
-        try:
-            dev.client.ping(timeout_s=1.0)
-        except EdgeUnavailable:
-            return
-        self.policy.link.observe_rtt((time.perf_counter() - t0) * 1e3)
-
-    def report(self) -> dict:
-        counts = {label: d.report() for label, d in self.devices.items()}
-        return {"per_placement": counts, "probes": self.probes,
-                "switches": [vars(s) for s in self.policy.switches]}
-
-    def close(self):
-        for d in self.devices.values():
-            d.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def summarize(records: list[dict], wall_s: float) -> dict:

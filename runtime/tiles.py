@@ -6,7 +6,7 @@ tiles.json), sends every band to its node over the same protocol (flags bits 8-1
 docs/protocol.md), runs its own band meanwhile where a node is ``local``, stitches the band outputs
 along the height (exactly the untiled output) and runs the tail after the segment. To the edge it
 is one more half: ``TiledRunner`` implements the runner interface, so validation, errors, metrics
-and replies are the edge's own.
+and replies are the edge's own core's; ``runners`` is what an edge serving tiles loads.
 
 A node that answers with an error, or not within the timeout, fails that request with the node and
 the cause (error 10, upstream unavailable, for silence), and its socket is replaced so a late reply
@@ -24,6 +24,7 @@ import numpy as np
 from tlcut.errors import TlcutError
 from tlcut.runtime import protocol as P
 from tlcut.runtime.backends.base import Runner
+from tlcut.runtime.client import EdgeError, EdgeUnavailable, Upstream
 
 LOCAL = "local"
 
@@ -80,7 +81,8 @@ class TiledRunner(Runner):
         self.in_axis, self.out_axis = m["input"]["height_axis"], m["output"]["height_axis"]
         self.local = {k: backend.runner(folder / band_file(k), threads=threads)
                       for k, w in enumerate(tiles.workers) if w == LOCAL}
-        self.clients: dict[int, object] = {}
+        self.nodes = {k: Upstream(w, tiles.timeout_s, curve=tiles.curve, insecure=tiles.insecure)
+                      for k, w in enumerate(tiles.workers) if w != LOCAL}
         to = bundle.cuts[int(m["to"]["cut"])]
         self.tail = backend.runner(bundle.runnable("tail", to.index, False, backend.name), threads=threads)
         self.times: dict[str, float] = {}  # the last request's scatter, bands and stitch, for the log and tests
@@ -93,9 +95,8 @@ class TiledRunner(Runner):
     def _deactivate_impl(self) -> None:
         for r in [*self.local.values(), self.tail]:
             r.deactivate()
-        for c in self.clients.values():
-            c.close()
-        self.clients.clear()
+        for node in self.nodes.values():
+            node.drop()
 
     def warm(self) -> None:
         """One untimed run of the local bands and the tail, the nodes left alone."""
@@ -114,20 +115,9 @@ class TiledRunner(Runner):
         (x,) = feed.values()
         return self.tail.infer({self.tail_in: self.stitched(x)}, check=False)
 
-    def _client(self, k: int):
-        from tlcut.runtime.run import EdgeClient
-
-        c = self.clients.get(k)
-        if c is None:
-            c = self.clients[k] = EdgeClient(self.cfg.workers[k], self.cfg.timeout_s, curve=self.cfg.curve,
-                                             insecure=self.cfg.insecure)
-        return c
-
     def _drop(self, ks) -> None:
         for k in ks:
-            c = self.clients.pop(k, None)
-            if c is not None:
-                c.close()
+            self.nodes[k].drop()
 
     def _rows(self, x: np.ndarray, k: int) -> np.ndarray:
         """The rows of ``x`` band ``k`` takes, halo included, contiguous for the wire."""
@@ -137,8 +127,6 @@ class TiledRunner(Runner):
     def stitched(self, x: np.ndarray) -> np.ndarray:
         """The segment's output for input ``x``: every band sent first, the local ones run while the
         others compute, then gathered in order and joined along the height."""
-        from tlcut.runtime.run import EdgeError, EdgeUnavailable
-
         bands, w = self.manifest["bands"], self.cfg.workers
         t0 = time.perf_counter()
         deadline = time.monotonic() + self.cfg.timeout_s
@@ -148,14 +136,14 @@ class TiledRunner(Runner):
         try:
             for k, b in enumerate(bands):
                 if w[k] != LOCAL:
-                    sent[k] = self._client(k).send(self._rows(x, k), self.cut_id, P.band_flags(k))
+                    sent[k] = self.nodes[k].client.send(self._rows(x, k), self.cut_id, P.band_flags(k))
             t1 = time.perf_counter()
             for k, r in self.local.items():
                 (name,) = r.input_metadata()
                 outs[k] = next(iter(r.infer({name: self._rows(x, k)}, check=False).values()))
             t2 = time.perf_counter()
             for k, rid in sent.items():
-                y, _ = self._client(k).receive(rid, max(0.001, deadline - time.monotonic()))
+                y, _ = self.nodes[k].client.receive(rid, max(0.001, deadline - time.monotonic()))
                 want = tuple(bands[k]["output"]["shape"])
                 if tuple(y.shape) != want or y.dtype != np.dtype(bands[k]["output"]["dtype"]):
                     raise P.ProtocolError(P.E_UPSTREAM, f"band {k}'s node ({w[k]}) answered {y.dtype}{list(y.shape)}, "
@@ -186,3 +174,23 @@ def band_runner(m: dict, folder, band: int, backend, threads: int | None = None)
     if not 0 <= band < len(m["bands"]):
         raise TlcutError(f"--band {band}: the tiles in '{folder}' have bands 0..{len(m['bands']) - 1}")
     return start_id(m), P.band_flags(band), backend.runner(Path(folder) / band_file(band), threads=threads)
+
+
+def runners(bundle, cuts: list[str], tl: str, backend, threads, tiles, band: int | None) -> dict:
+    """What an edge serving a tiled segment runs, keyed as requests name it: as the coordinator
+    (``tiles``, a Tiles) the segment's bands and the tail after it, or as a worker (``band``, with
+    ``tiles`` its folder) one band."""
+    from tlcut.bundle import read_tiles
+
+    if len(cuts) != 1:
+        raise TlcutError("an edge serving tiles serves one cut, where the tiles start; give --cut once")
+    folder = tiles if band is not None else tiles.folder
+    m = read_tiles(Path(folder))
+    check_start(bundle, m, cuts[0])
+    if tl == "on":
+        raise TlcutError("tiles take the cut's own tensor, not the TL's; serve with --tl off")
+    if band is not None:
+        cut_id, flags, runner = band_runner(m, folder, band, backend, threads)
+        return {(cut_id, flags): runner}
+    runner = TiledRunner(bundle, tiles, backend, threads)
+    return {(runner.cut_id, 0): runner}

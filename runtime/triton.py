@@ -33,8 +33,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from tlcut.bundle import ONNX
 from tlcut.errors import TlcutError
 from tlcut.runtime import protocol as P
+from tlcut.runtime.backends import DEFAULT, TENSORRT
+from tlcut.runtime.client import EdgeError, EdgeUnavailable, lazy_pirate
 
 log = logging.getLogger("tlcut.triton")
 
@@ -49,7 +52,7 @@ def model_name(cut_id: int | None, tl: bool = False, engine: str = "onnx") -> st
     """The Triton model that serves ``cut_id`` (None or P.INPUT_CUT: the whole model): the one rule
     the repository writer and the device share."""
     name = WHOLE_MODEL if cut_id is None or cut_id == P.INPUT_CUT else f"cut-{int(cut_id)}" + ("-tl" if tl else "")
-    return name + ("-trt" if engine == "tensorrt" else "")
+    return name + ("-trt" if engine == TENSORRT else "")
 
 
 def is_triton(endpoint: str | None) -> bool:
@@ -64,7 +67,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, str, str]:
                          f"triton+http://HOST:8000")
     proto, port = SCHEMES[u.scheme]
     engine = parse_qs(u.query).get("engine", ["onnx"])[0]
-    if engine not in ("onnx", "tensorrt"):
+    if engine not in (ONNX, TENSORRT):
         raise TlcutError(f"'{endpoint}': engine={engine} is not onnx or tensorrt")
     host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
     return proto, f"{host}:{u.port or port}", engine
@@ -94,7 +97,7 @@ class TritonReply:
 
 
 class TritonClient:
-    """The device's link to a Triton server; the surface of ``run.EdgeClient``.
+    """The device's link to a Triton server; the surface of ``client.EdgeClient``.
 
     A request that fails to connect or gets no answer within ``timeout_s`` is sent again on a fresh
     client, up to ``retries`` times, then raises EdgeUnavailable (the Device then runs locally).
@@ -172,8 +175,6 @@ class TritonClient:
 
     def _call(self, fn, *args, **kw):
         """``fn(client, ...)`` with the timeout; EdgeUnavailable or EdgeError for what went wrong."""
-        from tlcut.runtime.run import EdgeError, EdgeUnavailable
-
         try:
             if self.protocol == "grpc":
                 kw["client_timeout"] = self.timeout_s
@@ -265,25 +266,21 @@ class TritonClient:
     def request(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw", **_encode_kw):
         """(result, TritonReply) for one tensor; retries on a fresh client, then EdgeUnavailable.
         ``_encode_kw`` (EdgeClient's encoding parameters) only exist for the non-raw encodings refused here."""
-        from tlcut.runtime.run import EdgeUnavailable
-
         self._check(encoding)
         array = np.ascontiguousarray(array)
         self.last_payload_bytes = array.nbytes
-        for attempt in range(self.retries + 1):
+
+        def attempt():
             rid = next(self._ids)
-            try:
-                name = self._model(cut_id, flags)
-                y = self._infer(name, array)
-            except EdgeUnavailable:
-                self._connect()
-                if attempt == self.retries:
-                    raise
-                self.retried += 1
-                continue
-            return y, TritonReply(rid, cut_id, flags & P.FLAG_TL, tuple(y.shape), y.dtype.name,
-                                  _resolve=self._edge_time(name))
-        raise AssertionError("unreachable")
+            name = self._model(cut_id, flags)
+            return rid, name, self._infer(name, array)
+
+        rid, name, y = lazy_pirate(attempt, self.retries, reconnect=self._connect, on_retry=self._count_retry)
+        return y, TritonReply(rid, cut_id, flags & P.FLAG_TL, tuple(y.shape), y.dtype.name,
+                              _resolve=self._edge_time(name))
+
+    def _count_retry(self) -> None:
+        self.retried += 1
 
     def send(self, array: np.ndarray, cut_id: int, flags: int = 0, encoding: str = "raw", **_encode_kw) -> int:
         """Start a request without waiting (a thread per request in flight); ``receive`` its reply."""
@@ -302,8 +299,6 @@ class TritonClient:
     def receive(self, rid: int, timeout_s: float | None = None):
         from concurrent.futures import TimeoutError as FutTimeout
 
-        from tlcut.runtime.run import EdgeUnavailable
-
         fut, name, cut_id, flags = self._futures.pop(rid)
         try:
             y = fut.result(self.timeout_s if timeout_s is None else timeout_s)
@@ -316,8 +311,6 @@ class TritonClient:
 
     def ping(self, timeout_s: float | None = None):
         """Server liveness (``/v2/health/live``); EdgeUnavailable when there is no answer."""
-        from tlcut.runtime.run import EdgeUnavailable
-
         old, self.timeout_s = self.timeout_s, (self.timeout_s if timeout_s is None else timeout_s)
         try:
             if self.protocol == "http" and timeout_s is not None:
@@ -369,7 +362,7 @@ def _match_libpython():
 
 
 def serve_pytriton(bundle_path, cuts: list[str], *, tl: str = "both", grpc_port: int = 8001, http_port: int = 8000,
-                   metrics_port: int = 8002, backend: str = "onnxrt", threads: int | None = None, stop=None,
+                   metrics_port: int = 8002, backend: str = DEFAULT, threads: int | None = None, stop=None,
                    on_ready=None, max_batch: int = 0, max_queue_delay_us: int = 0) -> None:
     """Serve the tails of ``cuts`` (and the whole model) of a bundle from PyTriton's tritonserver,
     each bound to a tlcut runner, under ``model_name``'s names, until ``stop`` is set or SIGINT.

@@ -77,7 +77,9 @@ fi
 # -- the bundle: export, two cuts, float32 and int8 ---------------------------------------------
 B="$WORK/bundle"
 mkdir -p "$WORK"
-if [ ! -f "$B/manifest.json" ]; then
+# the bundle's manifest file, by the one module that names a bundle's paths
+MANIFEST=$("$PY" -c 'from tlcut.bundle import manifest_path; print(manifest_path(""))')
+if [ ! -f "$B/$MANIFEST" ]; then
   case "$MODEL" in
     *.onnx) ;;
     *) has_py 'import tensorflow, tf2onnx' || die "exporting $MODEL needs TensorFlow: pip install 'tlcut[tf,train]'" ;;
@@ -131,7 +133,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcut.bundle import Bundle
+from tlcut.bundle import ONNX, Bundle
 from tlcut.runtime import backends
 from tlcut.toolchain.targets import to_float16
 
@@ -147,16 +149,17 @@ WORK = Path(env["WORK"])
 
 def engines():
     """(label, backend, engine name for bundle lookups) of every GPU engine here."""
+    ORT, TRT = backends.ONNXRT, backends.TENSORRT
     out = []
     if SELFTEST:
-        out.append(("onnxrt-cpu (SELF-TEST stand-in, not a GPU)", backends.get("onnxrt"), "onnx"))
+        out.append(("onnxrt-cpu (SELF-TEST stand-in, not a GPU)", backends.get(ORT), ONNX))
     if env["HAVE_TRT"] == "1":
-        out.append(("tensorrt", backends.get("tensorrt"), "tensorrt"))
-        out.append(("tensorrt+cudagraph", backends.get("tensorrt", cuda_graph=True), "tensorrt"))
+        out.append(("tensorrt", backends.get(TRT), TRT))
+        out.append(("tensorrt+cudagraph", backends.get(TRT, cuda_graph=True), TRT))
     if env["HAVE_ORT_CUDA"] == "1":
-        out.append(("onnxrt cuda EP", backends.get("onnxrt", providers="cuda"), "onnx"))
+        out.append(("onnxrt cuda EP", backends.get(ORT, providers="cuda"), ONNX))
     if env["HAVE_ORT_TRT"] == "1":
-        out.append(("onnxrt tensorrt EP", backends.get("onnxrt", providers="tensorrt"), "onnx"))
+        out.append(("onnxrt tensorrt EP", backends.get(ORT, providers="tensorrt"), ONNX))
     return out
 
 
@@ -200,7 +203,7 @@ def timing(runner, name, x):
     return out
 
 
-cpu = backends.get("onnxrt")
+cpu = backends.get(backends.ONNXRT)
 rng = np.random.default_rng(0)
 inp = B.inputs[0]
 xs = [rng.random(inp["shape"]).astype(inp["dtype"]) for _ in range(SAMPLES)]
@@ -209,7 +212,7 @@ for k in CUTS:
     files = {}  # (kind, precision) -> (portable ONNX, artifact)
     for kind in ("head", "tail"):
         for prec in ("float32", "int8"):
-            a = B.find(kind, k, True, "onnx", prec)
+            a = B.find(kind, k, True, ONNX, prec)
             files[(kind, prec)] = B.path / a.file
         f16 = WORK / "float16" / str(k) / f"{kind}_tl.float16.onnx"
         f16.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +232,7 @@ for k in CUTS:
         outs = {}
         for (kind, prec), onnx_path in sorted(files.items(), key=lambda kv: (kv[0][0], PRECS.index(kv[0][1]))):
             path = onnx_path
-            if eng != "onnx" and prec != "float16":
+            if eng != ONNX and prec != "float16":
                 path = B.runnable(kind, k, True, eng, prec)  # the engine `tlcut compile --backend` built
             name = head_name if kind == "head" else tail_name
             feeds = xs if kind == "head" else payloads
@@ -261,7 +264,7 @@ for k in CUTS:
             rows.append(row)
         for prec in ("float32", "float16", "int8"):  # head then tail on this engine, against float32 on the CPU
             if ("head", prec) in outs and ("tail", prec) in outs:
-                with be.runner(files[("tail", prec)] if eng == "onnx" or prec == "float16"
+                with be.runner(files[("tail", prec)] if eng == ONNX or prec == "float16"
                                else B.runnable("tail", k, True, eng, prec)) as t:
                     ys = run_all(t, tail_name, outs[("head", prec)])
                 agree = float(np.mean([np.argmax(a) == np.argmax(b) for a, b in zip(ref["tail"], ys)]))

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from tlcut.bundle import Bundle
-from tlcut.runtime import codec
+from tlcut.encodings.jpeg import decode_jpeg, encode_jpeg
 from tlcut.runtime import protocol as P
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,10 +90,10 @@ def main():
     row("whole model, uint8 encoding (the float path on q x scale)",
         request(q8, 16, P.INPUT_CUT, encoding=P.ENC_UINT8, scale=s255),
         result(16, P.INPUT_CUT, run("model", None, False, q8.astype(np.float32) * np.float32(s255))))
-    jpg = np.frombuffer(codec.encode_jpeg(pix, 90), np.uint8)
+    jpg = np.frombuffer(encode_jpeg(pix, 90), np.uint8)
     # the edge decodes it (libjpeg-turbo, default settings: both edges give the same pixels) and restores
     # x = (q - zero_point) x scale in NCHW; the expected values come from the same decode
-    dec = codec.decode_jpeg(jpg)
+    dec = decode_jpeg(jpg)
     xj = (dec.astype(np.float32) - np.float32(2)) * np.float32(s255)
     row("whole model, jpeg encoding (7x7 RGB, quality 90)",
         request(jpg, 17, P.INPUT_CUT, encoding=P.ENC_JPEG, scale=s255, zero_point=2),
@@ -154,10 +154,10 @@ def main():
     row("uint8 encoding, wrong shape", request(q8[:, :, :, :6].copy(), 42, P.INPUT_CUT, encoding=P.ENC_UINT8, scale=s255),
         error(P.E_WRONG_TENSOR, 42))
     row("jpeg whose header declares another size (7x8)",
-        request(np.frombuffer(codec.encode_jpeg(np.zeros((7, 8, 3), np.uint8), 90), np.uint8), 43, P.INPUT_CUT,
+        request(np.frombuffer(encode_jpeg(np.zeros((7, 8, 3), np.uint8), 90), np.uint8), 43, P.INPUT_CUT,
                 encoding=P.ENC_JPEG, scale=s255), error(P.E_WRONG_TENSOR, 43), needs="jpeg")
     row("jpeg in grayscale to an RGB input",
-        request(np.frombuffer(codec.encode_jpeg(pix[:, :, :1], 90), np.uint8), 44, P.INPUT_CUT, encoding=P.ENC_JPEG,
+        request(np.frombuffer(encode_jpeg(pix[:, :, :1], 90), np.uint8), 44, P.INPUT_CUT, encoding=P.ENC_JPEG,
                 scale=s255), error(P.E_WRONG_TENSOR, 44), needs="jpeg")
     row("jpeg whose header declares 65500x65500 (refused before decoding)",
         request(_sof_size(jpg, 65500, 65500), 45, P.INPUT_CUT, encoding=P.ENC_JPEG, scale=s255), error(P.E_WRONG_TENSOR, 45), needs="jpeg")

@@ -220,7 +220,7 @@ def main():
 def pixel_seeds() -> None:
     """fuzz_edge seeds for the model input as pixels (uint8, JPEG; docs/protocol.md encodings 3, 4),
     and fuzz_jpeg's: JPEG files, a few that fit the test bundle's input (7x7 RGB) and a few that do not."""
-    from tlcut.runtime import codec
+    from tlcut.encodings import jpeg as codec
 
     img = np.random.default_rng(9).integers(0, 256, (7, 7, 3), dtype=np.uint8)
     q = np.ascontiguousarray(img.transpose(2, 0, 1)[None])

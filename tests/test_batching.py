@@ -14,7 +14,8 @@ from tlcut.errors import TlcutError
 from tlcut.lab.loopback import free_port
 from tlcut.models import graphs
 from tlcut.runtime import protocol as P
-from tlcut.runtime.serve import Edge, serving
+from tlcut.runtime.edge import serving
+from tlcut.runtime.serve import Edge
 from tlcut.toolchain import surgery
 from tlcut.toolchain.compile import compile_cuts, parse_batch
 

@@ -27,7 +27,8 @@ from tlcut.models import graphs
 import tlcut
 from tlcut.bundle import Bundle
 from tlcut.runtime import protocol as P
-from tlcut.runtime.run import Device, EdgeClient, wait_for_edge
+from tlcut.runtime.client import EdgeClient, wait_for_edge
+from tlcut.runtime.run import Device
 from tlcut.runtime.serve import Edge
 from tlcut.toolchain.compile import compile_cuts
 from tlcut.toolchain.export import export
@@ -573,7 +574,7 @@ def test_same_results_across_the_testbed(bundles):
 
 def test_curve_admits_only_listed_devices(bundles, tmp_path):
     from tlcut.runtime import security as S
-    from tlcut.runtime.run import EdgeUnavailable
+    from tlcut.runtime.client import EdgeUnavailable
 
     b = bundles["chain"]
     S.make_keys(tmp_path / "k", ["edge", "good", "bad"])

@@ -4,8 +4,8 @@ import onnx
 import pytest
 
 from tlcut.models import graphs
+from tlcut.toolchain.annotate import annotate, infer_shapes
 from tlcut.toolchain.cuts import enumerate_cuts, tl_shape
-from tlcut.toolchain.export import annotate, infer_shapes
 
 
 def cuts_of(model, layout=None):

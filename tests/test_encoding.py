@@ -41,3 +41,101 @@ def test_mismatched_encodings_are_refused(encoding, wire, scale):
     with pytest.raises(P.ProtocolError) as e:
         P.restore(P.Header(type=P.REQUEST, encoding=encoding, scale=scale), wire)
     assert e.value.code == P.E_WRONG_TENSOR
+
+
+# -- the registry: every encoding is one class, and everything that names encodings reads it --------
+
+from pathlib import Path  # noqa: E402
+
+from tlcut import encodings  # noqa: E402
+
+SCALE = float(np.float32(1 / 255))
+
+
+def test_registry_is_in_protocol_order_with_unique_names_and_codes():
+    assert encodings.NAMES == ("raw", "float16", "int8", "uint8", "jpeg")
+    assert [e.code for e in encodings.ALL] == [0, 1, 2, 3, 4]
+    assert P.ENCODINGS == {e.name: e.code for e in encodings.ALL}
+    assert all(encodings.by_code(e.code) is e is encodings.get(e.name) for e in encodings.ALL)
+    assert encodings.by_code(9) is None
+    with pytest.raises(ValueError, match="unknown encoding 'png'; use one of raw, float16, int8, uint8, jpeg"):
+        P.encode(np.zeros(4, np.float32), "png")
+
+
+def _sample(enc):
+    """A tensor the encoding carries: a 16x12 RGB image (NHWC) for pixel encodings, else a feature map."""
+    if enc.pixels:  # smooth, as a camera's image is (a JPEG of noise is far off)
+        yy, xx = np.mgrid[0:16, 0:12]
+        img = np.stack([(yy * 15 + xx * 4 + 40 * k) % 256 for k in range(3)], -1)[None].astype(np.uint8)
+        return img.astype(np.float32) * np.float32(SCALE)
+    return np.random.default_rng(5).standard_normal((1, 8, 5, 5)).astype(np.float32)
+
+
+@pytest.mark.parametrize("enc", encodings.ALL, ids=lambda e: e.name)
+def test_each_encoding_round_trips_through_the_wire(enc):
+    """Encode, frame, parse, restore: a lossless encoding gives the tensor back bit for bit, a lossy
+    one close to it; the payload has the bytes wire_bytes promises (the payload contract's figures)."""
+    if enc.name == "jpeg":
+        pytest.importorskip("simplejpeg")
+    x = _sample(enc)
+    kw = {"scale": SCALE} if enc.pixels else {}
+    wire, code, scale, zp = P.encode(x, enc.name, **kw)
+    assert code == enc.code
+    frames = P.tensor_frames(P.REQUEST, wire, 1, P.INPUT_CUT, encoding=code, scale=scale, zero_point=zp)
+    h, got = P.decode([bytes(f) for f in frames])
+    back = P.restore(h, got, x.shape)
+    assert back.dtype == np.float32 and back.shape == x.shape
+    if enc.lossy:
+        assert 0 < np.abs(back - x).mean() < 0.02 * np.abs(x).max()
+    else:
+        np.testing.assert_array_equal(back, x)
+    want = enc.wire_bytes(x.shape, "float32")
+    assert want is None or want == h.payload_len
+
+
+@pytest.mark.parametrize("enc", encodings.ALL, ids=lambda e: e.name)
+def test_an_unfitting_payload_is_wrong_tensor_for_every_encoding(enc):
+    wrong = np.zeros(4, np.float64)  # no encoding restores a float64 payload but raw, which the edge then checks
+    if enc.name == "raw":
+        assert P.restore(P.Header(type=P.REQUEST, encoding=enc.code), wrong) is wrong
+        return
+    with pytest.raises(P.ProtocolError, match=f"encoding {enc.code} does not fit a float64 payload") as e:
+        P.restore(P.Header(type=P.REQUEST, encoding=enc.code, scale=1.0), wrong, (1, 2, 2, 1))
+    assert e.value.code == P.E_WRONG_TENSOR
+
+
+def test_placements_take_the_registrys_encodings_where_they_apply():
+    from tlcut.errors import TlcutError
+    from tlcut.placement import CUT_ENCODINGS, EDGE, INPUT_ENCODINGS, SPLIT, Placement
+
+    assert CUT_ENCODINGS == tuple(e.name for e in encodings.ALL if encodings.CUT in e.applies_to)
+    assert INPUT_ENCODINGS == tuple(e.name for e in encodings.ALL if encodings.INPUT in e.applies_to)
+    for e in encodings.ALL:
+        for where, applies in ((EDGE, encodings.INPUT), (SPLIT, encodings.CUT)):
+            cut = 3 if where == SPLIT else None
+            if applies in e.applies_to:
+                p = Placement(where, cut, encoding=e.name)
+                assert p.lossless == (not e.lossy)
+                assert p.label.endswith(e.label(p.quality)) and (e.name == "raw") == ("," not in p.label)
+            else:
+                with pytest.raises(TlcutError, match="does not apply"):
+                    Placement(where, cut, encoding=e.name)
+
+
+def test_cli_choices_are_the_registrys():
+    from tlcut.cli import build_parser
+
+    def choices(verb, flag):
+        sub = next(a for a in build_parser()._actions if a.dest == "verb").choices[verb]
+        return tuple(next(a for a in sub._actions if flag in a.option_strings).choices)
+
+    assert choices("run", "--encoding") == encodings.NAMES
+    assert choices("serve", "--forward-encoding") == encodings.names(encodings.CUT)
+
+
+def test_the_spec_has_one_section_per_encoding():
+    import re
+
+    spec = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    sections = re.findall(r"^### (\d+) (\w+)$", spec, re.M)
+    assert [(int(c), n) for c, n in sections] == [(e.code, e.name) for e in encodings.ALL]

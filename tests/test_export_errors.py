@@ -70,7 +70,8 @@ def test_convnext_converts_and_matches_keras_on_the_logits(tmp_path, monkeypatch
     import keras
 
     from tlcut.models import zoo
-    from tlcut.toolchain.export import export, unconverted_ops
+    from tlcut.toolchain.convert import unconverted_ops
+    from tlcut.toolchain.export import export
 
     built = {}
     build = zoo.build
@@ -209,7 +210,7 @@ def test_export_peak_rss_is_a_small_multiple_of_the_weights(wide):
 
 def test_large_weights_are_external_data_covered_by_the_manifest(wide):
     from tlcut.toolchain import surgery
-    from tlcut.toolchain.export import EXTERNAL_WEIGHTS_BYTES, WEIGHTS_FILE
+    from tlcut.toolchain.weights import EXTERNAL_WEIGHTS_BYTES, WEIGHTS_FILE
 
     b = Bundle.open(wide["bundle"])
     assert wide["weights"] > EXTERNAL_WEIGHTS_BYTES

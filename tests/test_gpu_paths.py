@@ -23,7 +23,9 @@ import pytest
 from PIL import Image
 
 from tlcut import cli
+from tlcut import bundle as bundle_paths
 from tlcut.bundle import Bundle, sha256_file
+from tlcut.errors import TlcutError
 from tlcut.models import graphs
 from tlcut.runtime import backends
 from tlcut.runtime.backends import onnxrt, tensorrt
@@ -115,13 +117,54 @@ def test_inference_through_the_fallback_matches_plain_cpu(work, capsys, monkeypa
         r.infer({b.inputs[0]["name"]: x})
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tlcut: warning: --providers " + choice), err
-    assert not (b.half_dir(b.cuts[0]) / onnxrt.TRT_CACHE).exists(), "no TensorRT cache without the TensorRT EP"
+    assert not (b.half_dir(b.cuts[0]) / bundle_paths.ORT_TRT_CACHE).exists(), "no TensorRT cache without the TensorRT EP"
 
 
 def test_providers_flag_needs_the_onnxrt_backend(work, capsys):
     code = cli.main(["run", str(work["bundle"].path), "--cut", "0", "--edge", "tcp://127.0.0.1:9",
                      "--backend", "openvino", "--providers", "cuda"])
     one_line_error(code, capsys.readouterr().err, "--providers", "--backend onnxrt")
+
+
+def test_each_backend_parses_its_own_flags(work, capsys, monkeypatch):
+    """--providers is ONNX Runtime's and --hint OpenVINO's: each backend class adds and parses its
+    own flag, and BackendArgs only loops over the registry."""
+    from tlcut.cli.args import BackendArgs
+
+    seen = []
+    for name in backends.names():
+        cls = backends.backend_class(name)
+        parse = cls.options_from_args.__func__
+        monkeypatch.setattr(cls, "options_from_args",
+                            classmethod(lambda c, a, chosen, parse=parse: seen.append(c.name) or parse(c, a, chosen)))
+    import argparse
+
+    be = BackendArgs()
+    p = argparse.ArgumentParser()
+    be.add_to(p)
+    be.parse(p.parse_args(["--backend", "onnxrt", "--providers", "cuda", "--hint", "throughput"]))
+    assert seen == backends.names(), "every backend parses its own flags"
+    assert be.backend.providers == "cuda" and be.backend.name == "onnxrt-cuda"
+    assert not be.is_default and be.flags == "--backend/--providers"
+    be.parse(p.parse_args(["--backend", "openvino", "--hint", "throughput"]))
+    assert be.backend.hint == "throughput" and not hasattr(be.backend, "providers")
+    be.parse(p.parse_args([]))
+    assert be.is_default and be.backend.name == backends.DEFAULT
+    assert backends.backend_class(backends.OPENVINO).options_from_args(
+        argparse.Namespace(hint="throughput"), backends.ONNXRT) == {"hint": "throughput"}
+    assert backends.backend_class(backends.TENSORRT).add_args(p) == []
+
+
+def test_backend_names_come_from_the_registry(capsys):
+    for name in backends.names():
+        assert backends.backend_class(name).name == name
+    with pytest.raises(TlcutError) as e:
+        backends.get("nope")
+    assert str(e.value) == "unknown backend 'nope'; available: onnxrt, openvino, tensorrt"
+    with pytest.raises(SystemExit) as e:  # the CLI's choices are the registry's names
+        cli.main(["bench", "/nonexistent", "--backend", "nope"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "invalid choice: 'nope'" in err and "'tensorrt'" in err and "Traceback" not in err
 
 
 def test_qdq_int8_halves_load_in_onnx_runtime(work):
@@ -176,8 +219,11 @@ def test_engine_cache_paths():
     key = "trt10.3.0_orin_sm87"
     assert tensorrt.engine_cache_path("/b/halves/3/head_tl.int8.onnx", key) == \
         Path("/b/halves/3/tensorrt") / key / "head_tl.int8.engine"
-    assert tensorrt.timing_cache_path("/b/halves/3/tensorrt", key) == Path(f"/b/halves/3/tensorrt/timing-{key}.cache")
-    assert tensorrt.meta_path("/x/head.engine") == Path("/x/head.engine.json")
+    assert bundle_paths.timing_cache_file("/b/halves/3/tensorrt", key) == \
+        Path(f"/b/halves/3/tensorrt/timing-{key}.cache")
+    assert bundle_paths.build_record("/x/head.engine") == Path("/x/head.engine.json")
+    for built in ("/b/halves/3/tensorrt/head.engine", f"/b/halves/3/tensorrt/{key}/head.engine"):
+        assert bundle_paths.engine_dir_of(built, backends.TENSORRT) == Path("/b/halves/3/tensorrt"), built
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
@@ -268,6 +314,8 @@ def test_tlcut_run_uses_the_jetson_folder_as_it_is(work, capsys):
     (["--target", "jetson", "--cut", "0", "-o", "{tmp}/d", "--edge-key", "{keys}/edge.key_secret"], ["secret"]),
     (["--target", "jetson", "--cut", "0", "-o", "{jetson}"], ["already exists", "--force"]),
     (["--cuts", "0", "-o", "{tmp}/d"], ["belongs to --target"]),
+    (["--target", "jetson", "--cut", "0", "-o", "{tmp}/d", "--providers", "cuda"], ["drop --backend/--providers"]),
+    (["--target", "jetson", "--cut", "0", "-o", "{tmp}/d", "--backend", "openvino"], ["drop --backend/--providers"]),
 ])
 def test_jetson_folder_mistakes_are_one_line_errors(work, tmp_path, capsys, args, needles):
     fill = {"tmp": tmp_path, "keys": work["root"] / "keys", "jetson": work["jetson"]}

@@ -49,7 +49,7 @@ def test_uint8_pixels_give_exactly_the_whole_models_answer(bundle):
 
 
 def test_jpeg_is_the_whole_model_on_the_decoded_image(bundle):
-    from tlcut.runtime.codec import decode_jpeg, encode_jpeg
+    from tlcut.encodings.jpeg import decode_jpeg, encode_jpeg
 
     with local_edge(bundle, ["input"]) as ep, \
             Device(bundle, Placement(EDGE, encoding="jpeg", quality=80), edge=ep) as dev:

@@ -12,9 +12,11 @@ import zmq
 
 from tlcut.errors import TlcutError
 from tlcut.runtime import protocol as P
-from tlcut.runtime.run import Device, EdgeClient, EdgeError, inputs, run
+from tlcut.runtime.client import EdgeClient, EdgeError
+from tlcut.runtime.run import Device, inputs, run
 from tlcut.lab.loopback import free_port
-from tlcut.runtime.serve import Edge, serving
+from tlcut.runtime.edge import serving
+from tlcut.runtime.serve import Edge
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,13 @@ import zmq.utils.z85
 from tlcut import cli
 from tlcut.errors import TlcutError
 from tlcut.runtime import security as S
-from tlcut.runtime.run import Device, EdgeClient, EdgeError, EdgeUnavailable, wait_for_edge
+from tlcut.runtime.client import EdgeClient, EdgeError, EdgeUnavailable, wait_for_edge
+from tlcut.runtime.run import Device
 from tlcut.runtime.serve import Edge
 
 
 from tlcut.lab.loopback import free_port as _port
-from tlcut.runtime.serve import serving
+from tlcut.runtime.edge import serving
 
 
 @pytest.mark.parametrize("ep, local", [("tcp://127.0.0.1:5", True), ("tcp://localhost:5", True), ("ipc:///tmp/x", True),

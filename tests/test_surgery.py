@@ -6,9 +6,10 @@ import onnxruntime as ort
 import pytest
 
 from tlcut.models import graphs
+from tlcut.errors import TlcutError
 from tlcut.toolchain import surgery
+from tlcut.toolchain.annotate import annotate, infer_shapes
 from tlcut.toolchain.cuts import enumerate_cuts
-from tlcut.toolchain.export import annotate, infer_shapes
 
 
 def _sess(m):
@@ -52,6 +53,22 @@ def test_head_then_tail_is_the_model(build, kw):
         assert mid.shape == c.shape
         y = _run(surgery.tail(m, c), {c.tensor: mid})
         np.testing.assert_allclose(y, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("build, kw", [(graphs.residual, {"hw": 9}), (graphs.branches, {"hw": 8})])
+def test_a_segment_between_two_cuts_maps_one_cut_tensor_to_the_next(build, kw):
+    m, cuts = _model_and_cuts(build, **kw)
+    assert len(cuts) >= 2
+    name = m.graph.input[0].name
+    x = np.random.default_rng(2).standard_normal(tuple(d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim)).astype(np.float32)
+    for a, b in zip(cuts, cuts[1:]):
+        seg = surgery.extract_segment(m, [a.tensor], [b.tensor])
+        assert [i.name for i in seg.graph.input] == [a.tensor] and [o.name for o in seg.graph.output] == [b.tensor]
+        assert len(seg.graph.node) < len(m.graph.node), "the nodes before the first cut are gone"
+        want = _run(surgery.head(m, b), {name: x})
+        np.testing.assert_array_equal(_run(seg, {a.tensor: _run(surgery.head(m, a), {name: x})}), want)
+    with pytest.raises(TlcutError, match="'nope' is not in the model"):
+        surgery.extract_segment(m, ["nope"], [cuts[-1].tensor])
 
 
 @pytest.mark.parametrize("build, kw", [

@@ -182,7 +182,8 @@ def _device_answers(tb, bundle, cut: str, n: int, seed: int) -> list[dict]:
     code = (
         "import json, sys, numpy as np\n"
         "from tlcut.bundle import Bundle\n"
-        "from tlcut.runtime.run import Device, inputs, wait_for_edge\n"
+        "from tlcut.runtime.client import wait_for_edge\n"
+        "from tlcut.runtime.run import Device, inputs\n"
         f"b = Bundle.open({str(bundle.path)!r})\n"
         f"wait_for_edge({s.device_endpoint!r}, 60, insecure=True)\n"
         f"dev = Device(b, {cut!r}, edge={s.device_endpoint!r}, timeout_s=20, insecure=True)\n"

@@ -10,9 +10,12 @@ from profiles import profile
 from tlcut.errors import TlcutError
 from tlcut.lab.loopback import free_port
 from tlcut.runtime import protocol as P
-from tlcut.runtime.run import Device, EdgeError, inputs
-from tlcut.runtime.serve import Edge, Forward, local_edge, serving
-from tlcut.toolchain import plan
+from tlcut.runtime.client import EdgeError
+from tlcut.runtime.edge import serving
+from tlcut.runtime.forward import Forward
+from tlcut.runtime.run import Device, inputs
+from tlcut.runtime.serve import Edge, local_edge
+from tlcut.toolchain import plan, plan_tiers
 
 HEADS = {"device": [10, 40, 60, 90], "edge": [5, 20, 30, 45], "cloud": [1, 4, 6, 9]}
 FULL = {"device": 100, "edge": 50, "cloud": 10}
@@ -30,8 +33,8 @@ HOPS = {("device", "edge"): plan.Network(up_mbps=80.0, rtt_ms=20.0, down_mbps=80
 
 
 def tiers(cons=None, clouds=True):
-    return plan.plan_tiers(("device", host("device")), [("edge", host("edge"))],
-                           [("cloud", host("cloud"))] if clouds else [], HOPS, cons)
+    return plan_tiers.plan_tiers(("device", host("device")), [("edge", host("edge"))],
+                                 [("cloud", host("cloud"))] if clouds else [], HOPS, cons).to_json()
 
 
 def test_the_known_best_pair_and_its_arithmetic():
@@ -62,7 +65,7 @@ def test_without_a_cloud_it_is_the_two_tier_plan():
 
 
 def test_each_scission_constraint():
-    C = plan.TierConstraints
+    C = plan_tiers.TierConstraints
     # a layer that must stay on the device (cut 1): the device runs at least to cut 1
     assert tiers(C(must={1: "device"}))["best"]["cuts"] == [1, 2]
     # a layer that must not run on the device: the input itself crosses
@@ -84,26 +87,26 @@ def test_each_scission_constraint():
 
 def test_bad_inputs_are_one_line_errors():
     with pytest.raises(TlcutError, match="no row edge,cloud"):
-        plan.plan_tiers(("device", host("device")), [("edge", host("edge"))], [("cloud", host("cloud"))],
-                        {("device", "edge"): HOPS[("device", "edge")]})
+        plan_tiers.plan_tiers(("device", host("device")), [("edge", host("edge"))], [("cloud", host("cloud"))],
+                              {("device", "edge"): HOPS[("device", "edge")]})
     with pytest.raises(TlcutError, match="cuts are 0..3"):
-        tiers(plan.TierConstraints(must={7: "edge"}))
+        tiers(plan_tiers.TierConstraints(must={7: "edge"}))
     with pytest.raises(TlcutError, match="unknown tier 'fog'"):
-        tiers(plan.TierConstraints(must={1: "fog"}))
+        tiers(plan_tiers.TierConstraints(must={1: "fog"}))
     other = host("cloud")
     other["model_sha256"] = "zzz"
     with pytest.raises(TlcutError, match="another model"):
-        plan.plan_tiers(("device", host("device")), [("edge", host("edge"))], [("cloud", other)], HOPS)
+        plan_tiers.plan_tiers(("device", host("device")), [("edge", host("edge"))], [("cloud", other)], HOPS)
 
 
 def test_several_hosts_per_tier_pick_the_best():
     slow = host("cloud")
     for c in slow["cuts"]:
         c["tail"] = {k: v * 10 if isinstance(v, float | int) and k != "n" else v for k, v in c["tail"].items()}
-    r = plan.plan_tiers(("device", host("device")), [("edge", host("edge"))],
-                        [("slow", slow), ("cloud", host("cloud"))],
-                        {**HOPS, ("edge", "slow"): HOPS[("edge", "cloud")]})
-    assert r["best"]["hosts"]["cloud"] == "cloud"
+    r = plan_tiers.plan_tiers(("device", host("device")), [("edge", host("edge"))],
+                              [("slow", slow), ("cloud", host("cloud"))],
+                              {**HOPS, ("edge", "slow"): HOPS[("edge", "cloud")]})
+    assert r.best.hosts["cloud"] == "cloud"
 
 
 # -- the runtime chain: device -> edge (middle part) -> cloud, over the same protocol ---------------

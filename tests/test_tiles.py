@@ -84,7 +84,7 @@ def check_exact(m, heights, layout="NCHW", tol=1e-5):
     assert np.abs(want).max() > 1e-3
     parts = []
     for band in tiles.split(seg, heights):
-        bm = seg.band_model(band)
+        bm = tiles.band_model(seg, band)
         bm_in = [d.dim_value for d in bm.graph.input[0].type.tensor_type.shape.dim]
         assert bm_in[seg.h[seg.input]] == band.in_rows[1] - band.in_rows[0]
         parts.append(_run(bm, np.take(x, range(*band.in_rows), axis=seg.h[seg.input])))
@@ -213,7 +213,7 @@ def test_band_pads_only_at_the_border():
     g = G(2, 9, 4)
     m = g.model(g.conv("x", 2, 2, 3, pads=[1, 1, 1, 1]))
     seg = tiles.Segment(m, "NCHW")
-    top, mid, bottom = (seg.band_model(b) for b in tiles.split(seg, [3, 3, 3]))
+    top, mid, bottom = (tiles.band_model(seg, b) for b in tiles.split(seg, [3, 3, 3]))
 
     def pads(bm):
         conv = next(n for n in bm.graph.node if n.op_type == "Conv")
@@ -410,8 +410,9 @@ def _x(seed, shape=(1, 3, 16, 16)):
 
 def test_bands_on_three_nodes_give_the_untiled_result(tiled):
     from tlcut.runtime import protocol as P
-    from tlcut.runtime.run import EdgeClient, EdgeError
-    from tlcut.runtime.serve import Edge, serving
+    from tlcut.runtime.client import EdgeClient, EdgeError
+    from tlcut.runtime.edge import serving
+    from tlcut.runtime.serve import Edge
     from tlcut.runtime.tiles import Tiles
 
     b, root = tiled
@@ -441,8 +442,9 @@ def test_bands_on_three_nodes_give_the_untiled_result(tiled):
 
 
 def test_tiles_from_a_cut_all_local(tiled):
-    from tlcut.runtime.run import EdgeClient
-    from tlcut.runtime.serve import Edge, serving
+    from tlcut.runtime.client import EdgeClient
+    from tlcut.runtime.edge import serving
+    from tlcut.runtime.serve import Edge
     from tlcut.runtime.tiles import Tiles
 
     b, root = tiled
@@ -461,8 +463,9 @@ def test_a_silent_or_wrong_node_fails_the_request_with_its_cause_and_the_edge_se
     import time
 
     from tlcut.runtime import protocol as P
-    from tlcut.runtime.run import EdgeClient, EdgeError
-    from tlcut.runtime.serve import Edge, serving
+    from tlcut.runtime.client import EdgeClient, EdgeError
+    from tlcut.runtime.edge import serving
+    from tlcut.runtime.serve import Edge
     from tlcut.runtime.tiles import Tiles
 
     b, root = tiled

@@ -12,8 +12,9 @@ from tlcut.lab import trace
 from tlcut.lab.loopback import Loopback
 from tlcut.lab.testbed import Config
 from tlcut.runtime import protocol as P
-from tlcut.runtime.run import EdgeClient
-from tlcut.runtime.serve import Edge, serving
+from tlcut.runtime.client import EdgeClient
+from tlcut.runtime.edge import serving
+from tlcut.runtime.serve import Edge
 
 
 def test_shipped_traces_load_and_cover_what_they_claim():

@@ -27,7 +27,8 @@ import pytest
 from tlcut.bundle import Bundle
 from tlcut.errors import TlcutError
 from tlcut.runtime import protocol as P
-from tlcut.runtime.run import Device, EdgeUnavailable, connect
+from tlcut.runtime.client import EdgeUnavailable
+from tlcut.runtime.run import Device, connect
 from tlcut.runtime.triton import TritonClient, model_name, parse_endpoint
 from tlcut.lab.loopback import free_port
 

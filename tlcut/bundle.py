@@ -206,6 +206,65 @@ def half_folder(cut: int) -> str:
     return f"halves/{cut}"
 
 
+def manifest_path(folder) -> Path:
+    """The manifest of the bundle at ``folder``; a folder without one is no (complete) bundle."""
+    return Path(folder) / MANIFEST
+
+
+# -- what backends build at run time, beside the artifacts -------------------------------------
+# A backend's own builds live in a subfolder named after it (``artifact_file``). An engine that
+# only runs on the machine that built it (TensorRT) is built there at run time, into a subfolder
+# per machine key below that, from the portable ONNX; a device folder's build_engine.sh
+# (toolchain/targets.py) files its engines the same way.
+
+#: Inside a half's folder: where ONNX Runtime's TensorRT execution provider keeps its engines and
+#: timing cache (``--backend onnxrt --providers tensorrt``).
+ORT_TRT_CACHE = "onnxrt-trt-cache"
+
+
+def engine_dir(folder, engine: str) -> Path:
+    """The folder of backend ``engine``'s own builds inside ``folder`` (a half's, or the bundle's)."""
+    return Path(folder) / engine
+
+
+def half_folder_of(path, engine: str) -> Path:
+    """The half's folder of the file at ``path``: its own folder, or the one above for a file in
+    backend ``engine``'s build folder."""
+    folder = Path(path).parent
+    return folder.parent if folder.name == engine else folder
+
+
+def run_time_build(onnx_path, engine: str, key: str, suffix: str) -> Path:
+    """Where backend ``engine`` keeps what it built at run time, on a machine ``key``, from the ONNX
+    at ``onnx_path``: ``<its folder>/<engine>/<key>/<stem><suffix>``."""
+    p = Path(onnx_path)
+    return engine_dir(p.parent, engine) / key / (p.stem + suffix)
+
+
+def run_time_builds(onnx_path, engine: str, suffix: str) -> list[Path]:
+    """Every machine's ``run_time_build`` of ``onnx_path`` that is on disk, sorted."""
+    p = Path(onnx_path)
+    return sorted(engine_dir(p.parent, engine).glob(f"*/{p.stem}{suffix}"))
+
+
+def engine_dir_of(built, engine: str) -> Path:
+    """Backend ``engine``'s build folder holding the file ``built``: compile's build in it, or a run-time
+    build one machine key below it."""
+    folder = Path(built).parent
+    return folder if folder.name == engine else folder.parent
+
+
+def timing_cache_file(engine_folder, key: str) -> Path:
+    """The timing cache of machine ``key`` in a build folder (``engine_dir``)."""
+    return Path(engine_folder) / f"timing-{key}.cache"
+
+
+def build_record(built) -> Path:
+    """The record beside a built engine, what it was built from and for: ``X.engine.json``."""
+    p = Path(built)
+    return p.with_name(p.name + ".json")
+
+
 def nbytes(shape, dtype: str) -> int:
     return dtypes.nbytes(shape, dtype)
 
@@ -279,7 +338,7 @@ class Bundle:
 
     def image_shape(self) -> tuple[int, int, int, str]:
         """(height, width, channels, layout) of an image input: rank 4, batch 1, 1 or 3 channels."""
-        from tlcut.runtime.protocol import image_layout  # the wire's rule (docs/protocol.md), in one place
+        from tlcut.encodings import image_layout  # the wire's rule (docs/protocol.md), in one place
 
         inp = self.inputs[0]
         shape = list(inp["shape"])

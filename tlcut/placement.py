@@ -3,8 +3,9 @@
 A placement is everything on the device (``device``), everything on the edge with the model input
 crossing (``edge``), or the model cut at cut K, optionally through the Transfer Layer, with the
 crossing tensor in a wire encoding. The plan ranks placements, ``tlcut run`` runs one, the CLI
-parses one, and the demo and results tables print their labels; so a new option (an input codec,
-a third tier) extends this one type.
+parses one, and the demo and results tables print their labels; so a new option (a third tier)
+extends this one type. Which encodings apply where, and how a label names them, is the encodings'
+own (tlcut/encodings/).
 
 Labels read ``device only``, ``edge only``, ``edge only, uint8``, ``edge only, JPEG q90``, ``cut 5``,
 ``cut 5 + TL``, ``cut 5 + TL, int8``.
@@ -15,17 +16,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from tlcut import encodings
 from tlcut.errors import TlcutError
 
 DEVICE, EDGE, SPLIT = "device", "edge", "split"
 #: Wire encodings (docs/protocol.md, field `encoding`), in protocol order.
-ENCODINGS = ("raw", "float16", "int8", "uint8", "jpeg")
+ENCODINGS = encodings.NAMES
 #: What a cut's feature map can cross as: float32, or float16 / int8 over the tensor's own range.
-CUT_ENCODINGS = ("raw", "float16", "int8")
+CUT_ENCODINGS = encodings.names(encodings.CUT)
 #: What the model input can cross as when the edge runs everything: float32, the camera's uint8
 #: pixels (lossless for a camera image), or a JPEG of them at a quality.
-INPUT_ENCODINGS = ("raw", "uint8", "jpeg")
-DEFAULT_JPEG_QUALITY = 90
+INPUT_ENCODINGS = encodings.names(encodings.INPUT)
+DEFAULT_JPEG_QUALITY = encodings.get("jpeg").default_quality
 #: Choices for a --tl flag: halves with the TL, without, or both where the TL applies.
 TL_CHOICES = ("on", "off", "both")
 #: What the CLI takes for --cut besides a cut index, tensor or layer name.
@@ -37,8 +39,8 @@ class Placement:
     where: str  # DEVICE, EDGE or SPLIT
     cut: int | None = None  # the cut index, for SPLIT
     tl: bool = False
-    encoding: str = "raw"
-    quality: int | None = None  # JPEG quality, for encoding "jpeg" only
+    encoding: str = encodings.DEFAULT
+    quality: int | None = None  # for an encoding that takes one (jpeg) only
 
     def __post_init__(self):
         if self.where not in (DEVICE, EDGE, SPLIT):
@@ -47,17 +49,21 @@ class Placement:
             raise ValueError("a split placement has a cut; the others have none")
         if self.tl and self.where != SPLIT:
             raise TlcutError("the TL applies only at a cut; device only and edge only take --tl off")
-        allowed = INPUT_ENCODINGS if self.where == EDGE else CUT_ENCODINGS if self.where == SPLIT else ("raw",)
+        allowed = INPUT_ENCODINGS if self.where == EDGE else CUT_ENCODINGS if self.where == SPLIT else (encodings.DEFAULT,)
         if self.encoding not in allowed:
             what = {EDGE: "the model input (edge only)", SPLIT: "a cut's tensor", DEVICE: "device only (nothing crosses)"}
             raise TlcutError(f"encoding '{self.encoding}' does not apply to {what[self.where]}; use one of {', '.join(allowed)}")
-        if self.encoding == "jpeg":
+        enc = encodings.get(self.encoding)
+        if enc.default_quality is not None:
             if self.quality is None:
-                object.__setattr__(self, "quality", DEFAULT_JPEG_QUALITY)
-            if not 1 <= int(self.quality) <= 100:
-                raise TlcutError(f"JPEG quality must be 1..100, got {self.quality}")
+                object.__setattr__(self, "quality", enc.default_quality)
+            try:
+                enc.check_quality(self.quality)
+            except ValueError as e:
+                raise TlcutError(str(e)) from None
         elif self.quality is not None:
-            raise TlcutError("a quality applies only to --encoding jpeg")
+            takes = " or ".join(e.name for e in encodings.ALL if e.default_quality is not None)
+            raise TlcutError(f"a quality applies only to --encoding {takes}")
 
     @property
     def label(self) -> str:
@@ -67,9 +73,8 @@ class Placement:
             base = "edge only"
         else:
             base = f"cut {self.cut}{' + TL' if self.tl else ''}"
-        if self.encoding == "jpeg":
-            return f"{base}, JPEG q{self.quality}"
-        return base if self.encoding == "raw" else f"{base}, {self.encoding}"
+        wire = encodings.get(self.encoding).label(self.quality)
+        return f"{base}, {wire}" if wire else base
 
     @property
     def slug(self) -> str:
@@ -84,7 +89,7 @@ class Placement:
     def lossless(self) -> bool:
         """Computes exactly what the whole model computes on a camera's uint8 image: no TL, and a
         wire that loses nothing (float32, or the image's own uint8 pixels)."""
-        return not self.tl and self.encoding in ("raw", "uint8")
+        return not self.tl and not encodings.get(self.encoding).lossy
 
     def with_(self, **kw) -> "Placement":
         return replace(self, **kw)
@@ -97,10 +102,11 @@ class Placement:
 
     @classmethod
     def from_json(cls, d: dict) -> "Placement":
-        return cls(d["where"], d.get("cut"), bool(d.get("tl", False)), d.get("encoding", "raw"), d.get("quality"))
+        return cls(d["where"], d.get("cut"), bool(d.get("tl", False)), d.get("encoding", encodings.DEFAULT), d.get("quality"))
 
     @classmethod
-    def resolve(cls, bundle, cut: str, tl: bool = False, encoding: str = "raw", quality: int | None = None) -> "Placement":
+    def resolve(cls, bundle, cut: str, tl: bool = False, encoding: str = encodings.DEFAULT,
+                quality: int | None = None) -> "Placement":
         """From the CLI's words: ``--cut device|input|K`` (index, tensor or layer), ``--tl``, ``--encoding``."""
         text = str(cut).strip()
         where = SENTINELS.get(text.lower())

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import onnx
 
-from tlcut import __version__
+from tlcut import __version__, encodings
 from tlcut.bundle import Bundle, Cut
 from tlcut.errors import TlcutError
 from tlcut.runtime import backends, protocol
@@ -75,17 +75,23 @@ def wire_times(shape, dtype: str, iterations: int) -> tuple[list[float], list[fl
     return ser, de
 
 
-#: What each wire encoding sends per float32 element (docs/protocol.md).
-WIRE_DTYPE = {"raw": None, "float16": "float16", "int8": "int8"}
+def _timed_encodings(applies_to: str, qualities=(None,)) -> list[tuple[str, int | None]]:
+    """(encoding, quality) for each encoding of ``applies_to`` beside raw (timed by wire_times), once
+    per quality for one that takes a quality."""
+    out = []
+    for e in encodings.ALL:
+        if applies_to in e.applies_to and e.name != encodings.DEFAULT:
+            out += [(e.name, q) for q in qualities] if e.default_quality is not None else [(e.name, None)]
+    return out
 
 
 def encoding_times(shape, dtype: str, iterations: int) -> dict:
-    """Per lossy wire encoding: the device's encode + framing and the edge's decode + restore."""
+    """Per wire encoding of a cut's tensor: the device's encode + framing and the edge's decode + restore."""
     out = {}
     if dtype != "float32":
         return out
     a = np.random.default_rng(2).random(shape, dtype=np.float32)
-    for enc in ("float16", "int8"):
+    for enc, _ in _timed_encodings(encodings.CUT):
         def ser():
             w, code, scale, zp = protocol.encode(a, enc)
             return protocol.tensor_frames(protocol.REQUEST, w, 1, 0, encoding=code, scale=scale, zero_point=zp)
@@ -119,7 +125,7 @@ def input_encoding_times(bundle: Bundle, iterations: int, images: str | None = N
     xs = rt.inputs(bundle, source, 32)
     served = tuple(bundle.inputs[0]["shape"])
     out = {"encodings": [], "images": source or "random (no images given, elpv-dataset not installed): JPEG sizes are those of noise"}
-    for enc, q in [("uint8", None)] + [("jpeg", int(q)) for q in jpeg_quality]:
+    for enc, q in _timed_encodings(encodings.INPUT, [int(q) for q in jpeg_quality]):
         kw = {"scale": scale, "zero_point": zp, **({"quality": q} if q else {})}
         sizes, ser, de = [], [], []
         for i in range(max(iterations, len(xs))):
@@ -194,7 +200,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     plain = be.runner(model_path, threads=threads)
     # An engine without a per-node profiler (OpenVINO) borrows ONNX Runtime's node shares; its own
     # wall-clock runs set the times, and the real-halves check below says how far that carries.
-    prof_be = be if be.has_node_profiler else _Stretched(backends.get("onnxrt"), 1.0)
+    prof_be = be if be.has_node_profiler else _Stretched(backends.get(backends.ONNXRT), 1.0)
     profiled = prof_be.runner(model_path, threads=threads, profile=True)
     with plain:
         outputs = plain.infer(feed, check=False)

@@ -14,14 +14,14 @@ import numpy as np
 from tlcut.bundle import Bundle
 from tlcut.errors import TlcutError
 from tlcut.placement import DEVICE, EDGE, Placement
+from tlcut.runtime.backends import DEFAULT
 
 
 def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, split: str = "test",
-             limit: int | None = None, progress=None, backend="onnxrt", precision: str = "float32") -> dict:
+             limit: int | None = None, progress=None, backend=DEFAULT, precision: str = "float32") -> dict:
     from tlcut.models import datasets
     from tlcut.runtime.run import Device, image_input
     from tlcut.runtime.serve import local_edge
-    from tlcut.toolchain.train import data_args
 
     report = bundle.manifest["source"].get("training") or {}
     inp = bundle.inputs[0]
@@ -29,7 +29,7 @@ def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, s
         raise TlcutError("eval needs an image model with an NHWC input (a Keras model exported by tlcut)")
     if split not in ("test", "val", "train"):
         raise TlcutError(f"--split must be test, val or train, got '{split}'")
-    dargs = data_args(report)
+    dargs = datasets.data_args(report)
     dargs.update(size=inp["shape"][1], channels=inp["shape"][3])
     data = data or report.get("data", {}).get("source_arg") or "elpv"
     ds = datasets.load(data, limit=limit, **dargs)

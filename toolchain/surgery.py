@@ -1,4 +1,5 @@
-"""Graph surgery: cut the model at one tensor, optionally inserting the Transfer Layer.
+"""Graph surgery: cut the model at one tensor, optionally inserting the Transfer Layer, or take
+out the segment between tensors (``extract_segment``), all with onnx-graphsurgeon.
 
 The head runs model input -> cut tensor (-> DeviceTL); the tail runs (EdgeTL ->) cut tensor ->
 model output. DeviceTL is a 2x2, stride-2 max-pool; EdgeTL a 2x nearest-neighbour upsample. For an
@@ -84,6 +85,27 @@ def middle(model, start: Cut, start_tl: bool, end: Cut, end_tl: bool) -> onnx.Mo
     else:
         g.inputs = [t]
     return _export(g)
+
+
+def extract_segment(model, inputs: list[str], outputs: list[str]) -> onnx.ModelProto:
+    """The subgraph that computes tensors ``outputs`` from tensors ``inputs``: the graph's inputs
+    and outputs reassigned, then cleanup and toposort. ``model`` is a ModelProto, a path or an
+    onnx-graphsurgeon graph (changed in place)."""
+    g = model if isinstance(model, gs.Graph) else _load(model)
+    tensors = g.tensors()
+    for name in [*inputs, *outputs]:
+        if name not in tensors:
+            raise TlcutError(f"tensor '{name}' is not in the model; the bundle is stale, re-export it")
+    ins = [tensors[name] for name in inputs]
+    for t in ins:
+        t.inputs.clear()  # a new graph input must lose its producer, or cleanup keeps all that is upstream of it
+    g.inputs, g.outputs = ins, [tensors[name] for name in outputs]
+    return _export(g)
+
+
+def prune(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without the nodes and initializers its outputs do not need, checked."""
+    return _export(_load(model))
 
 
 def logits(model) -> onnx.ModelProto:

@@ -76,14 +76,10 @@ def _float16_agreement(f32, f16, input_meta) -> dict:
 def payload_contract(bundle, cut, tl: bool, head_out: dict, endpoint: str | None, has_key: bool) -> dict:
     """What crosses the link at this cut and what the edge must serve: the device's half of the
     agreement, for the people running either side (docs/protocol.md is the wire format)."""
-    from tlcut import dtypes
-    from tlcut.placement import CUT_ENCODINGS as ENCODINGS
+    from tlcut import encodings
     from tlcut.runtime import protocol as P
 
-    n = 1
-    for d in head_out["shape"]:
-        n *= int(d)
-    per = {"raw": dtypes.nbytes(head_out["shape"], head_out["dtype"]), "float16": 2 * n, "int8": n}
+    per = {e: encodings.get(e).wire_bytes(head_out["shape"], head_out["dtype"]) for e in encodings.names(encodings.CUT)}
     tl_flag = "on" if tl else "off"
     return {
         "format": "tlcut-payload-contract", "version": 1,
@@ -94,7 +90,7 @@ def payload_contract(bundle, cut, tl: bool, head_out: dict, endpoint: str | None
         "wire": {"protocol": "tlcut", "version": P.VERSION, "header_bytes": P.HEADER.size,
                  "transport": "ZeroMQ DEALER (device) to ROUTER (edge); two frames: header, payload",
                  "cut_id": cut.index, "flags": P.FLAG_TL if tl else 0,
-                 "encodings": list(ENCODINGS), "payload_bytes_by_encoding": {e: per[e] for e in ENCODINGS},
+                 "encodings": list(per), "payload_bytes_by_encoding": per,
                  "spec": "docs/protocol.md"},
         "edge": {"serves": f"the tail of cut {cut.index}" + (" starting with the EdgeTL" if tl else ""),
                  "takes": {"dtype": head_out["dtype"], "shape": head_out["shape"]},
@@ -192,7 +188,11 @@ def write_jetson(bundle, cut_ref, out, *, tl: bool | None = None, endpoint: str 
 
 def build_script(rows) -> str:
     """``build_engine.sh`` for these ONNX files (rows with ``precision`` and ``file``), in this order."""
-    return _SCRIPT.replace("@ONNX_FILES@", "\n".join(f"  \"{r.precision} {r.file}\"" for r in rows))
+    from tlcut.bundle import engine_dir
+    from tlcut.runtime.backends import TENSORRT
+
+    return _SCRIPT.replace("@ONNX_FILES@", "\n".join(f"  \"{r.precision} {r.file}\"" for r in rows)).replace(
+        "@ENGINE_DIR@", engine_dir("", TENSORRT).as_posix())
 
 
 def readme(bundle, cut, tl, head_rows, notes, endpoint, has_key) -> str:
@@ -287,6 +287,8 @@ cd "$(dirname "$0")"
 ONNX_FILES=(
 @ONNX_FILES@
 )
+# each half's TensorRT folder, where tlcut's runtime also files the engines it builds
+ENGINE_DIR=@ENGINE_DIR@
 WORKSPACE_MIB=${WORKSPACE_MIB:-1024}
 DRY_RUN=${DRY_RUN:-0}
 TIME=${TIME:-0}
@@ -376,7 +378,7 @@ elif [ "$MAJOR" -eq 10 ]; then FLAVOR=10
 else die "TensorRT $V found (JetPack 5 or older); this script knows TensorRT 10 (JetPack 6) and 11 (JetPack 7): upgrade JetPack, or run the ONNX heads with tlcut run . --backend onnxrt"
 fi
 
-echo "# TensorRT $V (flags of TensorRT $FLAVOR), GPU $GPU_NAME_FOUND (sm $CC), $JP: engines under <half>/tensorrt/$KEY/"
+echo "# TensorRT $V (flags of TensorRT $FLAVOR), GPU $GPU_NAME_FOUND (sm $CC), $JP: engines under <half>/$ENGINE_DIR/$KEY/"
 
 # trtexec's build command for one head, one argument a line
 build_cmd() {
@@ -409,8 +411,8 @@ for entry in "${ONNX_FILES[@]}"; do
   read -r prec onnx <<<"$entry"
   dir=$(dirname "$onnx")
   stem=$(basename "$onnx" .onnx)
-  engine="$dir/tensorrt/$KEY/$stem.engine"
-  cache="$dir/tensorrt/timing-${KEY}_${JP}.cache"
+  engine="$dir/$ENGINE_DIR/$KEY/$stem.engine"
+  cache="$dir/$ENGINE_DIR/timing-${KEY}_${JP}.cache"
   mapfile -t cmd < <(build_cmd "$prec" "$onnx" "$engine" "$cache")
   if [ "$DRY_RUN" = 1 ]; then
     echo "${cmd[*]}"
@@ -418,9 +420,9 @@ for entry in "${ONNX_FILES[@]}"; do
     continue
   fi
   [ -f "$onnx" ] || die "$onnx is missing from this folder; write the folder again with tlcut compile --target jetson"
-  mkdir -p "$dir/tensorrt/$KEY"
+  mkdir -p "$dir/$ENGINE_DIR/$KEY"
   rm -f "$engine" "$engine.json"  # an engine without its record is never loaded by tlcut
-  log="$dir/tensorrt/$KEY/$stem.build.log"
+  log="$dir/$ENGINE_DIR/$KEY/$stem.build.log"
   echo "building $engine ($prec) ..."
   if ! "${cmd[@]}" >"$log" 2>&1; then
     rm -f "$engine"

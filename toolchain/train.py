@@ -200,12 +200,6 @@ def save_keras(model, path, report: dict) -> None:
     Path(str(path) + REPORT_SUFFIX).write_text(json.dumps(report, indent=1) + "\n")
 
 
-def data_args(report: dict) -> dict:
-    d = report.get("data", {})
-    return {"size": d.get("size", 128), "channels": d.get("channels", 1), "task": d.get("task", "grade"),
-            "seed": d.get("seed", 0)}
-
-
 # The baseline's recipe (`tlcut train`); docs/training.md says why each is there.
 RECIPE = {"epochs": 40, "lr": 2e-3, "schedule": "cosine", "warmup": 2, "weight_decay": 0.01, "label_smoothing": 0.1,
           "balance": "sqrt"}
@@ -219,7 +213,7 @@ def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, tas
           say=print, **recipe) -> dict:
     """Baseline: train ``model`` (zoo name or .keras file) on ``data``; save it and its report at ``out``."""
     from tlcut.models import datasets
-    from tlcut.toolchain.export import load_keras
+    from tlcut.toolchain.convert import load_keras
 
     given = {k: v for k, v in recipe.items() if v is not None}
     recipe = {**RECIPE, **given}
@@ -251,7 +245,8 @@ def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, b
             patience: int | None = None, limit: int | None = None, force: bool = False, say=print, **recipe) -> dict:
     """Inserter, Trainer and Splitter: a bundle whose cut ``cut`` carries the TL, retrained."""
     from tlcut.toolchain.compile import compile_cuts
-    from tlcut.toolchain.export import export, load_keras
+    from tlcut.toolchain.convert import load_keras
+    from tlcut.toolchain.export import export
 
     if Path(out_bundle).exists() and not force:  # before the training, not after it
         raise TlcutError(f"'{out_bundle}' already exists; choose another -o or pass --force to replace it")
@@ -288,7 +283,7 @@ def fine_tune(model_file: str, out, *, data: str | None = None, batch: int = 32,
 
     Retraining with the TL also trains the model for more epochs; set against this model (not only the
     baseline), a change is what the TL costs, not what the extra epochs gave."""
-    from tlcut.toolchain.export import load_keras
+    from tlcut.toolchain.convert import load_keras
 
     if Path(out).suffix != ".keras":  # before the training, not after it
         raise TlcutError(f"save the model as a .keras file, got '{out}'")
@@ -311,7 +306,7 @@ def _fine_tuning(model_file, data, limit, recipe):
 
     rep_path = Path(str(model_file) + REPORT_SUFFIX)
     base_report = json.loads(rep_path.read_text()) if rep_path.is_file() else {}
-    dargs = data_args(base_report)
+    dargs = datasets.data_args(base_report)
     data = data or base_report.get("data", {}).get("source_arg", "elpv")
     recipe = {**RETRAIN_RECIPE, "balance": base_report.get("training", {}).get("balance", "none"),
               **{k: v for k, v in recipe.items() if v is not None}}

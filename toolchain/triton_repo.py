@@ -25,8 +25,9 @@ from pathlib import Path
 
 import onnx
 
-from tlcut.bundle import staged_dir
+from tlcut.bundle import run_time_builds, staged_dir
 from tlcut.errors import TlcutError
+from tlcut.runtime.backends import TENSORRT, backend_class
 from tlcut.runtime.triton import DATATYPES, model_name
 
 INDEX = "tlcut-triton.json"
@@ -95,11 +96,10 @@ def _batched(bundle, art, path: Path) -> onnx.ModelProto:
 def _trt_engines(bundle, art) -> list[Path]:
     """TensorRT engines the bundle holds for this tail: manifest rows of engine 'tensorrt' (or
     engines built at run time beside the ONNX, runtime/backends/tensorrt.py)."""
-    rows = [bundle.path / a.file for a in bundle.artifacts if a.engine == "tensorrt" and a.kind == art.kind
+    rows = [bundle.path / a.file for a in bundle.artifacts if a.engine == TENSORRT and a.kind == art.kind
             and a.cut == art.cut and a.tl == art.tl and a.precision == art.precision and a.batch == 1]
     if not rows and art.kind == "tail":
-        onnx_path = bundle.path / art.file
-        rows = sorted((onnx_path.parent / "tensorrt").glob(f"*/{onnx_path.stem}.engine"))
+        rows = run_time_builds(bundle.path / art.file, TENSORRT, backend_class(TENSORRT).suffix)
     return [p for p in rows if p.is_file()]
 
 
@@ -161,13 +161,13 @@ def write_repository(bundle, cuts: list[str], out, *, tl: str = "both", instance
             progress(f"[triton] {name}: {ins[0]['name']} {ins[0]['dtype']}{ins[0]['shape']} -> "
                      f"{', '.join(o['name'] for o in outs)}")
             for eng in _trt_engines(bundle, art):
-                tname = model_name(cut, with_tl, "tensorrt")
+                tname = model_name(cut, with_tl, TENSORRT)
                 (tmp / tname / "1").mkdir(parents=True)
                 shutil.copyfile(eng, tmp / tname / "1" / "model.plan")
                 ins1, outs1 = tensor_specs(onnx.load(str(src), load_external_data=False)) if max_batch else (ins, outs)
                 (tmp / tname / "config.pbtxt").write_text(config_pbtxt(
                     tname, ins1, outs1, platform="tensorrt_plan", backend=None, instances=instances, kind="gpu"))
-                index[tname] = {**index[name], "engine": "tensorrt", "inputs": ins1, "outputs": outs1,
+                index[tname] = {**index[name], "engine": TENSORRT, "inputs": ins1, "outputs": outs1,
                                 "max_batch_size": 0}
                 progress(f"[triton] {tname}: TensorRT plan {eng.name} (runs only on the GPU and TensorRT it was built with)")
                 break

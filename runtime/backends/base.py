@@ -108,6 +108,19 @@ class Backend:
     def __init__(self, **options):
         self.options = options
 
+    # -- its own flags (Polygraphy's argument-group halves): the CLI loops over the registry ------
+    @classmethod
+    def add_args(cls, group) -> list:
+        """Add this backend's own flags to the CLI's engine group; return their argparse actions.
+        Called at parser build time: no engine library may be imported here."""
+        return []
+
+    @classmethod
+    def options_from_args(cls, args, chosen: str) -> dict:
+        """This backend's keyword options (for ``get``) from the parsed flags. ``chosen`` is the
+        --backend asked for: a backend may refuse its own flags given for another one."""
+        return {}
+
     def compile(self, onnx_path: Path, out_path: Path, *, threads: int | None = None) -> None:
         """Build this backend's artifact for ``onnx_path`` at ``out_path``."""
         raise NotImplementedError

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from tlcut import dtypes
+from tlcut.bundle import ORT_TRT_CACHE, half_folder_of
 from tlcut.errors import TlcutError
+from tlcut.runtime.backends import ONNXRT
 from tlcut.runtime.backends.base import Backend, Runner
 
 
@@ -44,9 +46,6 @@ EP_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "ten
 GPU_HOWTO = ("install ONNX Runtime's GPU build with `pip uninstall -y onnxruntime && pip install onnxruntime-gpu` "
              "(on a Jetson, the onnxruntime-gpu wheel built for its JetPack; the TensorRT provider also needs "
              "TensorRT's libraries)")
-#: Folder, inside a half's folder, where ORT's TensorRT EP keeps its engines and timing cache.
-#: A path convention of the bundle: tlcut/bundle.py should spell it; until it does, it is spelled here.
-TRT_CACHE = "onnxrt-trt-cache"
 _warned: set = set()
 
 
@@ -72,10 +71,7 @@ def trt_cache_dir(path) -> Path | None:
     ``onnxrt/``). None for an in-memory graph: nothing is cached then."""
     if isinstance(path, (bytes, bytearray)):
         return None
-    folder = Path(path).resolve().parent
-    if folder.name == "onnxrt":
-        folder = folder.parent
-    return folder / TRT_CACHE
+    return half_folder_of(Path(path).resolve(), ONNXRT) / ORT_TRT_CACHE
 
 
 def provider_list(choice: str, needs=frozenset(), cache_dir=None) -> list:
@@ -139,7 +135,7 @@ def session_options(threads: int | None = None, profile: bool = False, level: st
 
 class OnnxrtRunner(Runner):
     def __init__(self, path, threads: int | None = None, profile: bool = False, providers: str = "cpu"):
-        super().__init__(f"onnxrt:{Path(path).name}" if not isinstance(path, bytes) else "onnxrt:<memory>")
+        super().__init__(f"{ONNXRT}:{Path(path).name}" if not isinstance(path, bytes) else f"{ONNXRT}:<memory>")
         self.path = path
         self.threads = threads
         self.profile = profile
@@ -201,7 +197,7 @@ class OnnxrtRunner(Runner):
 
 
 class OnnxrtBackend(Backend):
-    name = "onnxrt"
+    name = ONNXRT
     has_node_profiler = True
     builds = True
 
@@ -216,6 +212,21 @@ class OnnxrtBackend(Backend):
             self.name = f"onnxrt-{self.providers}"
             self.builds = False
             self.has_node_profiler = False
+
+    @classmethod
+    def add_args(cls, g):
+        return [g.add_argument(
+            "--providers", default="cpu", choices=PROVIDERS,
+            help=f"ONNX Runtime's execution providers (--backend {cls.name}): cpu; cuda (then CPU); tensorrt "
+                 "(TensorRT EP with an engine cache in the bundle, then CUDA, then CPU). One missing here "
+                 "falls back to the next with a warning (default cpu)")]
+
+    @classmethod
+    def options_from_args(cls, a, chosen):
+        if a.providers != "cpu" and chosen != cls.name:
+            raise TlcutError(f"--providers picks ONNX Runtime's execution providers; it needs --backend {cls.name}, "
+                             f"not --backend {chosen}")
+        return {"providers": a.providers}
 
     def compile(self, onnx_path, out_path, *, threads=None):
         ort = _ort()

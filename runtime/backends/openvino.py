@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tlcut.errors import TlcutError
+from tlcut.runtime.backends import OPENVINO
 from tlcut.runtime.backends.base import Backend, Runner
 
 HINTS = ("latency", "throughput")
@@ -31,7 +32,7 @@ def _ov():
 
 class OpenvinoRunner(Runner):
     def __init__(self, path, threads: int | None = None, hint: str = "latency"):
-        super().__init__(f"openvino:{Path(path).name}" if not isinstance(path, bytes) else "openvino:<memory>")
+        super().__init__(f"{OPENVINO}:{Path(path).name}" if not isinstance(path, bytes) else f"{OPENVINO}:<memory>")
         if hint not in HINTS:
             raise TlcutError(f"--hint must be one of {', '.join(HINTS)}, got '{hint}'")
         self.path, self.threads, self.hint = path, threads, hint
@@ -81,12 +82,22 @@ class OpenvinoRunner(Runner):
 
 
 class OpenvinoBackend(Backend):
-    name = "openvino"
+    name = OPENVINO
     builds = False
 
     def __init__(self, hint: str | None = None, **options):
         super().__init__(**options)
         self.hint = hint or "latency"
+
+    @classmethod
+    def add_args(cls, g):
+        return [g.add_argument("--hint", default="latency", choices=HINTS,
+                               help="OpenVINO's performance hint: one request at a time, or several streams "
+                                    "(default latency)")]
+
+    @classmethod
+    def options_from_args(cls, a, chosen):
+        return {"hint": a.hint}  # ignored by the other backends, as it always was
 
     def runner(self, artifact, *, threads=None, profile=False):
         return OpenvinoRunner(artifact, threads=threads, hint=self.hint)

@@ -35,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tlcut.bundle import build_record, engine_dir_of, run_time_build, timing_cache_file
 from tlcut.errors import TlcutError
+from tlcut.runtime.backends import TENSORRT
 from tlcut.runtime.backends.base import Backend, Runner
 
 NOT_INSTALLED = ("the tensorrt backend needs TensorRT, which is not installed here: on an x86 GPU machine "
@@ -43,9 +45,9 @@ NOT_INSTALLED = ("the tensorrt backend needs TensorRT, which is not installed he
                  "nvidia-jetpack`); engines are built on the machine that runs them, so run this there")
 NO_CUDA_PYTHON = ("the tensorrt backend needs NVIDIA's cuda-python for its buffers and stream: "
                   "`pip install cuda-python` (the major version of your CUDA), or `pip install 'tlcut[tensorrt]'`")
-#: Folder, inside a half's folder, of engines built at run time (one subfolder per engine key) and
-#: of the timing caches. A path convention of the bundle: tlcut/bundle.py should spell it.
-ENGINE_DIR = "tensorrt"
+#: An engine's file suffix; engines built at run time and the timing caches are filed by
+#: tlcut/bundle.py (``run_time_build``, ``timing_cache_file``, ``build_record``) under the backend's name.
+SUFFIX = ".engine"
 
 
 def _trt():
@@ -114,22 +116,12 @@ def builder_flags(needs, trt_major: int) -> list[str]:
 
 def engine_cache_path(onnx_path, key: str) -> Path:
     """Where an engine built at run time for ``onnx_path`` lives: ``<its folder>/tensorrt/<key>/<stem>.engine``."""
-    p = Path(onnx_path)
-    return p.parent / ENGINE_DIR / key / (p.stem + ".engine")
-
-
-def timing_cache_path(engine_dir, key: str) -> Path:
-    return Path(engine_dir) / f"timing-{key}.cache"
-
-
-def meta_path(engine_path) -> Path:
-    p = Path(engine_path)
-    return p.with_name(p.name + ".json")
+    return run_time_build(onnx_path, TENSORRT, key, SUFFIX)
 
 
 def read_meta(engine_path) -> dict | None:
     try:
-        return json.loads(meta_path(engine_path).read_text())
+        return json.loads(build_record(engine_path).read_text())
     except (OSError, ValueError):
         return None
 
@@ -186,8 +178,7 @@ def build_engine(onnx_path, engine_path, *, workspace_mib: int = 1024, timing_ca
         config.set_flag(getattr(trt.BuilderFlag, f))
     if not needs and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # float32 means float32, not TF32
-    tc_path = Path(timing_cache) if timing_cache else timing_cache_path(
-        engine_path.parent if engine_path.parent.name == ENGINE_DIR else engine_path.parent.parent, key)
+    tc_path = Path(timing_cache) if timing_cache else timing_cache_file(engine_dir_of(engine_path, TENSORRT), key)
     try:  # keyed by machine, so it should match; a damaged one is started afresh rather than trusted
         cache = config.create_timing_cache(tc_path.read_bytes() if tc_path.is_file() else b"")
     except Exception:
@@ -197,13 +188,13 @@ def build_engine(onnx_path, engine_path, *, workspace_mib: int = 1024, timing_ca
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise TlcutError(f"TensorRT {version} could not build an engine for {onnx_path}; its log above says why")
-    meta_path(engine_path).unlink(missing_ok=True)  # no record ever vouches for a half-replaced engine
+    build_record(engine_path).unlink(missing_ok=True)  # no record ever vouches for a half-replaced engine
     _atomic_write(engine_path, bytes(plan))
     _atomic_write(tc_path, bytes(config.get_timing_cache().serialize()))
     meta = {"key": key, "tensorrt": version, "gpu": gpu, "compute_capability": f"{cc[0]}.{cc[1]}",
             "onnx": os.path.relpath(onnx_path, engine_path.parent), "onnx_sha256": sha256_file(onnx_path),
             "precision_needs": sorted(needs), "builder_flags": flags, "builder": "tlcut"}
-    write_json_atomic(meta_path(engine_path), meta)
+    write_json_atomic(build_record(engine_path), meta)
     return meta
 
 
@@ -215,7 +206,7 @@ def resolve_engine(path) -> Path:
     trt, cudart = _trt(), _cudart()
     key = engine_key(*this_machine(trt, cudart))
     path = Path(path)
-    if path.suffix == ".engine":
+    if path.suffix == SUFFIX:
         meta = read_meta(path)
         src = (path.parent / meta["onnx"]).resolve() if meta and meta.get("onnx") else None
         reason = needs_rebuild(meta, key, sha256_file(src) if src and src.is_file() else None)
@@ -245,7 +236,7 @@ class TensorrtRunner(Runner):
         if isinstance(path, (bytes, bytearray)):
             raise TlcutError("the tensorrt backend builds engines from ONNX files, not in-memory graphs; "
                              "bench with --backend onnxrt and time engines with scripts/gpu-check.sh")
-        super().__init__(f"tensorrt:{Path(path).name}")
+        super().__init__(f"{TENSORRT}:{Path(path).name}")
         self.path, self.cuda_graph = Path(path), cuda_graph
         self._bufs: dict = {}
         self._graph = self._graph_exec = self._stream = None
@@ -350,9 +341,9 @@ class TensorrtBackend(Backend):
     """Builds engines at ``tlcut compile --backend tensorrt`` (``halves/K/tensorrt/*.engine``) and
     runs them; a bundle without engines runs too (each half is built once, into its engine cache)."""
 
-    name = "tensorrt"
+    name = TENSORRT
     builds = True
-    suffix = ".engine"
+    suffix = SUFFIX
 
     def __init__(self, cuda_graph: bool = False, workspace_mib: int = 1024, **options):
         super().__init__(**options)

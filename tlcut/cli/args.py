@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from tlcut.errors import TlcutError
 from tlcut.bundle import PRECISIONS
-from tlcut.placement import DEFAULT_JPEG_QUALITY, ENCODINGS, TL_CHOICES
+from tlcut import encodings
+from tlcut.placement import CUT_ENCODINGS, DEFAULT_JPEG_QUALITY, ENCODINGS, INPUT_ENCODINGS, TL_CHOICES
 
 
 class Group:
@@ -39,35 +40,35 @@ class BundleArgs(Group):
 
 
 class BackendArgs(Group):
+    """--backend, --threads, --precision, and each backend's own flags, which the backend adds and
+    parses itself (``Backend.add_args``/``options_from_args``): this group only loops over the registry."""
+
     title = "engine"
 
     def add(self, p):
-        from tlcut.runtime.backends import DEFAULT, names
+        from tlcut.runtime import backends
 
-        p.add_argument("--backend", default=DEFAULT, choices=names(), help=f"runtime backend (default {DEFAULT})")
+        p.add_argument("--backend", default=backends.DEFAULT, choices=backends.names(),
+                       help=f"runtime backend (default {backends.DEFAULT})")
         p.add_argument("--threads", type=int, default=None, metavar="N",
                        help="intra-op threads for the backend (default: the backend's own choice)")
-        p.add_argument("--hint", default="latency", choices=["latency", "throughput"],
-                       help="OpenVINO's performance hint: one request at a time, or several streams (default latency)")
         p.add_argument("--precision", default="float32", choices=PRECISIONS,
                        help="which compiled halves to run: float32, or int8 (QDQ, from `tlcut compile --precision int8`)")
-        from tlcut.runtime.backends.onnxrt import PROVIDERS
-
-        p.add_argument("--providers", default="cpu", choices=PROVIDERS,
-                       help="ONNX Runtime's execution providers (--backend onnxrt): cpu; cuda (then CPU); tensorrt "
-                            "(TensorRT EP with an engine cache in the bundle, then CUDA, then CPU). One missing here "
-                            "falls back to the next with a warning (default cpu)")
+        self._own = {name: backends.backend_class(name).add_args(p) for name in backends.names()}
 
     def parse(self, a):
         from tlcut.runtime import backends
 
         if a.threads is not None and a.threads < 1:
             raise TlcutError(f"--threads must be at least 1, got {a.threads}")
-        if a.providers != "cpu" and a.backend != "onnxrt":
-            raise TlcutError(f"--providers picks ONNX Runtime's execution providers; it needs --backend onnxrt, "
-                             f"not --backend {a.backend}")
+        options = {name: backends.backend_class(name).options_from_args(a, a.backend) for name in backends.names()}
         self.name, self.threads, self.precision = a.backend, a.threads, a.precision
-        self.backend = backends.get(a.backend, hint=a.hint, providers=a.providers)
+        self.backend = backends.get(a.backend, **options[a.backend])
+        default = self._own[backends.DEFAULT]
+        #: The default backend with its own flags left alone: what a device folder's ONNX assumes.
+        self.is_default = a.backend == backends.DEFAULT and all(getattr(a, x.dest) == x.default for x in default)
+        #: Those flags, as a user drops them: "--backend/--providers".
+        self.flags = "/".join(["--backend"] + [x.option_strings[0] for x in default])
 
 
 class PlacementArgs(Group):
@@ -83,9 +84,9 @@ class PlacementArgs(Group):
                        help="cut index, tensor or layer name; 'device' (all on the device) or 'input' (all on the edge)")
         p.add_argument("--tl", default=self.tl_default, choices=["on", "off"],
                        help=f"send through the Transfer Layer where it applies (default {self.tl_default})")
-        p.add_argument("--encoding", default="raw", choices=ENCODINGS,
-                       help="wire format of what crosses: at a cut raw, float16, or int8 with a per-tensor scale; "
-                            "with --cut input also uint8 (the camera's pixels) or jpeg (default raw)")
+        p.add_argument("--encoding", default=encodings.DEFAULT, choices=ENCODINGS,
+                       help=f"wire format of what crosses (docs/protocol.md): at a cut {', '.join(CUT_ENCODINGS)}; "
+                            f"with --cut input {', '.join(INPUT_ENCODINGS)} (default {encodings.DEFAULT})")
         p.add_argument("--jpeg-quality", type=int, default=None, metavar="Q",
                        help=f"JPEG quality 1..100 for --encoding jpeg (default {DEFAULT_JPEG_QUALITY})")
 
@@ -96,11 +97,11 @@ class PlacementArgs(Group):
         if a.cut is None:
             return
         sentinel = str(a.cut).strip().lower() in SENTINELS
-        if str(a.cut).strip().lower() == "device" and a.encoding != "raw":
+        if str(a.cut).strip().lower() == "device" and a.encoding != encodings.DEFAULT:
             raise TlcutError(f"--encoding {a.encoding} is for what crosses the link; device only sends nothing")
         self.placement = Placement.resolve(self.bundle_args.bundle, a.cut, a.tl == "on" and not sentinel, a.encoding,
                                            a.jpeg_quality)
-        if self.placement.encoding in ("uint8", "jpeg"):
+        if encodings.get(self.placement.encoding).pixels:
             self.bundle_args.bundle.pixels  # a one-line error now if the input is no image
 
 

@@ -8,6 +8,7 @@ import sys
 from tlcut.cli import Verb, emit_json, say
 from tlcut.cli.args import BackendArgs, BundleArgs, LinkArgs, PlacementArgs, SecurityArgs, ServedCutsArgs
 from tlcut.errors import TlcutError
+from tlcut.placement import CUT_ENCODINGS
 
 
 class Serve(Verb):
@@ -37,7 +38,7 @@ class Serve(Verb):
                                                                     "cut's middle part to --to (`tlcut compile --to`)")
         f.add_argument("--to", type=int, metavar="K", help="the cut the next tier serves")
         f.add_argument("--to-tl", default="off", choices=["on", "off"], help="send cut K through its TL (default off)")
-        f.add_argument("--forward-encoding", default="raw", choices=["raw", "float16", "int8"],
+        f.add_argument("--forward-encoding", default="raw", choices=CUT_ENCODINGS,
                        help="wire encoding toward the next tier (default raw)")
         f.add_argument("--forward-timeout", type=float, default=10.0, metavar="S",
                        help="seconds to wait for the next tier before answering error 10 (default 10)")
@@ -58,7 +59,7 @@ class Serve(Verb):
     def forward(self, a):
         """The Forward of --forward, checked before anything loads."""
         from tlcut.runtime.security import ClientCurve, require_policy
-        from tlcut.runtime.serve import Forward
+        from tlcut.runtime.forward import Forward
 
         given = [f for f, v in (("--to", a.to), ("--forward-key", a.forward_key),
                                 ("--forward-server-key", a.forward_server_key)) if v is not None]
@@ -233,15 +234,13 @@ class Run(Verb):
 
 def adaptive_device(b, a, start, edge, kw):
     """An AdaptiveDevice over the plan's best allowed placements and device only."""
-    from tlcut.cli.pipeline import load_plan
-    from tlcut.runtime.adapt import LinkEstimate, Policy, choose_candidates
-    from tlcut.runtime.run import AdaptiveDevice
+    from tlcut.deployment import Plan
+    from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy, choose_candidates
 
-    plan = load_plan(a.adapt, b)
+    plan = Plan.load(a.adapt, b)
     if a.candidates < 1 or a.patience < 1 or a.probe_every < 1 or not 0 <= a.margin < 1:
         raise TlcutError("--candidates, --patience and --probe-every must be at least 1, --margin in [0, 1)")
-    ranked = [c for c in plan["ranking"] if c["allowed"]]
-    net = plan["network"]
+    net = plan.network
     try:
         rates = ([float(r) for r in a.rates.split(",") if r.strip()] if a.rates
                  else [net["up_mbps"] / k for k in (2, 5, 10)])
@@ -249,13 +248,15 @@ def adaptive_device(b, a, start, edge, kw):
         raise TlcutError(f"--rates takes Mbit/s separated by commas, got '{a.rates}'") from None
     if any(r <= 0 for r in rates):
         raise TlcutError("--rates must be positive Mbit/s")
-    cands = choose_candidates(ranked, net["rtt_ms"], a.candidates, rates)
-    if start is not None and start.label not in {c["name"] for c in cands}:
-        match = [c for c in plan["ranking"] if c["name"] == start.label]
-        if not match:
+    cands = choose_candidates(plan.allowed, net["rtt_ms"], a.candidates, rates)
+    first = None
+    if start is not None:
+        first = plan.find(start)
+        if first is None:
             raise TlcutError(f"--cut names {start.label}, which the plan does not rank")
-        cands.append(match[0])
-    policy = Policy(cands, LinkEstimate(net["up_mbps"], net["rtt_ms"]), start=start.label if start else None,
+        if first not in cands:
+            cands.append(first)
+    policy = Policy(cands, LinkEstimate(net["up_mbps"], net["rtt_ms"]), start=first,
                     margin=a.margin, patience=a.patience, probe_every=a.probe_every)
     return AdaptiveDevice(b, policy, edge=edge, log=lambda m: say(f"[adapt] {m}"), **kw)
 
