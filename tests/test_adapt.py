@@ -106,8 +106,8 @@ def test_bad_candidates_are_refused():
 
 
 @pytest.fixture(scope="module")
-def bundle(residual_bundle):
-    return residual_bundle(hw=16, tl="off")
+def bundle(small_bundle):
+    return small_bundle(hw=16, tl="off")
 
 
 def test_switching_mid_stream_loses_no_request_and_stays_correct(bundle):

@@ -352,13 +352,13 @@ def test_a_three_tier_plan_round_trips_and_is_not_taken_for_two(tmp_path):
         Plan.load(tmp_path / "tiers.json")
 
 
-def test_compile_plan_builds_exactly_the_chosen_halves(tmp_path, residual_bundle, capsys):
+def test_compile_plan_builds_exactly_the_chosen_halves(tmp_path, small_bundle, capsys):
     from tlcut import cli
     from tlcut.bundle import Bundle
     from tlcut.deployment import Deployment, Plan
     from tlcut.placement import DEVICE, SPLIT, Placement
 
-    b = residual_bundle(hw=16, tl="off")
+    b = small_bundle(hw=16, tl="off")
     k = next(c.index for c in b.cuts if c.tl)
     comp = {key: 1.0 for key in plan.COMPONENTS}
     other = Deployment(Placement(DEVICE), {**comp, "device": 9.0}, 0)

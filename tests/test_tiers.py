@@ -112,10 +112,10 @@ def test_several_hosts_per_tier_pick_the_best():
 # -- the runtime chain: device -> edge (middle part) -> cloud, over the same protocol ---------------
 
 @pytest.fixture(scope="module")
-def chain_bundle(residual_bundle):
+def chain_bundle(small_bundle):
     from tlcut.toolchain.compile import compile_middle
 
-    b = residual_bundle(hw=9, tl="both")
+    b = small_bundle()
     assert b.cuts[0].tl and b.cuts[1].tl
     for to_tl in (False, True):
         compile_middle(b, b.cuts[0], b.cuts[1], tl="both", to_tl=to_tl)
@@ -135,9 +135,28 @@ def two_tier(b, cut, tl, x):
     return run("tail", run("head", x))
 
 
-@pytest.mark.parametrize("tl0,tl1", [(False, False), (True, False), (False, True)])
+def both_tls(b, x):
+    """The TL at both crossings, composed here from separate pieces: the head with the TL at cut 0,
+    its EdgeTL alone, the middle part without TLs (checked against the whole model by the no-TL
+    case), the DeviceTL of cut 1 alone, and the tail with the TL at cut 1."""
+    from tlcut.toolchain import surgery
+
+    def run(model, feed):
+        s = ort.InferenceSession(model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"])
+        return s.run(None, {s.get_inputs()[0].name: feed})[0]
+
+    c0, c1 = b.cuts[0], b.cuts[1]
+    z = run(b.runnable("head", 0, True), x)
+    z = run(surgery.edge_tl(c0).SerializeToString(), z)
+    z = run(b.path / b.find("middle", 0, False, to=(1, False)).file, z)
+    z = run(surgery.device_tl(c1).SerializeToString(), z)
+    return run(b.runnable("tail", 1, True), z)
+
+
+@pytest.mark.parametrize("tl0,tl1", [(False, False), (True, False), (False, True), (True, True)])
 def test_a_chain_of_three_tiers_computes_what_two_tiers_do(chain_bundle, tl0, tl1):
-    """No TL: the whole model; a TL at one crossing: exactly what the two-tier halves with that TL give."""
+    """No TL: the whole model; a TL at one crossing: exactly what the two-tier halves with that TL
+    give; at both: the two TLs in turn, with the middle part between them."""
     b = chain_bundle
     with local_edge(b, ["1"], tl="both") as cloud:
         edge = Edge(b, ["0"], tl="both", forward=Forward(cloud, 1, tl1, timeout_s=5))
@@ -145,7 +164,12 @@ def test_a_chain_of_three_tiers_computes_what_two_tiers_do(chain_bundle, tl0, tl
             ys = []
             for x in inputs(b, None, 3, seed=4):
                 y, rec = dev.infer(x)
-                ref = two_tier(b, 0, True, x) if tl0 else two_tier(b, 1, True, x) if tl1 else whole(b, x)
+                if tl0 and tl1:
+                    ref = both_tls(b, x)
+                    # each TL changes the result: the one-TL references are not what the chain gives
+                    assert min(np.abs(y - two_tier(b, k, True, x)).max() for k in (0, 1)) > 1e-2
+                else:
+                    ref = two_tier(b, 0, True, x) if tl0 else two_tier(b, 1, True, x) if tl1 else whole(b, x)
                 assert np.abs(y - ref).max() <= 1e-5
                 assert rec["edge_ms"] > 0
                 ys.append(y)
