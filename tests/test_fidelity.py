@@ -167,6 +167,15 @@ def test_cli_measures_and_compile_int8_says_one_line_per_cut(tmp_path, images, c
     assert fidelity.fidelity_of(again, Placement(SPLIT, cut.index, True), "onnxrt", "int8")["status"] == "measured"
 
 
+def test_compile_without_images_beside_the_calibration_ones_says_unknown(tmp_path, images, capsys):
+    b = _bundle(tmp_path)
+    assert cli.main(["compile", str(b.path), "--cuts", "0", "--precision", "int8", "--calib", str(images),
+                     "--calib-count", str(N_IMAGES)]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[fidelity]")]
+    assert len(err) == 1 and "int8: unknown" in err[0] and "0 image(s) besides the 20 calibration read" in err[0]
+    assert not Bundle.open(b.path).fidelity
+
+
 @pytest.mark.parametrize("flags, says", [
     (["--encodings", "bogus"], "unknown encoding 'bogus'"),
     (["--engines", "nope"], "unknown backend 'nope'"),
@@ -176,9 +185,11 @@ def test_cli_measures_and_compile_int8_says_one_line_per_cut(tmp_path, images, c
     (["-n", "1"], "at least 2"),
     (["--images", "/no/such/folder"], "does not exist"),
     (["--cuts", "99"], "cut '99' not found"),
+    (["--cuts", "0", "--precisions", "float32"], "cut 0 has no float32 halves"),
 ])
-def test_a_bad_flag_is_a_one_line_error(measured, capsys, flags, says):
-    b, _ = measured
+def test_a_bad_flag_is_a_one_line_error(tmp_path, capsys, flags, says):
+    onnx.save(_classifier(), tmp_path / "m.onnx")
+    b = export(str(tmp_path / "m.onnx"), tmp_path / "b", input_layout="NCHW", progress=lambda *_: None)
     assert cli.main(["fidelity", str(b.path), *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tlcut: error:") and says in err[0], err

@@ -216,8 +216,12 @@ def measure(bundle: Bundle, *, cuts=None, tl: str = "both", engines=(backends.DE
             raise TlcutError(f"bundle '{bundle.path}' has no {p} halves (it has {', '.join(have)}); "
                              f"compile them first, e.g. `tlcut compile {bundle.path} --cuts K --precision {p} --calib elpv`")
     precisions = list(precisions or have)
-    if cuts is None:
-        cuts = [c for c in bundle.cuts if any(a.kind == "head" and a.cut == c.index for a in bundle.artifacts)]
+    compiled = {a.cut for a in bundle.artifacts if a.kind == "head" and a.precision in precisions}
+    bare = [c.index for c in cuts or () if c.index not in compiled]
+    if bare:
+        raise TlcutError(f"cut {bare[0]} has no {' or '.join(precisions)} halves; run "
+                         f"`tlcut compile {bundle.path} --cuts {bare[0]}` first")
+    cuts = [c for c in bundle.cuts if c.index in compiled] if cuts is None else cuts
     cut_wire = [e for e in (wire or CUT_ENCODINGS) if e in CUT_ENCODINGS]
     in_wire = [e for e in (wire or INPUT_ENCODINGS) if e in INPUT_ENCODINGS]
     xs, info = load_images(bundle, images, count)
