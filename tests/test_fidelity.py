@@ -20,6 +20,13 @@ from tlcut.toolchain.export import export
 N_IMAGES = 20
 
 
+def _conv(name, x, y, cin, cout, rng, inits):
+    """A 3x3 conv with weights from ``rng``: the same model whatever other tests built before."""
+    inits += [numpy_helper.from_array((rng.standard_normal((cout, cin, 3, 3)) * 0.2).astype(np.float32), name + "_w"),
+              numpy_helper.from_array((rng.standard_normal(cout) * 0.1).astype(np.float32), name + "_b")]
+    return helper.make_node("Conv", [x, name + "_w", name + "_b"], [y], name=name, kernel_shape=[3, 3], pads=[1] * 4)
+
+
 def _classifier(constant: bool = False, hw: int = 16, classes: int = 5):
     """x -> conv -> relu -> conv -> relu -> mean -> matmul -> softmax; ``constant``: x times zero first."""
     i = []
@@ -27,9 +34,9 @@ def _classifier(constant: bool = False, hw: int = 16, classes: int = 5):
     i += [numpy_helper.from_array(rng.standard_normal((8, classes)).astype(np.float32), "fc_w")]
     i += [numpy_helper.from_array(np.zeros((1, 3, 1, 1), np.float32), "zero")] if constant else []
     nodes = [helper.make_node("Mul", ["x", "zero"], ["x0"], name="mute")] if constant else []
-    nodes += [graphs._conv("stem", "x0" if constant else "x", "a", 3, 8, inits=i),
+    nodes += [_conv("stem", "x0" if constant else "x", "a", 3, 8, rng, i),
               helper.make_node("Relu", ["a"], ["r"], name="stem_relu"),
-              graphs._conv("body", "r", "b", 8, 8, inits=i),
+              _conv("body", "r", "b", 8, 8, rng, i),
               helper.make_node("Relu", ["b"], ["c"], name="body_relu"),
               helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
               helper.make_node("Flatten", ["g"], ["f"], name="flat"),
