@@ -265,6 +265,14 @@ def build_record(built) -> Path:
     return p.with_name(p.name + ".json")
 
 
+#: What identifies a fidelity row: the placement's fields, then the engine and precision both halves ran at.
+FIDELITY_KEY = ("where", "cut", "tl", "encoding", "quality", "engine", "precision")
+
+
+def fidelity_key(row: dict) -> tuple:
+    return tuple(row.get(k) for k in FIDELITY_KEY)
+
+
 def nbytes(shape, dtype: str) -> int:
     return dtypes.nbytes(shape, dtype)
 
@@ -419,6 +427,20 @@ class Bundle:
 
     def record_accuracy(self, label: str, precision: str, result: dict) -> None:
         self.manifest.setdefault("accuracy", {}).setdefault(label, {})[precision] = result
+        self.save_manifest()
+
+    # -- measured fidelity (toolchain/fidelity.py) --------------------------------------------
+    @property
+    def fidelity(self) -> list[dict]:
+        """What `tlcut fidelity` (and an int8 compile) measured against the float32 model: one row
+        per (placement, engine, precision), keyed by ``fidelity_key``; docs/bundle.md has the fields."""
+        return self.manifest.get("fidelity", [])
+
+    def record_fidelity(self, rows: list[dict]) -> None:
+        """Record ``rows``, replacing those with the same keys; save."""
+        keys = {fidelity_key(r) for r in rows}
+        keep = [r for r in self.fidelity if fidelity_key(r) not in keys]
+        self.manifest["fidelity"] = keep + list(rows)
         self.save_manifest()
 
     def half_dir(self, cut: Cut) -> Path:

@@ -47,11 +47,12 @@ def select_cuts(bundle: Bundle, spec: str | None) -> list[Cut]:
 def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=backends.DEFAULT,
                  threads: int | None = None, precision: str = "float32", calib: str | None = None,
                  calib_method: str = "entropy", calib_count: int = 64, batch: int | str = 1,
-                 progress=None) -> dict[int, list[Artifact]]:
+                 progress=None, say=None) -> dict[int, list[Artifact]]:
     """Write the halves of ``cuts`` at ``precision`` and record them as artifacts; return what was
     written per cut. int8 halves are QDQ, calibrated on ``calib`` (calibrate/int8.py); the whole
     model is quantized too, so device only and edge only can run at int8 beside the splits.
-    ``batch`` (N or "dynamic") adds tails of that batch size for an edge that batches requests."""
+    ``batch`` (N or "dynamic") adds tails of that batch size for an edge that batches requests.
+    int8 halves are then measured against the float32 model (toolchain/fidelity.py), a line per cut to ``say``."""
     be = backends.get(backend)
     batch = parse_batch(batch)
     if precision not in PRECISIONS:
@@ -110,6 +111,10 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
                         arts += _batched_tail(p, tmp, cut, with_tl, precision, batch, be, threads, calib_info)
         bundle.put_artifacts(arts)
         written[cut.index] = arts
+    if precision == "int8":
+        from tlcut.toolchain.fidelity import after_int8_compile
+
+        after_int8_compile(bundle, cuts, tl, calib, be.name, say)
     return written
 
 

@@ -65,9 +65,9 @@ def bar(desc: str, unit: str):
 
 
 def verbs() -> list[Verb]:
-    from tlcut.cli import lab, learning, pipeline, serving, tiles
+    from tlcut.cli import fidelity, lab, learning, pipeline, serving, tiles
 
-    return [v() for m in (pipeline, tiles, serving, learning, lab) for v in m.VERBS]
+    return [v() for m in (pipeline, fidelity, tiles, serving, learning, lab) for v in m.VERBS]
 
 
 def build_parser() -> argparse.ArgumentParser:

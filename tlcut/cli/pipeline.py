@@ -161,7 +161,7 @@ as it is."""
             raise TlcutError("--calib calibrates int8 halves; add --precision int8")
         written = compile_cuts(b, select_cuts(b, spec), tl=tl, backend=self.be.backend, threads=self.be.threads,
                                precision=self.be.precision, calib=a.calib, calib_method=a.calib_method,
-                               calib_count=a.calib_count, batch=a.batch, progress=bar("compile", "cut"))
+                               calib_count=a.calib_count, batch=a.batch, progress=bar("compile", "cut"), say=say)
         for k, arts in written.items():
             say(f"[compile] cut {k}: {', '.join(a.file for a in arts)}")
         if chosen:
