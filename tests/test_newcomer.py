@@ -1,8 +1,9 @@
 """What a new user meets first: error hints that never cost their files, one-line errors for a
-damaged bundle, outputs that follow the umask (issue 24)."""
+damaged bundle, outputs that follow the umask, and quiet, visible long steps (issue 24)."""
 
 import json
 import os
+import re
 import stat
 
 import onnx
@@ -148,3 +149,67 @@ def test_an_exported_bundle_and_its_manifest_keep_the_umask(tmp_path, mask):
     assert json.loads((b.path / "manifest.json").read_text())["artifacts"]
     assert _mode(b.path / "manifest.json") == 0o666 & ~mask
 
+
+# -- 4. library noise off unless -v; long steps show progress on stderr only ----------------------
+def _tlcut(*argv):
+    """`tlcut ARGV` as a user's shell starts it: no TF_CPP_MIN_LOG_LEVEL (the tests' conftest sets one)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", "tlcut", *argv], capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_export_list_needs_no_tensorflow():
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("Keras not installed")
+    code = ("import sys; from tlcut.cli import main; main(['export', '--list']); "
+            "print('tensorflow' in sys.modules, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "DenseNet169" in r.stdout.split() and "TinyBranchNet" in r.stdout.split()
+    assert r.stderr.strip() == "False", r.stderr
+
+
+@pytest.mark.tf
+def test_export_prints_only_its_own_lines(tmp_path):
+    r = _tlcut("export", "TinyBranchNet", "-o", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    noise = [line for line in r.stderr.splitlines() if not line.startswith("[export]")]
+    assert not noise, noise
+
+
+class _Terminal:
+    """A stderr that says it is a terminal, so tqdm draws its bars as it would for a user."""
+
+    def __init__(self):
+        import io
+
+        self.buf = io.StringIO()
+
+    def write(self, s):
+        return self.buf.write(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_bench_shows_progress_on_stderr_and_says_what_the_check_means(bundle, capsys, monkeypatch):
+    import sys
+
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    rc = main(["bench", str(bundle.path), "--role", "device", "--warmup", "1", "--iterations", "3", "--check", "1"])
+    out = capsys.readouterr().out
+    err = term.buf.getvalue()
+    assert rc == 0 and json.loads(out)["role"] == "device", "stdout is the profile and nothing else"
+    for step in ("whole model", "TL and wire", "check"):  # tqdm's bar: "DESC:  50%|#####     | 2/4 [...]"
+        assert re.search(rf"{step}: +\d+%\|", err), (step, err[-2000:])
+    line = next(x for x in err.splitlines() if "prefix sums vs real halves" in x)
+    assert "the plan predicts" in line

@@ -32,9 +32,10 @@ REPORT_SUFFIX = ".json"
 
 
 def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from tlcut.quiet import import_keras
+
     try:
-        import keras
+        keras = import_keras()
         import tensorflow as tf
     except ImportError:
         raise TlcutError("training needs TensorFlow; install it with `pip install 'tlcut[tf]'`") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="pipeline: export -> cuts -> bench (device, edge) -> plan -> compile -> serve / run",
     )
     p.add_argument("--version", action="version", version=f"tlcut {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show what libraries print (TensorFlow's start-up lines, tf2onnx, warnings)")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     for v in verbs():
         doc = (v.__doc__ or "").strip()
@@ -94,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
+    from tlcut import quiet
+
+    if a.verbose:
+        os.environ[quiet.VERBOSE_ENV] = "1"  # and the commands tlcut starts
+    quiet.silence_libraries(warn=True)
     if not getattr(a, "func", None):
         parser.print_help()
         return 2
