@@ -213,3 +213,41 @@ def test_bench_shows_progress_on_stderr_and_says_what_the_check_means(bundle, ca
         assert re.search(rf"{step}: +\d+%\|", err), (step, err[-2000:])
     line = next(x for x in err.splitlines() if "prefix sums vs real halves" in x)
     assert "the plan predicts" in line
+
+
+def test_verbose_is_taken_before_or_after_the_verb(tmp_path):
+    from tlcut.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["-v", "cuts", "B"]).verbose and p.parse_args(["cuts", "B", "-v"]).verbose
+    assert not p.parse_args(["cuts", "B"]).verbose
+
+
+def test_output_cut_short_by_head_is_no_traceback():
+    """`tlcut export --list | head -1`: the reader is gone before tlcut writes."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "tlcut", "export", "--list"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 141 and "Traceback" not in err, err
+
+
+def test_a_folder_that_cannot_be_listed_is_one_error_line(tmp_path, capsys, monkeypatch):
+    """As another user's 0700 folder is (root lists every folder, so the refusal is simulated)."""
+    import pathlib
+
+    d = tmp_path / "locked"
+    d.mkdir()
+    real = pathlib.Path.iterdir
+
+    def iterdir(self):
+        if self == d:
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(pathlib.Path, "iterdir", iterdir)
+    line = _one_error(capsys, main(["cuts", str(d)]), "not a tlcut bundle", "cannot list")
+    assert "--force" not in line

@@ -255,10 +255,6 @@ def build_record(built) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def nbytes(shape, dtype: str) -> int:
-    return dtypes.nbytes(shape, dtype)
-
-
 #: Model files whose sha256 was checked in this process: (path, size, mtime, inode) -> sha256.
 _CHECKED: dict[tuple, str] = {}
 #: What a bundle folder holds besides its manifest (see ``not_a_bundle``).
@@ -267,7 +263,10 @@ _BUNDLE_PARTS = {MODEL, MODEL + ".data", "halves", "tensorrt", "openvino", "onnx
 
 def _foreign(folder: Path) -> str:
     """What ``folder`` holds that is no piece of a bundle: a few names, or ''."""
-    names = sorted(p.name for p in folder.iterdir() if p.name not in _BUNDLE_PARTS and ".tmp" not in p.name)
+    try:
+        names = sorted(p.name for p in folder.iterdir() if p.name not in _BUNDLE_PARTS and ".tmp" not in p.name)
+    except OSError as e:
+        return f"what it cannot list ({e.strerror})"
     return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
