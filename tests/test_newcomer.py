@@ -251,3 +251,18 @@ def test_a_folder_that_cannot_be_listed_is_one_error_line(tmp_path, capsys, monk
     monkeypatch.setattr(pathlib.Path, "iterdir", iterdir)
     line = _one_error(capsys, main(["cuts", str(d)]), "not a tlcut bundle", "cannot list")
     assert "--force" not in line
+
+
+def test_retrain_force_refuses_a_folder_that_is_not_a_bundle_before_training(tmp_path):
+    from tlcut.errors import TlcutError
+    from tlcut.toolchain.train import retrain
+
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "summary.md").write_text("mine")
+    with pytest.raises(TlcutError, match="not a tlcut bundle"):
+        retrain(str(tmp_path / "no-such.keras"), "1", res, force=True)
+    with pytest.raises(TlcutError) as e:
+        retrain(str(tmp_path / "no-such.keras"), "1", res)
+    assert "pass --force" not in str(e.value)
+    assert (res / "summary.md").read_text() == "mine"
