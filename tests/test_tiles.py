@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tlcut import cli
-from tlcut.bundle import read_tiles
+from tlcut.tiles_folder import read_tiles
 from tlcut.errors import TlcutError
 from tlcut.toolchain import tiles
 

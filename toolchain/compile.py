@@ -69,7 +69,7 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
             raise TlcutError(f"--calib-method must be one of {', '.join(METHODS)}, got '{calib_method}'")
         xs, calib_info = calibration_inputs(bundle, calib, calib_count)
         calib_info["method"] = calib_method
-    model = onnx.load(str(bundle.model_path))
+    model = load_model(bundle)
     if precision == "int8":
         _quantize_model(bundle, be, xs, calib_info, threads)
     written = {}
@@ -126,7 +126,7 @@ def compile_middle(bundle: Bundle, start: Cut, end: Cut, *, tl: str = "off", to_
     if to_tl and not end.tl:
         raise TlcutError(f"the TL cannot apply at cut {end.index} ({end.why_no_tl}); use --to-tl off")
     modes = tl_modes(start, tl)
-    model = onnx.load(str(bundle.model_path))
+    model = load_model(bundle)
     final = bundle.half_dir(start)
     arts = []
     with staged_dir(final, overwrite=True) as tmp:
@@ -142,6 +142,16 @@ def compile_middle(bundle: Bundle, start: Cut, end: Cut, *, tl: str = "off", to_
                                  to=(end.index, to_tl)))
     bundle.put_artifacts(arts)
     return arts
+
+
+def load_model(bundle: Bundle) -> onnx.ModelProto:
+    """The bundle's model; a file that does not parse (truncated, overwritten) is one error line."""
+    try:
+        return onnx.load(str(bundle.model_path))
+    except Exception as e:  # protobuf's DecodeError, onnx's own, OSError: all mean the file is bad
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise TlcutError(f"{bundle.model_path} is not a readable ONNX model ({why}); re-export the bundle: "
+                         f"`tlcut export MODEL -o {bundle.path} --force`") from None
 
 
 def parse_batch(text) -> int | str:

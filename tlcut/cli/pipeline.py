@@ -277,7 +277,7 @@ class Bench(Verb):
         if self.be.precision != "float32":
             raise TlcutError("bench profiles the float32 model; time int8 halves with benchmarks/engines.py")
         prof = bench(self.b.bundle, role=a.role, warmup=a.warmup, iterations=a.iterations, threads=self.be.threads,
-                     check=a.check, backend=self.be.backend, progress=say, bar=bar("bench", "cut"),
+                     check=a.check, backend=self.be.backend, progress=say, bar=bar,
                      slowdown=a.slowdown, images=a.images, jpeg_quality=qualities)
         emit_json(prof, a.output)
         if a.output and a.output != "-":
@@ -358,7 +358,7 @@ class Plan(Verb):
             accuracy = {**b.accuracy, "_source": str(b.path)}
         tiles, link = [], None
         if a.tiles or a.tiles_link:
-            from tlcut.bundle import read_tiles
+            from tlcut.tiles_folder import read_tiles
 
             if not a.tiles:
                 raise TlcutError("--tiles-link belongs to --tiles DIR")
