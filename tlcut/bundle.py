@@ -103,8 +103,9 @@ class Cut:
     layout: str | None
     node_index: int  # position of the producing node in the model's topological order
     tl: bool  # whether the Transfer Layer applies (4-D, known layout, both spatial sizes >= 2)
-    tl_shape: tuple[int, ...] | None
+    tl_shape: tuple[int, ...] | None  # what the TL sends: the shape of its payload
     why_no_tl: str | None = None
+    tl_kind: str = "pool"  # the cut's TL (tlcut/transfer): pool unless a learned one was trained here
 
     @property
     def bytes(self) -> int:
@@ -130,6 +131,8 @@ class Cut:
         }
         if self.why_no_tl:
             d["why_no_tl"] = self.why_no_tl
+        if self.tl_kind != "pool":  # absent means pool: manifests written before learned TLs read as before
+            d["tl_kind"] = self.tl_kind
         return d
 
     @classmethod
@@ -145,6 +148,7 @@ class Cut:
             tl=d["tl"],
             tl_shape=tuple(d["tl_shape"]) if d.get("tl_shape") else None,
             why_no_tl=d.get("why_no_tl"),
+            tl_kind=d.get("tl_kind", "pool"),
         )
 
 
@@ -199,6 +203,11 @@ def artifact_file(kind: str, cut: int | None, tl: bool = False, engine: str = ON
     if kind == "middle":
         stem += f".to-{to[0]}" + ("_tl" if to[1] else "")
     return f"{folder}{sub}{stem}{suffix}"
+
+
+def tl_weights_file(cut: int) -> str:
+    """The trained weights of the learned TL at ``cut`` (an .npz), relative to the bundle."""
+    return f"transfer/{cut}.npz"
 
 
 def half_folder(cut: int) -> str:
@@ -420,6 +429,33 @@ class Bundle:
     def record_accuracy(self, label: str, precision: str, result: dict) -> None:
         self.manifest.setdefault("accuracy", {}).setdefault(label, {})[precision] = result
         self.save_manifest()
+
+    # -- learned transfer layers (tlcut/transfer): what `tlcut retrain` trained, a row per cut -------
+    @property
+    def transfer_layers(self) -> list[dict]:
+        return self.manifest.get("transfer_layers", [])
+
+    def tl_weights(self, cut: Cut) -> dict | None:
+        """The trained weights of ``cut``'s TL as arrays; None for a kind without weights."""
+        from tlcut.transfer import load_weights
+
+        row = next((r for r in self.transfer_layers if r["cut"] == cut.index and r["kind"] == cut.tl_kind), {})
+        return load_weights(self.path / row["weights"], f"the {cut.tl_kind} TL at cut {cut.index}") if row.get("weights") else None
+
+    def record_tl(self, cut: Cut, kind: str, tl_shape, weights: dict | None, info: dict) -> Cut:
+        """Make ``kind`` the TL of ``cut``: its weights, its row in ``transfer_layers`` and its
+        payload in the cut's row, in one manifest write; returns the new Cut."""
+        from tlcut.transfer import save_weights
+
+        row = {"cut": cut.index, "layer": cut.layer, "kind": kind, **info}
+        if weights:
+            row["weights"] = tl_weights_file(cut.index)
+            save_weights(self.path / row["weights"], weights)
+        self.cuts[cut.index] = new = Cut.from_json({**cut.to_json(), "tl_shape": list(tl_shape), "tl_kind": kind})
+        self.manifest["cuts"][cut.index] = new.to_json()
+        self.manifest["transfer_layers"] = [r for r in self.transfer_layers if r["cut"] != cut.index] + [row]
+        self.save_manifest()
+        return new
 
     def half_dir(self, cut: Cut) -> Path:
         return self.path / half_folder(cut.index)
