@@ -133,12 +133,25 @@ def test_a_kind_the_bundle_does_not_hold_is_refused(residual_bundle):
 
     b = residual_bundle(tl="off")
     c = next(c for c in b.cuts if c.tl)
-    assert transfer.held(c, "pool").name == "pool" and b.tl_weights(c) is None
+    assert transfer.held(c, "pool").name == "pool" and transfer.weights_of(b, c) is None
     with pytest.raises(TlcutError, match=rf"holds no trained bottleneck:2 transfer layer at cut {c.index}, its TL "
                                          r"there is pool; train one with `tlcut retrain"):
         compile_cuts(b, [c], tl="bottleneck:2")
     compile_cuts(b, [c], tl="pool")  # the kind the bundle holds compiles as --tl on
     assert b.find("tail", c.index, True) is not None
+
+
+def test_run_and_eval_refuse_a_kind_the_bundle_does_not_hold(residual_bundle, capsys):
+    """--tl KIND on the device's verbs: a bad spelling or a kind not trained at the cut is one line."""
+    from tlcut import cli
+
+    b = residual_bundle(tl="off")
+    c = next(c for c in b.cuts if c.tl)
+    for tl, needle in (("bottleneck:2", "holds no trained bottleneck:2"), ("bottlenek:2", "unknown transfer layer")):
+        code = cli.main(["run", str(b.path), "--cut", str(c.index), "--tl", tl, "--edge", "tcp://127.0.0.1:1"])
+        err = capsys.readouterr().err
+        lines = [x for x in err.strip().splitlines() if x.startswith("tlcut: error:")]
+        assert code == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
 
 
 # -- integration: a learned bottleneck retrained in a tiny model (TensorFlow) ------------------------
@@ -181,9 +194,9 @@ def test_a_retrained_bottleneck_bundle_serves_what_keras_computed(tiny_model, tm
     channels = c.shape[1 if c.layout == "NCHW" else 3]  # 16 at s1_pool, 32 at s2_pool
     assert c.tl_kind == text and c.tl_bytes * channels == pool_bytes * 4  # 4 channels where the pool sends them all
     assert tuple(b.find("head", c.index, True).output["shape"]) == c.tl_shape
-    row = next(t for t in b.transfer_layers if t["cut"] == c.index)
+    row = next(t for t in transfer.records(b) if t["cut"] == c.index)
     assert row["kind"] == text and (b.path / row["weights"]).is_file()
-    assert b.tl_weights(c)["device_kernel"].shape[-1] == 4
+    assert transfer.weights_of(b, c)["device_kernel"].shape[-1] == 4
     # the deployed halves' output moves with the input (a bottleneck of zeros would not)
     head = ort.InferenceSession(str(b.runnable("head", c.index, True)), providers=["CPUExecutionProvider"])
     tail = ort.InferenceSession(str(b.runnable("tail", c.index, True)), providers=["CPUExecutionProvider"])

@@ -430,33 +430,6 @@ class Bundle:
         self.manifest.setdefault("accuracy", {}).setdefault(label, {})[precision] = result
         self.save_manifest()
 
-    # -- learned transfer layers (tlcut/transfer): what `tlcut retrain` trained, a row per cut -------
-    @property
-    def transfer_layers(self) -> list[dict]:
-        return self.manifest.get("transfer_layers", [])
-
-    def tl_weights(self, cut: Cut) -> dict | None:
-        """The trained weights of ``cut``'s TL as arrays; None for a kind without weights."""
-        from tlcut.transfer import load_weights
-
-        row = next((r for r in self.transfer_layers if r["cut"] == cut.index and r["kind"] == cut.tl_kind), {})
-        return load_weights(self.path / row["weights"], f"the {cut.tl_kind} TL at cut {cut.index}") if row.get("weights") else None
-
-    def record_tl(self, cut: Cut, kind: str, tl_shape, weights: dict | None, info: dict) -> Cut:
-        """Make ``kind`` the TL of ``cut``: its weights, its row in ``transfer_layers`` and its
-        payload in the cut's row, in one manifest write; returns the new Cut."""
-        from tlcut.transfer import save_weights
-
-        row = {"cut": cut.index, "layer": cut.layer, "kind": kind, **info}
-        if weights:
-            row["weights"] = tl_weights_file(cut.index)
-            save_weights(self.path / row["weights"], weights)
-        self.cuts[cut.index] = new = Cut.from_json({**cut.to_json(), "tl_shape": list(tl_shape), "tl_kind": kind})
-        self.manifest["cuts"][cut.index] = new.to_json()
-        self.manifest["transfer_layers"] = [r for r in self.transfer_layers if r["cut"] != cut.index] + [row]
-        self.save_manifest()
-        return new
-
     def half_dir(self, cut: Cut) -> Path:
         return self.path / half_folder(cut.index)
 

@@ -82,7 +82,7 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
                 shutil.copytree(final, tmp, dirs_exist_ok=True)
             for with_tl in tl_modes(cut, tl_choice(cut, tl)):
                 payloads = None
-                weights = bundle.tl_weights(cut) if with_tl else None
+                weights = transfer.weights_of(bundle, cut) if with_tl else None
                 for kind, fn in (("head", surgery.head), ("tail", surgery.tail)):
                     half = fn(model, cut, tl=with_tl, weights=weights)
                     rel = artifact_file(kind, cut.index, with_tl, precision=precision)
@@ -130,8 +130,8 @@ def compile_middle(bundle: Bundle, start: Cut, end: Cut, *, tl: str = "off", to_
         if final.exists():  # the cut's other artifacts stay
             shutil.copytree(final, tmp, dirs_exist_ok=True)
         for with_tl in modes:
-            part = surgery.middle(model, start, with_tl, end, to_tl, bundle.tl_weights(start) if with_tl else None,
-                                  bundle.tl_weights(end) if to_tl else None)
+            part = surgery.middle(model, start, with_tl, end, to_tl, transfer.weights_of(bundle, start) if with_tl else None,
+                                  transfer.weights_of(bundle, end) if to_tl else None)
             rel = artifact_file("middle", start.index, with_tl, to=(end.index, to_tl))
             p = tmp / Path(rel).relative_to(half_folder(start.index))
             p.parent.mkdir(parents=True, exist_ok=True)

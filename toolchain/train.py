@@ -12,7 +12,7 @@ The paper's Preprocessor in three steps:
 - Splitter (``retrain``): the TLModel's other weights are the base model's (the TL layers share
   them), so the retrained base model is exported as a bundle and cut at the same tensor with
   tlcut's own surgery: the device half ends with DeviceTL, the edge half starts with EdgeTL; a
-  learned TL's weights go into the bundle beside it (``Bundle.record_tl``). The halves are checked
+  learned TL's weights go into the bundle beside it (``transfer.record``). The halves are checked
   against the Keras TLModel before the bundle is called done.
 
 Inputs are float32 in [0, 1] (as `tlcut run --images` feeds them). Training uses Adam, random
@@ -292,8 +292,8 @@ def retrain(model_file: str, cut: str, out_bundle, *, tl="pool", data: str | Non
     c = b.cut(layer)
     if c.layer != layer or not c.tl:
         raise TlcutError(f"the exported model has no TL cut at layer '{layer}'")
-    c = b.record_tl(c, kind.name, kind.wire_shape(c.shape, c.layout), kind.keras_weights(tlm),
-                    {"test_accuracy": after, "init": "principal components" if kind.has_weights else None})
+    c = transfer.record(b, c, kind, kind.keras_weights(tlm),
+                        {"test_accuracy": after, "init": "principal components" if kind.has_weights else None})
     compile_cuts(b, [c], tl="both")
     diff = _check_split(b, c, tlm, ds.test.x[:8])
     b.manifest["source"]["training"] = {**report, "tl_cut": c.index, "split_max_abs_diff": diff}

@@ -50,5 +50,35 @@ def held(cut, text) -> TransferLayer:
     return kind
 
 
+def records(bundle) -> list[dict]:
+    """The manifest's ``transfer_layers``: what `tlcut retrain` trained, a row per cut ({cut, layer,
+    kind, weights, ...}; docs/bundle.md). Absent in a bundle from before learned kinds: pool."""
+    return bundle.manifest.get("transfer_layers", [])
+
+
+def weights_of(bundle, cut) -> dict | None:
+    """The trained weights of ``cut``'s TL in ``bundle`` as arrays; None for a kind without weights."""
+    row = next((r for r in records(bundle) if r["cut"] == cut.index and r["kind"] == cut.tl_kind), {})
+    return load_weights(bundle.path / row["weights"], f"the {cut.tl_kind} TL at cut {cut.index}") if row.get("weights") else None
+
+
+def record(bundle, cut, kind, weights: dict | None, info: dict):
+    """Make ``kind`` the TL of ``cut`` in ``bundle``: its weights beside the halves, its row in
+    ``transfer_layers`` and its payload in the cut's row, in one manifest write; returns the new Cut."""
+    from tlcut.bundle import Cut, tl_weights_file
+
+    kind = parse(kind)
+    row = {"cut": cut.index, "layer": cut.layer, "kind": kind.name, **info}
+    if weights:
+        row["weights"] = tl_weights_file(cut.index)
+        save_weights(bundle.path / row["weights"], weights)
+    tl_shape = kind.wire_shape(cut.shape, cut.layout)
+    bundle.cuts[cut.index] = new = Cut.from_json({**cut.to_json(), "tl_shape": list(tl_shape), "tl_kind": kind.name})
+    bundle.manifest["cuts"][cut.index] = new.to_json()
+    bundle.manifest["transfer_layers"] = [r for r in records(bundle) if r["cut"] != cut.index] + [row]
+    bundle.save_manifest()
+    return new
+
+
 __all__ = ["DEFAULT", "FAMILIES", "PAYLOAD", "SYNTAX", "Bottleneck", "Pool", "PoolBottleneck", "TransferLayer", "held",
-           "load_weights", "parse", "save_weights"]
+           "load_weights", "parse", "record", "records", "save_weights", "weights_of"]
