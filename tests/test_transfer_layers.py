@@ -154,6 +154,59 @@ def test_run_and_eval_refuse_a_kind_the_bundle_does_not_hold(residual_bundle, ca
         assert code == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
 
 
+def test_both_edges_serve_a_learned_tl(residual_bundle):
+    """A learned kind recorded at a cut (random weights: no training needed) compiles into halves
+    that the Python edge and, where built, the C edge serve as the ONNX halves compute."""
+    import os
+    import subprocess
+    import threading
+    from pathlib import Path
+
+    from tlcut.lab.loopback import free_port
+    from tlcut.runtime.client import wait_for_edge
+    from tlcut.runtime.run import Device
+    from tlcut.runtime.serve import Edge
+    from tlcut.toolchain.compile import compile_cuts
+
+    b, rng = residual_bundle(tl="off"), np.random.default_rng(2)
+    c, kind = next(c for c in b.cuts if c.tl), transfer.parse("pool+bottleneck:2")
+    fshape = c.shape if c.layout == "NHWC" else tuple(c.shape[i] for i in (0, 2, 3, 1))
+    w = {k: rng.standard_normal(v.shape).astype(np.float32)
+         for k, v in kind.init_weights(rng.standard_normal(fshape).astype(np.float32)).items()}
+    c = transfer.record(b, c, kind, w, {})
+    compile_cuts(b, [c], tl="on")
+    b = Bundle.open(b.path)
+    assert b.cuts[c.index].tl_kind == kind.name and transfer.weights_of(b, c)["edge_kernel"].shape == w["edge_kernel"].shape
+    head = ort.InferenceSession(str(b.runnable("head", c.index, True)), providers=["CPUExecutionProvider"])
+    tail = ort.InferenceSession(str(b.runnable("tail", c.index, True)), providers=["CPUExecutionProvider"])
+    xs = [rng.random(b.inputs[0]["shape"]).astype(np.float32) for _ in range(2)]
+    want = [tail.run(None, {surgery.PAYLOAD_TL: head.run(None, {b.inputs[0]["name"]: x})[0]})[0] for x in xs]
+    assert np.abs(want[0] - want[1]).max() > 1e-6
+    edged = os.environ.get("TLCUT_EDGED") or str(Path(__file__).resolve().parents[1] / "build" / "tlcut-edged")
+    for which in ("python", "c") if os.access(edged, os.X_OK) else ("python",):
+        ep, stop, proc = f"tcp://127.0.0.1:{free_port()}", threading.Event(), None
+        if which == "python":
+            edge = Edge(b, [str(c.index)], tl="on")
+            t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop}, daemon=True)
+            t.start()
+        else:
+            proc = subprocess.Popen([edged, str(b.path), "--cut", str(c.index), "--bind", ep], stderr=subprocess.DEVNULL)
+        try:
+            wait_for_edge(ep, timeout_s=60, insecure=True)
+            with Device(b, str(c.index), tl=True, edge=ep) as d:
+                for x, y in zip(xs, want):
+                    got, _ = d.infer(x)
+                    assert np.abs(got - y).max() <= 1e-4, which
+        finally:
+            stop.set()
+            if proc:
+                proc.terminate()
+                assert proc.wait(30) == 0
+            else:
+                t.join(10)
+                edge.close()
+
+
 # -- integration: a learned bottleneck retrained in a tiny model (TensorFlow) ------------------------
 
 
