@@ -40,11 +40,12 @@ def worker(args: dict) -> None:
     b = Bundle.open(args["bundle"])
     kw = dict(timeout_s=10, retries=1, fallback=True, insecure=True, threads=1, slowdown=args["slowdown"])
     if args["placement"] == "adaptive":
+        from tlcut.deployment import Plan
         from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy
 
-        plan = json.loads(Path(args["plan"]).read_text())
-        cands = [c for c in plan["ranking"] if c["name"] in args["candidates"]]
-        net = plan["network"]
+        plan = Plan.load(args["plan"], b)
+        cands = [plan.ranking[i] for i in args["candidates"]]  # by rank in the plan saved for the workers
+        net = plan.network
         dev = AdaptiveDevice(b, Policy(cands, LinkEstimate(net["up_mbps"], net["rtt_ms"])), edge=args["edge"], **kw)
     else:
         dev = rt.Device(b, Placement.from_json(args["placement"]), edge=args["edge"], **kw)
@@ -117,7 +118,8 @@ def main() -> int:
 
     from tlcut.bundle import Bundle
     from tlcut.lab import testbed as tbm, timeline, trace
-    from tlcut.lab.loopback import Loopback
+    from tlcut.lab.harness import Harness, pick
+    from tlcut.placement import EDGE
     from tlcut.runtime.run import default_images
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain.compile import compile_cuts
@@ -131,65 +133,58 @@ def main() -> int:
     traces = {n: trace.load(n) for n in a.traces.split(",")}
     first = next(iter(traces.values()))[0]
     cfg = tbm.Config(bandwidth_mbps=first.mbps, latency_ms=first.ms, device_quota=a.device_quota, port=5931)
-    emu = tbm.Testbed(cfg, log=print) if tbm.available() is None else Loopback(cfg, log=print)
+    emu = pick()[0](cfg, log=print)
     results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": b.name,
                "command": "python benchmarks/adaptive.py" + (f" --min-cut {a.min_cut}" if a.min_cut is not None else "")
                + (f" --speed {a.speed:g}" if a.speed != 1 else "") + (" --scission-space" if a.scission_space else ""),
                "traces": {}}
-    with emu as tb:
+    images = default_images(b)
+    with emu as tb, Harness(tb, b.path, images=images) as h:
         results["emulation"] = tb.describe()
         prof = Path(a.profiles) if a.profiles else root
-        images = default_images(b)
         results["images"] = images or "random tensors"
         for role in ("device", "edge") if not a.profiles else ():
-            extra = tb.device_args() if role == "device" else []
-            r = tb.run(role, TLCUT + ["bench", str(b.path), "--role", role, "--threads", "1", "--iterations",
-                                      str(a.iterations), *extra, "-o", str(prof / f"profile-{role}.json")])
-            if r.returncode:
-                raise SystemExit(f"bench as {role} failed")
+            h.bench(role, prof / f"profile-{role}.json", a.iterations)
         dev, edg = (planmod.load_profile(prof / f"profile-{r}.json", r) for r in ("device", "edge"))
         net = planmod.Network(up_mbps=first.mbps, rtt_ms=first.ms, down_mbps=10 * first.mbps)
         plan = planmod.plan(dev, edg, net, planmod.Constraints(min_cut=a.min_cut, tl="off" if a.scission_space else "both"))
         if a.scission_space:  # float32 on the wire only, as Scission sends it
-            for c in plan["ranking"]:
-                if c["placement"]["encoding"] != "raw":
-                    c["allowed"], c["why_not"] = False, "--scission-space"
-            plan["best"] = next(c for c in plan["ranking"] if c["allowed"])
-        (root / "plan.json").write_text(json.dumps(plan))
-        statics = {"Scission (no TL, float32)": plan["best_plain"], "ScissionLite (TL, float32)": plan["best_tl"],
-                   "tlcut static best": plan["best"], "device only": plan["device_only"]}
+            for c in plan.ranking:
+                if c.placement.encoding != "raw":
+                    c.allowed, c.why_not = False, "--scission-space"
+            plan.best = plan.allowed[0]
+        plan.save(root / "plan.json")
+        statics = {"Scission (no TL, float32)": plan.best_plain, "ScissionLite (TL, float32)": plan.best_tl,
+                   "tlcut static best": plan.best, "device only": plan.device_only}
         if a.scission_space:
-            statics = {"Scission static (no TL, float32)": plan["best_plain"], "device only": plan["device_only"]}
+            statics = {"Scission static (no TL, float32)": plan.best_plain, "device only": plan.device_only}
         if a.min_cut is None:
-            by_name = {c["name"]: c for c in plan["ranking"]}
-            statics["edge only (float32 input)"] = plan["edge_only"]
+            def edge_only(enc):  # the first in the ranking, allowed or not
+                return next((c for c in plan.ranking if c.placement.where == EDGE and c.placement.encoding == enc
+                             and c.tiles is None), None)
+            statics["edge only (float32 input)"] = plan.edge_only
             if not a.scission_space:
-                statics["edge only (uint8 input)"] = by_name.get("edge only, uint8")
-                statics["edge only (JPEG input)"] = next((c for n, c in by_name.items() if n.startswith("edge only, JPEG")), None)
+                statics["edge only (uint8 input)"] = edge_only("uint8")
+                statics["edge only (JPEG input)"] = edge_only("jpeg")
         statics = {k: v for k, v in statics.items() if v is not None}
-        allowed = [c for c in plan["ranking"] if c["allowed"]]
         from tlcut.runtime.adapt import choose_candidates
 
         rates = sorted({s.mbps for steps in traces.values() for s in steps})
-        cand_names = list(dict.fromkeys([c["name"] for c in choose_candidates(allowed, first.ms, 4, rates)]
-                                        + [c["name"] for c in statics.values()]))
-        cuts = sorted({c["cut"] for c in plan["ranking"] if c["name"] in cand_names and c["cut"] is not None})
+        cands = list(dict.fromkeys([*choose_candidates(plan.allowed, first.ms, 4, rates), *statics.values()]))
+        cand_ranks = [plan.ranking.index(c) for c in cands]
+        cand_names = [c.label for c in cands]  # for the results, which people read
+        cuts = sorted({c.placement.cut for c in cands if c.placement.cut is not None})
         compile_cuts(b, [b.cuts[i] for i in cuts], tl="both")
-        serve = TLCUT + ["serve", str(b.path), *sum((["--cut", str(k)] for k in cuts), []), "--cut", "input",
-                         "--bind", tb.state.edge_bind, "--threads", "1", "--insecure"]
-        edge = tb.popen("edge", serve, stderr=open(root / "edge.log", "w"))
-        try:
-            time.sleep(20)  # DenseNet169's tails load
-            slowdown = float(tb.device_args()[1]) if tb.device_args() else 1.0
+        with h.serve_cuts(cuts, log=root / "edge.log"):
             for tname, steps in traces.items():
                 duration = (steps[-1].t_s + 20) / a.speed
                 runs = {}
                 for label, c in [*statics.items(), ("tlcut adaptive", None)]:
                     print(f"[adaptive] {tname}: {label}")
                     args = {"bundle": str(b.path), "edge": tb.state.device_endpoint, "duration": duration,
-                            "slowdown": slowdown, "out": str(root / f"{tname}-{len(runs)}.json"),
-                            "placement": c["placement"] if c else "adaptive", "plan": str(root / "plan.json"),
-                            "candidates": cand_names, "images": images}
+                            "slowdown": tb.slowdown, "out": str(root / f"{tname}-{len(runs)}.json"),
+                            "placement": c.placement.to_json() if c else "adaptive", "plan": str(root / "plan.json"),
+                            "candidates": cand_ranks, "images": images}
                     runs[label] = run_one(tb, label, args, steps, a.speed)
                 ph = phases(steps, a.speed, duration)
                 table = {}
@@ -208,9 +203,6 @@ def main() -> int:
                 timeline.plot(runs["tlcut adaptive"]["records"], out / f"{tag}-{tname}.png",
                               trace=[trace.Step(s.t_s / a.speed, s.mbps, s.ms) for s in steps],
                               title=f"{b.name}, {tname} trace: tlcut run --adapt")
-        finally:
-            edge.terminate()
-            edge.wait(20)
     (out / f"{tag}.json").write_text(json.dumps(results, indent=1) + "\n")
     md = to_markdown(results, tag)
     (out / f"{tag}.md").write_text(md)

@@ -23,10 +23,6 @@ HERE = Path(__file__).resolve().parent
 CANDIDATES = ["pool1", "pool2_pool", "conv3_block6_concat", "conv3_block12_concat", "pool3_pool"]
 
 
-def tlcut(*args) -> list[str]:
-    return [sys.executable, "-m", "tlcut", *map(str, args)]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="DenseNet169")
@@ -50,7 +46,8 @@ def main() -> int:
 
     from tlcut.bundle import Bundle, write_json_atomic
     from tlcut.lab import testbed as tbm
-    from tlcut.lab.demo import _check, _wait_for_edge
+    from tlcut.lab.harness import Harness
+    from tlcut.placement import EDGE, Placement
     from tlcut.runtime.run import default_images
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain.compile import compile_cuts
@@ -83,62 +80,50 @@ def main() -> int:
     images = default_images(b)
     cfg = tbm.Config(bandwidth_mbps=a.bandwidth, latency_ms=a.latency, device_quota=0.2, edge_quota=a.quota,
                      nodes=max(nodes) - 1, node_quota=a.quota)
-    with tbm.Testbed(cfg, log=print) as tb:
+    with tbm.Testbed(cfg, log=print) as tb, Harness(tb, b.path, requests=a.requests, warmup=a.warmup,
+                                                    images=images) as h:
         s = tb.state
         for role in ("device", "edge"):
             f = work / f"profile-{role}.json"
             if not f.exists():
-                _check(tb.run(role, tlcut("bench", b.path, "--role", role, "--threads", "1", "--iterations", 20,
-                                          "-o", f)), f"bench as {role}")
+                h.bench(role, f, 20)
         dev, edge = (planmod.load_profile(work / f"profile-{r}.json", r) for r in ("device", "edge"))
         net = planmod.Network(up_mbps=a.bandwidth, rtt_ms=a.latency, down_mbps=10 * a.bandwidth,
                               source=f"testbed ({s.delay_method})")
         plan = planmod.plan(dev, edge, net, tiles=list(tiles.values()))
-        write_json_atomic(out / "plan.json", {**plan, "ranking": [c for c in plan["ranking"] if c["where"] != "split"][:40]})
-        jpeg = [c for c in plan["ranking"] if c["name"].startswith("edge only, JPEG")]
-        one = next(c for c in jpeg if not c.get("tiles"))
-        q = one["placement"]["quality"]
+        write_json_atomic(out / "plan.json", {**plan.to_json(), "ranking": [c.to_json() for c in plan.ranking
+                                                                             if c.placement.where != "split"][:40]})
+        jpeg = [c for c in plan.ranking if c.placement.where == "edge" and c.placement.encoding == "jpeg"]
+        one = next(c for c in jpeg if c.tiles is None)
+        q = one.placement.quality
         runs = [("one edge", one, None)]
         for (ci, n), t in tiles.items():
-            c = next(x for x in jpeg if x.get("tiles") and x["tiles"]["folder"] == t["_path"]
-                     and x["placement"]["quality"] == q)
+            c = next(x for x in jpeg if x.tiles and x.tiles["folder"] == t["_path"] and x.placement.quality == q)
             runs.append((f"{n} nodes, tiles to cut {ci} ({b.cuts[ci].layer})", c, t))
         rows = []
         for label, c, t in runs:
-            print(f"[edge_tiles] {label}: {c['name']}", flush=True)
-            serve = ["serve", b.path, "--cut", "input", "--threads", "1", "--insecure", "--bind", s.edge_bind]
-            procs = []
+            print(f"[edge_tiles] {label}: {c.label}", flush=True)
+            serve = ["--cut", "input"]
             try:
                 if t is not None:
                     n = len(t["bands"])
                     for k in range(1, n):
-                        procs.append(tb.popen(f"node{k - 1}", tlcut("serve", b.path, "--cut", "input", "--tiles", t["_path"],
-                                                                    "--band", k, "--threads", "1",
-                                                                    "--bind", tb.node_endpoint(k - 1)),
-                                              stderr=open(work / f"node{k - 1}.log", "w")))
+                        h.serve("--cut", "input", "--tiles", t["_path"], "--band", k, role=f"node{k - 1}",
+                                bind=tb.node_endpoint(k - 1), log=work / f"node{k - 1}.log", wait=False)
                     workers = ",".join(["local", *(tb.node_endpoint(k - 1) for k in range(1, n))])
                     serve += ["--tiles", t["_path"], "--workers", workers, "--worker-timeout", "60"]
-                procs.append(tb.popen("edge", tlcut(*serve), stderr=open(work / "edge.log", "w")))
-                _wait_for_edge(tb, procs[-1])
-                f = work / f"run-{len(rows)}.json"
-                _check(tb.run("device", tlcut("run", b.path, "--cut", "input", "--encoding", "jpeg", "--jpeg-quality", q,
-                                              "--edge", s.device_endpoint, *(["--images", images] if images else []),
-                                              "--requests", a.requests, "--warmup", a.warmup, "--threads", "1",
-                                              "--timeout", "60", "--retries", "0", "--fallback", "off", "--insecure",
-                                              "-o", f)), f"run {label}")
-                sm = json.loads(f.read_text())["summary"]
+                h.serve(*serve, log=work / "edge.log")
+                sm = h.run(Placement(EDGE, encoding="jpeg", quality=q), work / f"run-{len(rows)}.json")["summary"]
             finally:
-                for p in procs:
-                    p.terminate()
-                    p.wait(10)
-            rows.append({"setup": label, "placement": c["name"], "nodes": len(t["bands"]) if t else 1,
-                         "to_cut": t["to"]["cut"] if t else None, "predicted_ms": c["total_ms"],
-                         "predicted_edge_ms": c["components_ms"]["edge"], "measured_ms": sm["total_ms"]["median"],
+                h.stop()
+            rows.append({"setup": label, "placement": c.label, "nodes": len(t["bands"]) if t else 1,
+                         "to_cut": t["to"]["cut"] if t else None, "predicted_ms": c.total_ms,
+                         "predicted_edge_ms": c.components_ms["edge"], "measured_ms": sm["total_ms"]["median"],
                          "measured_min_ms": sm["total_ms"]["min"], "measured_p90_ms": sm["total_ms"]["p90"],
                          "measured_edge_ms": sm["edge_ms"]["median"],
-                         "error_pct": 100 * (sm["total_ms"]["median"] - c["total_ms"]) / c["total_ms"],
+                         "error_pct": 100 * (sm["total_ms"]["median"] - c.total_ms) / c.total_ms,
                          "halo_work": sum(x["work_fraction"] for x in t["bands"]) if t else 1.0,
-                         "tiles": c.get("tiles", {}).get("predicted_ms")})
+                         "tiles": (c.tiles or {}).get("predicted_ms")})
         described = tb.describe()
     base = rows[0]
     for r in rows:

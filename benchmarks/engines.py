@@ -140,7 +140,7 @@ def main() -> int:
     from tlcut import __version__
     from tlcut.bundle import Bundle
     from tlcut.lab import testbed as tbm
-    from tlcut.lab.loopback import Loopback
+    from tlcut.lab.harness import pick
     from tlcut.toolchain.compile import compile_cuts
     from tlcut.toolchain.export import export
 
@@ -158,12 +158,12 @@ def main() -> int:
     print("[engines] accuracy of the halves")
     acc = accuracy(b)
     cfg = tbm.Config(device_quota=0.2)
-    emu = tbm.Testbed(cfg, log=print) if tbm.available() is None else Loopback(cfg, log=print)
+    emu = pick()[0](cfg, log=print)
     roles = {}
     with emu as tb:
         for role in ("device", "edge"):
             out = root / f"{role}.json"
-            slowdown = float(tb.device_args()[1]) if role == "device" and tb.device_args() else 1.0
+            slowdown = tb.slowdown if role == "device" else 1.0
             print(f"[engines] timing as the {role} ({tb.kind})")
             r = tb.run(role, [sys.executable, str(Path(__file__).resolve()), "--worker", str(b.path), str(out),
                               str(a.iterations), str(slowdown)])

@@ -103,7 +103,8 @@ def main() -> int:
     logging.disable(logging.CRITICAL)  # every bad message is logged; the counts below say it all
     from behaviour import VECTORS, frames_of
 
-    from tlcut.bundle import Bundle, read_tiles
+    from tlcut.bundle import Bundle
+    from tlcut.tiles_folder import read_tiles
     from tlcut.runtime import protocol as P
     from tlcut.runtime.serve import Edge
     from tlcut.runtime.tiles import Tiles

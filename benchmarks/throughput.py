@@ -17,11 +17,9 @@ import datetime as dt
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TLCUT = [sys.executable, "-m", "tlcut"]
 
 
 def main() -> int:
@@ -37,8 +35,7 @@ def main() -> int:
 
     from tlcut.bundle import Bundle
     from tlcut.lab import testbed as tbm
-    from tlcut.lab.loopback import Loopback
-    from tlcut.placement import DEVICE, EDGE, Placement
+    from tlcut.lab.harness import Harness, pick
     from tlcut.runtime.run import default_images
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain.compile import compile_cuts
@@ -46,55 +43,38 @@ def main() -> int:
     b = Bundle.open(a.bundle)
     root = Path(tempfile.mkdtemp(prefix="tlcut-throughput-"))
     cfg = tbm.Config(bandwidth_mbps=a.bandwidth, latency_ms=a.latency, device_quota=a.device_quota, port=5933)
-    emu = tbm.Testbed(cfg, log=print) if tbm.available() is None else Loopback(cfg, log=print)
+    emu = pick()[0](cfg, log=print)
     prof = Path(a.profiles)
     dev, edg = (planmod.load_profile(prof / f"profile-{r}.json", r) for r in ("device", "edge"))
     net = planmod.Network(up_mbps=a.bandwidth, rtt_ms=a.latency, down_mbps=10 * a.bandwidth)
     tput = planmod.plan(dev, edg, net, objective="throughput")
     lat = planmod.plan(dev, edg, net)
-    by = {c["name"]: c for c in tput["ranking"]}
-    chosen = {"best for throughput": tput["best"], "best for latency": lat["best"],
-              "ScissionLite (TL, float32)": tput["best_tl"],
-              "edge only, JPEG": next((c for n, c in by.items() if n.startswith("edge only, JPEG")), None)}
-    chosen = {k: by[v["name"]] for k, v in chosen.items() if v is not None}
-    cuts = sorted({c["cut"] for c in chosen.values() if c["cut"] is not None})
+    jpeg = next((c for c in tput.ranking if c.placement.encoding == "jpeg" and c.tiles is None), None)
+    chosen = {"best for throughput": tput.best, "best for latency": lat.best, "ScissionLite (TL, float32)": tput.best_tl,
+              "edge only, JPEG": jpeg}
+    # each with its figures from the throughput plan
+    chosen = {k: tput.ranking[tput.ranking.index(v)] for k, v in chosen.items() if v is not None}
+    cuts = sorted({c.placement.cut for c in chosen.values() if c.placement.cut is not None})
     compile_cuts(b, [b.cuts[i] for i in cuts], tl="both")
-    images = ["--images", "elpv"] if default_images(b) else []
+    images = default_images(b)
     results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": b.name,
                "command": f"python benchmarks/throughput.py --bundle BUNDLE --profiles DIR --inflight {a.inflight} "
                           f"--requests {a.requests}",
-               "inflight": a.inflight, "requests": a.requests, "images": "elpv" if images else "random tensors",
+               "inflight": a.inflight, "requests": a.requests, "images": images or "random tensors",
                "rows": []}
-    with emu as tb:
+    with emu as tb, Harness(tb, b.path, requests=a.requests, images=images) as h:
         results["emulation"] = tb.describe()
-        serve = TLCUT + ["serve", str(b.path), *sum((["--cut", str(k)] for k in cuts), []), "--cut", "input",
-                         "--bind", tb.state.edge_bind, "--threads", "1", "--insecure"]
-        edge = tb.popen("edge", serve, stderr=open(root / "edge.log", "w"))
-        try:
-            time.sleep(20)  # the tails load
+        with h.serve_cuts(cuts, log=root / "edge.log"):
             for label, c in chosen.items():
-                pl = Placement.from_json(c["placement"])
-                cut = {DEVICE: "device", EDGE: "input"}.get(pl.where, pl.cut)
+                pl = c.placement
                 for n in (1, a.inflight):
-                    f = root / f"{pl.slug}-{n}.json"
                     print(f"[throughput] {label}: {pl.label}, {n} in flight", flush=True)
-                    r = tb.run("device", TLCUT + [
-                        "run", str(b.path), "--cut", str(cut), "--tl", "on" if pl.tl else "off", "--encoding", pl.encoding,
-                        *(["--jpeg-quality", str(pl.quality)] if pl.quality else []), *images,
-                        "--edge", tb.state.device_endpoint, "--requests", str(a.requests), "--warmup", "3",
-                        "--threads", "1", "--timeout", "60", "--fallback", "off", "--insecure", "--inflight", str(n),
-                        *tb.device_args(), "-o", str(f)])
-                    if r.returncode:
-                        raise SystemExit(f"run {pl.label} --inflight {n} failed")
-                    s = json.loads(f.read_text())["summary"]
+                    s = h.run(pl, root / f"{pl.slug}-{n}.json", inflight=n)["summary"]
                     results["rows"].append({
-                        "role": label, "placement": c["name"], "inflight": n, "bottleneck": c["bottleneck"],
-                        "stages_ms": c["stages_ms"], "predicted_fps": c["throughput_fps"] if n > 1 else 1e3 / c["total_ms"],
-                        "measured_fps": s["throughput_rps"], "predicted_latency_ms": c["total_ms"],
+                        "role": label, "placement": c.label, "inflight": n, "bottleneck": c.bottleneck,
+                        "stages_ms": c.stages_ms, "predicted_fps": c.throughput_fps if n > 1 else 1e3 / c.total_ms,
+                        "measured_fps": s["throughput_rps"], "predicted_latency_ms": c.total_ms,
                         "measured_latency_ms": s["total_ms"]["median"], "measured_latency_p90_ms": s["total_ms"]["p90"]})
-        finally:
-            edge.terminate()
-            edge.wait(20)
     for row in results["rows"]:
         row["fps_error_pct"] = 100 * (row["measured_fps"] - row["predicted_fps"]) / row["predicted_fps"]
     out = HERE / "results"

@@ -4,7 +4,7 @@ export -> cuts -> bench (as device and as edge) -> plan -> compile -> serve and 
 a practitioner weighs (tlcut's choice, the paper's static choices: best cut with the TL and without,
 both float32; device only; edge only with the input as float32, as the camera's uint8 pixels and
 as a JPEG) on the same images -> one table of predicted against measured latency. Every step is a real tlcut verb, run as a user would run
-it, so what is measured is what is shipped. As root it runs in the testbed (namespaces, tc, a
+it (lab/harness.py), so what is measured is what is shipped. As root it runs in the testbed (namespaces, tc, a
 cgroup quota); without root on loopback (lab/loopback.py), and the results say which.
 """
 
@@ -13,16 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tlcut.errors import TlcutError
-from tlcut.placement import Placement
-
-
-def _tlcut(*args) -> list[str]:
-    return [sys.executable, "-m", "tlcut", *map(str, args)]
+from tlcut.lab.harness import Harness, check, pick, tlcut
 
 
 def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float = 57.0, latency: float = 28.0,
@@ -31,16 +26,13 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
          say=print) -> dict:
     from tlcut.bundle import write_json_atomic
     from tlcut.lab import testbed as tbm
-    from tlcut.lab.loopback import Loopback
-    from tlcut.placement import DEVICE, EDGE
+    from tlcut.placement import EDGE
     from tlcut.toolchain import plan as planmod
+    from tlcut.toolchain import plan_report
     from tlcut.runtime.run import default_images
     from tlcut.toolchain.compile import compile_cuts
 
-    why = tbm.available()
-    if emulation == "testbed" and why:
-        raise TlcutError(f"--emulation testbed: {why}; run as root (e.g. sudo), or use --emulation loopback")
-    use_testbed = emulation == "testbed" or (emulation == "auto" and not why)
+    Emu, why = pick(emulation)
     if emulation == "auto" and why:
         say(f"[demo] no testbed ({why}): running on loopback with the link and the device emulated in user space")
     out = Path(out or f"results/demo-{model}")
@@ -53,14 +45,12 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
     (out / "cuts.json").write_text(json.dumps([c.to_json() for c in b.cuts], indent=1))
 
     cfg = tbm.Config(bandwidth_mbps=bandwidth, latency_ms=latency, device_quota=device_quota)
-    with (tbm.Testbed(cfg, log=say) if use_testbed else Loopback(cfg, log=say)) as tb:
+    images = default_images(b)
+    with Emu(cfg, log=say) as tb, Harness(tb, bpath, requests=requests, warmup=warmup, images=images) as h:
         # 3. bench as device and as edge, inside the emulation -------------------------------------
         for role in ("device", "edge"):
             step(3, f"bench all cuts as the {role} ({tb.kind})")
-            extra = tb.device_args() if role == "device" else []
-            r = tb.run(role, _tlcut("bench", bpath, "--role", role, "--threads", "1", "--iterations", bench_iterations,
-                                     *extra, "-o", out / f"profile-{role}.json"))
-            _check(r, f"bench as {role}")
+            h.bench(role, out / f"profile-{role}.json", bench_iterations)
         # 4. plan ----------------------------------------------------------------------------------
         step(4, f"plan for uplink {bandwidth:g} Mbit/s, latency {latency:g} ms")
         net = planmod.Network(up_mbps=bandwidth, rtt_ms=latency, down_mbps=10 * bandwidth,
@@ -68,62 +58,38 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
         dev = planmod.load_profile(out / "profile-device.json", "device")
         edg = planmod.load_profile(out / "profile-edge.json", "edge")
         plan = planmod.plan(dev, edg, net, planmod.Constraints(min_cut=min_cut))
-        write_json_atomic(out / "plan.json", plan)
-        planmod.plot(plan, out / "plan.png")
-        say(planmod.format_table(plan, top=8))
-        by_name = {c["name"]: c for c in plan["ranking"] if c["allowed"]}
-        chosen = {"tlcut's choice": plan["best"], "best with TL (ScissionLite)": plan["best_tl"],
-                  "best without TL (Scission)": plan["best_plain"], "device only": plan["device_only"],
-                  "edge only, float32": by_name.get("edge only"), "edge only, uint8": by_name.get("edge only, uint8"),
-                  "edge only, JPEG": next((c for n, c in by_name.items() if n.startswith("edge only, JPEG")), None)}
+        plan.save(out / "plan.json")
+        plan_report.plot(plan, out / "plan.png")
+        say(plan_report.format_table(plan, top=8))
+
+        def edge_only(encoding):
+            return plan.best_of(lambda d: d.placement.where == EDGE and d.placement.encoding == encoding and d.tiles is None)
+        chosen = {"tlcut's choice": plan.best, "best with TL (ScissionLite)": plan.best_tl,
+                  "best without TL (Scission)": plan.best_plain, "device only": plan.device_only,
+                  "edge only, float32": edge_only("raw"), "edge only, uint8": edge_only("uint8"),
+                  "edge only, JPEG": edge_only("jpeg")}
         chosen = {k: v for k, v in chosen.items() if v is not None}  # the privacy constraint removes edge only
         # 5. compile the halves of the chosen cuts -------------------------------------------------
-        cut_ids = sorted({c["cut"] for c in chosen.values() if c["cut"] is not None})
+        cut_ids = sorted({c.placement.cut for c in chosen.values() if c.placement.cut is not None})
         step(5, f"compile cuts {cut_ids}")
         compile_cuts(b, [b.cuts[i] for i in cut_ids], tl="both")
         # 6. serve and run -------------------------------------------------------------------------
         step(6, f"serve on the edge, run {len(chosen)} placements x {requests} requests on the device")
-        serve_args = sum((["--cut", i] for i in cut_ids), []) + ["--cut", "input"]
-        # the testbed is a lab link on one machine: plain TCP (--insecure); CURVE's cost is measured
-        # on its own in benchmarks/reliability.py
-        edge = tb.popen("edge", _tlcut("serve", bpath, *serve_args, "--bind", tb.state.edge_bind, "--threads", "1",
-                                       "--insecure"),
-                        stderr=open(out / "edge.log", "w"))
-        runs = {}
-        images = default_images(b)
-        try:
-            _wait_for_edge(tb, edge)
-            for label, c in chosen.items():
-                pl = Placement.from_json(c["placement"])
-                if c["name"] in runs:  # one placement in two roles runs once
-                    runs[label] = runs[c["name"]]
-                    continue
-                cut = {DEVICE: "device", EDGE: "input"}.get(pl.where, pl.cut)
-                say(f"[demo 6/{STEPS}]   {label}: {pl.label}")
-                f = out / f"run-{pl.slug}.json"
-                r = tb.run("device", _tlcut("run", bpath, "--cut", cut, "--tl", "on" if pl.tl else "off",
-                                            "--encoding", pl.encoding, *(["--jpeg-quality", pl.quality] if pl.quality else []),
-                                            "--edge", tb.state.device_endpoint, *(["--images", images] if images else []),
-                                            "--requests", requests, "--warmup", warmup, "--threads", "1",
-                                            "--timeout", "60", "--retries", "0", "--fallback", "off", "--insecure",
-                                            *tb.device_args(), "-o", f))
-                _check(r, f"run {c['name']}")
-                runs[label] = runs[c["name"]] = json.loads(f.read_text())
-        finally:
-            edge.terminate()
-            edge.wait(10)
+        h.serve_cuts(cut_ids, log=out / "edge.log")
+        runs = h.run_all({label: c.placement for label, c in chosen.items()}, out,
+                         say=lambda label, pl: say(f"[demo 6/{STEPS}]   {label}: {pl.label}"))
     # 7. the table -------------------------------------------------------------------------------
     step(7, "summary")
     rows = []
     for label, c in chosen.items():
         s = runs[label]["summary"]
         measured = s["total_ms"]["median"]
-        rows.append({"placement": label, "choice": c["name"], "layer": c["layer"], "predicted_ms": c["total_ms"],
+        rows.append({"placement": label, "choice": c.label, "layer": c.layer, "predicted_ms": c.total_ms,
                      "measured_ms": measured, "measured_p90_ms": s["total_ms"]["p90"],
-                     "error_pct": 100 * (measured - c["total_ms"]) / c["total_ms"],
-                     "payload_bytes": c["upload_bytes"], "measured_device_ms": s["device_ms"]["median"],
+                     "error_pct": 100 * (measured - c.total_ms) / c.total_ms,
+                     "payload_bytes": c.upload_bytes, "measured_device_ms": s["device_ms"]["median"],
                      "measured_transfer_ms": s["transfer_ms"]["median"], "measured_edge_ms": s["edge_ms"]["median"],
-                     "predicted_components_ms": c["components_ms"], "requests": s["requests"]})
+                     "predicted_components_ms": c.components_ms, "requests": s["requests"]})
     by = {r["placement"]: r for r in rows}
     tl, plain, devo = by.get("best with TL (ScissionLite)"), by.get("best without TL (Scission)"), by["device only"]
     speed = {}
@@ -176,7 +142,7 @@ def _bundle(model, out: Path, bundle, input_shape, step):
         step(1, f"reusing bundle {bpath} ({b.name})")
     else:
         step(1, f"export {model} (random weights) -> {bpath}")
-        _check(subprocess.run(_tlcut("export", model, "-o", bpath, *(["--input-shape", input_shape] if input_shape else []))),
+        check(subprocess.run(tlcut("export", model, "-o", bpath, *(["--input-shape", input_shape] if input_shape else []))),
                "export")
         b = Bundle.open(bpath)
     return b, bpath
@@ -196,6 +162,8 @@ def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth:
     from tlcut.runtime.run import default_images
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain.compile import compile_cuts, compile_middle
+    from tlcut.toolchain.plan_report import format_tiers
+    from tlcut.toolchain.plan_tiers import plan_tiers
 
     why = tbm.available()
     if why:
@@ -207,13 +175,12 @@ def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth:
     step(2, f"{len(b.cuts)} cuts, the TL applies at {sum(c.tl for c in b.cuts)}")
     cfg = tbm.Config(bandwidth_mbps=bandwidth, latency_ms=latency, device_quota=device_quota, edge_quota=edge_quota,
                      cloud=True, backbone_mbps=backbone, backbone_ms=backbone_latency)
-    with tbm.Testbed(cfg, log=say) as tb:
+    images = default_images(b)
+    with tbm.Testbed(cfg, log=say) as tb, Harness(tb, bpath, requests=requests, warmup=warmup, images=images) as h:
         s = tb.state
         for role in ("device", "edge", "cloud"):
             step(3, f"bench all cuts as the {role}")
-            r = tb.run(role, _tlcut("bench", bpath, "--role", "device" if role == "device" else "edge", "--threads", "1",
-                                     "--iterations", bench_iterations, "-o", out / f"profile-{role}.json"))
-            _check(r, f"bench as {role}")
+            h.bench(role, out / f"profile-{role}.json", bench_iterations)
         step(4, f"three-tier plan: uplink {bandwidth:g} Mbit/s {latency:g} ms, backbone {backbone:g} Mbit/s "
                 f"{backbone_latency:g} ms")
         src = f"testbed ({s.delay_method})"
@@ -222,36 +189,35 @@ def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth:
                                                    source=src)}
         prof = {r: planmod.load_profile(out / f"profile-{r}.json", "device" if r == "device" else "edge")
                 for r in ("device", "edge", "cloud")}
-        plan = planmod.plan_tiers(("device", prof["device"]), [("edge", prof["edge"])], [("cloud", prof["cloud"])], hops,
-                                  top=10**6)
-        write_json_atomic(out / "plan.json", {**plan, "ranking": plan["ranking"][:50]})  # all of them: megabytes
-        say(planmod.format_tiers(plan, top=8))
-        ranking = plan["ranking"]
-        chosen = {"tlcut's choice": plan["best"],
-                  "best three tiers": next((c for c in ranking if "cloud" in c["hosts"]), None),
-                  "best two tiers": next((c for c in ranking if set(c["hosts"]) == {"device", "edge"}), None),
-                  "device only": next(c for c in ranking if c["name"] == "device only")}
+        plan = plan_tiers(("device", prof["device"]), [("edge", prof["edge"])], [("cloud", prof["cloud"])], hops,
+                          top=10**6)
+        plan.save(out / "plan.json", top=50)  # all of them: megabytes
+        say(format_tiers(plan, top=8))
+        ranking = plan.ranking
+        chosen = {"tlcut's choice": plan.best,
+                  "best three tiers": next((c for c in ranking if "cloud" in c.hosts), None),
+                  "best two tiers": next((c for c in ranking if set(c.hosts) == {"device", "edge"}), None),
+                  "device only": next(c for c in ranking if not c.crossings)}
         chosen = {k: v for k, v in chosen.items() if v is not None}
         step(5, "compile the heads, middle parts and tails they need")
         for c in chosen.values():
             _compile_for(b, c, compile_cuts, compile_middle)
-        step(6, f"serve and run {len({c['name'] for c in chosen.values()})} placements x {requests} requests")
-        images = default_images(b)
+        step(6, f"serve and run {len(set(chosen.values()))} placements x {requests} requests")
         runs: dict = {}
         for label, c in chosen.items():
-            if c["name"] in runs:
+            if c in runs:
                 continue
-            say(f"[demo 6/{STEPS}]   {label}: {c['name']}")
-            runs[c["name"]] = _run_tiers(tb, bpath, c, out, images, requests, warmup)
+            say(f"[demo 6/{STEPS}]   {label}: {c.label}")
+            runs[c] = _run_tiers(h, c, out)
     step(7, "summary")
     rows = []
     for label, c in chosen.items():
-        sm = runs[c["name"]]["summary"]
+        sm = runs[c]["summary"]
         measured = sm["total_ms"]["median"]
-        rows.append({"placement": label, "choice": c["name"], "predicted_ms": c["total_ms"], "measured_ms": measured,
-                     "measured_p90_ms": sm["total_ms"]["p90"], "error_pct": 100 * (measured - c["total_ms"]) / c["total_ms"],
-                     "predicted_tiers_ms": c["tiers_ms"], "predicted_components_ms": c["components_ms"],
-                     "upload_bytes": c["upload_bytes"], "measured_device_ms": sm["device_ms"]["median"],
+        rows.append({"placement": label, "choice": c.label, "predicted_ms": c.total_ms, "measured_ms": measured,
+                     "measured_p90_ms": sm["total_ms"]["p90"], "error_pct": 100 * (measured - c.total_ms) / c.total_ms,
+                     "predicted_tiers_ms": c.tiers_ms, "predicted_components_ms": c.components_ms,
+                     "upload_bytes": c.upload_bytes, "measured_device_ms": sm["device_ms"]["median"],
                      "measured_edge_ms": sm["edge_ms"]["median"], "measured_transfer_ms": sm["transfer_ms"]["median"],
                      "requests": sm["requests"]})
     result = {"model": b.name, "tiers": 3, "command": command, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -269,55 +235,41 @@ def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth:
     return result
 
 
-def _compile_for(b, c: dict, compile_cuts, compile_middle) -> None:
-    """What placement ``c`` of a three-tier plan runs: the head at the first crossing, the middle
-    part to the second and the tail after it (or the tail after the only crossing)."""
-    xs = c["crossings"]
+def _compile_for(b, c, compile_cuts, compile_middle) -> None:
+    """What chain ``c`` (a TierDeployment) runs: the head at the first crossing, the middle part to
+    the second and the tail after it (or the tail after the only crossing)."""
+    xs = c.crossings
     for x in xs:
-        if x["cut"] is not None:
-            compile_cuts(b, [b.cuts[x["cut"]]], tl="on" if x["tl"] else "off")
-    if len(xs) == 2 and xs[0]["cut"] is not None:
-        compile_middle(b, b.cuts[xs[0]["cut"]], b.cuts[xs[1]["cut"]], tl="on" if xs[0]["tl"] else "off",
-                       to_tl=xs[1]["tl"])
+        if x.cut is not None:
+            compile_cuts(b, [b.cuts[x.cut]], tl="on" if x.tl else "off")
+    if len(xs) == 2 and xs[0].cut is not None:
+        compile_middle(b, b.cuts[xs[0].cut], b.cuts[xs[1].cut], tl="on" if xs[0].tl else "off", to_tl=xs[1].tl)
 
 
-def _run_tiers(tb, bpath: Path, c: dict, out: Path, images, requests: int, warmup: int) -> dict:
-    """Serve what ``c`` needs (a cloud and a forwarding edge, or one edge), run the device, stop them."""
-    s = tb.state
-    xs = c["crossings"]
-    serve = ["serve", bpath, "--threads", "1", "--insecure"]  # a lab link: CURVE's cost is measured elsewhere
-    slug = "-".join(f"{'input' if x['cut'] is None else x['cut']}{'tl' if x['tl'] else ''}{x['encoding']}" for x in xs) or "device"
-    procs = []
+def _run_tiers(h: Harness, c, out: Path) -> dict:
+    """Serve what chain ``c`` (a TierDeployment) needs (a cloud and a forwarding edge, or one edge),
+    run the device, stop them."""
+    s = h.emu.state
+    xs = c.crossings
+    slug = "-".join(f"{'input' if x.cut is None else x.cut}{'tl' if x.tl else ''}{x.encoding}" for x in xs) or "device"
     try:
+        fwd = []
         if len(xs) == 2:
             tail = xs[1]
-            procs.append(tb.popen("cloud", _tlcut(*serve, "--cut", tail["cut"], "--tl", "on" if tail["tl"] else "off",
-                                                  "--bind", s.cloud_bind), stderr=open(out / f"cloud-{slug}.log", "w")))
-            fwd = ["--forward", s.cloud_endpoint, "--to", tail["cut"], "--to-tl", "on" if tail["tl"] else "off",
-                   "--forward-encoding", tail["encoding"], "--forward-timeout", "60", "--forward-insecure"]
-        else:
-            fwd = []
+            h.serve("--cut", tail.cut, "--tl", "on" if tail.tl else "off", role="cloud", bind=s.cloud_bind,
+                    log=out / f"cloud-{slug}.log", wait=False)
+            fwd = ["--forward", s.cloud_endpoint, "--to", tail.cut, "--to-tl", "on" if tail.tl else "off",
+                   "--forward-encoding", tail.encoding, "--forward-timeout", "60", "--forward-insecure"]
+        device = ["--cut", "device"]
         if xs:
             head = xs[0]
-            cut = "input" if head["cut"] is None else head["cut"]
-            procs.append(tb.popen("edge", _tlcut(*serve, "--cut", cut, *(["--tl", "on" if head["tl"] else "off"]
-                                                                         if head["cut"] is not None else []),
-                                                 "--bind", s.edge_bind, *fwd), stderr=open(out / f"edge-{slug}.log", "w")))
-            _wait_for_edge(tb, procs[-1])
-            device = ["--cut", cut, "--tl", "on" if head["tl"] else "off", "--encoding", head["encoding"],
-                      "--edge", s.device_endpoint]
-        else:
-            device = ["--cut", "device", "--edge", s.device_endpoint]
-        f = out / f"run-{slug}.json"
-        r = tb.run("device", _tlcut("run", bpath, *device, *(["--images", images] if images else []),
-                                    "--requests", requests, "--warmup", warmup, "--threads", "1", "--timeout", "60",
-                                    "--retries", "0", "--fallback", "off", "--insecure", "-o", f))
-        _check(r, f"run {c['name']}")
-        return json.loads(f.read_text())
+            cut = "input" if head.cut is None else head.cut
+            h.serve("--cut", cut, *(["--tl", "on" if head.tl else "off"] if head.cut is not None else []), *fwd,
+                    log=out / f"edge-{slug}.log")
+            device = ["--cut", cut, "--tl", "on" if head.tl else "off", "--encoding", head.encoding]
+        return h.run(device, out / f"run-{slug}.json")
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(10)
+        h.stop()
 
 
 def format_tiers_summary(r: dict) -> str:
@@ -367,21 +319,3 @@ def format_summary(r: dict) -> str:
                      + ", ".join(f"{k} {v:.2f}x" for k, v in s["choice_vs"].items()) + ".")
     return "\n".join(lines)
 
-
-def _check(r, what: str) -> None:
-    if r.returncode != 0:
-        raise TlcutError(f"demo step '{what}' failed (exit {r.returncode}); see the lines above")
-
-
-def _wait_for_edge(tb, edge, timeout_s: float = 120) -> None:
-    """Wait, from the device's side, until the edge answers (loading halves takes a while)."""
-    code = ("from tlcut.runtime.client import wait_for_edge\n"
-            f"wait_for_edge({tb.state.device_endpoint!r}, {timeout_s}, insecure=True)\n")
-    probe = tb.popen("device", [sys.executable, "-c", code], stderr=subprocess.DEVNULL)
-    while probe.poll() is None:
-        if edge.poll() is not None:
-            probe.kill()
-            raise TlcutError("the edge server exited at start-up; see edge.log in the results folder")
-        time.sleep(0.5)
-    if probe.returncode != 0:
-        raise TlcutError(f"the edge did not answer within {timeout_s:.0f} s; see edge.log in the results folder")

@@ -3,22 +3,23 @@
 The uplink is tlcut's relay pacing the device's bytes to the link rate and holding them for the
 latency (user space, lab/relay.py); the device is slowed by stretching every engine run to
 1/quota times its duration (`--slowdown`, runtime/backends/base.py) instead of a cgroup quota;
-device and edge are pinned to different cores with taskset where it exists. Same interface as
-``testbed.Testbed``, so the demo runs either.
+device and edge are pinned to different cores with taskset where it exists. The same interface
+as ``testbed.Testbed`` (lab/emulation.py), so the demo and the benchmarks run on either.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
 from tlcut.errors import TlcutError
+from tlcut.lab.emulation import Emulation, stop
 
 
 def free_port() -> int:
@@ -42,15 +43,14 @@ class LoopbackState:
         return f"tcp://127.0.0.1:{self.port + 1}"
 
 
-class Loopback:
+class Loopback(Emulation):
     """Context manager: ``with Loopback(config) as lb: lb.popen("edge", [...])``."""
 
     kind = "loopback"
 
     def __init__(self, config, log=print):
-        self.config, self.log = config, log
+        super().__init__(config, log)
         self.state = LoopbackState(port=_free_pair())
-        self._procs: list[subprocess.Popen] = []
         self._relay = None
         self._control = None
 
@@ -64,16 +64,10 @@ class Loopback:
                 f"relay (user space), device slowed {self.slowdown:g}x by stretching each engine run, "
                 f"device on core {c.device_cpus}, edge on core {c.edge_cpus}")
 
-    def device_args(self) -> list[str]:
-        """Flags that make a device-side tlcut verb emulate the slower device."""
-        return ["--slowdown", f"{self.slowdown:g}"]
-
-    def __enter__(self) -> "Loopback":
+    def up(self) -> LoopbackState:
         c = self.config
         if c.bandwidth_mbps <= 0 or c.latency_ms < 0 or not 0 < c.device_quota <= 1:
             raise TlcutError("loopback emulation: bandwidth must be > 0, latency >= 0 and the device quota in (0, 1]")
-        import tempfile
-
         fd, self._control = tempfile.mkstemp(prefix="tlcut-link-")
         os.close(fd)
         self.set_link(c.bandwidth_mbps, c.latency_ms)
@@ -88,7 +82,7 @@ class Loopback:
                 break
             time.sleep(0.05)
         self.log(f"[loopback] {self.describe()}")
-        return self
+        return self.state
 
     def set_link(self, mbps: float, ms: float) -> None:
         """Change the link's rate and delay now (a trace replay calls this)."""
@@ -97,36 +91,11 @@ class Loopback:
             f.write(f"{mbps} {ms}\n")
         os.replace(tmp, self._control)
 
-    def __exit__(self, *exc) -> None:
+    def _undo(self) -> None:
         if self._control:
             with contextlib.suppress(OSError):
                 os.unlink(self._control)
-        for p in [*self._procs, self._relay]:
-            if p and p.poll() is None:
-                p.terminate()
-        for p in [*self._procs, self._relay]:
-            if p:
-                with contextlib.suppress(Exception):
-                    p.wait(5)
-                if p.poll() is None:
-                    p.kill()
-        self._procs.clear()
-
-    def command(self, role: str, argv: list[str]) -> list[str]:
-        if role not in ("device", "edge"):
-            raise TlcutError(f"role must be device or edge, got '{role}'")
-        cpus = self.config.device_cpus if role == "device" else self.config.edge_cpus
-        return ["taskset", "-c", cpus, *argv] if shutil.which("taskset") else list(argv)
-
-    def popen(self, role: str, argv: list[str], **kw) -> subprocess.Popen:
-        p = subprocess.Popen(self.command(role, argv), **kw)
-        self._procs.append(p)
-        return p
-
-    def run(self, role: str, argv: list[str], capture_output: bool = False, **kw) -> subprocess.CompletedProcess:
-        from tlcut.lab.testbed import run_to_end
-
-        return run_to_end(self, role, argv, capture_output, **kw)
+        stop([self._relay])
 
 
 def _free_pair() -> int:

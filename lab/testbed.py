@@ -30,10 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tlcut.errors import TlcutError
+from tlcut.lab.emulation import Emulation
 
 DEVICE_IP, EDGE_IP = "192.0.2.1", "192.0.2.2"
 EDGE_BACK_IP, CLOUD_IP = "198.51.100.1", "198.51.100.2"  # the backbone, edge -> cloud
-ROLES = ("device", "edge", "cloud")
 STATE_DIR = Path("/run/tlcut")
 CFS_PERIOD_US = 10_000  # a short period keeps the throttled device's timing smooth
 
@@ -128,38 +128,19 @@ def _cgroup_root() -> tuple[str, Path] | None:
     return None
 
 
-class Testbed:
+class Testbed(Emulation):
     """Context manager: ``with Testbed(Config()) as tb: tb.popen("edge", [...])``."""
 
     kind = "testbed"
 
     def __init__(self, config: Config | None = None, name: str | None = None, log=print, state: State | None = None):
-        self.config = state.config if state else (config or Config())
-        self.log = log
+        super().__init__(state.config if state else (config or Config()), log)
         short = name or uuid.uuid4().hex[:6]
         self.state = state or State(name=short, config=self.config, ns_device=f"tlcut-{short}-dev",
                                     ns_edge=f"tlcut-{short}-edge",
                                     ns_cloud=f"tlcut-{short}-cloud" if self.config.cloud else None)
-        self._procs: list[subprocess.Popen] = []
 
     # -- life cycle ---------------------------------------------------------------------------------
-    def __enter__(self) -> "Testbed":
-        self._old = {s: signal.getsignal(s) for s in (signal.SIGTERM,)}
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self.down()
-        finally:
-            for s, h in self._old.items():
-                signal.signal(s, h)
-
     def up(self) -> State:
         why = available()
         if why:
@@ -228,16 +209,7 @@ class Testbed:
         self._start_relay(port, port + 1, role=role_b, listen_ip=ip_b, control=control, ms=ms)
         return "relay"
 
-    def down(self) -> None:
-        for p in self._procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self._procs:
-            with contextlib.suppress(Exception):
-                p.wait(5)
-            if p.poll() is None:
-                p.kill()
-        self._procs.clear()
+    def _undo(self) -> None:
         teardown(self.state)
 
     def set_link(self, mbps: float, ms: float) -> None:
@@ -274,31 +246,19 @@ class Testbed:
         """Where edge node ``k`` listens, as the edge (its namespace's loopback) reaches it."""
         return f"tcp://127.0.0.1:{self.config.node_port + k}"
 
-    def device_args(self) -> list[str]:
-        return []  # the cgroup quota slows the device
-
     # -- running things inside ----------------------------------------------------------------------
-    def command(self, role: str, argv: list[str]) -> list[str]:
-        s, c = self.state, self.config
-        node = _node_index(role, c.nodes)
-        if node is not None:
-            return ["ip", "netns", "exec", s.ns_edge, "taskset", "-c", c.node_cpus, *argv]
-        if role not in ROLES or (role == "cloud" and not c.cloud):
-            raise TlcutError(f"testbed role must be {'device, edge or cloud' if c.cloud else 'device or edge'}"
-                             f"{f' or node0..node{c.nodes - 1}' if c.nodes else ''}, got '{role}'")
-        ns = {"device": s.ns_device, "edge": s.ns_edge, "cloud": s.ns_cloud}[role]
-        cpus = {"device": c.device_cpus, "edge": c.edge_cpus, "cloud": c.cloud_cpus}[role]
-        return ["ip", "netns", "exec", ns, "taskset", "-c", cpus, *argv]
+    def cpus(self) -> dict[str, str]:
+        c = self.config
+        return {"device": c.device_cpus, "edge": c.edge_cpus, **({"cloud": c.cloud_cpus} if c.cloud else {}),
+                **{f"node{k}": c.node_cpus for k in range(c.nodes)}}
 
-    def popen(self, role: str, argv: list[str], **kw) -> subprocess.Popen:
-        p = subprocess.Popen(self.command(role, argv), preexec_fn=self._enter_cgroup(role), **kw)
-        self._procs.append(p)
-        return p
+    def _enter(self, role: str) -> list[str]:
+        s = self.state
+        ns = s.ns_edge if role.startswith("node") else {"device": s.ns_device, "edge": s.ns_edge, "cloud": s.ns_cloud}[role]
+        return ["ip", "netns", "exec", ns]
 
-    def run(self, role: str, argv: list[str], capture_output: bool = False, **kw) -> subprocess.CompletedProcess:
-        return run_to_end(self, role, argv, capture_output, **kw)
-
-    def _enter_cgroup(self, role: str):
+    def _popen_kw(self, role: str) -> dict:
+        """Join the role's cgroup (the device's quota, the edge's, a node's) before the command runs."""
         node = _node_index(role, self.config.nodes)
         cgroup = (self.state.node_cgroups[node] if node is not None
                   else {"device": self.state.cgroup, "edge": self.state.edge_cgroup}.get(role))
@@ -308,7 +268,7 @@ class Testbed:
             if procs:
                 Path(procs).write_text(str(os.getpid()))
 
-        return enter
+        return {"preexec_fn": enter}
 
     def _make_cgroup(self, role: str, cpus: float) -> str | None:
         root = _cgroup_root()
@@ -366,21 +326,6 @@ class Testbed:
         raise TlcutError("testbed: the delay relay did not start listening")
 
 
-def run_to_end(emu, role: str, argv: list[str], capture_output: bool = False, **kw) -> subprocess.CompletedProcess:
-    """``emu.popen`` the command as ``role`` and wait for it (the testbed's and loopback's ``run``)."""
-    if capture_output:
-        kw.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    p = emu.popen(role, argv, **kw)
-    try:
-        out, err = p.communicate()
-    except BaseException:
-        p.kill()
-        raise
-    finally:
-        emu._procs.remove(p)
-    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
-
-
 def _delay_words(method: str) -> str:
     return {"netem": "tc netem", "relay": "tlcut delay relay; netem is not in this kernel",
             "none": "no delay added"}[method]
@@ -429,9 +374,6 @@ def teardown(s: State) -> None:
                         time.sleep(0.05)
     s.made.clear()
 
-
-def _raise_interrupt(*_):
-    raise KeyboardInterrupt
 
 
 # ----- persistent testbeds for the CLI (`tlcut testbed up / exec / down`) -------------------------

@@ -6,20 +6,29 @@ trains its own weights.
 
 from __future__ import annotations
 
-import os
+import importlib.util
+import re
+from pathlib import Path
 
 # tlcut's own models: small enough for tests, with the features cut enumeration must handle.
 OWN = ("TinyBranchNet", "InspectNet")
 
 
 def _keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
+    from tlcut.quiet import import_keras
 
-    return keras
+    return import_keras()
 
 
 def keras_application_names() -> list[str]:
+    """The constructors of `keras.applications`, read from Keras's generated API file where there is
+    one: importing Keras loads TensorFlow (seconds, and its start-up lines) just to list names."""
+    spec = importlib.util.find_spec("keras")
+    api = Path(spec.origin).parent / "applications" / "__init__.py" if spec and spec.origin else None
+    if api and api.is_file():
+        names = set(re.findall(r"\b([A-Z]\w*) as \1\b", api.read_text()))
+        if names:
+            return sorted(names)
     apps = _keras().applications
     return sorted(n for n in dir(apps) if n[:1].isupper() and callable(getattr(apps, n)))
 

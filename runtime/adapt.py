@@ -1,8 +1,8 @@
 """Re-planning while running: estimate the link from the device's own requests, re-rank the
 placements it has loaded, and switch with hysteresis.
 
-The candidates are the planner's (``tlcut plan`` output: each placement's predicted components,
-for the link it was planned on); this module only re-does the link part of their arithmetic, so
+The candidates are the planner's (``tlcut.deployment.Deployment``: each placement's predicted
+components, for the link it was planned on); this module only re-does the link part of their arithmetic, so
 the runtime needs no toolchain code. ``LinkEstimate`` turns each offloaded request into a goodput
 sample (the bytes it sent over the time its transfer took beyond the round trip) and smooths
 them; ``Policy`` decides. A policy is one object with two methods, so another can replace it.
@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tlcut.bundle import Bundle
-from tlcut.placement import DEVICE, Placement
-from tlcut.runtime.run import Device, EdgeUnavailable
+from tlcut.deployment import Deployment
+from tlcut.placement import DEVICE
+from tlcut.runtime.client import EdgeUnavailable
+from tlcut.runtime.run import Device
 
 #: Link bytes per payload byte (TCP/IPv4 on Ethernet), as the planner counts them.
 WIRE_OVERHEAD = 1514 / 1448
@@ -54,6 +56,8 @@ class LinkEstimate:
 
 @dataclass
 class Switch:
+    """A line of the switch log, for people: the deployments by their labels."""
+
     at: int  # request number
     old: str
     new: str
@@ -72,9 +76,9 @@ class Policy:
     placement would win: where the device is far ahead anyway, probing would only cost latency.
     """
 
-    candidates: list[dict]  # plan candidates: placement, components_ms, upload_bytes
+    candidates: list[Deployment]
     link: LinkEstimate
-    start: str | None = None  # label to start on (default: the best for the planned link)
+    start: Deployment | None = None  # (default: the best for the planned link)
     margin: float = 0.15
     patience: int = 3
     probe_every: int = 10
@@ -85,80 +89,80 @@ class Policy:
     def __post_init__(self):
         if not self.candidates:
             raise ValueError("a policy needs at least one candidate placement")
-        self.by_label = {c["name"]: c for c in self.candidates}
-        self.current = self.start or min(self.candidates, key=self.predict)["name"]
-        self._streak: tuple[str | None, int] = (None, 0)
+        if self.start is not None and self.start not in self.candidates:
+            raise ValueError(f"the policy starts on {self.start.label}, which is not a candidate")
+        self.current = self.start or min(self.candidates, key=self.predict)
+        self._streak: tuple[Deployment | None, int] = (None, 0)
         self._n = 0
         self._since_sample = 0
         self._last_probe = -float("inf")
         self._planned = LinkEstimate(self.link.mbps, self.link.rtt_ms)
 
     # -- the two methods a policy has ----------------------------------------------------------
-    def observe(self, rec: dict) -> None:
-        """One finished request's record (as Device.infer returns it)."""
+    def observe(self, rec: dict, ran: Deployment | None = None) -> None:
+        """One finished request's record (as Device.infer returns it), run on ``ran`` (default: the current)."""
         self._n += 1
-        label = rec.get("placement", self.current)
-        c = self.by_label.get(label)
+        c = ran or self.current
         sampled = None
-        if c is not None and not rec.get("fallback") and Placement.from_json(c["placement"]).where != DEVICE:
-            fixed = c["components_ms"]["serialize"] + c["components_ms"]["deserialize"] + c["components_ms"]["reply"]
+        if not rec.get("fallback") and c.placement.where != DEVICE:
+            comp = c.components_ms
+            fixed = comp["serialize"] + comp["deserialize"] + comp["reply"]
             sampled = self.link.observe_transfer(rec["payload_bytes"], rec["transfer_ms"], fixed)
-            planned_edge = c["components_ms"]["edge"] + c["components_ms"]["edge_tl"]
+            planned_edge = comp["edge"] + comp["edge_tl"]
             if planned_edge > 0 and rec.get("edge_ms", 0) > 0:  # a busy edge shows as edge time
                 self.edge_scale = math.exp(0.7 * math.log(self.edge_scale) + 0.3 * math.log(rec["edge_ms"] / planned_edge))
         self._since_sample = 0 if sampled is not None else self._since_sample + 1
 
-    def next_placement(self) -> tuple[str, str | None]:
-        """The placement for the next request, and why it changed (None when it did not). A probe
-        is one request on another placement; it does not change the current one."""
+    def next_placement(self) -> tuple[Deployment, str | None]:
+        """The deployment for the next request, and why it changed (None when it did not). A probe
+        is one request on another deployment; it does not change the current one."""
         ranked = sorted(self.candidates, key=self.predict)
-        best, cur = ranked[0], self.by_label[self.current]
-        if best["name"] != self.current and self.predict(best) < (1 - self.margin) * self.predict(cur):
-            name, count = self._streak
-            self._streak = (best["name"], count + 1 if name == best["name"] else 1)
+        best, cur = ranked[0], self.current
+        if best != cur and self.predict(best) < (1 - self.margin) * self.predict(cur):
+            prev, count = self._streak
+            self._streak = (best, count + 1 if prev == best else 1)
             if self._streak[1] >= self.patience:
-                why = (f"link {self.link.mbps:.1f} Mbit/s, {self.link.rtt_ms:.0f} ms: {best['name']} predicted "
-                       f"{self.predict(best):.1f} ms vs {self.predict(cur):.1f} ms for {self.current}")
-                self.switches.append(Switch(self._n, self.current, best["name"], why))
-                self.current, self._streak = best["name"], (None, 0)
+                why = (f"link {self.link.mbps:.1f} Mbit/s, {self.link.rtt_ms:.0f} ms: {best.label} predicted "
+                       f"{self.predict(best):.1f} ms vs {self.predict(cur):.1f} ms for {cur.label}")
+                self.switches.append(Switch(self._n, cur.label, best.label, why))
+                self.current, self._streak = best, (None, 0)
                 return self.current, why
         else:
             self._streak = (None, 0)
         now = time.monotonic()
         if self._since_sample >= self.probe_every and now - self._last_probe >= self.probe_interval_s:
-            probe = next((c for c in ranked if Placement.from_json(c["placement"]).where != DEVICE), None)
-            if probe is not None and probe["name"] != self.current and \
+            probe = next((c for c in ranked if c.placement.where != DEVICE), None)
+            if probe is not None and probe != cur and \
                     self.predict(probe, self._planned) < self.predict(cur, self._planned):
                 self._since_sample, self._last_probe = 0, now
-                return probe["name"], "probe"
+                return probe, "probe"
         return self.current, None
 
     # -- arithmetic ----------------------------------------------------------------------------
-    def predict(self, c: dict, link: LinkEstimate | None = None) -> float:
+    def predict(self, c: Deployment, link: LinkEstimate | None = None) -> float:
         """The candidate's latency for the estimated link (or ``link``): the planner's components,
         with the round trip and the upload re-done for the link as it is now."""
         link = link or self.link
-        comp = c["components_ms"]
-        if Placement.from_json(c["placement"]).where == DEVICE:
+        comp = c.components_ms
+        if c.placement.where == DEVICE:
             return sum(comp.values())
         edge = (comp["edge"] + comp["edge_tl"]) * self.edge_scale
         rest = sum(v for k, v in comp.items() if k not in ("latency", "transfer", "edge", "edge_tl"))
-        return rest + edge + link.rtt_ms + link.up_ms(c["upload_bytes"])
+        return rest + edge + link.rtt_ms + link.up_ms(c.upload_bytes)
 
 
-def choose_candidates(ranked: list[dict], rtt_ms: float, best: int, rates) -> list[dict]:
+def choose_candidates(ranked: list[Deployment], rtt_ms: float, best: int, rates) -> list[Deployment]:
     """The placements to keep loaded: the plan's ``best`` allowed ones, the best one at each uplink
     rate in ``rates`` (Mbit/s: where the link may go), and device only (where the edge goes away).
     A plan ranks for one link; a link that moves needs what wins at the others at hand."""
-    chosen = {c["name"]: c for c in ranked[:best]}
+    chosen = dict.fromkeys(ranked[:best])
     for mbps in rates:
         probe = Policy(ranked, LinkEstimate(float(mbps), rtt_ms))
-        top = min(ranked, key=probe.predict)
-        chosen.setdefault(top["name"], top)
+        chosen.setdefault(min(ranked, key=probe.predict))
     for c in ranked:
-        if Placement.from_json(c["placement"]).where == DEVICE:
-            chosen.setdefault(c["name"], c)
-    return list(chosen.values())
+        if c.placement.where == DEVICE:
+            chosen.setdefault(c)
+    return list(chosen)
 
 
 class AdaptiveDevice:
@@ -169,23 +173,22 @@ class AdaptiveDevice:
 
     def __init__(self, bundle: Bundle, policy, *, edge: str, log=None, ping_every_s: float = 2.0, **device_kw):
         self.policy, self.log, self.ping_every_s = policy, log or (lambda _: None), ping_every_s
-        self.devices = {c["name"]: Device(bundle, Placement.from_json(c["placement"]), edge=edge, **device_kw)
-                        for c in policy.candidates}
+        self.devices = {c: Device(bundle, c.placement, edge=edge, **device_kw) for c in policy.candidates}
         self._last_ping = 0.0
         self._t0 = time.monotonic()
         self.probes = 0
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
-        label, why = self.policy.next_placement()
+        d, why = self.policy.next_placement()
         if why == "probe":
             self.probes += 1
         elif why:
-            self.log(f"switch to {label}: {why}")
-        dev = self.devices[label]
+            self.log(f"switch to {d.label}: {why}")
+        dev = self.devices[d]
         t = time.monotonic()
         y, rec = dev.infer(x)
-        rec.update(placement=label, probe=why == "probe", t_s=t - self._t0)
-        self.policy.observe(rec)
+        rec.update(placement=d.label, probe=why == "probe", t_s=t - self._t0)
+        self.policy.observe(rec, d)
         rec["link_mbps_estimate"] = self.policy.link.mbps
         self._ping(dev)
         return y, rec
@@ -204,7 +207,7 @@ class AdaptiveDevice:
         self.policy.link.observe_rtt((time.perf_counter() - t0) * 1e3)
 
     def report(self) -> dict:
-        counts = {label: d.report() for label, d in self.devices.items()}
+        counts = {c.label: d.report() for c, d in self.devices.items()}
         return {"per_placement": counts, "probes": self.probes,
                 "switches": [vars(s) for s in self.policy.switches]}
 

@@ -65,7 +65,7 @@ class TiledRunner(Runner):
     output = the model's output."""
 
     def __init__(self, bundle, tiles: Tiles, backend, threads: int | None = None):
-        from tlcut.bundle import band_file, read_tiles
+        from tlcut.tiles_folder import band_file, read_tiles
 
         super().__init__(f"tiles {tiles.folder}")
         folder = Path(tiles.folder)
@@ -169,7 +169,7 @@ class TiledRunner(Runner):
 def band_runner(m: dict, folder, band: int, backend, threads: int | None = None):
     """(cut id, flags, runner) a worker serves for band ``band`` of the tiles ``m`` in ``folder``
     (checked against the bundle by ``check_start``)."""
-    from tlcut.bundle import band_file
+    from tlcut.tiles_folder import band_file
 
     if not 0 <= band < len(m["bands"]):
         raise TlcutError(f"--band {band}: the tiles in '{folder}' have bands 0..{len(m['bands']) - 1}")
@@ -180,7 +180,7 @@ def runners(bundle, cuts: list[str], tl: str, backend, threads, tiles, band: int
     """What an edge serving a tiled segment runs, keyed as requests name it: as the coordinator
     (``tiles``, a Tiles) the segment's bands and the tail after it, or as a worker (``band``, with
     ``tiles`` its folder) one band."""
-    from tlcut.bundle import read_tiles
+    from tlcut.tiles_folder import read_tiles
 
     if len(cuts) != 1:
         raise TlcutError("an edge serving tiles serves one cut, where the tiles start; give --cut once")

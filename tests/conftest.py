@@ -43,21 +43,30 @@ def keras_bundles(tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def residual_bundle(tmp_path_factory):
-    """make(hw, tl, **compile_kw): a fresh bundle of the small residual graph (tlcut.models.graphs),
-    every cut compiled; each call its own folder, so a test module may add artifacts to it."""
+# The graph sizes most tests use: small enough to run in milliseconds, big enough to have cuts.
+SMALL_GRAPH = {"residual": {"hw": 9, "c": 4}, "chain": {"hw": 9, "c": 4}, "branches": {"hw": 12, "c": 4},
+               "nhwc_classifier": {}}
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory):
+    """make(graph="residual", tl="both", *, cuts=None, input_layout=None, compile=None, **graph_kw): a
+    fresh bundle of a small ONNX graph (tlcut.models.graphs), each call its own folder, so a test may
+    add artifacts to it. ``cuts`` (indexes; all by default) are compiled with ``tl`` and the
+    ``compile`` keywords of compile_cuts; ``tl=None`` leaves the bundle as export wrote it."""
     import onnx
 
     from tlcut.models import graphs
     from tlcut.toolchain.compile import compile_cuts
     from tlcut.toolchain.export import export
 
-    def make(hw: int = 9, tl: str = "both", **compile_kw):
-        d = tmp_path_factory.mktemp("residual")
-        onnx.save(graphs.residual(hw=hw, c=4), d / "m.onnx")
-        b = export(str(d / "m.onnx"), d / "b", progress=lambda *_: None)
-        compile_cuts(b, b.cuts, tl=tl, **compile_kw)
+    def make(graph: str = "residual", tl: str | None = "both", *, cuts=None, input_layout=None, compile=None,
+             **graph_kw):
+        d = tmp_path_factory.mktemp(graph)
+        onnx.save(getattr(graphs, graph)(**{**SMALL_GRAPH[graph], **graph_kw}), d / "m.onnx")
+        b = export(str(d / "m.onnx"), d / "b", input_layout=input_layout, progress=lambda *_: None)
+        if tl is not None:
+            compile_cuts(b, b.cuts if cuts is None else [b.cuts[k] for k in cuts], tl=tl, **(compile or {}))
         return b
 
     return make

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tlcut import cli
+from tlcut.deployment import Deployment, Plan
 from tlcut.placement import DEVICE, EDGE, SPLIT, Placement
 from tlcut.runtime.adapt import WIRE_OVERHEAD, AdaptiveDevice, LinkEstimate, Policy
 from tlcut.runtime.run import Device, inputs
@@ -21,7 +22,7 @@ def cand(p: Placement, device, edge, nbytes, rtt=28.0, mbps=57.0):
             "transfer": nbytes * WIRE_OVERHEAD * 8 / (mbps * 1e3) if p.where != DEVICE else 0.0}
     if p.where == DEVICE:
         comp.update(serialize=0.0, deserialize=0.0, reply=0.0)
-    return {"name": p.label, "placement": p.to_json(), "components_ms": comp, "upload_bytes": nbytes}
+    return Deployment(p, comp, nbytes)
 
 
 # A slow device: device only 300 ms; edge only sends 600 KB; cut 3 300 KB after 60 ms; cut 9 20 KB after 200 ms.
@@ -35,30 +36,33 @@ def simulate(policy, link_mbps, rtt=28.0, noise=0.0, seed=0):
     rng = np.random.default_rng(seed)
     used = []
     for mbps in link_mbps:
-        label, _ = policy.next_placement()
-        c = policy.by_label[label]
-        p = Placement.from_json(c["placement"])
-        used.append(label)
-        if p.where == DEVICE:
-            rec = {"placement": label, "payload_bytes": 0, "transfer_ms": 0.0, "edge_ms": 0.0, "fallback": False}
+        c, _ = policy.next_placement()
+        used.append(c.label)
+        if c.placement.where == DEVICE:
+            rec = {"payload_bytes": 0, "transfer_ms": 0.0, "edge_ms": 0.0, "fallback": False}
         else:
-            wire = c["upload_bytes"] * WIRE_OVERHEAD * 8 / (mbps * 1e3) * (1 + noise * rng.uniform(-1, 1))
+            wire = c.upload_bytes * WIRE_OVERHEAD * 8 / (mbps * 1e3) * (1 + noise * rng.uniform(-1, 1))
             fixed = FIXED["serialize"] + FIXED["deserialize"] + FIXED["reply"]
-            rec = {"placement": label, "payload_bytes": c["upload_bytes"], "transfer_ms": rtt + wire + fixed,
-                   "edge_ms": c["components_ms"]["edge"], "fallback": False}
-        policy.observe(rec)
+            rec = {"payload_bytes": c.upload_bytes, "transfer_ms": rtt + wire + fixed,
+                   "edge_ms": c.components_ms["edge"], "fallback": False}
+        policy.observe(rec, c)
     return used
+
+
+def by_label(label):
+    """The candidate a test names, as people read it."""
+    return next(c for c in CANDS if c.label == label)
 
 
 def test_predictions_follow_the_planners_arithmetic():
     pol = Policy(CANDS, LinkEstimate(57.0, 28.0))
     for c in CANDS:
-        assert pol.predict(c) == pytest.approx(sum(c["components_ms"].values()))
+        assert pol.predict(c) == pytest.approx(sum(c.components_ms.values()))
 
 
 def test_a_stepped_link_switches_down_and_back_up():
     pol = Policy(CANDS, LinkEstimate(57.0, 28.0))
-    assert pol.current == "edge only"  # 57 Mbit/s: 600 KB in ~89 ms beats the device
+    assert pol.current.placement == Placement(EDGE)  # 57 Mbit/s: 600 KB in ~89 ms beats the device
     used = simulate(pol, [57.0] * 20 + [10.0] * 30 + [57.0] * 30, noise=0.1)
     moves = [(s.old, s.new) for s in pol.switches]
     # at 10 Mbit/s the small payload of cut 9 wins, and the policy goes straight there
@@ -66,7 +70,7 @@ def test_a_stepped_link_switches_down_and_back_up():
     # back at 57 Mbit/s it leaves cut 9 for a placement within its margin of the best for that link
     true = Policy(CANDS, LinkEstimate(57.0, 28.0))
     best = min(true.predict(c) for c in CANDS)
-    assert used[-1] != "cut 9" and true.predict(pol.by_label[used[-1]]) <= (1 + pol.margin) * best
+    assert used[-1] != "cut 9" and true.predict(by_label(used[-1])) <= (1 + pol.margin) * best
     assert len(moves) <= 3, moves
     # the switch down happens within a few requests of the drop (patience 3 plus smoothing)
     down = next(s.at for s in pol.switches if s.new == "cut 9")
@@ -80,12 +84,12 @@ def test_noise_alone_never_flaps():
 
 
 def test_device_only_probes_the_link_and_comes_back():
-    pol = Policy(CANDS, LinkEstimate(57.0, 28.0), start="device only", probe_interval_s=0)  # the link was down
+    pol = Policy(CANDS, LinkEstimate(57.0, 28.0), start=CANDS[0], probe_interval_s=0)  # the link was down
     used = simulate(pol, [57.0] * 60)
     assert used[0] == "device only" and used[-1] != "device only"
     assert any(u != "device only" for u in used[:15]), "a probe must go out while the link is unmeasured"
     true = Policy(CANDS, LinkEstimate(57.0, 28.0))
-    assert true.predict(pol.by_label[used[-1]]) <= (1 + pol.margin) * min(true.predict(c) for c in CANDS)
+    assert true.predict(by_label(used[-1])) <= (1 + pol.margin) * min(true.predict(c) for c in CANDS)
 
 
 def test_no_probes_where_offloading_could_not_win_even_on_the_planned_link():
@@ -97,11 +101,13 @@ def test_no_probes_where_offloading_could_not_win_even_on_the_planned_link():
 def test_bad_candidates_are_refused():
     with pytest.raises(ValueError):
         Policy([], LinkEstimate(57, 28))
+    with pytest.raises(ValueError, match="not a candidate"):
+        Policy(CANDS[1:], LinkEstimate(57, 28), start=CANDS[0])
 
 
 @pytest.fixture(scope="module")
-def bundle(residual_bundle):
-    return residual_bundle(hw=16, tl="off")
+def bundle(small_bundle):
+    return small_bundle(hw=16, tl="off")
 
 
 def test_switching_mid_stream_loses_no_request_and_stays_correct(bundle):
@@ -126,33 +132,37 @@ def test_switching_mid_stream_loses_no_request_and_stays_correct(bundle):
 
 def test_run_adapt_from_the_cli(bundle, tmp_path, capsys):
     from tlcut.toolchain.bench import bench
-    from tlcut.toolchain import plan as planmod
 
     for role in ("device", "edge"):
         (tmp_path / f"{role}.json").write_text(json.dumps(bench(bundle, role=role, iterations=3, progress=lambda *_: None)))
     assert cli.main(["plan", "--device", str(tmp_path / "device.json"), "--edge", str(tmp_path / "edge.json"),
                      "--tl", "off", "-o", str(tmp_path / "plan.json")]) == 0
-    plan = json.loads((tmp_path / "plan.json").read_text())
-    served = sorted({str(c["cut"]) for c in plan["ranking"][:4] if c["cut"] is not None} | {"input"})
+    plan = Plan.load(tmp_path / "plan.json", bundle)
+    last = len(bundle.cuts) - 1
+    served = sorted({str(c.placement.cut) for c in plan.ranking[:4] if c.placement.cut is not None}
+                    | {"input", str(last)})
     with local_edge(bundle, served, tl="off") as ep:
         assert cli.main(["run", str(bundle.path), "--adapt", str(tmp_path / "plan.json"), "--edge", ep,
                          "--requests", "12", "--warmup", "1", "-o", str(tmp_path / "run.json"),
                          "--timeline", str(tmp_path / "t.png")]) == 0
+        # --cut names where to start, found in the plan by its placement
+        assert cli.main(["run", str(bundle.path), "--adapt", str(tmp_path / "plan.json"), "--edge", ep, "--cut", str(last),
+                         "--tl", "off", "--requests", "2", "--warmup", "0", "-o", str(tmp_path / "start.json")]) == 0
+    assert json.loads((tmp_path / "start.json").read_text())["requests"][0]["placement"] == f"cut {last}"
     out = json.loads((tmp_path / "run.json").read_text())
     assert out["placement"] == "adaptive" and len(out["requests"]) == 12
-    assert all(r["placement"] in {c["name"] for c in plan["ranking"]} for r in out["requests"])
+    assert all(r["placement"] in {c.label for c in plan.ranking} for r in out["requests"])
     assert "per_placement" in out["summary"]["counts"]
     assert all(r["link_mbps_estimate"] > 0 for r in out["requests"])
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    _ = planmod
 
 
 def test_candidates_cover_the_rates_the_link_may_move_to():
     from tlcut.runtime.adapt import choose_candidates
 
-    ranked = sorted(CANDS, key=lambda c: sum(c["components_ms"].values()))
+    ranked = sorted(CANDS, key=lambda c: c.total_ms)
     # planned at 57 Mbit/s, the best one alone is edge only; at 10 Mbit/s cut 9 wins, and device
     # only is always kept for when the edge goes away
-    names = [c["name"] for c in choose_candidates(ranked, 28.0, 1, [10.0])]
-    assert names[0] == "edge only" and set(names) == {"edge only", "cut 9", "device only"}
-    assert {c["name"] for c in choose_candidates(ranked, 28.0, 1, [])} == {"edge only", "device only"}
+    chosen = choose_candidates(ranked, 28.0, 1, [10.0])
+    assert chosen[0] == by_label("edge only") and set(chosen) == {by_label(x) for x in ("edge only", "cut 9", "device only")}
+    assert set(choose_candidates(ranked, 28.0, 1, [])) == {by_label("edge only"), by_label("device only")}

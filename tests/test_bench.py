@@ -1,19 +1,19 @@
-"""bench on a small ONNX model: every cut measured, prefix sums consistent, checked against real halves."""
+"""bench on a small ONNX model: every cut measured, and its prefix-sum estimates set against the
+real halves timed here, each its own ONNX Runtime session."""
+
+import time
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
-from tlcut.models import graphs
-from tlcut.toolchain import bench
-from tlcut.toolchain.export import export
+from tlcut.toolchain import bench, surgery
 
 
 @pytest.fixture(scope="module")
-def branchy(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bench")
-    onnx.save(graphs.branches(hw=48, c=16), d / "m.onnx")
-    return export(str(d / "m.onnx"), d / "b", progress=lambda *_: None)
+def branchy(small_bundle):
+    return small_bundle("branches", tl=None, hw=48, c=16)
 
 
 def test_profile_covers_every_cut_with_every_component(branchy):
@@ -32,20 +32,47 @@ def test_profile_covers_every_cut_with_every_component(branchy):
         assert c["encodings"]["float16"]["bytes"] == cut.bytes // 2 and c["encodings"]["int8"]["bytes"] == cut.bytes // 4
         assert c["encodings"]["int8"]["serialize"]["median"] > 0
         assert ("encodings_tl" in c) == cut.tl
-    # the head grows and the tail shrinks along the model: prefix sums of the same runs
-    heads = [c["head"]["median"] for c in p["cuts"]]
-    tails = [c["tail"]["median"] for c in p["cuts"]]
-    assert heads == sorted(heads) and tails == sorted(tails, reverse=True)
-    assert p["check"]["cuts"] and all(np.isfinite(x["head_err_pct"]) for x in p["check"]["cuts"])
+    assert [x["index"] for x in p["check"]["cuts"]] == [c.index for c in branchy.cuts]
     assert p["machine"]["onnxruntime"] and p["settings"]["iterations"] == 5
 
 
-def test_head_plus_tail_is_the_whole_model_per_run(branchy):
-    p = bench.bench(branchy, role="edge", warmup=1, iterations=7, check=0, progress=lambda *_: None)
-    full = p["full"]["median"]
+def _real_head_shares(bundle, rounds=15):
+    """Each cut's head as a share of head + tail, both timed here as separate ONNX Runtime sessions
+    (one thread, medians of interleaved runs): the same moments of a busy machine hit both alike."""
+    model = onnx.load(str(bundle.model_path))
+    feed = bench.random_feed(bundle.inputs)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    shares = {}
+    for c in bundle.cuts:
+        head = ort.InferenceSession(surgery.head(model, c).SerializeToString(), so, providers=["CPUExecutionProvider"])
+        tail = ort.InferenceSession(surgery.tail(model, c).SerializeToString(), so, providers=["CPUExecutionProvider"])
+        mid = {c.tensor: head.run(None, feed)[0]}
+        tail.run(None, mid)
+        h, t = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            head.run(None, feed)
+            t1 = time.perf_counter()
+            tail.run(None, mid)
+            h.append(t1 - t0)
+            t.append(time.perf_counter() - t1)
+        shares[c.index] = float(np.median(h) / (np.median(h) + np.median(t)))
+    return shares
+
+
+@pytest.mark.xfail(strict=True, reason="onnxrt.node_times maps a kernel named after a tensor only for tf2onnx's "
+                   "'T:0' names: on this graph the last conv's kernel ('y_nchwc') is charged to the concat, so "
+                   "the tail of cut 'cat' is estimated at the call cost alone (about 0.01 ms of ~0.2)")
+def test_prefix_sums_split_the_run_as_the_real_halves_do(branchy):
+    """Where bench puts each cut (its head's share of the run) agrees with the real halves to within
+    0.3: the branches graph's cuts sit near 0.1 and 0.5 of it, so a wrong node attribution fails."""
+    real = _real_head_shares(branchy)
+    assert max(real.values()) - min(real.values()) > 0.25, f"the cuts do not split the run apart: {real}"
+    p = bench.bench(branchy, role="device", warmup=1, iterations=7, threads=1, check=0, progress=lambda *_: None)
     for c in p["cuts"]:
-        # medians of complementary prefix sums add up to about the median whole run
-        assert c["head"]["median"] + c["tail"]["median"] == pytest.approx(full, rel=0.35)
+        est = c["head"]["median"] / (c["head"]["median"] + c["tail"]["median"])
+        assert abs(est - real[c["index"]]) < 0.3, (c["index"], est, real)
 
 
 def test_bad_settings_are_refused(branchy):

@@ -100,9 +100,8 @@ def test_not_a_bundle(tmp_path, capsys):
     one_line_error(code, err, "does not exist", "tlcut export")
 
 
-def test_unknown_cut(tmp_path, capsys, model_file):
-    b = tmp_path / "b"
-    run(capsys, "export", model_file, "-o", b)
+def test_unknown_cut(small_bundle, capsys):
+    b = small_bundle("branches", tl=None, hw=16, c=8).path
     code, _, err = run(capsys, "compile", b, "--cuts", "7")
     one_line_error(code, err, "cut '7' not found", "2 cuts", "tlcut cuts")
     code, _, err = run(capsys, "compile", b, "--cuts", "no_such_tensor")
@@ -112,22 +111,18 @@ def test_unknown_cut(tmp_path, capsys, model_file):
     assert not (b / "halves").exists() or not any((b / "halves").iterdir())
 
 
-def test_profile_from_another_model(tmp_path, capsys, model_file):
-    other = tmp_path / "other.onnx"
-    onnx.save(graphs.branches(hw=12, c=8), other)
-    for name, src in (("a", model_file), ("b", other)):
-        run(capsys, "export", src, "-o", tmp_path / name)
-    run(capsys, "bench", tmp_path / "a", "--role", "device", "--iterations", "2", "--check", "0", "-o", tmp_path / "d.json")
-    run(capsys, "bench", tmp_path / "b", "--role", "edge", "--iterations", "2", "--check", "0", "-o", tmp_path / "e.json")
+def test_profile_from_another_model(small_bundle, tmp_path, capsys):
+    a, b = (small_bundle("branches", tl=None, hw=hw, c=8).path for hw in (16, 12))
+    run(capsys, "bench", a, "--role", "device", "--iterations", "2", "--check", "0", "-o", tmp_path / "d.json")
+    run(capsys, "bench", b, "--role", "edge", "--iterations", "2", "--check", "0", "-o", tmp_path / "e.json")
     code, _, err = run(capsys, "plan", "--device", tmp_path / "d.json", "--edge", tmp_path / "e.json")
     one_line_error(code, err, "different models")
     code, _, err = run(capsys, "plan", "--device", tmp_path / "e.json", "--edge", tmp_path / "e.json")
     one_line_error(code, err, "measured as the edge")
 
 
-def test_impossible_constraint(tmp_path, capsys, model_file):
-    b = tmp_path / "b"
-    run(capsys, "export", model_file, "-o", b)
+def test_impossible_constraint(small_bundle, tmp_path, capsys):
+    b = small_bundle("branches", tl=None, hw=16, c=8).path
     for role in ("device", "edge"):
         run(capsys, "bench", b, "--role", role, "--iterations", "2", "--check", "0", "-o", tmp_path / f"{role}.json")
     code, _, err = run(capsys, "plan", "--device", tmp_path / "device.json", "--edge", tmp_path / "edge.json",
@@ -156,11 +151,10 @@ def test_help_does_not_import_tensorflow():
     assert r.returncode == 0, r.stderr
 
 
-def test_damaged_manifest(tmp_path, capsys, model_file):
+def test_damaged_manifest(small_bundle, capsys):
     import json as _json
 
-    b = tmp_path / "b"
-    run(capsys, "export", model_file, "-o", b)
+    b = small_bundle("branches", tl=None, hw=16, c=8).path
     m = _json.loads((b / "manifest.json").read_text())
     del m["cuts"]
     (b / "manifest.json").write_text(_json.dumps(m))

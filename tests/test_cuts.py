@@ -6,7 +6,6 @@ import pytest
 from tlcut.models import graphs
 from tlcut.toolchain.annotate import annotate, infer_shapes
 from tlcut.toolchain.cuts import enumerate_cuts, tl_shape
-from tlcut.toolchain.export import export
 
 
 def cuts_of(model, layout=None):
@@ -74,10 +73,8 @@ def test_where_the_tl_applies(shape, layout, dtype, expect, why):
         assert why in reason
 
 
-def test_export_of_an_onnx_file_writes_a_complete_bundle(tmp_path):
-    src = tmp_path / "res.onnx"
-    onnx.save(graphs.residual(), src)
-    b = export(str(src), tmp_path / "b", progress=lambda *_: None)
+def test_export_of_an_onnx_file_writes_a_complete_bundle(small_bundle):
+    b = small_bundle(tl=None)
     assert [c.tensor for c in b.cuts] == ["a", "s"]
     assert b.manifest["source"]["kind"] == "onnx-file"
     assert b.inputs[0]["shape"] == [1, 3, 9, 9]

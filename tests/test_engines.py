@@ -14,22 +14,13 @@ import pytest
 from PIL import Image
 
 from tlcut import cli
-from tlcut.models import graphs
 from tlcut.runtime import backends
 from tlcut.runtime.run import Device
 from tlcut.runtime.serve import local_edge
-from tlcut.toolchain.compile import compile_cuts
-from tlcut.toolchain.export import export
 
 pytest.importorskip("openvino", reason="OpenVINO not installed (pip install 'tlcut[openvino]')")
 
-BUILDERS = {"chain": lambda: graphs.chain(hw=9, c=4), "branches": lambda: graphs.branches(hw=12, c=4),
-            "residual": lambda: graphs.residual(hw=16, c=4)}
-
-
-def _bundle(tmp_path, name):
-    onnx.save(BUILDERS[name](), tmp_path / f"{name}.onnx")
-    return export(str(tmp_path / f"{name}.onnx"), tmp_path / name, input_layout="NCHW", progress=lambda *_: None)
+SIZES = {"chain": {}, "branches": {}, "residual": {"hw": 16}}
 
 
 def _run(backend, path, x, name):
@@ -37,10 +28,9 @@ def _run(backend, path, x, name):
         return next(iter(r.infer({name: x}).values()))
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_openvino_matches_onnxruntime_on_every_half(tmp_path, name):
-    b = _bundle(tmp_path, name)
-    compile_cuts(b, b.cuts, tl="both")
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_openvino_matches_onnxruntime_on_every_half(small_bundle, name):
+    b = small_bundle(name, input_layout="NCHW", **SIZES[name])
     rng = np.random.default_rng(0)
     x, x2 = (rng.standard_normal(b.inputs[0]["shape"]).astype(np.float32) for _ in range(2))
     ref = _run("onnxrt", b.model_path, x, b.inputs[0]["name"])
@@ -82,9 +72,8 @@ def images(tmp_path):
     return d
 
 
-def test_int8_halves_are_qdq_calibrated_and_run_on_both_engines(tmp_path, images):
-    b = _bundle(tmp_path, "residual")
-    compile_cuts(b, b.cuts, tl="both")
+def test_int8_halves_are_qdq_calibrated_and_run_on_both_engines(small_bundle, images):
+    b = small_bundle(input_layout="NCHW", **SIZES["residual"])
     assert cli.main(["compile", str(b.path), "--cuts", "0", "--precision", "int8", "--calib", str(images),
                      "--calib-method", "percentile", "--calib-count", "10"]) == 0
     from tlcut.bundle import Bundle
@@ -113,8 +102,8 @@ def test_int8_halves_are_qdq_calibrated_and_run_on_both_engines(tmp_path, images
 
 
 @pytest.mark.parametrize("calib, text", [("{tmp}/missing", "does not exist"), ("{tmp}/empty", "no images")])
-def test_bad_calibration_data_is_a_one_line_error(tmp_path, capsys, calib, text):
-    b = _bundle(tmp_path, "residual")
+def test_bad_calibration_data_is_a_one_line_error(small_bundle, tmp_path, capsys, calib, text):
+    b = small_bundle(tl=None, input_layout="NCHW", **SIZES["residual"])
     (tmp_path / "empty").mkdir()
     before = (b.path / "manifest.json").read_text()
     assert cli.main(["compile", str(b.path), "--cuts", "0", "--precision", "int8",
@@ -124,8 +113,8 @@ def test_bad_calibration_data_is_a_one_line_error(tmp_path, capsys, calib, text)
     assert (b.path / "manifest.json").read_text() == before and not (b.path / "halves").exists()
 
 
-def test_int8_needs_calibration_and_calibration_needs_int8(tmp_path, capsys):
-    b = _bundle(tmp_path, "residual")
+def test_int8_needs_calibration_and_calibration_needs_int8(small_bundle, capsys):
+    b = small_bundle(tl=None, input_layout="NCHW", **SIZES["residual"])
     assert cli.main(["compile", str(b.path), "--cuts", "0", "--precision", "int8"]) == 2
     assert "needs calibration images" in capsys.readouterr().err
     assert cli.main(["compile", str(b.path), "--cuts", "0", "--calib", "elpv"]) == 2

@@ -32,7 +32,6 @@ from tlcut.runtime.backends import onnxrt, tensorrt
 from tlcut.runtime.run import Device
 from tlcut.runtime.serve import local_edge
 from tlcut.toolchain.compile import compile_cuts
-from tlcut.toolchain.export import export
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = Path(__file__).resolve().parent / "expected"
@@ -49,17 +48,16 @@ def one_line_error(code, err, *needles):
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(small_bundle, tmp_path_factory):
     """A residual graph's bundle, cut 0 compiled at float32 and int8, and its Jetson folder."""
     root = tmp_path_factory.mktemp("gpu")
-    onnx.save(graphs.residual(hw=16, c=4), root / "r.onnx")
-    b = export(str(root / "r.onnx"), root / "bundle", input_layout="NCHW", progress=lambda *_: None)
+    b = small_bundle(hw=16, input_layout="NCHW")
+    onnx.save(graphs.residual(hw=16, c=4), root / "r.onnx")  # the model gpu-check.sh exports itself
     calib = root / "calib"
     calib.mkdir()
     rng = np.random.default_rng(0)
     for i in range(8):
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(calib / f"{i}.png")
-    compile_cuts(b, b.cuts, tl="both")
     compile_cuts(b, [b.cuts[0]], tl="both", precision="int8", calib=str(calib), calib_count=8)
     subprocess.run([sys.executable, "-m", "tlcut", "keys", "-o", str(root / "keys"), "edge", "device1"],
                    check=True, capture_output=True)
@@ -326,9 +324,8 @@ def test_jetson_folder_mistakes_are_one_line_errors(work, tmp_path, capsys, args
     assert not (tmp_path / "d").exists() and not list(tmp_path.glob("d.tmp-*"))
 
 
-def test_jetson_folder_needs_the_cut_compiled(tmp_path, capsys):
-    onnx.save(graphs.chain(hw=9, c=4), tmp_path / "c.onnx")
-    b = export(str(tmp_path / "c.onnx"), tmp_path / "b", input_layout="NCHW", progress=lambda *_: None)
+def test_jetson_folder_needs_the_cut_compiled(small_bundle, tmp_path, capsys):
+    b = small_bundle("chain", tl=None, input_layout="NCHW")
     code = cli.main(["compile", str(b.path), "--target", "jetson", "--cut", "0", "--tl", "off",
                      "-o", str(tmp_path / "d")])
     one_line_error(code, capsys.readouterr().err, "no head of cut 0", f"tlcut compile {b.path} --cuts 0 --tl off")

@@ -2,26 +2,21 @@
 live edge: the planner's edge-only options, run the way `tlcut run` runs them."""
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 
 from tlcut.errors import TlcutError
-from tlcut.models import graphs
 from tlcut.placement import EDGE, Placement
 from tlcut.runtime.run import Device, image_input
 from tlcut.runtime.serve import local_edge
 from tlcut.toolchain.bench import input_encoding_times
-from tlcut.toolchain.export import export
 
 pytest.importorskip("simplejpeg")
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    d = tmp_path_factory.mktemp("img")
-    onnx.save(graphs.nhwc_classifier(h=16, w=12, c=3), d / "m.onnx")  # NHWC image input, 16x12 RGB
-    return export(str(d / "m.onnx"), d / "b", progress=lambda *_: None)
+def bundle(small_bundle):
+    return small_bundle("nhwc_classifier", tl=None, h=16, w=12, c=3)  # NHWC image input, 16x12 RGB
 
 
 def camera(n, seed=0):
@@ -82,9 +77,8 @@ def test_bench_times_each_input_encoding_on_real_pixels(bundle, tmp_path):
     assert r["images"] == str(tmp_path)
 
 
-def test_inputs_that_are_not_images_are_refused_in_one_line(tmp_path):
-    onnx.save(graphs.chain(hw=7, c=4), tmp_path / "m.onnx")  # 4 channels: not an image
-    b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=lambda *_: None)
+def test_inputs_that_are_not_images_are_refused_in_one_line(small_bundle):
+    b = small_bundle("chain", tl=None, hw=7)  # 4 channels: not an image
     with pytest.raises(TlcutError, match="not an image"):
         Device(b, Placement(EDGE, encoding="uint8"), edge="tcp://127.0.0.1:1")
     assert input_encoding_times(b, 3)["encodings"] == []

@@ -5,20 +5,16 @@ import threading
 import time
 
 import numpy as np
-import onnx
 import pytest
 import zmq
 import zmq.utils.z85
 
-from tlcut.models import graphs
 from tlcut import cli
 from tlcut.errors import TlcutError
 from tlcut.runtime import security as S
 from tlcut.runtime.client import EdgeClient, EdgeError, EdgeUnavailable, wait_for_edge
 from tlcut.runtime.run import Device
 from tlcut.runtime.serve import Edge
-from tlcut.toolchain.compile import compile_cuts
-from tlcut.toolchain.export import export
 
 
 from tlcut.lab.loopback import free_port as _port
@@ -65,12 +61,9 @@ def test_zap_decisions_match_the_c_edge():
 
 
 @pytest.fixture
-def small(tmp_path):
+def small(small_bundle):
     """A small residual model, compiled without the TL."""
-    onnx.save(graphs.residual(hw=8, c=4), tmp_path / "m.onnx")
-    b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=lambda *_: None)
-    compile_cuts(b, b.cuts, tl="off")
-    return b
+    return small_bundle(tl="off", hw=8)
 
 
 def test_only_listed_devices_are_served(tmp_path, small):
@@ -147,7 +140,7 @@ def test_metrics_and_health_endpoints(small):
         edge.close()
 
 
-def test_a_flooding_device_does_not_starve_another(tmp_path):
+def test_a_flooding_device_does_not_starve_another(small_bundle):
     """ZeroMQ fair-queues the edge's input per connection: a device that pipelines a thousand
     requests is served in turn with one that sends one at a time, which waits for about one
     request of the flood each time, not for all of it. The edge runs in its own process, as
@@ -160,9 +153,7 @@ def test_a_flooding_device_does_not_starve_another(tmp_path):
 
     from tlcut.runtime import protocol as P
 
-    onnx.save(graphs.residual(hw=64, c=16), tmp_path / "m.onnx")  # about a millisecond a request
-    b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=lambda *_: None)
-    compile_cuts(b, b.cuts, tl="off")
+    b = small_bundle(tl="off", hw=64, c=16)  # about a millisecond a request
     ep = f"tcp://127.0.0.1:{_port()}"
     edge = subprocess.Popen([sys.executable, "-m", "tlcut", "serve", str(b.path), "--cut", "0", "--tl", "off",
                              "--bind", ep, "--max-queue", "4000"], stderr=subprocess.DEVNULL)
@@ -220,25 +211,29 @@ def test_security_flags_follow_one_rule_in_every_verb(small, tmp_path, capsys, a
     assert len(err) == 1 and err[0].startswith("tlcut: error:") and text in err[0], err
 
 
-def test_calibrate_uses_its_keys(small, tmp_path):
-    """--key/--edge-key reach the link: an edge admitting only that key answers calibrate."""
+def test_calibrate_uses_its_keys(small_bundle, tmp_path):
+    """--key/--edge-key reach the link: an edge admitting only that key answers calibrate, which
+    measures the link (exit 0, its Scission CSV written)."""
     S.make_keys(tmp_path / "k", ["edge", "dev"])
     (tmp_path / "allow").mkdir()
     (tmp_path / "allow" / "dev.key").write_bytes((tmp_path / "k" / "dev.key").read_bytes())
     from tlcut.calibrate.link import measure
 
+    # cut 1 carries 1 MiB: even on loopback it takes longer to cross, CURVE-encrypted, than a ping
+    b = small_bundle(tl="off", hw=256)
     curve_srv = S.ServerCurve.from_files(tmp_path / "k" / "edge.key_secret", tmp_path / "allow")
-    edge = Edge(small, ["1"])
+    edge = Edge(b, ["1"])
     try:
         with serving(edge, "tcp://127.0.0.1:*", curve=curve_srv):
-            # on loopback the payload may cross within the ping time (a one-line error, exit 2); either
-            # way the edge, which admits only dev's key, must have answered calibrate's pings and requests
-            cli.main(["calibrate", str(small.path), "--edge", edge.endpoint, "--cut", "1", "--pings", "3",
-                      "--requests", "3", "--key", str(tmp_path / "k" / "dev.key_secret"),
-                      "--edge-key", str(tmp_path / "k" / "edge.key")])
+            code = cli.main(["calibrate", str(b.path), "--edge", edge.endpoint, "--cut", "1", "--pings", "3",
+                             "--requests", "3", "--key", str(tmp_path / "k" / "dev.key_secret"),
+                             "--edge-key", str(tmp_path / "k" / "edge.key"), "-o", str(tmp_path / "link.csv")])
+            assert code == 0
             assert edge.stats["ping"] >= 3 and edge.stats["ok"] >= 3, edge.stats
+            row = (tmp_path / "link.csv").read_text().splitlines()[1].split(",")
+            assert row[:2] == ["device", "edge"] and float(row[2]) > 0 and float(row[3]) > 0, row
             with pytest.raises(EdgeUnavailable):  # without the keys the same edge does not answer at all
-                measure(small, edge.endpoint, "1", pings=3, requests=3, timeout_s=1)
+                measure(b, edge.endpoint, "1", pings=3, requests=3, timeout_s=1)
     finally:
         edge.close()
 

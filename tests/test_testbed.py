@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 
 from tlcut.models import graphs
 from tlcut.lab import testbed as tbm
+from tlcut.lab.harness import wait_for_edge
 from tlcut.toolchain.compile import compile_cuts
 from tlcut.toolchain.export import export
 
@@ -76,12 +76,13 @@ def test_round_trip_across_the_shaped_link(bundle, tmp_path):
         x = np.array(item["x"], np.float32)
         ref = sess.run(None, {"x": x})[0]
         assert np.abs(np.array(item["y"], np.float32) - ref).max() <= 1e-5
-    # the link is really shaped and delayed: 262 kB at 20 Mbit/s is 105 ms, plus 30 ms (medians,
-    # so that one slow moment of a shared machine does not decide)
+    # the link is really shaped and delayed: 262 kB at 20 Mbit/s is 105 ms, plus 30 ms. A busy
+    # machine only ever adds time, so the floor holds for the median and the ceiling is checked on
+    # the fastest request, the one a slow moment of a shared machine touched least.
     for key, nbytes in (("rec", c.bytes), ("rtl", c.tl_bytes)):
         want = 30 + (nbytes + 80) * 1514 / 1448 * 8 / 20e6 * 1e3
-        got = float(np.median([item[key]["transfer_ms"] for item in items]))
-        assert want * 0.85 < got < want * 1.5, (key, got, want)
+        got = [item[key]["transfer_ms"] for item in items]
+        assert float(np.median(got)) > want * 0.85 and min(got) < want * 1.5, (key, got, want)
 
 
 def test_teardown_on_error_leaves_nothing():
@@ -94,12 +95,30 @@ def test_teardown_on_error_leaves_nothing():
     assert cg is None or not __import__("os").path.exists(cg)
 
 
+def _cpu_share(tb, role: str) -> float:
+    """The CPU time a busy loop in ``role`` got over the wall-clock time it took."""
+    loop = ("import time;t=time.perf_counter();c=time.process_time();x=0\nfor i in range(3000000): x+=i\n"
+            "print((time.process_time()-c)/(time.perf_counter()-t))")
+    r = tb.run(role, [sys.executable, "-c", loop], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return float(r.stdout)
+
+
+def _throttled(cgroup: str) -> int:
+    """How many CPU periods the cgroup's quota cut short (cgroup v2 and v1 both say nr_throttled)."""
+    stat = dict(line.split() for line in Path(cgroup, "cpu.stat").read_text().splitlines())
+    return int(stat["nr_throttled"])
+
+
 def test_device_is_slowed_by_the_quota():
-    loop = "import time;t=time.perf_counter();x=0\nfor i in range(2000000): x+=i\nprint(time.perf_counter()-t)"
+    """The quota caps the device's CPU share however busy the machine is (other load only lowers
+    it), and the cgroup really throttled it: a share and a count, not a wall-clock threshold."""
     with tbm.Testbed(tbm.Config(device_quota=0.25, port=5703), log=lambda *_: None) as tb:
-        dev = float(tb.run("device", [sys.executable, "-c", loop], capture_output=True, text=True).stdout)
-        edge = float(tb.run("edge", [sys.executable, "-c", loop], capture_output=True, text=True).stdout)
-    assert dev / edge > 2.5, (dev, edge)
+        assert tb.state.cgroup, "no cgroup CPU controller: the device would run unthrottled"
+        dev = _cpu_share(tb, "device")
+        throttled = _throttled(tb.state.cgroup)
+    assert dev <= 0.25 * 1.2, dev
+    assert throttled > 0
 
 
 def test_cli_up_exec_down(tmp_path):
@@ -121,23 +140,35 @@ def test_cli_up_exec_down(tmp_path):
 def test_calibrate_measures_the_shaped_link(bundle, tmp_path):
     from tlcut.toolchain import plan
 
-    cfg = tbm.Config(bandwidth_mbps=20, latency_ms=30, port=5705)
+    # cut 0's 256 KiB take ~110 ms at 20 Mbit/s: long beside a busy machine's stalls; the device
+    # has a whole CPU, as the link and not the device is measured
+    cfg = tbm.Config(bandwidth_mbps=20, latency_ms=30, device_quota=1.0, port=5705)
     tlcut = [sys.executable, "-m", "tlcut"]
+    nets = []
     with tbm.Testbed(cfg, log=lambda *_: None) as tb:
-        edge = tb.popen("edge", tlcut + ["serve", str(bundle.path), "--cut", "input", "--bind", tb.state.edge_bind, "--insecure"],
-                        stderr=subprocess.DEVNULL)
+        edge = tb.popen("edge", tlcut + ["serve", str(bundle.path), "--cut", "0", "--tl", "off", "--bind",
+                                         tb.state.edge_bind, "--insecure"], stderr=subprocess.DEVNULL)
         try:
-            time.sleep(3)
-            out = tmp_path / "net.csv"
-            r = tb.run("device", tlcut + ["calibrate", str(bundle.path), "--edge", tb.state.device_endpoint, "--insecure",
-                                          "--requests", "5", "--pings", "10", "-o", str(out)], capture_output=True, text=True)
-            assert r.returncode == 0, r.stderr
+            wait_for_edge(tb, edge)
+            for mbps, ms in ((20, 30), (10, 60)):
+                tb.set_link(mbps, ms)
+                out = tmp_path / f"net-{mbps}.csv"
+                r = tb.run("device", tlcut + ["calibrate", str(bundle.path), "--edge", tb.state.device_endpoint,
+                                              "--insecure", "--cut", "0", "--requests", "5", "--pings", "10", "-o", str(out)],
+                           capture_output=True, text=True)
+                assert r.returncode == 0, r.stderr
+                nets.append(plan.network_from_args(csv_path=out))
         finally:
             edge.terminate()
             edge.wait(10)
-    n = plan.network_from_args(csv_path=out)
-    assert 26 <= n.rtt_ms <= 40, n
-    assert 15 <= n.up_mbps <= 23, n
+    fast, slow = nets
+    # no load makes a ping shorter than the delay, nor a payload cross faster than the shaped rate
+    assert fast.rtt_ms >= 30 * 0.87 and slow.rtt_ms >= 60 * 0.87, nets
+    assert fast.up_mbps <= 20 * 1.2 and slow.up_mbps <= 10 * 1.2, nets
+    # and the measures follow the link, compared within this one run: twice the delay, twice the
+    # ping; half the rate, half the goodput
+    assert 1.4 <= slow.rtt_ms / fast.rtt_ms <= 2.6, nets
+    assert 1.5 <= fast.up_mbps / slow.up_mbps <= 2.6, nets
 
 
 def test_set_link_changes_the_shaper_in_place():

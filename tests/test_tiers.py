@@ -15,7 +15,7 @@ from tlcut.runtime.edge import serving
 from tlcut.runtime.forward import Forward
 from tlcut.runtime.run import Device, inputs
 from tlcut.runtime.serve import Edge, local_edge
-from tlcut.toolchain import plan
+from tlcut.toolchain import plan, plan_tiers
 
 HEADS = {"device": [10, 40, 60, 90], "edge": [5, 20, 30, 45], "cloud": [1, 4, 6, 9]}
 FULL = {"device": 100, "edge": 50, "cloud": 10}
@@ -33,8 +33,8 @@ HOPS = {("device", "edge"): plan.Network(up_mbps=80.0, rtt_ms=20.0, down_mbps=80
 
 
 def tiers(cons=None, clouds=True):
-    return plan.plan_tiers(("device", host("device")), [("edge", host("edge"))],
-                           [("cloud", host("cloud"))] if clouds else [], HOPS, cons)
+    return plan_tiers.plan_tiers(("device", host("device")), [("edge", host("edge"))],
+                                 [("cloud", host("cloud"))] if clouds else [], HOPS, cons).to_json()
 
 
 def test_the_known_best_pair_and_its_arithmetic():
@@ -65,7 +65,7 @@ def test_without_a_cloud_it_is_the_two_tier_plan():
 
 
 def test_each_scission_constraint():
-    C = plan.TierConstraints
+    C = plan_tiers.TierConstraints
     # a layer that must stay on the device (cut 1): the device runs at least to cut 1
     assert tiers(C(must={1: "device"}))["best"]["cuts"] == [1, 2]
     # a layer that must not run on the device: the input itself crosses
@@ -87,35 +87,35 @@ def test_each_scission_constraint():
 
 def test_bad_inputs_are_one_line_errors():
     with pytest.raises(TlcutError, match="no row edge,cloud"):
-        plan.plan_tiers(("device", host("device")), [("edge", host("edge"))], [("cloud", host("cloud"))],
-                        {("device", "edge"): HOPS[("device", "edge")]})
+        plan_tiers.plan_tiers(("device", host("device")), [("edge", host("edge"))], [("cloud", host("cloud"))],
+                              {("device", "edge"): HOPS[("device", "edge")]})
     with pytest.raises(TlcutError, match="cuts are 0..3"):
-        tiers(plan.TierConstraints(must={7: "edge"}))
+        tiers(plan_tiers.TierConstraints(must={7: "edge"}))
     with pytest.raises(TlcutError, match="unknown tier 'fog'"):
-        tiers(plan.TierConstraints(must={1: "fog"}))
+        tiers(plan_tiers.TierConstraints(must={1: "fog"}))
     other = host("cloud")
     other["model_sha256"] = "zzz"
     with pytest.raises(TlcutError, match="another model"):
-        plan.plan_tiers(("device", host("device")), [("edge", host("edge"))], [("cloud", other)], HOPS)
+        plan_tiers.plan_tiers(("device", host("device")), [("edge", host("edge"))], [("cloud", other)], HOPS)
 
 
 def test_several_hosts_per_tier_pick_the_best():
     slow = host("cloud")
     for c in slow["cuts"]:
         c["tail"] = {k: v * 10 if isinstance(v, float | int) and k != "n" else v for k, v in c["tail"].items()}
-    r = plan.plan_tiers(("device", host("device")), [("edge", host("edge"))],
-                        [("slow", slow), ("cloud", host("cloud"))],
-                        {**HOPS, ("edge", "slow"): HOPS[("edge", "cloud")]})
-    assert r["best"]["hosts"]["cloud"] == "cloud"
+    r = plan_tiers.plan_tiers(("device", host("device")), [("edge", host("edge"))],
+                              [("slow", slow), ("cloud", host("cloud"))],
+                              {**HOPS, ("edge", "slow"): HOPS[("edge", "cloud")]})
+    assert r.best.hosts["cloud"] == "cloud"
 
 
 # -- the runtime chain: device -> edge (middle part) -> cloud, over the same protocol ---------------
 
 @pytest.fixture(scope="module")
-def chain_bundle(residual_bundle):
+def chain_bundle(small_bundle):
     from tlcut.toolchain.compile import compile_middle
 
-    b = residual_bundle(hw=9, tl="both")
+    b = small_bundle()
     assert b.cuts[0].tl and b.cuts[1].tl
     for to_tl in (False, True):
         compile_middle(b, b.cuts[0], b.cuts[1], tl="both", to_tl=to_tl)
@@ -135,9 +135,28 @@ def two_tier(b, cut, tl, x):
     return run("tail", run("head", x))
 
 
-@pytest.mark.parametrize("tl0,tl1", [(False, False), (True, False), (False, True)])
+def both_tls(b, x):
+    """The TL at both crossings, composed here from separate pieces: the head with the TL at cut 0,
+    its EdgeTL alone, the middle part without TLs (checked against the whole model by the no-TL
+    case), the DeviceTL of cut 1 alone, and the tail with the TL at cut 1."""
+    from tlcut.toolchain import surgery
+
+    def run(model, feed):
+        s = ort.InferenceSession(model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"])
+        return s.run(None, {s.get_inputs()[0].name: feed})[0]
+
+    c0, c1 = b.cuts[0], b.cuts[1]
+    z = run(b.runnable("head", 0, True), x)
+    z = run(surgery.edge_tl(c0).SerializeToString(), z)
+    z = run(b.path / b.find("middle", 0, False, to=(1, False)).file, z)
+    z = run(surgery.device_tl(c1).SerializeToString(), z)
+    return run(b.runnable("tail", 1, True), z)
+
+
+@pytest.mark.parametrize("tl0,tl1", [(False, False), (True, False), (False, True), (True, True)])
 def test_a_chain_of_three_tiers_computes_what_two_tiers_do(chain_bundle, tl0, tl1):
-    """No TL: the whole model; a TL at one crossing: exactly what the two-tier halves with that TL give."""
+    """No TL: the whole model; a TL at one crossing: exactly what the two-tier halves with that TL
+    give; at both: the two TLs in turn, with the middle part between them."""
     b = chain_bundle
     with local_edge(b, ["1"], tl="both") as cloud:
         edge = Edge(b, ["0"], tl="both", forward=Forward(cloud, 1, tl1, timeout_s=5))
@@ -145,7 +164,12 @@ def test_a_chain_of_three_tiers_computes_what_two_tiers_do(chain_bundle, tl0, tl
             ys = []
             for x in inputs(b, None, 3, seed=4):
                 y, rec = dev.infer(x)
-                ref = two_tier(b, 0, True, x) if tl0 else two_tier(b, 1, True, x) if tl1 else whole(b, x)
+                if tl0 and tl1:
+                    ref = both_tls(b, x)
+                    # each TL changes the result: the one-TL references are not what the chain gives
+                    assert min(np.abs(y - two_tier(b, k, True, x)).max() for k in (0, 1)) > 1e-2
+                else:
+                    ref = two_tier(b, 0, True, x) if tl0 else two_tier(b, 1, True, x) if tl1 else whole(b, x)
                 assert np.abs(y - ref).max() <= 1e-5
                 assert rec["edge_ms"] > 0
                 ys.append(y)

@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tlcut import cli
-from tlcut.bundle import read_tiles
+from tlcut.tiles_folder import read_tiles
 from tlcut.errors import TlcutError
 from tlcut.toolchain import tiles
 
@@ -387,11 +387,11 @@ def test_keras_segment_with_squeeze_excite_is_refused(keras_bundles):
 
 # -- serving: the bands on several nodes -----------------------------------------------------
 @pytest.fixture(scope="module")
-def tiled(residual_bundle, tmp_path_factory):
+def tiled(small_bundle, tmp_path_factory):
     """A 16x16 residual graph's bundle and its input -> cut 1 segment in three bands (1:1:2)."""
     from tlcut.toolchain.tiles import write_tiles
 
-    b = residual_bundle(hw=16, tl="off")
+    b = small_bundle(hw=16, tl="off")
     root = tmp_path_factory.mktemp("tiles")
     write_tiles(b, "input", "1", [1, 1, 2], root / "three")
     write_tiles(b, "input", "1", [1, 1], root / "two")

@@ -4,7 +4,6 @@ loopback relay (the link's measured rate follows the trace)."""
 import time
 
 import numpy as np
-import onnx
 import pytest
 
 from tlcut import cli
@@ -12,12 +11,10 @@ from tlcut.errors import TlcutError
 from tlcut.lab import trace
 from tlcut.lab.loopback import Loopback
 from tlcut.lab.testbed import Config
-from tlcut.models import graphs
 from tlcut.runtime import protocol as P
 from tlcut.runtime.client import EdgeClient
 from tlcut.runtime.edge import serving
 from tlcut.runtime.serve import Edge
-from tlcut.toolchain.export import export
 
 
 def test_shipped_traces_load_and_cover_what_they_claim():
@@ -55,9 +52,8 @@ def test_replay_cli_refuses_a_bad_trace_in_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("tlcut: error:")
 
 
-def test_replaying_a_trace_changes_the_loopback_link(tmp_path):
-    onnx.save(graphs.chain(hw=8, c=4), tmp_path / "m.onnx")
-    b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=lambda *_: None)
+def test_replaying_a_trace_changes_the_loopback_link(small_bundle):
+    b = small_bundle("chain", tl=None, hw=8)
     x = np.zeros((256 * 1024,), np.uint8)
     with Loopback(Config(bandwidth_mbps=50, latency_ms=5), log=lambda *_: None) as lb:
         edge = Edge(b, ["input"])
@@ -76,7 +72,8 @@ def test_replaying_a_trace_changes_the_loopback_link(tmp_path):
                 time.sleep(max(0.0, 1.7 - (time.monotonic() - rep.t0)))
                 slow = min(timed() for _ in range(2))
             assert [r[1] for r in rep.log] == [50, 5]
-            # 256 KiB: ~44 ms at 50 Mbit/s, ~440 ms at 5 (plus 5 ms); allow for the relay's own cost
-            assert slow > 5 * fast and 0.3 < slow < 1.0, (fast, slow)
+            # 256 KiB: ~44 ms at 50 Mbit/s, ~440 ms at 5 (plus 5 ms). The slow link sets a floor a busy
+            # machine cannot lower; the ratio of the two, timed in one run, leaves room for the relay's cost.
+            assert slow > 0.3 and slow > 3 * fast, (fast, slow)
         finally:
             edge.close()

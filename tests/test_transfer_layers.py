@@ -128,10 +128,10 @@ def test_learned_nodes_compute_the_reference_and_the_halves_compose(text):
             surgery.head(m, cut, True)
 
 
-def test_a_kind_the_bundle_does_not_hold_is_refused(residual_bundle):
+def test_a_kind_the_bundle_does_not_hold_is_refused(small_bundle):
     from tlcut.toolchain.compile import compile_cuts
 
-    b = residual_bundle(tl="off")
+    b = small_bundle(tl=None)
     c = next(c for c in b.cuts if c.tl)
     assert transfer.held(c, "pool").name == "pool" and transfer.weights_of(b, c) is None
     with pytest.raises(TlcutError, match=rf"holds no trained bottleneck:2 transfer layer at cut {c.index}, its TL "
@@ -141,11 +141,11 @@ def test_a_kind_the_bundle_does_not_hold_is_refused(residual_bundle):
     assert b.find("tail", c.index, True) is not None
 
 
-def test_run_and_eval_refuse_a_kind_the_bundle_does_not_hold(residual_bundle, capsys):
+def test_run_and_eval_refuse_a_kind_the_bundle_does_not_hold(small_bundle, capsys):
     """--tl KIND on the device's verbs: a bad spelling or a kind not trained at the cut is one line."""
     from tlcut import cli
 
-    b = residual_bundle(tl="off")
+    b = small_bundle(tl=None)
     c = next(c for c in b.cuts if c.tl)
     for tl, needle in (("bottleneck:2", "holds no trained bottleneck:2"), ("bottlenek:2", "unknown transfer layer")):
         code = cli.main(["run", str(b.path), "--cut", str(c.index), "--tl", tl, "--edge", "tcp://127.0.0.1:1"])
@@ -154,7 +154,7 @@ def test_run_and_eval_refuse_a_kind_the_bundle_does_not_hold(residual_bundle, ca
         assert code == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
 
 
-def test_both_edges_serve_a_learned_tl(residual_bundle):
+def test_both_edges_serve_a_learned_tl(small_bundle, tmp_path):
     """A learned kind recorded at a cut (random weights: no training needed) compiles into halves
     that the Python edge and, where built, the C edge serve as the ONNX halves compute."""
     import os
@@ -168,7 +168,7 @@ def test_both_edges_serve_a_learned_tl(residual_bundle):
     from tlcut.runtime.serve import Edge
     from tlcut.toolchain.compile import compile_cuts
 
-    b, rng = residual_bundle(tl="off"), np.random.default_rng(2)
+    b, rng = small_bundle(tl=None), np.random.default_rng(2)
     c, kind = next(c for c in b.cuts if c.tl), transfer.parse("pool+bottleneck:2")
     fshape = c.shape if c.layout == "NHWC" else tuple(c.shape[i] for i in (0, 2, 3, 1))
     w = {k: rng.standard_normal(v.shape).astype(np.float32)
@@ -190,18 +190,19 @@ def test_both_edges_serve_a_learned_tl(residual_bundle):
             t = threading.Thread(target=edge.serve, args=(ep,), kwargs={"stop": stop}, daemon=True)
             t.start()
         else:
-            proc = subprocess.Popen([edged, str(b.path), "--cut", str(c.index), "--bind", ep], stderr=subprocess.DEVNULL)
+            log = tmp_path / "edged.log"
+            proc = subprocess.Popen([edged, str(b.path), "--cut", str(c.index), "--bind", ep], stderr=log.open("w"))
         try:
             wait_for_edge(ep, timeout_s=60, insecure=True)
             with Device(b, str(c.index), tl=True, edge=ep) as d:
                 for x, y in zip(xs, want):
                     got, _ = d.infer(x)
-                    assert np.abs(got - y).max() <= 1e-4, which
+                    assert got.shape == y.shape and np.abs(got - y).max() <= 1e-4, (which, got, y)
         finally:
             stop.set()
             if proc:
                 proc.terminate()
-                assert proc.wait(30) == 0
+                assert proc.wait(30) == 0, log.read_text()[-2000:]
             else:
                 t.join(10)
                 edge.close()

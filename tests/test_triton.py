@@ -173,11 +173,121 @@ def test_real_tritonserver_parses_the_repository(bundle, tmp_path):
     assert all("unable to find backend library for backend 'onnxruntime'" in why for why in failed.values()), failed
 
 
-@pytest.mark.skip(reason="the nvidia-pytriton wheel's tritonserver ships only the Python backend (no "
-                         "libtriton_onnxruntime.so), so it cannot serve the written repository; "
-                         "test_real_tritonserver_parses_the_repository checks the configs it reads instead")
-def test_serve_written_repository():
-    pass
+# The wheel's tritonserver has the Python backend alone, so the written repository is served with
+# one line changed per model: its backend, onnxruntime, becomes this Python model, which runs the
+# written 1/model.onnx with ONNX Runtime under the written config (names, shapes, dtypes, batching).
+ONNX_AS_PYTHON = """
+import json
+from pathlib import Path
+
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        cfg = json.loads(args["model_config"])
+        onnx_path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        self.inputs = [t["name"] for t in cfg["input"]]
+        self.outputs = [t["name"] for t in cfg["output"]]
+
+    def execute(self, requests):
+        replies = []
+        for r in requests:
+            feed = {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs}
+            ys = self.session.run(self.outputs, feed)
+            replies.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, y) for n, y in zip(self.outputs, ys)]))
+        return replies
+"""
+
+
+def _python_backend_server(tmp_path: Path):
+    """(tritonserver, its backend directory, its environment) for serving Python models, or the
+    reason it cannot: the stub matching TLCUT_TRITON_PYTHON's version, its libpython and site-packages."""
+    py, why = _triton_python()
+    if why:
+        return None, why
+    r = subprocess.run([py, "-c", "import os, sys, sysconfig, pytriton, onnxruntime; "
+                        "from pytriton.utils.distribution import get_libs_path as libs; "
+                        "print(os.path.dirname(pytriton.__file__), sysconfig.get_config_var('LIBDIR'), libs(), "
+                        "'%d.%d' % sys.version_info[:2], os.path.dirname(sys.executable))"],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode:
+        return None, f"{py} lacks pytriton or onnxruntime: {r.stderr.strip()[-300:]}"
+    root, libdir, wheel_libs, version, bindir = r.stdout.split()
+    dist = Path(root) / "tritonserver"
+    backends = tmp_path / "backends"
+    (backends / "python").mkdir(parents=True)
+    for f in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        (backends / "python" / f).symlink_to(dist / "backends" / "python" / f)
+    shutil.copy(dist / "python_backend_stubs" / version / "triton_python_backend_stub", backends / "python")
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}",  # the stub finds its venv through PATH
+               LD_LIBRARY_PATH=":".join(filter(None, [libdir, wheel_libs, os.environ.get("LD_LIBRARY_PATH")])))
+    return (dist / "bin" / "tritonserver", backends, env), None
+
+
+@needs_client
+@pytest.mark.parametrize("proto", ["grpc", "http"])
+def test_serve_written_repository(bundle, tmp_path, proto):
+    """What `compile --target triton` writes, served by the real tritonserver and asked by the
+    device: each tail answers as the whole model (the TL tail as head+tail run here)."""
+    import onnxruntime as ort
+    import tritonclient.grpc as grpcclient
+
+    server, why = _python_backend_server(tmp_path)
+    if server is None:
+        pytest.skip(f"cannot serve a repository with PyTriton's tritonserver: {why}")
+    repo = tmp_path / "repo"
+    r = subprocess.run([sys.executable, "-m", "tlcut", "compile", str(BUNDLE), "--target", "triton", "--cut", "0",
+                        "--cut", "3", "-o", str(repo)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in repo.iterdir() if p.is_dir())
+    assert names == ["cut-0", "cut-0-tl", "cut-3", "model"]
+    for name in names:
+        cfg = repo / name / "config.pbtxt"
+        text = cfg.read_text()
+        assert text.count('backend: "onnxruntime"') == 1
+        cfg.write_text(text.replace('backend: "onnxruntime"', 'backend: "python"'))
+        (repo / name / "1" / "model.py").write_text(ONNX_AS_PYTHON)
+    exe, backends, env = server
+    grpc, http = free_port(), free_port()
+    log = (tmp_path / "tritonserver.log").open("w")
+    proc = subprocess.Popen([str(exe), "--model-repository", str(repo), "--backend-directory", str(backends),
+                             "--grpc-port", str(grpc), "--http-port", str(http), "--metrics-port", str(free_port()),
+                             "--exit-timeout-secs", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        probe = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
+        deadline = time.monotonic() + 90
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if probe.is_server_ready():
+                    break
+            except Exception:  # not listening yet
+                pass
+            time.sleep(0.5)
+        assert proc.poll() is None and probe.is_server_ready(), (tmp_path / "tritonserver.log").read_text()[-3000:]
+        assert all(probe.is_model_ready(n) for n in names)
+        edge = f"triton+{proto}://127.0.0.1:{grpc if proto == 'grpc' else http}"
+        whole = ort.InferenceSession(str(bundle.runnable("model")))
+        head = ort.InferenceSession(str(bundle.runnable("head", 0, True)))
+        tail = ort.InferenceSession(str(bundle.runnable("tail", 0, True)))
+        rng = np.random.default_rng(3)
+        xs = [rng.standard_normal((1, 3, 7, 7)).astype(np.float32) for _ in range(2)]
+        want = [whole.run(None, {"x": x})[0] for x in xs]
+        assert not np.allclose(want[0], want[1], atol=1e-3), "the output does not move with the input"
+        with_tl = [tail.run(None, {tail.get_inputs()[0].name: head.run(None, {"x": x})[0]})[0] for x in xs]
+        for cut, tl, expect in (("input", False, want), ("0", False, want), ("3", False, want), ("0", True, with_tl)):
+            with Device(bundle, cut, tl=tl, edge=edge, timeout_s=20, fallback=False) as d:
+                for x, w in zip(xs, expect):
+                    y, rec = d.infer(x)
+                    assert not rec["fallback"], (cut, tl)
+                    np.testing.assert_allclose(y, w, rtol=1e-4, atol=1e-5, err_msg=f"cut {cut} tl {tl}")
+                assert d.counts["offloaded"] == len(xs)
+    finally:
+        proc.kill()  # nothing of the server's is checked after this
+        proc.wait()
+        log.close()
 
 
 # -- the transport without a server --------------------------------------------------------------
@@ -303,10 +413,16 @@ def test_edge_time_comes_from_triton_statistics(triton_edge):
             assert 0 < h.server_us <= rtt_us and h.edge_source == "stats"
         assert h.cut_id == 3 and h.type == P.RESULT and y.shape == (1, 4)
         assert c.ping().type == P.PONG
-        # pipelined: several in flight, each reply kept for its own request
-        rids = [c.send(a * k, 3) for k in range(1, 4)]
-        ys = [c.receive(r)[0] for r in rids]
-        assert not np.allclose(ys[0], ys[1])
+        # pipelined: several in flight, received out of order, each reply the one for its own request
+        import onnxruntime as ort
+
+        tail = ort.InferenceSession(str(Bundle.open(BUNDLE).runnable("tail", 3, False)))
+        feeds = {k: a * k - k for k in range(1, 5)}
+        want = {k: tail.run(None, {tail.get_inputs()[0].name: f})[0] for k, f in feeds.items()}
+        assert not any(np.allclose(want[i], want[j], atol=1e-3) for i in want for j in want if i < j)
+        rids = {k: c.send(f, 3) for k, f in feeds.items()}
+        for k in (3, 1, 4, 2):
+            np.testing.assert_allclose(c.receive(rids[k])[0], want[k], rtol=1e-4, atol=1e-5, err_msg=f"request {k}")
 
 
 def test_cli_run_against_triton(triton_edge):

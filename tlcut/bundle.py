@@ -21,13 +21,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from tlcut import dtypes
 from tlcut.errors import TlcutError
+from tlcut.files import temp_dir, write_atomic
 
 FORMAT = "tlcut-bundle"
 #: The input's pixel mapping when the manifest gives none (see Bundle.pixels).
@@ -56,17 +56,7 @@ def sha256_file(path: Path) -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON next to ``path`` and rename it over: readers see the old file or the new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 @contextlib.contextmanager
@@ -76,11 +66,11 @@ def staged_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
     if final.exists() and not overwrite:
         raise TlcutError(f"'{final}' already exists; choose another path or pass --force to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
+    tmp = temp_dir(final.parent, final.name + ".tmp-")
     try:
         yield tmp
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=final.name + ".old-", dir=final.parent))
+            old = temp_dir(final.parent, final.name + ".old-")
             os.replace(final, old / "x")
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -274,8 +264,49 @@ def build_record(built) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def nbytes(shape, dtype: str) -> int:
-    return dtypes.nbytes(shape, dtype)
+#: What identifies a fidelity row: the placement's fields, then the engine and precision both halves ran at.
+FIDELITY_KEY = ("where", "cut", "tl", "encoding", "quality", "engine", "precision")
+
+
+def fidelity_key(row: dict) -> tuple:
+    return tuple(row.get(k) for k in FIDELITY_KEY)
+
+
+#: Model files whose sha256 was checked in this process: (path, size, mtime, inode) -> sha256.
+_CHECKED: dict[tuple, str] = {}
+#: What a bundle folder holds besides its manifest (see ``not_a_bundle``).
+_BUNDLE_PARTS = {MODEL, MODEL + ".data", "halves", "tensorrt", "openvino", "onnxrt-trt-cache"}
+
+
+def _foreign(folder: Path) -> str:
+    """What ``folder`` holds that is no piece of a bundle: a few names, or ''."""
+    try:
+        names = sorted(p.name for p in folder.iterdir() if p.name not in _BUNDLE_PARTS and ".tmp" not in p.name)
+    except OSError as e:
+        return f"what it cannot list ({e.strerror})"
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def not_a_bundle(folder: Path) -> str:
+    """Why ``folder`` (a folder without a manifest) is no bundle, and what to do. Never advise
+    ``--force`` (which replaces the folder) unless all it holds is the pieces of a bundle."""
+    inner = sorted({m.parent for m in [*folder.glob(f"*/{MANIFEST}"), *folder.glob(f"*/*/{MANIFEST}")]})
+    if inner:
+        more = f" (or {', '.join(map(str, inner[1:3]))})" if len(inner) > 1 else ""
+        return f"'{folder}' is not a tlcut bundle (no {MANIFEST}) but holds one: did you mean {inner[0]}?{more}"
+    extra = _foreign(folder)
+    if not extra:
+        return f"'{folder}' is not a complete tlcut bundle (no {MANIFEST}); re-run `tlcut export MODEL -o {folder} --force`"
+    return (f"'{folder}' is not a tlcut bundle (no {MANIFEST}; it holds {extra}); "
+            "give the folder `tlcut export -o` wrote, or export into a new one")
+
+
+def check_replaceable(folder) -> None:
+    """``--force`` replaces a bundle, never a file or a folder holding anything else (results, a home)."""
+    folder = Path(folder)
+    if folder.is_file() or (not manifest_path(folder).is_file() and _foreign(folder)):
+        what = "a file" if folder.is_file() else f"a folder holding {_foreign(folder)}"
+        raise TlcutError(f"'{folder}' is not a tlcut bundle but {what}; --force replaces only a bundle: choose another -o")
 
 
 class Bundle:
@@ -290,12 +321,13 @@ class Bundle:
     def open(cls, path) -> "Bundle":
         path = Path(path)
         mf = path / MANIFEST
+        if path.is_file():
+            hint = f"; did you mean {path.parent}?" if (path.parent / MANIFEST).is_file() else ""
+            raise TlcutError(f"'{path}' is a file, not a bundle folder (the folder `tlcut export -o` wrote){hint}")
         if not path.is_dir():
             raise TlcutError(f"bundle '{path}' does not exist; create one with `tlcut export MODEL -o {path}`")
         if not mf.is_file():
-            raise TlcutError(
-                f"'{path}' is not a complete tlcut bundle (no {MANIFEST}); re-run `tlcut export MODEL -o {path} --force`"
-            )
+            raise TlcutError(not_a_bundle(path))
         try:
             manifest = json.loads(mf.read_text())
         except (ValueError, OSError) as e:
@@ -303,9 +335,8 @@ class Bundle:
         if manifest.get("format") != FORMAT:
             raise TlcutError(f"'{mf}' is not a tlcut bundle manifest (format={manifest.get('format')!r})")
         if manifest.get("version") != VERSION:
-            raise TlcutError(
-                f"bundle '{path}' has format version {manifest.get('version')}, this tlcut reads version {VERSION}; re-export it"
-            )
+            raise TlcutError(f"bundle '{path}' has format version {manifest.get('version')}, this tlcut reads version "
+                             f"{VERSION}; re-export it")
         try:
             model_file = manifest["model"]["file"]
             bundle = cls(path, manifest)
@@ -313,7 +344,23 @@ class Bundle:
             raise TlcutError(f"'{mf}' is damaged ({type(e).__name__}: {e}); re-export the bundle with --force") from None
         if not (path / model_file).is_file():
             raise TlcutError(f"bundle '{path}' lacks its model file {model_file}; re-export it")
+        bundle.check_model()
         return bundle
+
+    def check_model(self) -> None:
+        """Refuse a model file that is not the one exported: its sha256 against the manifest's (once
+        per process per file version: 57 MB hash in about 0.1 s), its weights file by size."""
+        p, st = self.model_path, self.model_path.stat()
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+        redo = f"re-export the bundle: `tlcut export MODEL -o {self.path} --force`"
+        if _CHECKED.get(key) != self.model_sha256:
+            if sha256_file(p) != self.model_sha256:
+                raise TlcutError(f"{p} has changed since export (its sha256 is not the manifest's); {redo}")
+            _CHECKED[key] = self.model_sha256
+        w = self.manifest["model"].get("weights")
+        wp = self.path / w["file"] if w else None
+        if wp and (not wp.is_file() or wp.stat().st_size != w["bytes"]):
+            raise TlcutError(f"the weights file {wp} is missing or not the exported size; {redo}")
 
     # -- what the model is ------------------------------------------------------------------
     @property
@@ -430,40 +477,22 @@ class Bundle:
         self.manifest.setdefault("accuracy", {}).setdefault(label, {})[precision] = result
         self.save_manifest()
 
+    # -- measured fidelity (toolchain/fidelity.py) --------------------------------------------
+    @property
+    def fidelity(self) -> list[dict]:
+        """What `tlcut fidelity` (and an int8 compile) measured against the float32 model: one row
+        per (placement, engine, precision), keyed by ``fidelity_key``; docs/bundle.md has the fields."""
+        return self.manifest.get("fidelity", [])
+
+    def record_fidelity(self, rows: list[dict]) -> None:
+        """Record ``rows``, replacing those with the same keys; save."""
+        keys = {fidelity_key(r) for r in rows}
+        keep = [r for r in self.fidelity if fidelity_key(r) not in keys]
+        self.manifest["fidelity"] = keep + list(rows)
+        self.save_manifest()
+
     def half_dir(self, cut: Cut) -> Path:
         return self.path / half_folder(cut.index)
 
     def save_manifest(self) -> None:
         write_json_atomic(self.path / MANIFEST, self.manifest)
-
-
-# -- tiles: bands of one segment for several nodes (`tlcut tiles`) ----------------------------
-#: A tiles folder sits outside the bundle (like a profile or a plan) and names the model by its sha256.
-TILES_FORMAT = "tlcut-tiles"
-TILES_VERSION = 1
-TILES_MANIFEST = "tiles.json"
-
-
-def band_file(index: int) -> str:
-    """Where band ``index`` lives, relative to its tiles folder: the one place that spells it."""
-    return f"band{int(index)}.onnx"
-
-
-def read_tiles(folder) -> dict:
-    """A tiles folder's manifest, checked: format, version, and every band's file present."""
-    folder = Path(folder)
-    mf = folder / TILES_MANIFEST
-    if not mf.is_file():
-        raise TlcutError(f"'{folder}' is not a tiles folder (no {TILES_MANIFEST}); write one with `tlcut tiles BUNDLE ... -o {folder}`")
-    try:
-        tiles = json.loads(mf.read_text())
-        fmt, version, bands = tiles.get("format"), tiles.get("version"), tiles["bands"]
-        files = [b["file"] for b in bands]
-    except (ValueError, OSError, KeyError, TypeError, AttributeError) as e:
-        raise TlcutError(f"'{mf}' is damaged ({type(e).__name__}: {e}); re-run `tlcut tiles`") from None
-    if fmt != TILES_FORMAT or version != TILES_VERSION:
-        raise TlcutError(f"'{mf}' is {fmt!r} version {version}, this tlcut reads {TILES_FORMAT} version {TILES_VERSION}; re-run `tlcut tiles`")
-    missing = [f for f in files if not (folder / f).is_file()]
-    if missing:
-        raise TlcutError(f"tiles folder '{folder}' lacks {', '.join(missing)}; re-run `tlcut tiles` with --force")
-    return tiles

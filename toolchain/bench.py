@@ -181,6 +181,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
           check: int = 4, backend: str = backends.DEFAULT, progress=print, bar=None, slowdown: float = 1.0,
           images: str | None = None, jpeg_quality=(90,)) -> dict:
     """Measure every cut of ``bundle`` on this machine; return the profile (see module doc).
+    ``bar(desc, unit)`` wraps the iterable of a long step in a progress bar (tlcut.cli.bar).
 
     ``slowdown`` > 1 emulates a slower device without root: every engine run is stretched to that
     many times its duration, exactly as `tlcut run --slowdown` stretches them (runners/base.py).
@@ -191,6 +192,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
         raise TlcutError("--iterations must be at least 1 and --warmup at least 0")
     if slowdown < 1.0:
         raise TlcutError(f"--slowdown must be at least 1, got {slowdown:g}")
+    bar = bar or (lambda desc, unit: iter)  # bar(desc, unit)(items): a progress bar for a long step
     be = _Stretched(backends.get(backend), slowdown)
     feed = random_feed(bundle.inputs)
     model_path = bundle.model_path
@@ -214,7 +216,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
             # run and the plain run beside it gives the run's wall-clock time.
             with profiled:
                 full_wall = []
-                for i in range(warmup + iterations):
+                for i in bar("whole model", "run")(range(warmup + iterations)):
                     profiled.infer(feed, check=False)
                     t0 = time.perf_counter()
                     plain.infer(feed, check=False)
@@ -235,8 +237,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     tl_cache: dict[tuple, tuple] = {}
     enc_cache: dict[tuple, dict] = {}
     progress(f"[bench] TL and wire costs for {len(cuts)} cuts")
-    it = bar(cuts) if bar else cuts
-    for c in it:
+    for c in bar("TL and wire", "cut")(cuts):
         if prefix is not None:
             head = prefix[:, c.node_index]
             tail = total - head
@@ -268,7 +269,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     if check and prefix is not None:
         sample = _sample(cuts, check)
         progress(f"[bench] checking prefix sums against real halves of cuts {[c.index for c in sample]}")
-        for c in sample:
+        for c in bar("check", "cut")(sample):
             checks.append(_check(be, model_path, c, feed, warmup, iterations, threads,
                                  rows[c.index], tl_cache.get((c.shape, c.layout, c.dtype))))
     errs = [abs(x["head_err_pct"]) for x in checks] + [abs(x["tail_err_pct"]) for x in checks]
@@ -289,7 +290,8 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     }
     if checks:
         progress(f"[bench] prefix sums vs real halves: median |error| {profile['check']['median_abs_err_pct']:.1f}%, "
-                 f"max {profile['check']['max_abs_err_pct']:.1f}%")
+                 f"max {profile['check']['max_abs_err_pct']:.1f}% (the plan predicts each cut's head and tail from "
+                 "the profiled run's prefix sums; a real half may take that much more or less than predicted)")
     progress(f"[bench] done in {profile['bench_seconds']:.1f} s")
     return profile
 

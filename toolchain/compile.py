@@ -48,17 +48,19 @@ def select_cuts(bundle: Bundle, spec: str | None) -> list[Cut]:
 def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=backends.DEFAULT,
                  threads: int | None = None, precision: str = "float32", calib: str | None = None,
                  calib_method: str = "entropy", calib_count: int = 64, batch: int | str = 1,
-                 progress=None) -> dict[int, list[Artifact]]:
+                 progress=None, say=None) -> dict[int, list[Artifact]]:
     """Write the halves of ``cuts`` at ``precision`` and record them as artifacts; return what was
     written per cut. int8 halves are QDQ, calibrated on ``calib`` (calibrate/int8.py); the whole
     model is quantized too, so device only and edge only can run at int8 beside the splits.
-    ``batch`` (N or "dynamic") adds tails of that batch size for an edge that batches requests."""
+    ``batch`` (N or "dynamic") adds tails of that batch size for an edge that batches requests.
+    int8 halves are then measured against the float32 model (toolchain/fidelity.py), a line per cut to ``say``."""
     be = backends.get(backend)
     batch = parse_batch(batch)
     if precision not in PRECISIONS:
         raise TlcutError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     for c in cuts:
         tl_modes(c, tl_choice(c, tl))  # fail before writing anything
+    tl = tl if tl in TL_CHOICES else "on"  # a kind, held at every cut (checked above)
     calib_info, xs = None, None
     if precision == "int8":
         from tlcut.calibrate.int8 import METHODS, calibration_inputs
@@ -69,7 +71,7 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
             raise TlcutError(f"--calib-method must be one of {', '.join(METHODS)}, got '{calib_method}'")
         xs, calib_info = calibration_inputs(bundle, calib, calib_count)
         calib_info["method"] = calib_method
-    model = onnx.load(str(bundle.model_path))
+    model = load_model(bundle)
     if precision == "int8":
         _quantize_model(bundle, be, xs, calib_info, threads)
     written = {}
@@ -80,7 +82,7 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
         with staged_dir(final, overwrite=True) as tmp:
             if final.exists():  # other precisions and engines of this cut stay
                 shutil.copytree(final, tmp, dirs_exist_ok=True)
-            for with_tl in tl_modes(cut, tl_choice(cut, tl)):
+            for with_tl in tl_modes(cut, tl):
                 payloads = None
                 weights = transfer.weights_of(bundle, cut) if with_tl else None
                 for kind, fn in (("head", surgery.head), ("tail", surgery.tail)):
@@ -112,6 +114,10 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
                         arts += _batched_tail(p, tmp, cut, with_tl, precision, batch, be, threads, calib_info)
         bundle.put_artifacts(arts)
         written[cut.index] = arts
+    if precision == "int8":
+        from tlcut.toolchain.fidelity import after_int8_compile
+
+        after_int8_compile(bundle, cuts, tl, calib, be.name, say)
     return written
 
 
@@ -123,7 +129,7 @@ def compile_middle(bundle: Bundle, start: Cut, end: Cut, *, tl: str = "off", to_
     if to_tl and not end.tl:
         raise TlcutError(f"the TL cannot apply at cut {end.index} ({end.why_no_tl}); use --to-tl off")
     modes = tl_modes(start, tl_choice(start, tl))
-    model = onnx.load(str(bundle.model_path))
+    model = load_model(bundle)
     final = bundle.half_dir(start)
     arts = []
     with staged_dir(final, overwrite=True) as tmp:
@@ -149,6 +155,16 @@ def tl_choice(cut: Cut, tl: str) -> str:
         return tl
     transfer.held(cut, tl)
     return "on"
+
+
+def load_model(bundle: Bundle) -> onnx.ModelProto:
+    """The bundle's model; a file that does not parse (truncated, overwritten) is one error line."""
+    try:
+        return onnx.load(str(bundle.model_path))
+    except Exception as e:  # protobuf's DecodeError, onnx's own, OSError: all mean the file is bad
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise TlcutError(f"{bundle.model_path} is not a readable ONNX model ({why}); re-export the bundle: "
+                         f"`tlcut export MODEL -o {bundle.path} --force`") from None
 
 
 def parse_batch(text) -> int | str:

@@ -25,15 +25,14 @@ DEFAULT_OPSET = 17
 
 
 def _keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from tlcut.quiet import import_keras
+
     try:
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
+        return import_keras()
     except ImportError:
         raise TlcutError(
             "exporting a Keras model needs TensorFlow; install it with `pip install 'tlcut[tf]'`"
         ) from None
-    return keras
 
 
 def load_keras(model: str, weights: str | None = None, input_shape=None, classes: int | None = None):

@@ -17,7 +17,8 @@ from pathlib import Path
 import onnx
 
 from tlcut import __version__
-from tlcut.bundle import FORMAT, MANIFEST, MODEL, ONNX, VERSION, Artifact, Bundle, artifact_file, sha256_file, staged_dir, write_json_atomic
+from tlcut.bundle import (FORMAT, MANIFEST, MODEL, ONNX, VERSION, Artifact, Bundle, artifact_file, check_replaceable,
+                          sha256_file, staged_dir, write_json_atomic)
 from tlcut.errors import TlcutError
 from tlcut.toolchain.annotate import annotate, fix_batch, infer_shapes, io_entry
 from tlcut.toolchain.convert import DEFAULT_OPSET, VALIDATION_TOLERANCE, compare_with_keras, keras_to_onnx, load_keras
@@ -31,8 +32,10 @@ def export(model: str, out, *, weights: str | None = None, input_shape=None, cla
     from tlcut.toolchain.cuts import enumerate_cuts
 
     out = Path(out)
-    if out.exists() and not force:
-        raise TlcutError(f"'{out}' already exists; choose another -o or pass --force to replace it")
+    if out.exists():
+        check_replaceable(out)  # --force replaces a bundle, never the user's other files
+        if not force:
+            raise TlcutError(f"'{out}' already exists; choose another -o or pass --force to replace it")
     if batch < 1:
         raise TlcutError(f"--batch must be at least 1, got {batch}")
     layer_names = None

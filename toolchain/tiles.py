@@ -121,7 +121,8 @@ def write_tiles(bundle, src, dst, weights: list[float], out, force: bool = False
     import datetime
 
     from tlcut import __version__
-    from tlcut.bundle import TILES_FORMAT, TILES_MANIFEST, TILES_VERSION, band_file, staged_dir, write_json_atomic
+    from tlcut.bundle import staged_dir, write_json_atomic
+    from tlcut.tiles_folder import TILES_FORMAT, TILES_MANIFEST, TILES_VERSION, band_file
 
     from tlcut.encodings import image_layout
     from tlcut.runtime.protocol import MAX_BANDS

@@ -36,9 +36,10 @@ REPORT_SUFFIX = ".json"
 
 
 def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from tlcut.quiet import import_keras
+
     try:
-        import keras
+        keras = import_keras()
         import tensorflow as tf
     except ImportError:
         raise TlcutError("training needs TensorFlow; install it with `pip install 'tlcut[tf]'`") from None
@@ -265,13 +266,16 @@ def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, tas
 def retrain(model_file: str, cut: str, out_bundle, *, tl="pool", data: str | None = None, batch: int = 32,
             patience: int | None = None, limit: int | None = None, force: bool = False, say=print, **recipe) -> dict:
     """Inserter, Trainer and Splitter: a bundle whose cut ``cut`` carries the TL of kind ``tl``, retrained."""
+    from tlcut.bundle import check_replaceable
     from tlcut.toolchain.compile import compile_cuts
     from tlcut.toolchain.convert import load_keras
     from tlcut.toolchain.export import export
 
     kind = transfer.parse(tl)  # before the training, not after it
-    if Path(out_bundle).exists() and not force:
-        raise TlcutError(f"'{out_bundle}' already exists; choose another -o or pass --force to replace it")
+    if Path(out_bundle).exists():
+        check_replaceable(out_bundle)  # --force replaces a bundle, never the user's other files
+        if not force:
+            raise TlcutError(f"'{out_bundle}' already exists; choose another -o or pass --force to replace it")
     base_report, dargs, ds, recipe = _fine_tuning(model_file, data, limit, recipe)
     km, _ = load_keras(model_file)
     layer = _layer_for(cut, km)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -64,10 +65,13 @@ def bar(desc: str, unit: str):
     return wrap
 
 
-def verbs() -> list[Verb]:
-    from tlcut.cli import lab, learning, pipeline, serving, tiles
+VERBOSE_HELP = "show what libraries print (TensorFlow's start-up lines, tf2onnx, warnings)"
 
-    return [v() for m in (pipeline, tiles, serving, learning, lab) for v in m.VERBS]
+
+def verbs() -> list[Verb]:
+    from tlcut.cli import fidelity, lab, learning, pipeline, serving, tiles
+
+    return [v() for m in (pipeline, fidelity, tiles, serving, learning, lab) for v in m.VERBS]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="pipeline: export -> cuts -> bench (device, edge) -> plan -> compile -> serve / run",
     )
     p.add_argument("--version", action="version", version=f"tlcut {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     for v in verbs():
         doc = (v.__doc__ or "").strip()
@@ -87,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         for g in v.groups:
             g.add_to(sp)
         v.add(sp)
+        if "-v" not in sp._option_string_actions:  # also after the verb, as users type it
+            sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
         sp.set_defaults(func=v)
     return p
 
@@ -94,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
+    from tlcut import quiet
+
+    if a.verbose:
+        os.environ[quiet.VERBOSE_ENV] = "1"  # and the commands tlcut starts
+    quiet.silence_libraries(warn=True)
     if not getattr(a, "func", None):
         parser.print_help()
         return 2
@@ -105,6 +117,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("tlcut: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tlcut ... | head`: the reader has gone; no traceback, as with any CLI
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

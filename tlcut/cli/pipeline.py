@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tlcut.cli import Verb, bar, emit_json, say
@@ -96,7 +95,8 @@ as it is."""
 
     def add(self, p):
         p.add_argument("--cuts", help="cuts to compile: indices, ranges (3-7), tensor or layer names, or 'all'")
-        p.add_argument("--plan", help="compile the best cut of this plan JSON instead of --cuts")
+        p.add_argument("--plan", help="compile the halves of this plan JSON's best placement (its cut, with or without "
+                                     "the TL as it chose) instead of --cuts")
         p.add_argument("--tl", default="both", choices=TL_CHOICES,
                        help="halves with the TL, without, or both (default both, where the TL applies)")
         p.add_argument("--batch", default="1", metavar="N|dynamic",
@@ -146,23 +146,27 @@ as it is."""
             if value:
                 raise TlcutError(f"{flag} belongs to --target (a device's folder); to compile halves into the "
                                  f"bundle give --cuts K, or add --target jetson")
-        spec = str(best_cut_of_plan(a.plan, b)) if a.plan else a.cuts
+        chosen = plan_choice(a, b)
+        spec, tl = (str(chosen.cut), "on" if chosen.tl else "off") if chosen else (a.cuts, a.tl)
         if a.to is not None:
             from tlcut.toolchain.compile import compile_middle
 
             starts = select_cuts(b, spec)
             if len(starts) != 1 or self.be.precision != "float32" or a.batch != "1":
                 raise TlcutError("--to writes one middle part: give one cut with --cuts, at float32, batch 1")
-            for art in compile_middle(b, starts[0], b.cut(a.to), tl=a.tl, to_tl=a.to_tl == "on"):
+            for art in compile_middle(b, starts[0], b.cut(a.to), tl=tl, to_tl=a.to_tl == "on"):
                 say(f"[compile] middle part of cut {art.cut}{' + TL' if art.tl else ''} to cut {art.to[0]}: {art.file}")
             return
         if a.calib and self.be.precision != "int8":
             raise TlcutError("--calib calibrates int8 halves; add --precision int8")
-        written = compile_cuts(b, select_cuts(b, spec), tl=a.tl, backend=self.be.backend, threads=self.be.threads,
+        written = compile_cuts(b, select_cuts(b, spec), tl=tl, backend=self.be.backend, threads=self.be.threads,
                                precision=self.be.precision, calib=a.calib, calib_method=a.calib_method,
-                               calib_count=a.calib_count, batch=a.batch, progress=bar("compile", "cut"))
+                               calib_count=a.calib_count, batch=a.batch, progress=bar("compile", "cut"), say=say)
         for k, arts in written.items():
             say(f"[compile] cut {k}: {', '.join(a.file for a in arts)}")
+        if chosen:
+            say(f"[compile] the plan's choice is {chosen.label}: run it with `tlcut run {b.path} {placement_flags(chosen)} "
+                f"--edge ...` against `tlcut serve {b.path} --cut {chosen.cut} --tl {'on' if chosen.tl else 'off'}`")
 
     def run_target(self, a, b):
         from tlcut.toolchain.targets import write_jetson
@@ -186,10 +190,11 @@ as it is."""
                              f"{self.be.flags}")
         if not a.output:
             raise TlcutError(f"--target {a.target} needs -o DIR, the folder to write")
-        cut = a.cut if a.cut is not None else (best_cut_of_plan(a.plan, b) if a.plan else None)
+        chosen = plan_choice(a, b) if a.cut is None else None
+        cut = a.cut if a.cut is not None else (chosen.cut if chosen else None)
         if cut is None:
             raise TlcutError(f"--target {a.target} needs the cut the device runs: --cut K (or --plan PLAN)")
-        tl = None if a.tl == "both" else a.tl == "on"  # both: the TL where it applies
+        tl = chosen.tl if chosen else None if a.tl == "both" else a.tl == "on"  # both: the TL where it applies
         write_jetson(b, cut, a.output, tl=tl, endpoint=a.edge_endpoint, edge_key=a.edge_key, force=a.force,
                      progress=say)
 
@@ -213,23 +218,26 @@ as it is."""
         say(f"[triton] wrote {len(index)} models to {a.output}: `tritonserver --model-repository {a.output}`")
 
 
-def load_plan(path, bundle) -> dict:
-    """A plan written by `tlcut plan -o`, for the model in ``bundle``."""
-    try:
-        plan = json.loads(Path(path).read_text())
-        plan["best"], plan["ranking"], plan["network"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise TlcutError(f"'{path}' is not a plan written by `tlcut plan -o`") from None
-    if plan.get("model_sha256") != bundle.model_sha256:
-        raise TlcutError(f"plan '{path}' was made for another model than bundle '{bundle.path}'")
-    return plan
+def plan_choice(a, bundle):
+    """The placement `tlcut plan -o` chose (--plan), or None; compile builds exactly its halves."""
+    if not a.plan:
+        return None
+    from tlcut.deployment import Plan
+
+    best = Plan.load(a.plan, bundle).best
+    p = best.placement
+    if p.cut is None:
+        raise TlcutError(f"the plan's best placement is {best.label}, which has no cut to compile")
+    if a.tl != "both" and (a.tl == "on") != p.tl:
+        raise TlcutError(f"--tl {a.tl} disagrees with the plan, which chose {p.label}; drop --tl")
+    return p
 
 
-def best_cut_of_plan(path, bundle):
-    best = load_plan(path, bundle)["best"]
-    if best.get("cut") is None:
-        raise TlcutError(f"the plan's best placement is {best['name']}, which has no cut to compile")
-    return best["cut"]
+def placement_flags(p) -> str:
+    """The `tlcut run` flags that run placement ``p``."""
+    cut = {"device": "device", "edge": "input"}.get(p.where, p.cut)
+    q = f" --jpeg-quality {p.quality}" if p.quality is not None else ""
+    return f"--cut {cut} --tl {'on' if p.tl else 'off'} --encoding {p.encoding}{q}"
 
 
 class Bench(Verb):
@@ -269,7 +277,7 @@ class Bench(Verb):
         if self.be.precision != "float32":
             raise TlcutError("bench profiles the float32 model; time int8 halves with benchmarks/engines.py")
         prof = bench(self.b.bundle, role=a.role, warmup=a.warmup, iterations=a.iterations, threads=self.be.threads,
-                     check=a.check, backend=self.be.backend, progress=say, bar=bar("bench", "cut"),
+                     check=a.check, backend=self.be.backend, progress=say, bar=bar,
                      slowdown=a.slowdown, images=a.images, jpeg_quality=qualities)
         emit_json(prof, a.output)
         if a.output and a.output != "-":
@@ -329,6 +337,7 @@ class Plan(Verb):
 
     def run(self, a):
         from tlcut.toolchain import plan as planmod
+        from tlcut.toolchain import plan_report
 
         dev = planmod.load_profile(a.device, "device")
         if a.cloud:
@@ -349,7 +358,7 @@ class Plan(Verb):
             accuracy = {**b.accuracy, "_source": str(b.path)}
         tiles, link = [], None
         if a.tiles or a.tiles_link:
-            from tlcut.bundle import read_tiles
+            from tlcut.tiles_folder import read_tiles
 
             if not a.tiles:
                 raise TlcutError("--tiles-link belongs to --tiles DIR")
@@ -365,14 +374,18 @@ class Plan(Verb):
         result = planmod.plan(dev, edge, self.net.network, cons, accuracy, objective=a.objective, tiles=tiles,
                               tiles_link=link)
         if a.plot:
-            planmod.plot(result, a.plot)
+            plan_report.plot(result, a.plot)
             say(f"[plan] wrote {a.plot}")
-        if a.json or (a.output and a.output != "-"):
-            emit_json(result, a.output if a.output else None)
+        if a.output and a.output != "-":
+            result.save(a.output)
+        elif a.json:
+            emit_json(result.to_json())
         if not a.json:
-            print(planmod.format_table(result, top=a.top))
+            print(plan_report.format_table(result, top=a.top))
 
     def three_tiers(self, a, planmod, dev):
+        from tlcut.toolchain import plan_report, plan_tiers
+
         if not a.network:
             raise TlcutError("a three-tier plan needs --network CSV with a device->edge and an edge->cloud row per host")
 
@@ -413,7 +426,7 @@ class Plan(Verb):
         except ValueError:
             raise TlcutError("--tier-upload takes TIER=BYTES and --tier-time TIER=MS or TIER=PCT%") from None
         for t in [*upload, *times]:
-            if t not in planmod.TIERS:
+            if t not in plan_tiers.TIERS:
                 raise TlcutError(f"unknown tier '{t}'; use device, edge or cloud")
         rows = planmod.read_network_csv(a.network)
         hops = {}
@@ -421,14 +434,16 @@ class Plan(Verb):
             back = rows.get((dst, src))
             hops[(src, dst)] = planmod.Network(up_mbps=bw, rtt_ms=ping, down_mbps=back[1] if back else 10 * bw,
                                                source=a.network)
-        cons = planmod.TierConstraints(must=must, must_not=must_not, max_upload_bytes=upload, max_time_ms=ms,
-                                       max_time_pct=pct)
-        result = planmod.plan_tiers((a.device_name, dev), named(a.edge, a.edge_name), named(a.cloud, "cloud"), hops,
-                                    cons, tl=a.tl, top=max(a.top, 50))
-        if a.json or (a.output and a.output != "-"):
-            emit_json(result, a.output if a.output else None)
+        cons = plan_tiers.TierConstraints(must=must, must_not=must_not, max_upload_bytes=upload, max_time_ms=ms,
+                                          max_time_pct=pct)
+        result = plan_tiers.plan_tiers((a.device_name, dev), named(a.edge, a.edge_name), named(a.cloud, "cloud"), hops,
+                                       cons, tl=a.tl, top=max(a.top, 50))
+        if a.output and a.output != "-":
+            result.save(a.output)
+        elif a.json:
+            emit_json(result.to_json())
         if not a.json:
-            print(planmod.format_tiers(result, top=a.top))
+            print(plan_report.format_tiers(result, top=a.top))
 
 
 VERBS = [Export, Cuts, Compile, Bench, Plan]

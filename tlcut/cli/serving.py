@@ -234,14 +234,13 @@ class Run(Verb):
 
 def adaptive_device(b, a, start, edge, kw):
     """An AdaptiveDevice over the plan's best allowed placements and device only."""
-    from tlcut.cli.pipeline import load_plan
+    from tlcut.deployment import Plan
     from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy, choose_candidates
 
-    plan = load_plan(a.adapt, b)
+    plan = Plan.load(a.adapt, b)
     if a.candidates < 1 or a.patience < 1 or a.probe_every < 1 or not 0 <= a.margin < 1:
         raise TlcutError("--candidates, --patience and --probe-every must be at least 1, --margin in [0, 1)")
-    ranked = [c for c in plan["ranking"] if c["allowed"]]
-    net = plan["network"]
+    net = plan.network
     try:
         rates = ([float(r) for r in a.rates.split(",") if r.strip()] if a.rates
                  else [net["up_mbps"] / k for k in (2, 5, 10)])
@@ -249,13 +248,15 @@ def adaptive_device(b, a, start, edge, kw):
         raise TlcutError(f"--rates takes Mbit/s separated by commas, got '{a.rates}'") from None
     if any(r <= 0 for r in rates):
         raise TlcutError("--rates must be positive Mbit/s")
-    cands = choose_candidates(ranked, net["rtt_ms"], a.candidates, rates)
-    if start is not None and start.label not in {c["name"] for c in cands}:
-        match = [c for c in plan["ranking"] if c["name"] == start.label]
-        if not match:
+    cands = choose_candidates(plan.allowed, net["rtt_ms"], a.candidates, rates)
+    first = None
+    if start is not None:
+        first = plan.find(start)
+        if first is None:
             raise TlcutError(f"--cut names {start.label}, which the plan does not rank")
-        cands.append(match[0])
-    policy = Policy(cands, LinkEstimate(net["up_mbps"], net["rtt_ms"]), start=start.label if start else None,
+        if first not in cands:
+            cands.append(first)
+    policy = Policy(cands, LinkEstimate(net["up_mbps"], net["rtt_ms"]), start=first,
                     margin=a.margin, patience=a.patience, probe_every=a.probe_every)
     return AdaptiveDevice(b, policy, edge=edge, log=lambda m: say(f"[adapt] {m}"), **kw)
 

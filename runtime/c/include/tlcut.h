@@ -54,6 +54,8 @@ enum { TLC_REQUEST = 1, TLC_RESULT = 2, TLC_ERROR = 3, TLC_PING = 4, TLC_PONG = 
 enum { TLC_F32 = 1, TLC_F16 = 2, TLC_I8 = 3, TLC_U8 = 4, TLC_I32 = 5, TLC_I64 = 6, TLC_F64 = 7 };
 /* flags: bit 0 the DeviceTL; bits 8-15 a tiles band (index + 1), which this edge never serves. */
 enum { TLC_FLAG_TL = 1, TLC_BAND_MASK = 0xFF00 };
+/* Wire encodings: the codes of docs/protocol.md (the one spec). Each is decoded by one function in
+ * runtime/c/src/decode/, found through one table keyed by these codes (decode/table.cpp). */
 enum { TLC_ENC_RAW = 0, TLC_ENC_FLOAT16 = 1, TLC_ENC_INT8 = 2, TLC_ENC_UINT8 = 3, TLC_ENC_JPEG = 4 };
 
 /* Status codes. 1..10 are the protocol's error codes (the status byte of an ERROR reply); 10 comes

@@ -15,6 +15,9 @@ namespace tlc {
 // The numpy name of a protocol dtype code (the table of docs/protocol.md), ``unknown`` for others.
 const char *dtype_name(int dtype, const char *unknown = "?");
 
+// A shape as the Python edge prints it in messages: "[1, 4, 7, 7]".
+std::string dims_str(const std::vector<int64_t> &shape);
+
 // The answer of a ZAP handler (ZeroMQ RFC 27) to one request, and whether it refused a client.
 struct ZapDecision {
     std::array<std::string, 6> reply;  // version, request id, status code, status text, user id, metadata

@@ -1,0 +1,43 @@
+// The one table of wire encodings the C edge decodes, keyed by the protocol's code (tlcut.h
+// TLC_ENC_*, docs/protocol.md). A new encoding: its decode function in a file of its own, one row here.
+#include "decode.hpp"
+
+#include "internal.hpp"
+
+namespace tlc {
+
+namespace {
+const Encoding kTable[] = {
+    {TLC_ENC_RAW, "raw", decode_raw},
+    {TLC_ENC_FLOAT16, "float16", decode_float16},
+    {TLC_ENC_INT8, "int8", decode_int8},
+    {TLC_ENC_UINT8, "uint8", decode_uint8},
+    {TLC_ENC_JPEG, "jpeg", decode_jpeg},
+};
+}  // namespace
+
+const Encoding *find_encoding(uint8_t code) {
+    for (const Encoding &e : kTable)
+        if (e.code == code) return &e;
+    return nullptr;
+}
+
+const Encoding *encodings(size_t *count) {
+    *count = sizeof kTable / sizeof kTable[0];
+    return kTable;
+}
+
+std::string misfit(const tlc_header &h, const std::string &why) {
+    return "encoding " + std::to_string(h.encoding) + " does not fit a " + dtype_name(h.dtype) + " payload" + why;
+}
+
+bool decode(const Wire &w, Scratch &s, Tensor &out, std::string &err) {
+    const Encoding *e = find_encoding(w.h.encoding);
+    if (!e) {
+        err = misfit(w.h);
+        return false;
+    }
+    return e->decode(w, s, out, err);
+}
+
+}  // namespace tlc

@@ -1,0 +1,268 @@
+"""What a new user meets first: error hints that never cost their files, one-line errors for a
+damaged bundle, outputs that follow the umask, and quiet, visible long steps (issue 24)."""
+
+import json
+import os
+import re
+import stat
+
+import onnx
+import pytest
+
+from tlcut.bundle import Bundle, staged_dir, write_json_atomic
+from tlcut.cli import main
+from tlcut.models import graphs
+
+
+def _quiet(*_):
+    pass
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    from tlcut.toolchain.export import export
+
+    onnx.save(graphs.residual(hw=9, c=4), tmp_path / "m.onnx")
+    return export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=_quiet)
+
+
+def _one_error(capsys, code, *needles):
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("tlcut: error: "), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def _results_folder(bundle, tmp_path):
+    """A demo's results folder: the bundle one level down, beside the user's results."""
+    res = tmp_path / "results" / "demo-m"
+    res.mkdir(parents=True)
+    os.replace(bundle.path, res / "bundle")
+    for name in ("summary.md", "summary.json", "plan.png"):
+        (res / name).write_text("mine")
+    (res / "profiles").mkdir()
+    return res
+
+
+# -- 1. a hint never proposes --force on a folder holding anything but a bundle -----------------
+def test_cuts_on_a_results_folder_points_to_its_bundle_and_never_to_force(bundle, tmp_path, capsys):
+    res = _results_folder(bundle, tmp_path)
+    line = _one_error(capsys, main(["cuts", str(res)]), f"did you mean {res / 'bundle'}?")
+    assert "--force" not in line
+
+
+def test_a_folder_of_other_files_gets_no_force_hint_and_export_force_refuses_it(tmp_path, capsys):
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "summary.md").write_text("mine")
+    line = _one_error(capsys, main(["cuts", str(res)]), "summary.md")
+    assert "--force" not in line
+    onnx.save(graphs.residual(hw=9, c=4), tmp_path / "m.onnx")
+    _one_error(capsys, main(["export", str(tmp_path / "m.onnx"), "-o", str(res), "--force"]),
+               "not a tlcut bundle", "summary.md")
+    line = _one_error(capsys, main(["export", str(tmp_path / "m.onnx"), "-o", str(res)]), "summary.md")
+    assert "--force replaces only a bundle" in line and "pass --force" not in line
+    assert sorted(p.name for p in res.iterdir()) == ["summary.md"], "the user's files are still there"
+
+
+def test_a_bundle_with_its_manifest_lost_may_still_be_re_exported(bundle, capsys):
+    (bundle.path / "manifest.json").unlink()
+    _one_error(capsys, main(["cuts", str(bundle.path)]), "--force")
+
+
+def test_a_bundle_path_that_is_a_file_says_so(bundle, capsys):
+    line = _one_error(capsys, main(["cuts", str(bundle.path / "manifest.json")]), "is a file, not a bundle folder",
+                      f"did you mean {bundle.path}?")
+    assert "does not exist" not in line
+
+
+# -- 2. a damaged model is one error line, and the manifest's sha256 is checked ----------------
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("verb", [["cuts"], ["cuts", "--json"], ["compile", "--cuts", "1"]])
+def test_a_truncated_model_is_refused_by_its_sha256(bundle, capsys, verb):
+    _truncate(bundle.model_path)
+    argv = [verb[0], str(bundle.path), *verb[1:]]
+    _one_error(capsys, main(argv), str(bundle.model_path), "changed since export", "re-export")
+
+
+def test_a_model_that_does_not_parse_is_one_line_in_compile(bundle, capsys):
+    """Even where the manifest's sha256 was rewritten to match, compile says the file is bad."""
+    from tlcut.bundle import sha256_file
+
+    _truncate(bundle.model_path)
+    bundle.manifest["model"]["sha256"] = sha256_file(bundle.model_path)
+    bundle.save_manifest()
+    _one_error(capsys, main(["compile", str(bundle.path), "--cuts", "1"]), str(bundle.model_path),
+               "not a readable ONNX model", "re-export")
+
+
+def test_checking_the_model_is_cheap_on_a_57_mb_file(tmp_path):
+    import time
+
+    from tlcut.bundle import sha256_file
+
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(57 << 20))
+    t = time.perf_counter()
+    sha256_file(big)
+    assert time.perf_counter() - t < 2.0, "about 0.1 s on an idle machine"
+
+
+# -- 3. outputs follow the umask ------------------------------------------------------------------
+@pytest.fixture(params=[0o022, 0o077])
+def mask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def _mode(p):
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_atomic_writes_keep_the_umask(tmp_path, mask):
+    write_json_atomic(tmp_path / "r.json", {"a": 1})
+    assert _mode(tmp_path / "r.json") == 0o666 & ~mask
+    (tmp_path / "plain.md").write_text("x")
+    assert _mode(tmp_path / "r.json") == _mode(tmp_path / "plain.md"), "JSON results like every other file"
+    with staged_dir(tmp_path / "d") as d:
+        (d / "f").write_text("x")
+    assert _mode(tmp_path / "d") == 0o777 & ~mask
+
+
+def test_an_exported_bundle_and_its_manifest_keep_the_umask(tmp_path, mask):
+    from tlcut.toolchain.export import export
+
+    onnx.save(graphs.residual(hw=9, c=4), tmp_path / "m.onnx")
+    b = export(str(tmp_path / "m.onnx"), tmp_path / "b", progress=_quiet)
+    assert _mode(b.path) == 0o777 & ~mask and _mode(b.path / "manifest.json") == 0o666 & ~mask
+    from tlcut.toolchain.compile import compile_cuts
+
+    compile_cuts(b, b.cuts[1:2])
+    assert _mode(b.half_dir(b.cuts[1])) == 0o777 & ~mask
+    assert json.loads((b.path / "manifest.json").read_text())["artifacts"]
+    assert _mode(b.path / "manifest.json") == 0o666 & ~mask
+
+
+# -- 4. library noise off unless -v; long steps show progress on stderr only ----------------------
+def _tlcut(*argv):
+    """`tlcut ARGV` as a user's shell starts it: no TF_CPP_MIN_LOG_LEVEL (the tests' conftest sets one)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", "tlcut", *argv], capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_export_list_needs_no_tensorflow():
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("Keras not installed")
+    code = ("import sys; from tlcut.cli import main; main(['export', '--list']); "
+            "print('tensorflow' in sys.modules, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "DenseNet169" in r.stdout.split() and "TinyBranchNet" in r.stdout.split()
+    assert r.stderr.strip() == "False", r.stderr
+
+
+@pytest.mark.tf
+def test_export_prints_only_its_own_lines(tmp_path):
+    r = _tlcut("export", "TinyBranchNet", "-o", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    noise = [line for line in r.stderr.splitlines() if not line.startswith("[export]")]
+    assert not noise, noise
+
+
+class _Terminal:
+    """A stderr that says it is a terminal, so tqdm draws its bars as it would for a user."""
+
+    def __init__(self):
+        import io
+
+        self.buf = io.StringIO()
+
+    def write(self, s):
+        return self.buf.write(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_bench_shows_progress_on_stderr_and_says_what_the_check_means(bundle, capsys, monkeypatch):
+    import sys
+
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    rc = main(["bench", str(bundle.path), "--role", "device", "--warmup", "1", "--iterations", "3", "--check", "1"])
+    out = capsys.readouterr().out
+    err = term.buf.getvalue()
+    assert rc == 0 and json.loads(out)["role"] == "device", "stdout is the profile and nothing else"
+    for step in ("whole model", "TL and wire", "check"):  # tqdm's bar: "DESC:  50%|#####     | 2/4 [...]"
+        assert re.search(rf"{step}: +\d+%\|", err), (step, err[-2000:])
+    line = next(x for x in err.splitlines() if "prefix sums vs real halves" in x)
+    assert "the plan predicts" in line
+
+
+def test_verbose_is_taken_before_or_after_the_verb(tmp_path):
+    from tlcut.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["-v", "cuts", "B"]).verbose and p.parse_args(["cuts", "B", "-v"]).verbose
+    assert not p.parse_args(["cuts", "B"]).verbose
+
+
+def test_output_cut_short_by_head_is_no_traceback():
+    """`tlcut export --list | head -1`: the reader is gone before tlcut writes."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "tlcut", "export", "--list"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 141 and "Traceback" not in err, err
+
+
+def test_a_folder_that_cannot_be_listed_is_one_error_line(tmp_path, capsys, monkeypatch):
+    """As another user's 0700 folder is (root lists every folder, so the refusal is simulated)."""
+    import pathlib
+
+    d = tmp_path / "locked"
+    d.mkdir()
+    real = pathlib.Path.iterdir
+
+    def iterdir(self):
+        if self == d:
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(pathlib.Path, "iterdir", iterdir)
+    line = _one_error(capsys, main(["cuts", str(d)]), "not a tlcut bundle", "cannot list")
+    assert "--force" not in line
+
+
+def test_retrain_force_refuses_a_folder_that_is_not_a_bundle_before_training(tmp_path):
+    from tlcut.errors import TlcutError
+    from tlcut.toolchain.train import retrain
+
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "summary.md").write_text("mine")
+    with pytest.raises(TlcutError, match="not a tlcut bundle"):
+        retrain(str(tmp_path / "no-such.keras"), "1", res, force=True)
+    with pytest.raises(TlcutError) as e:
+        retrain(str(tmp_path / "no-such.keras"), "1", res)
+    assert "pass --force" not in str(e.value)
+    assert (res / "summary.md").read_text() == "mine"
