@@ -1,11 +1,12 @@
 """``pool``: the paper's Transfer Layer. The device max-pools 2x2 at stride 2 (a quarter of the
 bytes); the edge repeats each value 2x2 (nearest neighbour). No weights: the layers around it are
-retrained to live with the pooled features."""
+retrained to live with the pooled features. Its ONNX nodes keep their own path in
+toolchain/surgery.py, which upsamples an NHWC payload in place rather than through transposes."""
 
 from __future__ import annotations
 
 from tlcut.errors import TlcutError
-from tlcut.transfer.base import TransferLayer, maxpool, upsample
+from tlcut.transfer.base import TransferLayer
 
 
 class Pool(TransferLayer):
@@ -23,9 +24,3 @@ class Pool(TransferLayer):
 
     def keras_edge(self, keras, channels):
         return [keras.layers.UpSampling2D(2, interpolation="nearest", name="edge_tl")]
-
-    def onnx_device(self, g, x, shape_nchw, weights):
-        return maxpool(g, x, shape_nchw, "tlcut_device_tl")
-
-    def onnx_edge(self, g, p, shape_nchw, weights):
-        return upsample(g, p, "tlcut_edge_tl", g.opset or 17)
