@@ -93,8 +93,9 @@ class Cut:
     layout: str | None
     node_index: int  # position of the producing node in the model's topological order
     tl: bool  # whether the Transfer Layer applies (4-D, known layout, both spatial sizes >= 2)
-    tl_shape: tuple[int, ...] | None
+    tl_shape: tuple[int, ...] | None  # what the TL sends: the shape of its payload
     why_no_tl: str | None = None
+    tl_kind: str = "pool"  # the cut's TL (tlcut/transfer): pool unless a learned one was trained here
 
     @property
     def bytes(self) -> int:
@@ -120,6 +121,8 @@ class Cut:
         }
         if self.why_no_tl:
             d["why_no_tl"] = self.why_no_tl
+        if self.tl_kind != "pool":  # absent means pool: manifests written before learned TLs read as before
+            d["tl_kind"] = self.tl_kind
         return d
 
     @classmethod
@@ -135,6 +138,7 @@ class Cut:
             tl=d["tl"],
             tl_shape=tuple(d["tl_shape"]) if d.get("tl_shape") else None,
             why_no_tl=d.get("why_no_tl"),
+            tl_kind=d.get("tl_kind", "pool"),
         )
 
 
@@ -189,6 +193,11 @@ def artifact_file(kind: str, cut: int | None, tl: bool = False, engine: str = ON
     if kind == "middle":
         stem += f".to-{to[0]}" + ("_tl" if to[1] else "")
     return f"{folder}{sub}{stem}{suffix}"
+
+
+def tl_weights_file(cut: int) -> str:
+    """The trained weights of the learned TL at ``cut`` (an .npz), relative to the bundle."""
+    return f"transfer/{cut}.npz"
 
 
 def half_folder(cut: int) -> str:

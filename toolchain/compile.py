@@ -19,7 +19,8 @@ from onnx import helper
 
 from tlcut.bundle import BATCH_DYNAMIC, ONNX, PRECISIONS, Artifact, Bundle, Cut, artifact_file, half_folder, staged_dir
 from tlcut.errors import TlcutError
-from tlcut.placement import tl_modes
+from tlcut import transfer
+from tlcut.placement import TL_CHOICES, tl_modes
 from tlcut.runtime import backends
 from tlcut.toolchain import surgery
 
@@ -58,7 +59,8 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
     if precision not in PRECISIONS:
         raise TlcutError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     for c in cuts:
-        tl_modes(c, tl)  # fail before writing anything
+        tl_modes(c, tl_choice(c, tl))  # fail before writing anything
+    tl = tl if tl in TL_CHOICES else "on"  # a kind, held at every cut (checked above)
     calib_info, xs = None, None
     if precision == "int8":
         from tlcut.calibrate.int8 import METHODS, calibration_inputs
@@ -82,8 +84,9 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
                 shutil.copytree(final, tmp, dirs_exist_ok=True)
             for with_tl in tl_modes(cut, tl):
                 payloads = None
+                weights = transfer.weights_of(bundle, cut) if with_tl else None
                 for kind, fn in (("head", surgery.head), ("tail", surgery.tail)):
-                    half = fn(model, cut, tl=with_tl)
+                    half = fn(model, cut, tl=with_tl, weights=weights)
                     rel = artifact_file(kind, cut.index, with_tl, precision=precision)
                     p = tmp / Path(rel).relative_to(half_folder(cut.index))
                     p.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +128,7 @@ def compile_middle(bundle: Bundle, start: Cut, end: Cut, *, tl: str = "off", to_
         raise TlcutError(f"--to {end.index} must be a later cut than {start.index}")
     if to_tl and not end.tl:
         raise TlcutError(f"the TL cannot apply at cut {end.index} ({end.why_no_tl}); use --to-tl off")
-    modes = tl_modes(start, tl)
+    modes = tl_modes(start, tl_choice(start, tl))
     model = load_model(bundle)
     final = bundle.half_dir(start)
     arts = []
@@ -133,7 +136,8 @@ def compile_middle(bundle: Bundle, start: Cut, end: Cut, *, tl: str = "off", to_
         if final.exists():  # the cut's other artifacts stay
             shutil.copytree(final, tmp, dirs_exist_ok=True)
         for with_tl in modes:
-            part = surgery.middle(model, start, with_tl, end, to_tl)
+            part = surgery.middle(model, start, with_tl, end, to_tl, transfer.weights_of(bundle, start) if with_tl else None,
+                                  transfer.weights_of(bundle, end) if to_tl else None)
             rel = artifact_file("middle", start.index, with_tl, to=(end.index, to_tl))
             p = tmp / Path(rel).relative_to(half_folder(start.index))
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +146,15 @@ def compile_middle(bundle: Bundle, start: Cut, end: Cut, *, tl: str = "off", to_
                                  to=(end.index, to_tl)))
     bundle.put_artifacts(arts)
     return arts
+
+
+def tl_choice(cut: Cut, tl: str) -> str:
+    """``--tl``: on, off, both, or a transfer-layer kind (tlcut/transfer), which compiles as ``on``
+    where the bundle holds that kind trained at ``cut`` and is refused with one line elsewhere."""
+    if tl in TL_CHOICES:
+        return tl
+    transfer.held(cut, tl)
+    return "on"
 
 
 def load_model(bundle: Bundle) -> onnx.ModelProto:

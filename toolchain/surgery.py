@@ -2,12 +2,16 @@
 out the segment between tensors (``extract_segment``), all with onnx-graphsurgeon.
 
 The head runs model input -> cut tensor (-> DeviceTL); the tail runs (EdgeTL ->) cut tensor ->
-model output. DeviceTL is a 2x2, stride-2 max-pool; EdgeTL a 2x nearest-neighbour upsample. For an
-odd size the pool pads the last row/column (ONNX max-pool padding never wins the max), giving
-ceil(n/2), and the tail crops the upsampled map back to n, so the tail sees exactly the original
-shape: the same as Keras' MaxPool2D(2, padding="same") + UpSampling2D(2) + Cropping2D, which the
-retraining step builds. Pooling runs on NCHW (ONNX MaxPool's only layout), so an NHWC cut is
-transposed around it; the wire tensor keeps the cut tensor's layout.
+model output. Which TL a cut carries is the cut's ``tl_kind`` (tlcut/transfer/: the kinds build
+their own nodes); a learned kind needs its trained ``weights``, which the bundle holds.
+
+The paper's ``pool`` keeps its own path here: DeviceTL is a 2x2, stride-2 max-pool; EdgeTL a 2x
+nearest-neighbour upsample. For an odd size the pool pads the last row/column (ONNX max-pool
+padding never wins the max), giving ceil(n/2), and the tail crops the upsampled map back to n, so
+the tail sees exactly the original shape: the same as Keras' MaxPool2D(2, padding="same") +
+UpSampling2D(2) + Cropping2D, which the retraining step builds. Pooling runs on NCHW (ONNX
+MaxPool's only layout), so an NHWC cut is transposed around it; the wire tensor keeps the cut
+tensor's layout. Learned kinds run their nodes on NCHW likewise, then crop an odd size back.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from tlcut import transfer
 from tlcut.bundle import Cut
 from tlcut.errors import TlcutError
 
 #: Names of the tensors that cross the link, so both halves and the wire agree on them.
-PAYLOAD_TL = "tlcut_payload_tl"
+PAYLOAD_TL = transfer.PAYLOAD
 
 
 def _load(model) -> gs.Graph:
@@ -42,18 +47,18 @@ def _spatial_axes(cut: Cut) -> tuple[int, int]:
     return (2, 3) if cut.layout == "NCHW" else (1, 2)
 
 
-def head(model, cut: Cut, tl: bool = False) -> onnx.ModelProto:
-    """Model input -> cut tensor, ending with DeviceTL when ``tl``."""
+def head(model, cut: Cut, tl: bool = False, weights: dict | None = None) -> onnx.ModelProto:
+    """Model input -> cut tensor, ending with DeviceTL when ``tl`` (a learned one with ``weights``)."""
     g = _load(model)
     t = _tensor(g, cut)
     if tl:
         _require_tl(cut)
-        t = _append_device_tl(g, t, cut)
+        t = _append_device_tl(g, t, cut, weights)
     g.outputs = [t]
     return _export(g)
 
 
-def tail(model, cut: Cut, tl: bool = False) -> onnx.ModelProto:
+def tail(model, cut: Cut, tl: bool = False, weights: dict | None = None) -> onnx.ModelProto:
     """(EdgeTL ->) cut tensor -> model outputs. The input has the static shape of what crosses."""
     g = _load(model)
     t = _tensor(g, cut)
@@ -62,11 +67,12 @@ def tail(model, cut: Cut, tl: bool = False) -> onnx.ModelProto:
         g.inputs = [t]
         return _export(g)
     _require_tl(cut)
-    g.inputs = [_prepend_edge_tl(g, t, cut)]
+    g.inputs = [_prepend_edge_tl(g, t, cut, weights)]
     return _export(g)
 
 
-def middle(model, start: Cut, start_tl: bool, end: Cut, end_tl: bool) -> onnx.ModelProto:
+def middle(model, start: Cut, start_tl: bool, end: Cut, end_tl: bool, start_weights: dict | None = None,
+           end_weights: dict | None = None) -> onnx.ModelProto:
     """(EdgeTL ->) start cut tensor -> end cut tensor (-> DeviceTL): what the middle tier runs."""
     if end.node_index <= start.node_index:
         raise TlcutError(f"a middle part runs from one cut to a later one; cut {end.index} is not after cut {start.index}")
@@ -74,14 +80,14 @@ def middle(model, start: Cut, start_tl: bool, end: Cut, end_tl: bool) -> onnx.Mo
     t_end = _tensor(g, end)
     if end_tl:
         _require_tl(end)
-        t_end = _append_device_tl(g, t_end, end)
+        t_end = _append_device_tl(g, t_end, end, end_weights)
         t_end.name = PAYLOAD_TL + "_next"  # the EdgeTL's input below holds the plain name
     g.outputs = [t_end]
     t = _tensor(g, start)
     t.inputs.clear()
     if start_tl:
         _require_tl(start)
-        g.inputs = [_prepend_edge_tl(g, t, start)]
+        g.inputs = [_prepend_edge_tl(g, t, start, start_weights)]
     else:
         g.inputs = [t]
     return _export(g)
@@ -120,30 +126,60 @@ def logits(model) -> onnx.ModelProto:
     return _export(g)
 
 
-def device_tl(cut: Cut) -> onnx.ModelProto:
-    """The DeviceTL alone, cut tensor -> payload: what bench times for the device's TL cost."""
+def device_tl(cut: Cut, weights: dict | None = None) -> onnx.ModelProto:
+    """The DeviceTL alone, cut tensor -> payload: what bench times for the device's TL cost. A
+    learned kind without ``weights`` gets zeros of their shapes: the time does not depend on them."""
     _require_tl(cut)
     g = gs.Graph(opset=_OPSET)
     x = gs.Variable(cut.tensor, dtype=np.dtype(cut.dtype), shape=list(cut.shape))
     g.inputs = [x]
-    g.outputs = [_append_device_tl(g, x, cut)]
+    g.outputs = [_append_device_tl(g, x, cut, weights or _timing_weights(cut))]
     return _export(g)
 
 
-def edge_tl(cut: Cut) -> onnx.ModelProto:
-    """The EdgeTL alone, payload -> cut tensor: what bench times for the edge's TL cost."""
+def edge_tl(cut: Cut, weights: dict | None = None) -> onnx.ModelProto:
+    """The EdgeTL alone, payload -> cut tensor: what bench times for the edge's TL cost (zero
+    weights for a learned kind without ``weights``, as ``device_tl``)."""
     _require_tl(cut)
     g = gs.Graph(opset=_OPSET)
     y = gs.Variable(cut.tensor, dtype=np.dtype(cut.dtype), shape=list(cut.shape))
-    g.inputs = [_prepend_edge_tl(g, y, cut)]
+    g.inputs = [_prepend_edge_tl(g, y, cut, weights or _timing_weights(cut))]
     g.outputs = [y]
     return _export(g)
+
+
+def _timing_weights(cut: Cut) -> dict | None:
+    kind = transfer.parse(cut.tl_kind)
+    if not kind.has_weights:
+        return None
+    _, c, h, w = _nchw(cut)
+    shapes = kind.init_weights(np.zeros((1, min(h, 4), min(w, 4), c), np.float32))
+    return {k: np.zeros_like(v) for k, v in shapes.items()}
 
 
 _OPSET = 17
 
 
-def _append_device_tl(g: gs.Graph, x: gs.Variable, cut: Cut) -> gs.Variable:
+def _nchw(cut: Cut) -> list[int]:
+    s = list(cut.shape)
+    return s if cut.layout == "NCHW" else [s[0], s[3], s[1], s[2]]
+
+
+def _learned(cut: Cut, weights):
+    kind = transfer.parse(cut.tl_kind)
+    return kind, kind.check_weights(weights, cut.shape, cut.layout)
+
+
+def _append_device_tl(g: gs.Graph, x: gs.Variable, cut: Cut, weights=None) -> gs.Variable:
+    if cut.tl_kind != transfer.DEFAULT:
+        kind, w = _learned(cut, weights)
+        if cut.layout == "NHWC":
+            x = g.layer(op="Transpose", inputs=[x], outputs=["tlcut_device_tl_nchw"], attrs={"perm": [0, 3, 1, 2]})[0]
+        y = kind.onnx_device(g, x, _nchw(cut), w)
+        if cut.layout == "NHWC":
+            y = g.layer(op="Transpose", inputs=[y], outputs=["tlcut_device_tl_nhwc"], attrs={"perm": [0, 2, 3, 1]})[0]
+        y.name, y.dtype, y.shape = PAYLOAD_TL, np.dtype(cut.dtype), list(cut.tl_shape)
+        return y
     h_ax, w_ax = _spatial_axes(cut)
     pads = [0, 0, cut.shape[h_ax] % 2, cut.shape[w_ax] % 2]
     if cut.layout == "NHWC":
@@ -158,8 +194,31 @@ def _append_device_tl(g: gs.Graph, x: gs.Variable, cut: Cut) -> gs.Variable:
     return pooled
 
 
-def _prepend_edge_tl(g: gs.Graph, t: gs.Variable, cut: Cut) -> gs.Variable:
+def _prepend_learned_edge_tl(g: gs.Graph, t: gs.Variable, cut: Cut, weights) -> gs.Variable:
+    """Nodes payload -> ``t`` for a learned kind: its NCHW nodes, the crop of an odd size, the layout."""
+    kind, w = _learned(cut, weights)
+    payload = gs.Variable(PAYLOAD_TL, dtype=np.dtype(cut.dtype), shape=list(cut.tl_shape))
+    p = payload
+    if cut.layout == "NHWC":
+        p = g.layer(op="Transpose", inputs=[p], outputs=["tlcut_edge_tl_nchw"], attrs={"perm": [0, 3, 1, 2]})[0]
+    shape = _nchw(cut)
+    y = kind.onnx_edge(g, p, shape, w)
+    if kind.halves and (shape[2] % 2 or shape[3] % 2):
+        y = g.layer(op="Slice", name="tlcut_edge_tl_crop", outputs=["tlcut_edge_tl_cropped"],
+                    inputs=[y, np.zeros(2, np.int64), np.array(shape[2:], np.int64), np.array([2, 3], np.int64)])[0]
+    if cut.layout == "NHWC":
+        g.layer(op="Transpose", inputs=[y], outputs=[t], attrs={"perm": [0, 2, 3, 1]})
+    else:
+        producer = y.inputs[0]
+        producer.outputs.clear()
+        producer.outputs.append(t)
+    return payload
+
+
+def _prepend_edge_tl(g: gs.Graph, t: gs.Variable, cut: Cut, weights=None) -> gs.Variable:
     """Nodes payload -> ``t`` (upsample, then crop an odd size back); return the payload input."""
+    if cut.tl_kind != transfer.DEFAULT:
+        return _prepend_learned_edge_tl(g, t, cut, weights)
     h_ax, w_ax = _spatial_axes(cut)
     payload = gs.Variable(PAYLOAD_TL, dtype=np.dtype(cut.dtype), shape=list(cut.tl_shape))
     scales = np.ones(4, dtype=np.float32)

@@ -3,14 +3,17 @@
 The paper's Preprocessor in three steps:
 
 - Inserter (``insert_tl``): the model with DeviceTL and EdgeTL at a cut, as Keras layers that
-  compute exactly what the graph surgery inserts: MaxPool2D(2, padding="same") pads an odd last
-  row/column, UpSampling2D(2) repeats nearest neighbours, Cropping2D takes the padding back off.
-- Trainer (``fit``): fine-tunes that TLModel; the TL has no weights, so the layers around it learn
-  to live with the pooled features.
-- Splitter (``retrain``): the TLModel's weights are the base model's (the TL layers share them),
-  so the retrained base model is exported as a bundle and cut at the same tensor with tlcut's own
-  surgery: the device half ends with DeviceTL, the edge half starts with EdgeTL. The halves are
-  checked against the Keras TLModel before the bundle is called done.
+  compute exactly what the graph surgery inserts, for the kind asked (tlcut/transfer/): for the
+  paper's pool, MaxPool2D(2, padding="same") pads an odd last row/column, UpSampling2D(2) repeats
+  nearest neighbours, Cropping2D takes the padding back off.
+- Trainer (``fit``): fine-tunes that TLModel. The pool TL has no weights, so the layers around it
+  learn to live with the pooled features; a learned bottleneck starts as the principal components
+  of real feature maps at the cut (the least-squares linear code) and trains with the rest.
+- Splitter (``retrain``): the TLModel's other weights are the base model's (the TL layers share
+  them), so the retrained base model is exported as a bundle and cut at the same tensor with
+  tlcut's own surgery: the device half ends with DeviceTL, the edge half starts with EdgeTL; a
+  learned TL's weights go into the bundle beside it (``transfer.record``). The halves are checked
+  against the Keras TLModel before the bundle is called done.
 
 Inputs are float32 in [0, 1] (as `tlcut run --images` feeds them). Training uses Adam, random
 flips of the solar-cell images, and early stopping on validation accuracy with the best weights
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tlcut import transfer
 from tlcut.errors import TlcutError
 
 REPORT_SUFFIX = ".json"
@@ -162,8 +166,10 @@ def accuracy(model, split, batch: int = 64) -> float:
     return float(np.mean(p.argmax(axis=1) == y))
 
 
-def insert_tl(model, layer_name: str):
-    """The TLModel: ``model`` with DeviceTL + EdgeTL after layer ``layer_name`` (shares its weights)."""
+def insert_tl(model, layer_name: str, tl="pool", weights: dict | None = None):
+    """The TLModel: ``model`` with DeviceTL + EdgeTL of kind ``tl`` after layer ``layer_name``
+    (shares its weights); a learned kind starts from ``weights`` where given."""
+    kind = transfer.parse(tl)
     _, keras = _tf()
     L = keras.layers
     try:
@@ -179,14 +185,29 @@ def insert_tl(model, layer_name: str):
     except Exception:
         raise TlcutError(f"layer '{layer_name}' is not a single-tensor cut of the Keras model (the rest of the "
                          "model needs more than its output); choose a cut from `tlcut cuts`") from None
+    kind.check_fits(tuple(int(d or 1) for d in t.shape), "NHWC")
     head = keras.Model(model.inputs, t, name="head")
     x = keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name.split(":")[0] if model.inputs else "image")
-    h, w = int(t.shape[1]), int(t.shape[2])
-    y = L.MaxPooling2D(2, padding="same", name="device_tl")(head(x))
-    y = L.UpSampling2D(2, interpolation="nearest", name="edge_tl")(y)
-    if h % 2 or w % 2:
+    h, w, c = int(t.shape[1]), int(t.shape[2]), int(t.shape[3])
+    y = head(x)
+    for layer in kind.keras_device(keras, c) + kind.keras_edge(keras, c):
+        y = layer(y)
+    if kind.halves and (h % 2 or w % 2):
         y = L.Cropping2D(((0, h % 2), (0, w % 2)), name="edge_tl_crop")(y)
-    return keras.Model(x, tail(y), name=f"{model.name}_tl_{layer_name}")
+    tlm = keras.Model(x, tail(y), name=f"{model.name}_tl_{layer_name}")
+    kind.set_keras_weights(tlm, weights)
+    return tlm
+
+
+def initial_tl_weights(model, layer_name: str, tl, split, n: int = 256) -> dict | None:
+    """A learned kind's starting weights: the principal components of the feature maps after
+    ``layer_name`` on up to ``n`` images of ``split`` (None for a kind without weights)."""
+    kind = transfer.parse(tl)
+    if not kind.has_weights:
+        return None
+    _, keras = _tf()
+    head = keras.Model(model.inputs, model.get_layer(layer_name).output)
+    return kind.init_weights(head.predict(_xy(split)[0][:n], batch_size=64, verbose=0))
 
 
 def save_keras(model, path, report: dict) -> None:
@@ -242,30 +263,32 @@ def train(model: str, data: str, out, *, size: int = 128, channels: int = 1, tas
     return report
 
 
-def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, batch: int = 32,
+def retrain(model_file: str, cut: str, out_bundle, *, tl="pool", data: str | None = None, batch: int = 32,
             patience: int | None = None, limit: int | None = None, force: bool = False, say=print, **recipe) -> dict:
-    """Inserter, Trainer and Splitter: a bundle whose cut ``cut`` carries the TL, retrained."""
+    """Inserter, Trainer and Splitter: a bundle whose cut ``cut`` carries the TL of kind ``tl``, retrained."""
     from tlcut.bundle import check_replaceable
     from tlcut.toolchain.compile import compile_cuts
     from tlcut.toolchain.convert import load_keras
     from tlcut.toolchain.export import export
 
-    if Path(out_bundle).exists():  # before the training, not after it
+    kind = transfer.parse(tl)  # before the training, not after it
+    if Path(out_bundle).exists():
         check_replaceable(out_bundle)  # --force replaces a bundle, never the user's other files
         if not force:
             raise TlcutError(f"'{out_bundle}' already exists; choose another -o or pass --force to replace it")
     base_report, dargs, ds, recipe = _fine_tuning(model_file, data, limit, recipe)
     km, _ = load_keras(model_file)
     layer = _layer_for(cut, km)
-    tlm = insert_tl(km, layer)
-    say(f"[retrain] TL inserted after '{layer}'; {ds.describe()}")
+    tlm = insert_tl(km, layer, kind)  # refuses a cut or width that does not fit before any work
+    kind.set_keras_weights(tlm, initial_tl_weights(km, layer, kind, ds.train))
+    say(f"[retrain] TL {kind.name} inserted after '{layer}'; {ds.describe()}")
     before = accuracy(tlm, ds.test)
     info = fit(tlm, ds, batch=batch, patience=patience or recipe["epochs"], seed=dargs["seed"], **recipe)
     after = accuracy(tlm, ds.test)
     say(f"[retrain] test accuracy with TL: {before:.4f} before, {after:.4f} after retraining ({info['train_seconds']:.0f} s)")
     out_bundle = Path(out_bundle)
     keras_out = out_bundle.with_name(out_bundle.name + ".retrained.keras")
-    report = {"kind": "tl-retrained", "base": str(model_file), "layer": layer, "classes": ds.classes,
+    report = {"kind": "tl-retrained", "base": str(model_file), "layer": layer, "tl": kind.name, "classes": ds.classes,
               "data": base_report.get("data", {**ds.info}), "training": info, "test_accuracy_tl_before": before,
               "test_accuracy": after}
     save_keras(km, keras_out, report)
@@ -273,11 +296,14 @@ def retrain(model_file: str, cut: str, out_bundle, *, data: str | None = None, b
     c = b.cut(layer)
     if c.layer != layer or not c.tl:
         raise TlcutError(f"the exported model has no TL cut at layer '{layer}'")
+    c = transfer.record(b, c, kind, kind.keras_weights(tlm),
+                        {"test_accuracy": after, "init": "principal components" if kind.has_weights else None})
     compile_cuts(b, [c], tl="both")
     diff = _check_split(b, c, tlm, ds.test.x[:8])
     b.manifest["source"]["training"] = {**report, "tl_cut": c.index, "split_max_abs_diff": diff}
     b.save_manifest()
-    say(f"[retrain] bundle {out_bundle}: cut {c.index} ({layer}); deployed halves vs Keras TLModel max abs diff {diff:.1e}")
+    say(f"[retrain] bundle {out_bundle}: cut {c.index} ({layer}) + {kind.name}, {c.tl_bytes} B a frame (float32; "
+        f"{c.bytes} B without the TL); deployed halves vs Keras TLModel max abs diff {diff:.1e}")
     return {**report, "bundle": str(out_bundle), "cut": c.index, "split_max_abs_diff": diff}
 
 

@@ -82,8 +82,9 @@ class PlacementArgs(Group):
     def add(self, p):
         p.add_argument("--cut", required=self.required, metavar="K",
                        help="cut index, tensor or layer name; 'device' (all on the device) or 'input' (all on the edge)")
-        p.add_argument("--tl", default=self.tl_default, choices=["on", "off"],
-                       help=f"send through the Transfer Layer where it applies (default {self.tl_default})")
+        p.add_argument("--tl", default=self.tl_default, metavar="on|off|KIND",
+                       help=f"send through the cut's Transfer Layer; or name its kind (pool, bottleneck:C, ...), "
+                            f"refused where the bundle holds no such kind trained (default {self.tl_default})")
         p.add_argument("--encoding", default=encodings.DEFAULT, choices=ENCODINGS,
                        help=f"wire format of what crosses (docs/protocol.md): at a cut {', '.join(CUT_ENCODINGS)}; "
                             f"with --cut input {', '.join(INPUT_ENCODINGS)} (default {encodings.DEFAULT})")
@@ -97,6 +98,14 @@ class PlacementArgs(Group):
         if a.cut is None:
             return
         sentinel = str(a.cut).strip().lower() in SENTINELS
+        if a.tl not in ("on", "off"):  # a kind: the cut's TL if the bundle holds it trained there
+            from tlcut import transfer
+
+            if sentinel:
+                transfer.parse(a.tl)
+            else:
+                transfer.held(self.bundle_args.bundle.cut(a.cut), a.tl)
+            a.tl = "on"
         if str(a.cut).strip().lower() == "device" and a.encoding != encodings.DEFAULT:
             raise TlcutError(f"--encoding {a.encoding} is for what crosses the link; device only sends nothing")
         self.placement = Placement.resolve(self.bundle_args.bundle, a.cut, a.tl == "on" and not sentinel, a.encoding,

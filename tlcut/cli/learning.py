@@ -58,7 +58,7 @@ class Train(Verb):
 
 
 class Retrain(Verb):
-    """Insert the TL after a layer, fine-tune the TLModel, and split it into a bundle the runtime serves."""
+    """Insert a TL after a layer, fine-tune the TLModel, and split it into a bundle the runtime serves."""
 
     name = "retrain"
 
@@ -70,14 +70,19 @@ class Retrain(Verb):
         p.add_argument("--cut", required=True, metavar="LAYER", help="Keras layer after which the TL goes (see `tlcut cuts`)")
         p.add_argument("-o", "--output", required=True, help="bundle to write")
         p.add_argument("--force", action="store_true", help="replace an existing bundle")
+        from tlcut import transfer
         from tlcut.toolchain.train import RETRAIN_RECIPE
+
+        p.add_argument("--tl", default=transfer.DEFAULT, metavar="KIND",
+                       help=f"the transfer layer to train at the cut: {transfer.SYNTAX}, C a number of channels "
+                            f"(default {transfer.DEFAULT}, the paper's max-pool)")
 
         add_recipe(p, RETRAIN_RECIPE)
 
     def run(self, a):
         from tlcut.toolchain.train import retrain
 
-        retrain(a.model, a.cut, a.output, data=a.data, batch=a.batch_size, patience=a.patience, limit=a.limit,
+        retrain(a.model, a.cut, a.output, tl=a.tl, data=a.data, batch=a.batch_size, patience=a.patience, limit=a.limit,
                 force=a.force, say=say, **recipe_of(a))
 
 
