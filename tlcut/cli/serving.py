@@ -7,6 +7,7 @@ import sys
 
 from tlcut.cli import Verb, emit_json, say
 from tlcut.cli.args import BackendArgs, BundleArgs, LinkArgs, PlacementArgs, SecurityArgs, ServedCutsArgs
+from tlcut.cli.from_plan import PlanArgs, describe_engines, track
 from tlcut.errors import TlcutError
 from tlcut.placement import CUT_ENCODINGS
 
@@ -17,10 +18,12 @@ class Serve(Verb):
     name = "serve"
 
     def make_groups(self):
-        self.b, self.cuts, self.sec, self.be = BundleArgs(), ServedCutsArgs(), SecurityArgs("edge"), BackendArgs()
-        return [self.b, self.cuts, self.sec, self.be]
+        self.b, self.cuts, self.sec, self.be = BundleArgs(), ServedCutsArgs(required=False), SecurityArgs("edge"), BackendArgs()
+        self.plan = PlanArgs(self.b, "edge")
+        return [self.b, self.plan, self.cuts, self.sec, self.be]
 
     def add(self, p):
+        track(p)
         p.add_argument("--bind", default="tcp://*:5555", help="ZeroMQ endpoint to listen on (default tcp://*:5555)")
         p.add_argument("--max-message-mb", type=int, default=256, help="largest request accepted, MiB (default 256)")
         p.add_argument("--max-requests", type=int, default=None, help="stop after this many messages (default: never)")
@@ -126,6 +129,10 @@ class Serve(Verb):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                             stream=sys.stderr)
         self.sec.check(a.bind)  # before the halves load, not after
+        if not self.cuts.cuts:
+            raise TlcutError("name the cut(s) to serve with --cut K (or --cut input for the whole model), "
+                             "or give --plan PLAN")
+        say_plan(self.plan, "serve", self.be)
         forward = self.forward(a)
         tiles, band = self.tiles(a)
         edge = Edge(self.b.bundle, self.cuts.cuts, tl=self.cuts.tl, backend=self.be.backend, threads=self.be.threads,
@@ -145,11 +152,13 @@ class Run(Verb):
 
     def make_groups(self):
         self.b = BundleArgs()
+        self.plan = PlanArgs(self.b, "device")
         self.pl = PlacementArgs(self.b, required=False)
         self.link, self.sec, self.be = LinkArgs(), SecurityArgs("device"), BackendArgs()
-        return [self.b, self.pl, self.link, self.sec, self.be]
+        return [self.b, self.plan, self.pl, self.link, self.sec, self.be]
 
     def add(self, p):
+        track(p)
         p.add_argument("--images", metavar="DIR", help="folder of images to send, or 'elpv' for the embedded solar-cell images (default: random tensors; a JPEG of noise is far larger than of a photo)")
         p.add_argument("--requests", type=int, default=30, help="timed requests (default 30)")
         p.add_argument("--warmup", type=int, default=3, help="untimed requests first (default 3)")
@@ -187,8 +196,10 @@ class Run(Verb):
             raise TlcutError(f"--inflight must be at least 1, got {a.inflight}")
         if a.inflight > 1 and a.adapt:
             raise TlcutError("--inflight pipelines one placement; --adapt switches between them: choose one")
+        if a.adapt and a.plan:
+            raise TlcutError("--plan runs one candidate; --adapt switches between a plan's: choose one")
         if pl is None and not a.adapt:
-            raise TlcutError("name the placement with --cut K (or device, input), or give --adapt PLAN")
+            raise TlcutError("name the placement with --cut K (or device, input), or give --plan PLAN or --adapt PLAN")
         if (pl is None or pl.offloads or a.adapt) and not self.link.edge:
             raise TlcutError(f"{pl.label if pl else 'adapting'} needs an edge: pass --edge tcp://HOST:PORT")
         if self.link.edge:
@@ -198,6 +209,7 @@ class Run(Verb):
         kw = dict(backend=self.be.backend, threads=self.be.threads, timeout_s=self.link.timeout,
                   retries=self.link.retries, fallback=self.link.fallback, curve=self.sec.curve,
                   insecure=self.sec.insecure, slowdown=a.slowdown, precision=self.be.precision)
+        say_plan(self.plan, "run", self.be)
         if a.adapt:
             dev = adaptive_device(b, a, pl, self.link.edge, kw)
             pl = None
@@ -213,8 +225,10 @@ class Run(Verb):
             summary["counts"] = dev.report()
         result = {"placement": pl.to_json() if pl else "adaptive", "inflight": a.inflight, "edge": self.link.edge,
                   "backend": self.be.name,
-                  "precision": self.be.precision, "slowdown": a.slowdown, "summary": summary,
-                  "requests": records}
+                  "precision": self.be.precision, "threads": self.be.threads, "slowdown": a.slowdown,
+                  "summary": summary, "requests": records}
+        if self.plan.deployment is not None:
+            result["plan"] = plan_record(self.plan)
         if a.output:
             emit_json(result, a.output)
         if a.timeline:
@@ -230,6 +244,22 @@ class Run(Verb):
             print(rt.format_summary(pl.label if pl else "adaptive", summary))
             for sw in summary["counts"].get("switches", []):
                 print(f"  request {sw['at']}: {sw['old']} -> {sw['new']} ({sw['reason']})")
+
+
+def say_plan(plan_args, verb: str, be) -> None:
+    """One line naming what --plan chose, so a log shows which candidate ran."""
+    d = plan_args.deployment
+    if d is not None:
+        threads = f", {be.threads} threads" if be.threads else ""
+        say(f"[{verb}] plan {plan_args.path}{plan_args.which}: {d.label}; {describe_engines(d)}; this side runs "
+            f"{be.name} {be.precision}{threads}")
+
+
+def plan_record(plan_args) -> dict:
+    """What a run records of the plan it followed: the file, the candidate and both sides' engines."""
+    d = plan_args.deployment
+    return {"file": str(plan_args.path), "choice": plan_args.choice, "label": d.label,
+            "placement": d.placement.to_json(), "engines": {"device": d.device.to_json(), "edge": d.edge.to_json()}}
 
 
 def adaptive_device(b, a, start, edge, kw):
