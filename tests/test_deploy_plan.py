@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from PIL import Image
 
 from tlcut import cli
 from tlcut.bundle import Bundle
@@ -20,6 +19,7 @@ from tlcut.lab.loopback import free_port
 from tlcut.placement import DEVICE, SPLIT, Placement
 from tlcut.runtime import run as rt
 from tlcut.runtime.client import wait_for_edge
+from test_engines import images  # noqa: F401 (a fixture: calibration images)
 
 pytest.importorskip("openvino", reason="OpenVINO not installed (pip install 'tlcut[openvino]')")
 
@@ -44,16 +44,6 @@ def bundle(small_bundle):
     return b, next(c.index for c in b.cuts if c.tl)
 
 
-@pytest.fixture
-def images(tmp_path):
-    d = tmp_path / "calib"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return d
-
-
 def ranking(k):
     """The best: ORT float32 on the device, OpenVINO float32 on the edge, float16 on the wire;
     second: int8 halves on the other engines; third: device only."""
@@ -62,9 +52,16 @@ def ranking(k):
             candidate(Placement(DEVICE), Engine("onnxrt", "float32", 1), Engine(), 3.0)]
 
 
-def float_model(b, xs):
+def assert_like_float_model(b, outs, xs, tol):
+    """Each output within ``tol`` (of the largest) of the float32 model's, and moving with its input."""
     s = ort.InferenceSession(str(b.model_path), providers=["CPUExecutionProvider"])
-    return [s.run(None, {b.inputs[0]["name"]: x})[0] for x in xs]
+    ref = [s.run(None, {b.inputs[0]["name"]: x})[0] for x in xs]
+    assert len(outs) == len(xs)
+    scale = max(np.abs(r).max() for r in ref)
+    for y, r in zip(outs, ref):
+        assert np.abs(y - r).max() <= tol * scale
+    assert np.abs(ref[0] - ref[1]).max() > 1e-3 * scale and np.abs(outs[0] - outs[1]).max() > 1e-3 * scale, \
+        "the output must move with the input"
 
 
 def one_error(code, err, *needles):
@@ -74,8 +71,9 @@ def one_error(code, err, *needles):
         assert n in lines[0], (n, lines[0])
 
 
-def run_plan(b, plan, ep, choice, tmp_path, monkeypatch):
-    """`tlcut run --plan` in this process, with each output kept; (result JSON, outputs, inputs)."""
+def serve_and_run(edge_argv, b, plan, choice, tmp_path, monkeypatch):
+    """``edge_argv`` serving on a loopback port, and `tlcut run --plan` in this process with each
+    output kept: (result JSON, outputs, inputs, the edge's stderr)."""
     outs = []
     real = rt.Device.infer
 
@@ -85,10 +83,19 @@ def run_plan(b, plan, ep, choice, tmp_path, monkeypatch):
         return y, rec
 
     monkeypatch.setattr(rt.Device, "infer", infer)
+    ep = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "run.json"
-    argv = ["run", str(b.path), "--plan", str(plan), "--edge", ep, "--requests", "3", "--warmup", "1", "-o", str(out)]
-    assert cli.main(argv + (["--choice", str(choice)] if choice else [])) == 0
-    return json.loads(out.read_text()), outs, rt.inputs(b, None, 4)
+    pick = ["--choice", str(choice)] if choice else []
+    edge = subprocess.Popen([*edge_argv, "--bind", ep], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_edge(ep, 60)
+        argv = ["run", str(b.path), "--plan", str(plan), *pick, "--edge", ep, "--requests", "3", "--warmup", "1",
+                "-o", str(out)]
+        assert cli.main(argv) == 0
+    finally:
+        edge.terminate()
+        _, err = edge.communicate(timeout=30)
+    return json.loads(out.read_text()), outs, rt.inputs(b, None, 4), err
 
 
 @pytest.mark.parametrize("choice", [None, 2], ids=["best-float32", "choice-2-int8"])
@@ -112,15 +119,8 @@ def test_compile_serve_run_reproduce_the_plans_choice(bundle, tmp_path, images, 
     assert got.find("head", k, False, precision=prec) and got.find("tail", k, False, precision=prec)
     assert not any(a.tl for a in got.artifacts) and {a.cut for a in got.artifacts if a.cut is not None} == {k}
 
-    ep = f"tcp://127.0.0.1:{free_port()}"
-    edge = subprocess.Popen([sys.executable, "-m", "tlcut", "serve", str(b.path), "--plan", str(plan), *pick,
-                             "--bind", ep], stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_edge(ep, 60)
-        result, outs, xs = run_plan(b, plan, ep, choice, tmp_path, monkeypatch)
-    finally:
-        edge.terminate()
-        _, serve_err = edge.communicate(timeout=30)
+    result, outs, xs, serve_err = serve_and_run([sys.executable, "-m", "tlcut", "serve", str(b.path), "--plan",
+                                                 str(plan), *pick], b, plan, choice, tmp_path, monkeypatch)
     e = want.edge
     assert f"this side runs {e.backend} {e.precision}, {e.threads} threads" in serve_err, serve_err[-2000:]
     # the run ran the plan's placement, wire encoding and device engine, and recorded the plan's candidate
@@ -129,13 +129,7 @@ def test_compile_serve_run_reproduce_the_plans_choice(bundle, tmp_path, images, 
     assert result["plan"]["engines"] == {"device": want.device.to_json(), "edge": want.edge.to_json()}
     assert result["plan"]["choice"] == choice and result["plan"]["label"] == want.label
     assert not any(r.get("fallback") for r in result["requests"])
-    ref = float_model(b, xs)
-    assert len(outs) == len(xs)
-    scale = max(np.abs(r).max() for r in ref)
-    for y, r in zip(outs, ref):
-        assert np.abs(y - r).max() <= (0.05 if int8 else 1e-2) * scale
-    assert np.abs(ref[0] - ref[1]).max() > 1e-3 * scale and np.abs(outs[0] - outs[1]).max() > 1e-3 * scale, \
-        "the output must move with the input"
+    assert_like_float_model(b, outs, xs, 0.05 if int8 else 1e-2)
 
 
 def test_a_plan_that_disagrees_is_one_line_that_says_what_to_do(bundle, tmp_path, capsys, monkeypatch):
@@ -214,18 +208,8 @@ def test_tlcut_edged_takes_the_plan(bundle, tmp_path, monkeypatch, capsys):
     r = subprocess.run([EDGED, str(b.path), "--plan", str(other)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "another model" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     # served from the plan alone, it answers `run --plan` as the plan chose
-    ep = f"tcp://127.0.0.1:{free_port()}"
-    p = subprocess.Popen([EDGED, str(b.path), "--plan", str(plan), "--bind", ep], stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_edge(ep, 60)
-        result, outs, xs = run_plan(b, plan, ep, None, tmp_path, monkeypatch)
-    finally:
-        p.terminate()
-        _, err = p.communicate(timeout=30)
+    result, outs, xs, err = serve_and_run([EDGED, str(b.path), "--plan", str(plan)], b, plan, None, tmp_path,
+                                          monkeypatch)
     assert f"cut {k}" in err and "float32" in err, err
     assert result["placement"] == ranks[0].placement.to_json() and not any(r.get("fallback") for r in result["requests"])
-    ref = float_model(b, xs)
-    scale = max(np.abs(r).max() for r in ref)
-    for y, r in zip(outs, ref):
-        assert np.abs(y - r).max() <= 1e-2 * scale
-    assert np.abs(outs[0] - outs[1]).max() > 1e-3 * scale
+    assert_like_float_model(b, outs, xs, 1e-2)
