@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from tlcut.cli import say
 from tlcut.cli.args import Group
 from tlcut.errors import TlcutError
 
@@ -106,11 +107,22 @@ class PlanArgs(Group):
         if self.side == "edge" and d.tiles is not None:
             raise TlcutError(f"the plan's choice{self.which} is {d.label}: serve it with `tlcut serve {b.path} "
                              f"--cut {d.placement.cut} --tiles {d.tiles.get('folder')} --workers ...`")
+        if self.side == "device" and getattr(a, "adapt", None):
+            raise TlcutError("--plan runs one candidate; --adapt switches between a plan's: choose one")
         settings = d.settings(self.side)
         if self.side == "edge":
             settings["cut"] = [settings["cut"]]
         self.follow(a, settings)
         self.check_machine(b, d, a)
+        threads = f", {a.threads} threads" if a.threads else ""
+        say(f"[{'serve' if self.side == 'edge' else 'run'}] plan {a.plan}{self.which}: {d.label}; "
+            f"{describe_engines(d)}; this side runs {a.backend} {a.precision}{threads}")
+
+    def record(self) -> dict:
+        """What a run records of the plan it followed: the file, the candidate and both sides' engines."""
+        d = self.deployment
+        return {"file": str(self.path), "choice": self.choice, "label": d.label, "placement": d.placement.to_json(),
+                "engines": {"device": d.device.to_json(), "edge": d.edge.to_json()}}
 
     @property
     def which(self) -> str:

@@ -7,7 +7,7 @@ import sys
 
 from tlcut.cli import Verb, emit_json, say
 from tlcut.cli.args import BackendArgs, BundleArgs, LinkArgs, PlacementArgs, SecurityArgs, ServedCutsArgs
-from tlcut.cli.from_plan import PlanArgs, describe_engines, track
+from tlcut.cli.from_plan import PlanArgs, track
 from tlcut.errors import TlcutError
 from tlcut.placement import CUT_ENCODINGS
 
@@ -132,7 +132,6 @@ class Serve(Verb):
         if not self.cuts.cuts:
             raise TlcutError("name the cut(s) to serve with --cut K (or --cut input for the whole model), "
                              "or give --plan PLAN")
-        say_plan(self.plan, "serve", self.be)
         forward = self.forward(a)
         tiles, band = self.tiles(a)
         edge = Edge(self.b.bundle, self.cuts.cuts, tl=self.cuts.tl, backend=self.be.backend, threads=self.be.threads,
@@ -196,10 +195,8 @@ class Run(Verb):
             raise TlcutError(f"--inflight must be at least 1, got {a.inflight}")
         if a.inflight > 1 and a.adapt:
             raise TlcutError("--inflight pipelines one placement; --adapt switches between them: choose one")
-        if a.adapt and a.plan:
-            raise TlcutError("--plan runs one candidate; --adapt switches between a plan's: choose one")
         if pl is None and not a.adapt:
-            raise TlcutError("name the placement with --cut K (or device, input), or give --plan PLAN or --adapt PLAN")
+            raise TlcutError("name the placement with --cut K (or device, input), or give --adapt PLAN")
         if (pl is None or pl.offloads or a.adapt) and not self.link.edge:
             raise TlcutError(f"{pl.label if pl else 'adapting'} needs an edge: pass --edge tcp://HOST:PORT")
         if self.link.edge:
@@ -209,7 +206,6 @@ class Run(Verb):
         kw = dict(backend=self.be.backend, threads=self.be.threads, timeout_s=self.link.timeout,
                   retries=self.link.retries, fallback=self.link.fallback, curve=self.sec.curve,
                   insecure=self.sec.insecure, slowdown=a.slowdown, precision=self.be.precision)
-        say_plan(self.plan, "run", self.be)
         if a.adapt:
             dev = adaptive_device(b, a, pl, self.link.edge, kw)
             pl = None
@@ -228,7 +224,7 @@ class Run(Verb):
                   "precision": self.be.precision, "threads": self.be.threads, "slowdown": a.slowdown,
                   "summary": summary, "requests": records}
         if self.plan.deployment is not None:
-            result["plan"] = plan_record(self.plan)
+            result["plan"] = self.plan.record()
         if a.output:
             emit_json(result, a.output)
         if a.timeline:
@@ -244,22 +240,6 @@ class Run(Verb):
             print(rt.format_summary(pl.label if pl else "adaptive", summary))
             for sw in summary["counts"].get("switches", []):
                 print(f"  request {sw['at']}: {sw['old']} -> {sw['new']} ({sw['reason']})")
-
-
-def say_plan(plan_args, verb: str, be) -> None:
-    """One line naming what --plan chose, so a log shows which candidate ran."""
-    d = plan_args.deployment
-    if d is not None:
-        threads = f", {be.threads} threads" if be.threads else ""
-        say(f"[{verb}] plan {plan_args.path}{plan_args.which}: {d.label}; {describe_engines(d)}; this side runs "
-            f"{be.name} {be.precision}{threads}")
-
-
-def plan_record(plan_args) -> dict:
-    """What a run records of the plan it followed: the file, the candidate and both sides' engines."""
-    d = plan_args.deployment
-    return {"file": str(plan_args.path), "choice": plan_args.choice, "label": d.label,
-            "placement": d.placement.to_json(), "engines": {"device": d.device.to_json(), "edge": d.edge.to_json()}}
 
 
 def adaptive_device(b, a, start, edge, kw):
