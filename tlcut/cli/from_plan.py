@@ -21,8 +21,10 @@ from tlcut.errors import TlcutError
 #: Flag destination -> the flag as the user types it.
 FLAGS = {"cut": "--cut", "tl": "--tl", "encoding": "--encoding", "jpeg_quality": "--jpeg-quality",
          "backend": "--backend", "precision": "--precision", "threads": "--threads", "cuts": "--cuts"}
-#: The library each backend needs on this machine (a backend imports it only when it runs).
+#: The library each backend needs on this machine (a backend imports it only when it runs), and how to get it.
 LIBRARIES = {"onnxrt": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+INSTALL = {"onnxrt": "pip install onnxruntime", "openvino": "pip install 'tlcut[openvino]'",
+           "tensorrt": "pip install 'tlcut[tensorrt]' on a machine with an NVIDIA GPU"}
 _GIVEN = "_tlcut_given"
 _TRACKED: dict[type, type] = {}
 
@@ -149,7 +151,7 @@ class PlanArgs(Group):
         lib = missing_library(backend)
         if lib:
             raise TlcutError(f"plan '{a.plan}' runs the {self.side} on {backend}, and this machine lacks {lib}: "
-                             f"install it (pip install 'tlcut[{backend}]'), or pick a candidate on another engine "
+                             f"install it ({INSTALL.get(backend, 'pip install ' + lib)}), or pick a candidate on another engine "
                              "with --choice N")
         p = d.placement
         kind = "head" if self.side == "device" else "tail"
