@@ -110,6 +110,19 @@ class Deployment:
         ms = self.stages_ms[self.bottleneck]
         return 1e3 / ms if ms > 0 else float("inf")
 
+    def settings(self, side: str) -> dict:
+        """What `tlcut run` (``side`` "device") or `tlcut serve` ("edge") takes from this candidate,
+        keyed by flag destination: the placement for that side, and that side's engine where the
+        plan recorded it (None fields are left to the flags)."""
+        p = self.placement
+        cut = {DEVICE: "device", EDGE: "input"}.get(p.where, str(p.cut))
+        out = {"cut": cut, "tl": "on" if p.tl else "off"}
+        if side == "device":
+            out.update(encoding=p.encoding, jpeg_quality=p.quality)
+        engine = self.device if side == "device" else self.edge
+        out.update({k: v for k, v in engine.to_json().items() if v is not None})
+        return out
+
     def to_json(self) -> dict:
         p = self.placement
         d = {"name": self.label, "placement": p.to_json(), "where": p.where, "cut": p.cut, "layer": self.layer,
@@ -137,7 +150,7 @@ class Plan:
     """Every candidate ranked (by ``objective``) for one network, and the best that meets the constraints."""
 
     model: str
-    model_sha256: str
+    model_sha256: str | None  # None: a plan written before it was recorded (accepted with a warning)
     network: dict  # up_mbps, rtt_ms, down_mbps, source, wire_overhead
     ranking: list[Deployment]
     best: Deployment
@@ -186,6 +199,17 @@ class Plan:
         tl, plain = self.best_tl, self.best_plain
         return plain.total_ms / tl.total_ms if tl and plain else None
 
+    def choose(self, choice: int | None = None) -> Deployment:
+        """The best (``choice`` None), or the ``choice``-th allowed candidate, counted from 1 as
+        `tlcut plan` prints its table."""
+        if choice is None:
+            return self.best
+        ok = self.allowed
+        if not 1 <= choice <= len(ok):
+            raise TlcutError(f"--choice {choice}: the plan ranks {len(ok)} allowed candidates; give 1 to {len(ok)} "
+                             "(`tlcut plan` prints them in order)")
+        return ok[choice - 1]
+
     def find(self, placement: Placement) -> Deployment | None:
         """The candidate that runs ``placement`` on one edge (no tiles)."""
         return next((d for d in self.ranking if d.placement == placement and d.tiles is None), None)
@@ -205,7 +229,7 @@ class Plan:
     @classmethod
     def from_json(cls, d: dict) -> "Plan":
         ranking = [Deployment.from_json(c) for c in d["ranking"]]
-        return cls(d["model"], d["model_sha256"], d["network"], ranking, _same(Deployment.from_json(d["best"]), ranking),
+        return cls(d["model"], d.get("model_sha256"), d["network"], ranking, _same(Deployment.from_json(d["best"]), ranking),
                    d.get("constraints") or {}, d.get("objective", "latency"), d.get("device_profile"),
                    d.get("edge_profile"), d.get("accuracy_source"), d.get("statistic", "median"))
 
@@ -222,8 +246,17 @@ class Plan:
             plan = cls.from_json(d)
         except (KeyError, TypeError, ValueError, StopIteration):
             raise TlcutError(f"'{path}' is not a plan written by `tlcut plan -o`") from None
-        if bundle is not None and plan.model_sha256 != bundle.model_sha256:
-            raise TlcutError(f"plan '{path}' was made for another model than bundle '{bundle.path}'")
+        if bundle is None:
+            return plan
+        if plan.model_sha256 is None:
+            import sys
+
+            print(f"tlcut: warning: plan '{path}' does not record its model's sha256; taking it as made for bundle "
+                  f"'{bundle.path}' ({plan.model})", file=sys.stderr, flush=True)
+        elif plan.model_sha256 != bundle.model_sha256:
+            raise TlcutError(f"plan '{path}' was made for another model than bundle '{bundle.path}' ({plan.model}, "
+                             f"sha256 {plan.model_sha256[:12]}, not {bundle.model_sha256[:12]}); bench and plan "
+                             "again from this bundle")
         return plan
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tlcut.cli import Verb, bar, emit_json, say
 from tlcut.cli.args import BackendArgs, BundleArgs, NetworkArgs
+from tlcut.cli.from_plan import PlanArgs, describe_engines, given, track
 from tlcut.errors import TlcutError
 from tlcut.calibrate.int8 import METHODS
 from tlcut.placement import TL_CHOICES
@@ -91,12 +92,13 @@ as it is."""
 
     def make_groups(self):
         self.b, self.be = BundleArgs(), BackendArgs()
-        return [self.b, self.be]
+        self.plan = PlanArgs(self.b, "both", help_plan="compile exactly what this plan JSON's best candidate runs "
+                                                       "(its cut, with or without the TL, each side's engine and "
+                                                       "precision) instead of --cuts")
+        return [self.b, self.plan, self.be]
 
     def add(self, p):
         p.add_argument("--cuts", help="cuts to compile: indices, ranges (3-7), tensor or layer names, or 'all'")
-        p.add_argument("--plan", help="compile the halves of this plan JSON's best placement (its cut, with or without "
-                                     "the TL as it chose) instead of --cuts")
         p.add_argument("--tl", default="both", choices=TL_CHOICES,
                        help="halves with the TL, without, or both (default both, where the TL applies)")
         p.add_argument("--batch", default="1", metavar="N|dynamic",
@@ -133,6 +135,7 @@ as it is."""
         tr.add_argument("--preferred-batch", metavar="N,N", help="dynamic batching's preferred batch sizes")
         tr.add_argument("--max-queue-delay-us", type=int, default=0, metavar="US",
                         help="dynamic batching's max_queue_delay_microseconds (default 0)")
+        track(p)  # after every flag it watches is added
 
     def run(self, a):
         from tlcut.toolchain.compile import compile_cuts, select_cuts
@@ -146,8 +149,11 @@ as it is."""
             if value:
                 raise TlcutError(f"{flag} belongs to --target (a device's folder); to compile halves into the "
                                  f"bundle give --cuts K, or add --target jetson")
-        chosen = plan_choice(a, b)
-        spec, tl = (str(chosen.cut), "on" if chosen.tl else "off") if chosen else (a.cuts, a.tl)
+        if self.plan.deployment is not None:
+            if a.to is not None:
+                raise TlcutError("--to writes a middle part of three tiers; a two-tier plan has none: drop --to")
+            return self.run_plan(a, b)
+        spec, tl = a.cuts, a.tl
         if a.to is not None:
             from tlcut.toolchain.compile import compile_middle
 
@@ -164,9 +170,56 @@ as it is."""
                                calib_count=a.calib_count, batch=a.batch, progress=bar("compile", "cut"), say=say)
         for k, arts in written.items():
             say(f"[compile] cut {k}: {', '.join(a.file for a in arts)}")
-        if chosen:
-            say(f"[compile] the plan's choice is {chosen.label}: run it with `tlcut run {b.path} {placement_flags(chosen)} "
-                f"--edge ...` against `tlcut serve {b.path} --cut {chosen.cut} --tl {'on' if chosen.tl else 'off'}`")
+
+    def run_plan(self, a, b):
+        """The plan's halves at each side's precision, built for each side's engine; int8 calibrated."""
+        from tlcut.cli.from_plan import missing_library
+        from tlcut.toolchain.compile import compile_cuts
+
+        d, plan = self.plan.deployment, a.plan
+        p = d.placement
+        sides = []  # (backend, precision, threads) of each side that runs a half
+        for side, engine in (("device", d.device), ("edge", d.edge)):
+            runs = p.where == "split" or p.where == side
+            want = {"backend": engine.backend, "precision": engine.precision, "threads": engine.threads}
+            for dest, value in want.items():
+                if value is not None and dest in given(a) and runs and getattr(a, dest) != value:
+                    raise TlcutError(f"{'--' + dest} {getattr(a, dest)} disagrees with the plan in '{plan}', which runs "
+                                     f"{describe_engines(d)} ({d.label}); drop {'--' + dest}")
+            if runs:
+                sides.append((engine.backend or self.be.name, engine.precision or self.be.precision,
+                              engine.threads or self.be.threads))
+        int8 = any(prec == "int8" for _, prec, _ in sides)
+        if int8 and not a.calib:
+            raise TlcutError(f"plan '{plan}' runs int8 ({describe_engines(d)}): calibrate it with --calib elpv "
+                             "or --calib FOLDER")
+        if a.calib and not int8:
+            raise TlcutError(f"--calib calibrates int8 halves; plan '{plan}' runs none ({describe_engines(d)})")
+        if p.cut is None and not int8:
+            raise TlcutError(f"the plan's best placement is {d.label}, which has no cut to compile; serve and run it "
+                             f"as it is with --plan {plan}")
+        from tlcut.runtime import backends
+
+        jobs = {}  # (precision, backend that builds) -> threads; ONNX-only backends share the plain halves
+        for backend, prec, threads in sides:
+            lib = missing_library(backend)
+            builds = backends.get(backend).builds
+            if lib and builds:
+                raise TlcutError(f"plan '{plan}' runs {backend}, which builds its own files, and this machine lacks "
+                                 f"{lib}: install it, or compile on the machine that runs it")
+            jobs.setdefault((prec, backend if builds else backends.DEFAULT), threads)
+        cuts = [b.cuts[p.cut]] if p.cut is not None else []
+        for (prec, backend), threads in sorted(jobs.items()):
+            written = compile_cuts(b, cuts, tl="on" if p.tl else "off", backend=backend, threads=threads,
+                                   precision=prec, calib=a.calib if prec == "int8" else None,
+                                   calib_method=a.calib_method, calib_count=a.calib_count, batch=a.batch,
+                                   progress=bar("compile", "cut"), say=say)
+            for k, arts in written.items():
+                say(f"[compile] cut {k} ({prec}, {backend}): {', '.join(x.file for x in arts)}")
+        choice = f" --choice {a.choice}" if a.choice is not None else ""
+        say(f"[compile] the plan's choice is {d.label} ({describe_engines(d)}): serve it with `tlcut serve {b.path} "
+            f"--plan {plan}{choice}` and run it with `tlcut run {b.path} --plan {plan}{choice} --edge ...` "
+            f"(that is {placement_flags(p)})")
 
     def run_target(self, a, b):
         from tlcut.toolchain.targets import write_jetson
@@ -190,7 +243,7 @@ as it is."""
                              f"{self.be.flags}")
         if not a.output:
             raise TlcutError(f"--target {a.target} needs -o DIR, the folder to write")
-        chosen = plan_choice(a, b) if a.cut is None else None
+        chosen = plan_choice(self.plan) if a.cut is None else None
         cut = a.cut if a.cut is not None else (chosen.cut if chosen else None)
         if cut is None:
             raise TlcutError(f"--target {a.target} needs the cut the device runs: --cut K (or --plan PLAN)")
@@ -218,19 +271,14 @@ as it is."""
         say(f"[triton] wrote {len(index)} models to {a.output}: `tritonserver --model-repository {a.output}`")
 
 
-def plan_choice(a, bundle):
-    """The placement `tlcut plan -o` chose (--plan), or None; compile builds exactly its halves."""
-    if not a.plan:
+def plan_choice(plan_args):
+    """The placement --plan chose (its best, or --choice N), or None."""
+    d = plan_args.deployment
+    if d is None:
         return None
-    from tlcut.deployment import Plan
-
-    best = Plan.load(a.plan, bundle).best
-    p = best.placement
-    if p.cut is None:
-        raise TlcutError(f"the plan's best placement is {best.label}, which has no cut to compile")
-    if a.tl != "both" and (a.tl == "on") != p.tl:
-        raise TlcutError(f"--tl {a.tl} disagrees with the plan, which chose {p.label}; drop --tl")
-    return p
+    if d.placement.cut is None:
+        raise TlcutError(f"the plan's best placement is {d.label}, which has no cut to compile")
+    return d.placement
 
 
 def placement_flags(p) -> str:

@@ -7,6 +7,7 @@ import sys
 
 from tlcut.cli import Verb, emit_json, say
 from tlcut.cli.args import BackendArgs, BundleArgs, LinkArgs, PlacementArgs, SecurityArgs, ServedCutsArgs
+from tlcut.cli.from_plan import PlanArgs, track
 from tlcut.errors import TlcutError
 from tlcut.placement import CUT_ENCODINGS
 
@@ -17,10 +18,12 @@ class Serve(Verb):
     name = "serve"
 
     def make_groups(self):
-        self.b, self.cuts, self.sec, self.be = BundleArgs(), ServedCutsArgs(), SecurityArgs("edge"), BackendArgs()
-        return [self.b, self.cuts, self.sec, self.be]
+        self.b, self.cuts, self.sec, self.be = BundleArgs(), ServedCutsArgs(required=False), SecurityArgs("edge"), BackendArgs()
+        self.plan = PlanArgs(self.b, "edge")
+        return [self.b, self.plan, self.cuts, self.sec, self.be]
 
     def add(self, p):
+        track(p)
         p.add_argument("--bind", default="tcp://*:5555", help="ZeroMQ endpoint to listen on (default tcp://*:5555)")
         p.add_argument("--max-message-mb", type=int, default=256, help="largest request accepted, MiB (default 256)")
         p.add_argument("--max-requests", type=int, default=None, help="stop after this many messages (default: never)")
@@ -126,6 +129,9 @@ class Serve(Verb):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                             stream=sys.stderr)
         self.sec.check(a.bind)  # before the halves load, not after
+        if not self.cuts.cuts:
+            raise TlcutError("name the cut(s) to serve with --cut K (or --cut input for the whole model), "
+                             "or give --plan PLAN")
         forward = self.forward(a)
         tiles, band = self.tiles(a)
         edge = Edge(self.b.bundle, self.cuts.cuts, tl=self.cuts.tl, backend=self.be.backend, threads=self.be.threads,
@@ -145,11 +151,13 @@ class Run(Verb):
 
     def make_groups(self):
         self.b = BundleArgs()
+        self.plan = PlanArgs(self.b, "device")
         self.pl = PlacementArgs(self.b, required=False)
         self.link, self.sec, self.be = LinkArgs(), SecurityArgs("device"), BackendArgs()
-        return [self.b, self.pl, self.link, self.sec, self.be]
+        return [self.b, self.plan, self.pl, self.link, self.sec, self.be]
 
     def add(self, p):
+        track(p)
         p.add_argument("--images", metavar="DIR", help="folder of images to send, or 'elpv' for the embedded solar-cell images (default: random tensors; a JPEG of noise is far larger than of a photo)")
         p.add_argument("--requests", type=int, default=30, help="timed requests (default 30)")
         p.add_argument("--warmup", type=int, default=3, help="untimed requests first (default 3)")
@@ -213,8 +221,10 @@ class Run(Verb):
             summary["counts"] = dev.report()
         result = {"placement": pl.to_json() if pl else "adaptive", "inflight": a.inflight, "edge": self.link.edge,
                   "backend": self.be.name,
-                  "precision": self.be.precision, "slowdown": a.slowdown, "summary": summary,
-                  "requests": records}
+                  "precision": self.be.precision, "threads": self.be.threads, "slowdown": a.slowdown,
+                  "summary": summary, "requests": records}
+        if self.plan.deployment is not None:
+            result["plan"] = self.plan.record()
         if a.output:
             emit_json(result, a.output)
         if a.timeline:
