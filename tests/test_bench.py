@@ -61,9 +61,6 @@ def _real_head_shares(bundle, rounds=15):
     return shares
 
 
-@pytest.mark.xfail(strict=True, reason="onnxrt.node_times maps a kernel named after a tensor only for tf2onnx's "
-                   "'T:0' names: on this graph the last conv's kernel ('y_nchwc') is charged to the concat, so "
-                   "the tail of cut 'cat' is estimated at the call cost alone (about 0.01 ms of ~0.2)")
 def test_prefix_sums_split_the_run_as_the_real_halves_do(branchy):
     """Where bench puts each cut (its head's share of the run) agrees with the real halves to within
     0.3: the branches graph's cuts sit near 0.1 and 0.5 of it, so a wrong node attribution fails."""
