@@ -241,7 +241,8 @@ def placement_flags(p) -> str:
 
 
 class Bench(Verb):
-    """Measure every cut on this machine: head, DeviceTL, serialization, payload, EdgeTL, tail."""
+    """Measure every cut on this machine: head, DeviceTL, serialization, payload, EdgeTL, tail, once
+    per engine configuration (backend x precision x threads) the bundle and the machine can run."""
 
     name = "bench"
 
@@ -252,6 +253,12 @@ class Bench(Verb):
     def add(self, p):
         p.add_argument("--role", required=True, choices=["device", "edge"], help="which side this machine plays")
         p.add_argument("-o", "--output", help="profile JSON to write (default: stdout)")
+        p.add_argument("--engines", metavar="B[:P[:T]],...",
+                       help="engine configurations to profile, e.g. onnxrt:float32,openvino:int8 (backend, precision, "
+                            "threads); default: every one the machine and the bundle can run (--backend or --precision "
+                            "other than the default keeps to that one)")
+        p.add_argument("--thread-counts", metavar="N[,N...]",
+                       help="profile each configuration at each of these thread counts (default: --threads)")
         p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
         p.add_argument("--iterations", type=int, default=20, help="timed runs (default 20)")
         p.add_argument("--check", type=int, default=4, metavar="N",
@@ -264,7 +271,8 @@ class Bench(Verb):
                        help="JPEG qualities to offer edge only at (default 90)")
 
     def run(self, a):
-        from tlcut.toolchain.bench import bench
+        from tlcut.runtime import backends
+        from tlcut.toolchain import bench_configs
 
         try:
             qualities = [int(q) for q in a.jpeg_quality.split(",") if q.strip()]
@@ -273,13 +281,22 @@ class Bench(Verb):
         bad = [q for q in qualities if not 1 <= q <= 100]
         if bad:
             raise TlcutError(f"--jpeg-quality must be 1..100, got {bad[0]}")
-
-        if self.be.precision != "float32":
-            raise TlcutError("bench profiles the float32 model; time int8 halves with benchmarks/engines.py")
-        prof = bench(self.b.bundle, role=a.role, warmup=a.warmup, iterations=a.iterations, threads=self.be.threads,
-                     check=a.check, backend=self.be.backend, progress=say, bar=bar("bench", "cut"),
-                     slowdown=a.slowdown, images=a.images, jpeg_quality=qualities)
-        emit_json(prof, a.output)
+        narrow_backend = a.backend if a.backend != backends.DEFAULT else None
+        narrow_precision = a.precision if a.precision != "float32" else None
+        if a.engines and (narrow_backend or narrow_precision):
+            raise TlcutError("--engines names the configurations; drop --backend/--precision")
+        if a.thread_counts and a.threads is not None:
+            raise TlcutError("--thread-counts gives every thread count; drop --threads")
+        options = {n: backends.backend_class(n).options_from_args(a, n) for n in backends.names()}
+        b = self.b.bundle
+        engines = bench_configs.select(b, a.engines, bench_configs.parse_threads(a.thread_counts, a.threads),
+                                       backend=narrow_backend, precision=narrow_precision, options=options, progress=say)
+        say(f"[bench] {len(engines)} engine configurations: {', '.join(e.words(threads=True) for e in engines)}")
+        prof = bench_configs.bench_engines(b, engines, role=a.role, options=options, warmup=a.warmup,
+                                           iterations=a.iterations, check=a.check, progress=say,
+                                           bar=bar("bench", "cut"), slowdown=a.slowdown, images=a.images,
+                                           jpeg_quality=qualities)
+        emit_json(prof.to_json(), a.output)
         if a.output and a.output != "-":
             say(f"[bench] wrote {a.output}")
 
