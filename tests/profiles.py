@@ -21,3 +21,12 @@ def profile(role, head, tail, sizes, tl_ok, full, tl_ms=0.5, ser=0.01, sha="abc"
             "full": st(full), "cuts": cuts, "_path": f"{role}.json",
             "input": {"bytes": 600_000, "serialize": st(ser), "deserialize": st(ser)},
             "output": {"bytes": 4000, "serialize": st(ser), "deserialize": st(ser)}}
+
+
+def engines(role, configs, sha="abc"):
+    """A version 2 profile of several engine configurations: ``configs`` maps an Engine to a version
+    1 profile's body (``profile(...)``); an int8 one may list only some of the cuts."""
+    from tlcut.toolchain.profile import Config, Profile
+
+    return Profile(role, "m", sha, max(len(p["cuts"]) for p in configs.values()),
+                   [Config(e, p) for e, p in configs.items()], {}, f"{role}.json")

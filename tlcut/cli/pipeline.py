@@ -335,7 +335,11 @@ class Plan(Verb):
         g.add_argument("--max-accuracy-drop", type=float, metavar="PTS",
                        help="most accuracy lost against device only, in points, as `tlcut eval` measured it on the test "
                             "split (read from --accuracy); placements never measured are excluded, lossless ones kept")
-        p.add_argument("--accuracy", metavar="BUNDLE", help="the bundle whose recorded `tlcut eval` accuracies to use")
+        g.add_argument("--min-fidelity", type=float, metavar="F",
+                       help="least top-1 agreement (0..1) with the float32 model, as recorded in the bundle (read from "
+                            "--accuracy); lossy choices (TL, wire encoding, int8 engine) never measured are excluded")
+        p.add_argument("--accuracy", "--bundle", dest="accuracy", metavar="BUNDLE",
+                       help="the bundle whose recorded `tlcut eval` accuracies and fidelities to use")
         g.add_argument("--max-latency-ms", type=float, help="most latency one frame may take (with --objective throughput)")
         tg = p.add_argument_group("tiles at the edge (`tlcut tiles`)")
         tg.add_argument("--tiles", metavar="DIR", action="append", default=[],
@@ -351,6 +355,9 @@ class Plan(Verb):
         p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
         p.add_argument("-o", "--output", help="write the plan JSON here")
         p.add_argument("--plot", metavar="PNG", help="write predicted latency per cut, stacked by component")
+        p.add_argument("--pareto", action="store_true",
+                       help="print the non-dominated candidates over latency, upload bytes, device time, accuracy drop "
+                            "and fidelity (in the JSON as 'pareto'; with --plot, also PNG's -pareto.png beside it)")
 
     def run(self, a):
         from tlcut.toolchain import plan as planmod
@@ -364,13 +371,17 @@ class Plan(Verb):
         edge = planmod.load_profile(a.edge[0].split("=", 1)[-1], "edge")
         cons = planmod.Constraints(min_cut=a.min_cut, max_device_ms=a.max_device_ms,
                                    max_upload_bytes=a.max_upload_bytes, tl=a.tl, max_accuracy_drop=a.max_accuracy_drop,
-                                   max_latency_ms=a.max_latency_ms)
-        accuracy = None
+                                   max_latency_ms=a.max_latency_ms, min_fidelity=a.min_fidelity)
+        if a.min_fidelity is not None and not 0 <= a.min_fidelity <= 1:
+            raise TlcutError(f"--min-fidelity is a share of inputs, 0..1, got {a.min_fidelity:g}")
+        if a.min_fidelity is not None and not a.accuracy:
+            raise TlcutError("--min-fidelity reads what the bundle recorded: add --accuracy BUNDLE")
+        accuracy = b = None
         if a.accuracy:
             from tlcut.bundle import Bundle
 
             b = Bundle.open(a.accuracy)
-            if b.model_sha256 != dev["model_sha256"]:
+            if b.model_sha256 != dev.model_sha256:
                 raise TlcutError(f"bundle '{a.accuracy}' holds another model than the profiles; give the bundle they were benched from")
             accuracy = {**b.accuracy, "_source": str(b.path)}
         tiles, link = [], None
@@ -389,16 +400,22 @@ class Plan(Verb):
                     raise TlcutError(f"--tiles-link needs a bandwidth > 0 and a latency >= 0, got '{a.tiles_link}'")
                 link = planmod.Network(up_mbps=mbps, rtt_ms=ms, down_mbps=mbps, source="--tiles-link")
         result = planmod.plan(dev, edge, self.net.network, cons, accuracy, objective=a.objective, tiles=tiles,
-                              tiles_link=link)
+                              tiles_link=link, bundle=b, pareto=a.pareto)
         if a.plot:
             plan_report.plot(result, a.plot)
             say(f"[plan] wrote {a.plot}")
+            if a.pareto:
+                pp = Path(a.plot).with_name(Path(a.plot).stem + "-pareto.png")
+                plan_report.plot_pareto(result, pp)
+                say(f"[plan] wrote {pp}")
         if a.output and a.output != "-":
             result.save(a.output)
         elif a.json:
             emit_json(result.to_json())
         if not a.json:
             print(plan_report.format_table(result, top=a.top))
+            if a.pareto:
+                print(plan_report.format_pareto(result))
 
     def three_tiers(self, a, planmod, dev):
         from tlcut.toolchain import plan_report, plan_tiers
@@ -422,7 +439,7 @@ class Plan(Verb):
                 out[k.strip()] = conv(v.strip())
             return out
 
-        cut_index = {c["layer"]: c["index"] for c in dev["cuts"]}
+        cut_index = {c["layer"]: c["index"] for c in dev.default.figures["cuts"]}
 
         def cut(ref):
             if ref.isdigit():
