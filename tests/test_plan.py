@@ -456,6 +456,10 @@ def test_int8_is_offered_only_at_cuts_with_int8_halves():
     ok = [c for c in p.allowed if i8 in c.engines_used.values()]
     assert ok and all(c.device == c.edge == i8 and c.label_without_engines == "cut 2 + TL" for c in ok)
     assert ok[0].accuracy_drop_pts == pytest.approx(0.5)
+    # a label says which int8 is which: the wire's and the engines'
+    p = plan.plan(with_two(d), with_two(e), NET)
+    names = {c.label for c in p.ranking if c.device == c.edge == i8}
+    assert "cut 2 + TL, int8 wire; device openvino int8, edge openvino int8" in names
 
 
 def test_min_fidelity_reads_one_adapter_and_unknown_is_excluded(monkeypatch):

@@ -116,7 +116,10 @@ class Deployment:
         where the profiles held several configurations)."""
         if not self.engine_detail:
             return self.label_without_engines
-        return self.label_without_engines + "; " + ", ".join(
+        base = self.label_without_engines
+        if self.placement.where == SPLIT and self.placement.encoding != "raw" and self.tiles is None:
+            base += " wire"  # beside an engine's precision, "int8" alone would not say which
+        return base + "; " + ", ".join(
             f"{side} {e.words(threads=self.engine_detail > 1)}" for side, e in self.engines_used.items())
 
     @property
