@@ -418,6 +418,8 @@ def two_engines(int8_cuts=(2,)):
 
 
 def test_two_engines_rank_the_faster_first_with_known_answers():
+    from tlcut.placement import DEVICE, Placement
+
     ort, ov, _ = _engines()
     d, e = two_engines()
     fast = plan.Network(up_mbps=200.0, rtt_ms=5.0, down_mbps=2000.0, wire_overhead=1.0)
@@ -433,6 +435,7 @@ def test_two_engines_rank_the_faster_first_with_known_answers():
     assert p.best.total_ms == pytest.approx(slow.total_ms - sum(slow.components_ms[k] for k in compute) / 2)
     # device only on each engine: the device's whole model at its speed, the edge runs nothing
     only = {c.device: c.total_ms for c in p.ranking if c.placement.where == "device"}
+    assert p.find(Placement(DEVICE), device=ort).total_ms == 100 and p.find(Placement(DEVICE)).device == ov
     assert only == {ort: 100, ov: 50} and all(c.label.endswith(f"device {c.device.words()}")
                                               for c in p.ranking if c.placement.where == "device")
     # a one-configuration profile keeps its labels as they were
@@ -554,3 +557,13 @@ def test_a_plan_with_engines_round_trips(tmp_path):
     assert [c.label for c in q.ranking] == [c.label for c in p.ranking]
     assert q.pareto == p.pareto and all(c in q.ranking for c in q.pareto)
     assert q.to_json() == json.loads(json.dumps(p.to_json()))
+
+
+def test_three_tiers_plan_the_default_configuration():
+    from tlcut.toolchain.plan_tiers import plan_tiers
+
+    d, e = two_engines()
+    hops = {("device", "edge"): NET}
+    many = plan_tiers(("device", d), [("edge", e)], [], hops)
+    one = plan_tiers(("device", dev()), [("edge", edge())], [], hops)
+    assert [(c.label, c.total_ms) for c in many.ranking] == [(c.label, c.total_ms) for c in one.ranking]

@@ -231,9 +231,11 @@ class Plan:
         tl, plain = self.best_tl, self.best_plain
         return plain.total_ms / tl.total_ms if tl and plain else None
 
-    def find(self, placement: Placement) -> Deployment | None:
-        """The candidate that runs ``placement`` on one edge (no tiles)."""
-        return next((d for d in self.ranking if d.placement == placement and d.tiles is None), None)
+    def find(self, placement: Placement, device: Engine | None = None, edge: Engine | None = None) -> Deployment | None:
+        """The best-ranked candidate that runs ``placement`` on one edge (no tiles); with ``device``
+        or ``edge``, on those engines only (a baseline on ONNX Runtime float32, say)."""
+        return next((d for d in self.ranking if d.placement == placement and d.tiles is None
+                     and device in (None, d.device) and edge in (None, d.edge)), None)
 
     def to_json(self) -> dict:
         def j(d):
