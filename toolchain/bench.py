@@ -213,26 +213,9 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     tl_cache: dict[tuple, tuple] = {}
     enc_cache = shared.setdefault("encodings", {})
     wire = shared.setdefault("wire", {})
-    if precision == "float32":
-        progress(f"[bench] TL and wire costs for {len(cuts)} cuts")
-        it = bar(cuts) if bar else cuts
-        for c in it:
-            if prefix is not None:
-                head = prefix[:, c.node_index]
-                tail = total - head
-            else:
-                head, tail = _time_halves(be, model_path, c, feed, warmup, iterations, threads)
-            row = {"index": c.index, "tensor": c.tensor, "layer": c.layer, "bytes": c.bytes, "tl": c.tl,
-                   "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail)}
-            if c.tl:
-                key = (c.shape, c.layout, c.dtype)
-                if key not in tl_cache:
-                    tl_cache[key] = _time_tl(be, c, warmup, iterations, threads)
-                dtl, etl = tl_cache[key]
-                row.update(device_tl=stats(dtl), edge_tl=stats(etl))
-            rows.append(row)
-    for row in rows:  # what crosses costs the same whatever engine computed it
-        c = cuts[row["index"]]
+
+    def wire_of(c: Cut, tl: bool) -> dict:
+        """What crosses at cut c costs the same whatever engine computed it: timed once per bench."""
         if c.index not in wire:
             w = wire[c.index] = {}
             ser, de = wire_times(c.shape, c.dtype, max(iterations, 20))
@@ -245,7 +228,29 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
                 ser_tl, de_tl = _cached(enc_cache, ("raw", c.tl_shape, c.dtype),
                                         lambda: wire_times(c.tl_shape, c.dtype, max(iterations, 20)))
                 w["serialize_tl"], w["deserialize_tl"] = stats(ser_tl), stats(de_tl)
-        row.update({k: v for k, v in wire[c.index].items() if k.endswith("_tl") <= row["tl"]})
+        return {k: v for k, v in wire[c.index].items() if tl or not k.endswith("_tl")}
+
+    if precision == "float32":
+        progress(f"[bench] TL and wire costs for {len(cuts)} cuts")
+        it = bar(cuts) if bar else cuts
+        for c in it:
+            if prefix is not None:
+                head = prefix[:, c.node_index]
+                tail = total - head
+            else:
+                head, tail = _time_halves(be, model_path, c, feed, warmup, iterations, threads)
+            row = {"index": c.index, "tensor": c.tensor, "layer": c.layer, "bytes": c.bytes, "tl": c.tl,
+                   "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail), **wire_of(c, c.tl)}
+            if c.tl:
+                key = (c.shape, c.layout, c.dtype)
+                if key not in tl_cache:
+                    tl_cache[key] = _time_tl(be, c, warmup, iterations, threads)
+                dtl, etl = tl_cache[key]
+                row.update(device_tl=stats(dtl), edge_tl=stats(etl))
+            rows.append(row)
+    else:
+        for row in rows:
+            row.update(wire_of(cuts[row["index"]], row["tl"]))
 
     inp = bundle.inputs[0]
     if "input" not in shared:
