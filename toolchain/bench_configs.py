@@ -42,15 +42,15 @@ def why_not_here(name: str, options: dict | None = None) -> str | None:
     return None
 
 
-def parse_threads(text: str | None, default: int | None) -> list[int | None]:
+def parse_threads(text: str | None, default: int | None, what: str = "--thread-counts") -> list[int | None]:
     if not text:
         return [default]
     try:
         out = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise TlcutError(f"--thread-counts takes numbers separated by commas like 1,2, got '{text}'") from None
+        raise TlcutError(f"{what} takes numbers separated by commas like 1,2, got '{text}'") from None
     if not out or min(out) < 1:
-        raise TlcutError(f"--thread-counts must be positive numbers like 1,2, got '{text}'")
+        raise TlcutError(f"{what} must be positive numbers like 1,2, got '{text}'")
     return list(dict.fromkeys(out))
 
 
@@ -92,7 +92,7 @@ def select(bundle: Bundle, spec: str | None, threads: list, *, backend: str | No
                 need_precision(p, entry)
             ts = threads
             if len(parts) > 2:
-                ts = parse_threads(parts[2], None)
+                ts = parse_threads(parts[2], None, f"the threads of --engines entry '{entry}'")
             out += [Engine(name, p, t) for p in precs for t in ts]
         if not out:
             raise TlcutError("--engines names no engine; give e.g. onnxrt:float32,openvino:int8")
