@@ -302,7 +302,8 @@ class Bench(Verb):
 
 
 class Plan(Verb):
-    """Rank every placement (each cut with and without the TL, device only, edge only) by predicted latency."""
+    """Rank every placement (each cut with and without the TL, device only, edge only) on every pair of
+    engine configurations the profiles hold, by predicted latency."""
 
     name = "plan"
 
