@@ -24,7 +24,6 @@ the plot plan_report.py.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
