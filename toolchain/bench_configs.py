@@ -132,7 +132,8 @@ def bench_engines(bundle: Bundle, engines: list[Engine], *, role: str, options: 
     for c, s in zip(configs, spent):
         full = c.full["median"] if c.full else None
         progress(f"[bench]   {c.engine.words(threads=True)}: {s:.1f} s; whole model "
-                 f"{f'{full:.2f} ms' if full is not None else 'not compiled'}; {len(c.figures['cuts'])} cuts")
+                 f"{f'{full:.2f} ms' if full is not None else 'not compiled'}; "
+                 f"{len(c.figures['cuts'])} cut{'s' if len(c.figures['cuts']) != 1 else ''}")
     progress(f"[bench] {len(configs)} configurations in {total:.1f} s")
     first = configs[0].figures
     threads = list(dict.fromkeys(e.threads for e in engines))
