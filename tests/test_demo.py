@@ -1,6 +1,5 @@
 """The main job without root: `tlcut demo` falls back to loopback emulation and says so."""
 
-
 import pytest
 
 pytestmark = pytest.mark.tf
