@@ -35,6 +35,17 @@ class Engine:
     precision: str | None = None
     threads: int | None = None
 
+    def words(self, threads: bool = False) -> str:
+        """``openvino int8`` (``, 2 threads`` with ``threads``): how a label and summary.json name it."""
+        w = f"{self.backend or 'the profiled engine'} {self.precision or 'float32'}"
+        n = self.threads
+        return w + (f", {n} thread{'s' if n != 1 else ''}" if threads and n else "")
+
+    @property
+    def spec(self) -> str:
+        """``openvino:int8:2``: the --engines entry that names this configuration."""
+        return ":".join(str(x) for x in (self.backend, self.precision, self.threads) if x is not None)
+
     def to_json(self) -> dict:
         return asdict(self)
 
@@ -65,6 +76,10 @@ class Deployment:
     accuracy_drop_pts: float | None = None
     allowed: bool = True
     why_not: str | None = None
+    fidelity: float | None = None  # top-1 agreement with the float32 model, where measured (1: lossless)
+    #: How much of the engines the label says: 0 nothing (one configuration profiled per side),
+    #: 1 backend and precision, 2 threads too. For people only, like the label.
+    engine_detail: int = 0
 
     @property
     def key(self) -> tuple:
@@ -77,10 +92,35 @@ class Deployment:
         return hash(self.key)
 
     @property
-    def label(self) -> str:
+    def engines_used(self) -> dict[str, Engine]:
+        """The sides that run part of the model, with their engines (device only: the device's)."""
+        w = self.placement.where
+        return {k: e for k, e in (("device", self.device), ("edge", self.edge))
+                if not ((k == "device" and w == EDGE) or (k == "edge" and w == DEVICE))}
+
+    @property
+    def precision(self) -> str | None:
+        """The precision the model runs at, where every side that runs part of it agrees; None: mixed."""
+        ps = {e.precision or "float32" for e in self.engines_used.values()}
+        return ps.pop() if len(ps) == 1 else None
+
+    @property
+    def label_without_engines(self) -> str:
         if self.tiles is None:
             return self.placement.label
         return f"{self.placement.label}, tiles to cut {self.tiles['to']} on {self.tiles['nodes']} nodes"
+
+    @property
+    def label(self) -> str:
+        """``cut 5 + TL, int8 wire; device openvino int8, edge openvino int8`` (the engines part only
+        where the profiles held several configurations)."""
+        if not self.engine_detail:
+            return self.label_without_engines
+        base = self.label_without_engines
+        if self.placement.where == SPLIT and self.placement.encoding != "raw" and self.tiles is None:
+            base += " wire"  # beside an engine's precision, "int8" alone would not say which
+        return base + "; " + ", ".join(
+            f"{side} {e.words(threads=self.engine_detail > 1)}" for side, e in self.engines_used.items())
 
     @property
     def total_ms(self) -> float:
@@ -133,7 +173,9 @@ class Deployment:
             d["tiles"] = self.tiles
         d["engines"] = {"device": self.device.to_json(), "edge": self.edge.to_json()}
         d.update(lossless=self.lossless, accuracy=self.accuracy, accuracy_drop_pts=self.accuracy_drop_pts,
-                 allowed=self.allowed, why_not=self.why_not)
+                 fidelity=self.fidelity, allowed=self.allowed, why_not=self.why_not)
+        if self.engine_detail:
+            d["engine_detail"] = self.engine_detail
         return d
 
     @classmethod
@@ -142,7 +184,7 @@ class Deployment:
         return cls(Placement.from_json(d["placement"]), dict(d["components_ms"]), d["upload_bytes"], d.get("layer"),
                    d.get("tiles"), Engine.from_json(eng.get("device")), Engine.from_json(eng.get("edge")),
                    d.get("lossless"), d.get("accuracy"), d.get("accuracy_drop_pts"), d.get("allowed", True),
-                   d.get("why_not"))
+                   d.get("why_not"), d.get("fidelity"), d.get("engine_detail", 0))
 
 
 @dataclass
@@ -160,6 +202,9 @@ class Plan:
     edge_profile: str | None = None
     accuracy_source: str | None = None
     statistic: str = "median"
+    #: With `plan --pareto`: the allowed candidates no other beats on every one of latency, upload
+    #: bytes, device time, accuracy drop and fidelity (toolchain/plan.py ``pareto_front``).
+    pareto: list[Deployment] | None = None
 
     @property
     def allowed(self) -> list[Deployment]:
@@ -210,9 +255,11 @@ class Plan:
                              "(`tlcut plan` prints them in order)")
         return ok[choice - 1]
 
-    def find(self, placement: Placement) -> Deployment | None:
-        """The candidate that runs ``placement`` on one edge (no tiles)."""
-        return next((d for d in self.ranking if d.placement == placement and d.tiles is None), None)
+    def find(self, placement: Placement, device: Engine | None = None, edge: Engine | None = None) -> Deployment | None:
+        """The best-ranked candidate that runs ``placement`` on one edge (no tiles); with ``device``
+        or ``edge``, on those engines only (a baseline on ONNX Runtime float32, say)."""
+        return next((d for d in self.ranking if d.placement == placement and d.tiles is None
+                     and device in (None, d.device) and edge in (None, d.edge)), None)
 
     def to_json(self) -> dict:
         def j(d):
@@ -224,14 +271,16 @@ class Plan:
                 "accuracy_source": self.accuracy_source, "best": j(self.best), "best_tl": j(self.best_tl),
                 "best_plain": j(self.best_plain), "device_only": j(self.device_only), "edge_only": j(self.edge_only),
                 "edge_only_best": j(self.edge_only_best), "speedup_vs_device": self.speedup_vs_device,
-                "speedup_tl_vs_plain": self.speedup_tl_vs_plain, "ranking": [d.to_json() for d in self.ranking]}
+                "speedup_tl_vs_plain": self.speedup_tl_vs_plain, "ranking": [d.to_json() for d in self.ranking],
+                **({"pareto": [d.to_json() for d in self.pareto]} if self.pareto is not None else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "Plan":
         ranking = [Deployment.from_json(c) for c in d["ranking"]]
         return cls(d["model"], d.get("model_sha256"), d["network"], ranking, _same(Deployment.from_json(d["best"]), ranking),
                    d.get("constraints") or {}, d.get("objective", "latency"), d.get("device_profile"),
-                   d.get("edge_profile"), d.get("accuracy_source"), d.get("statistic", "median"))
+                   d.get("edge_profile"), d.get("accuracy_source"), d.get("statistic", "median"),
+                   [_same(Deployment.from_json(c), ranking) for c in d["pareto"]] if "pareto" in d else None)
 
     def save(self, path) -> None:
         from tlcut.bundle import write_json_atomic

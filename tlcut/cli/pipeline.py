@@ -289,7 +289,8 @@ def placement_flags(p) -> str:
 
 
 class Bench(Verb):
-    """Measure every cut on this machine: head, DeviceTL, serialization, payload, EdgeTL, tail."""
+    """Measure every cut on this machine: head, DeviceTL, serialization, payload, EdgeTL, tail, once
+    per engine configuration (backend x precision x threads) the bundle and the machine can run."""
 
     name = "bench"
 
@@ -300,6 +301,12 @@ class Bench(Verb):
     def add(self, p):
         p.add_argument("--role", required=True, choices=["device", "edge"], help="which side this machine plays")
         p.add_argument("-o", "--output", help="profile JSON to write (default: stdout)")
+        p.add_argument("--engines", metavar="B[:P[:T]],...",
+                       help="engine configurations to profile, e.g. onnxrt:float32,openvino:int8 (backend, precision, "
+                            "threads); default: every one the machine and the bundle can run (--backend or --precision "
+                            "other than the default keeps to that one)")
+        p.add_argument("--thread-counts", metavar="N[,N...]",
+                       help="profile each configuration at each of these thread counts (default: --threads)")
         p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
         p.add_argument("--iterations", type=int, default=20, help="timed runs (default 20)")
         p.add_argument("--check", type=int, default=4, metavar="N",
@@ -312,7 +319,8 @@ class Bench(Verb):
                        help="JPEG qualities to offer edge only at (default 90)")
 
     def run(self, a):
-        from tlcut.toolchain.bench import bench
+        from tlcut.runtime import backends
+        from tlcut.toolchain import bench_configs
 
         try:
             qualities = [int(q) for q in a.jpeg_quality.split(",") if q.strip()]
@@ -321,19 +329,29 @@ class Bench(Verb):
         bad = [q for q in qualities if not 1 <= q <= 100]
         if bad:
             raise TlcutError(f"--jpeg-quality must be 1..100, got {bad[0]}")
-
-        if self.be.precision != "float32":
-            raise TlcutError("bench profiles the float32 model; time int8 halves with benchmarks/engines.py")
-        prof = bench(self.b.bundle, role=a.role, warmup=a.warmup, iterations=a.iterations, threads=self.be.threads,
-                     check=a.check, backend=self.be.backend, progress=say, bar=bar,
-                     slowdown=a.slowdown, images=a.images, jpeg_quality=qualities)
-        emit_json(prof, a.output)
+        narrow_backend = a.backend if a.backend != backends.DEFAULT else None
+        narrow_precision = a.precision if a.precision != "float32" else None
+        if a.engines and (narrow_backend or narrow_precision):
+            raise TlcutError("--engines names the configurations; drop --backend/--precision")
+        if a.thread_counts and a.threads is not None:
+            raise TlcutError("--thread-counts gives every thread count; drop --threads")
+        options = {n: backends.backend_class(n).options_from_args(a, n) for n in backends.names()}
+        b = self.b.bundle
+        engines = bench_configs.select(b, a.engines, bench_configs.parse_threads(a.thread_counts, a.threads),
+                                       backend=narrow_backend, precision=narrow_precision, options=options, progress=say)
+        say(f"[bench] {len(engines)} engine configurations: {', '.join(e.words(threads=True) for e in engines)}")
+        prof = bench_configs.bench_engines(b, engines, role=a.role, options=options, warmup=a.warmup,
+                                           iterations=a.iterations, check=a.check, progress=say,
+                                           bar=bar, slowdown=a.slowdown, images=a.images,
+                                           jpeg_quality=qualities)
+        emit_json(prof.to_json(), a.output)
         if a.output and a.output != "-":
             say(f"[bench] wrote {a.output}")
 
 
 class Plan(Verb):
-    """Rank every placement (each cut with and without the TL, device only, edge only) by predicted latency."""
+    """Rank every placement (each cut with and without the TL, device only, edge only) on every pair of
+    engine configurations the profiles hold, by predicted latency."""
 
     name = "plan"
 
@@ -366,7 +384,11 @@ class Plan(Verb):
         g.add_argument("--max-accuracy-drop", type=float, metavar="PTS",
                        help="most accuracy lost against device only, in points, as `tlcut eval` measured it on the test "
                             "split (read from --accuracy); placements never measured are excluded, lossless ones kept")
-        p.add_argument("--accuracy", metavar="BUNDLE", help="the bundle whose recorded `tlcut eval` accuracies to use")
+        g.add_argument("--min-fidelity", type=float, metavar="F",
+                       help="least top-1 agreement (0..1) with the float32 model, as recorded in the bundle (read from "
+                            "--accuracy); lossy choices (TL, wire encoding, int8 engine) never measured are excluded")
+        p.add_argument("--accuracy", "--bundle", dest="accuracy", metavar="BUNDLE",
+                       help="the bundle whose recorded `tlcut eval` accuracies and fidelities to use")
         g.add_argument("--max-latency-ms", type=float, help="most latency one frame may take (with --objective throughput)")
         tg = p.add_argument_group("tiles at the edge (`tlcut tiles`)")
         tg.add_argument("--tiles", metavar="DIR", action="append", default=[],
@@ -382,6 +404,9 @@ class Plan(Verb):
         p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
         p.add_argument("-o", "--output", help="write the plan JSON here")
         p.add_argument("--plot", metavar="PNG", help="write predicted latency per cut, stacked by component")
+        p.add_argument("--pareto", action="store_true",
+                       help="print the non-dominated candidates over latency, upload bytes, device time, accuracy drop "
+                            "and fidelity (in the JSON as 'pareto'; with --plot, also PNG's -pareto.png beside it)")
 
     def run(self, a):
         from tlcut.toolchain import plan as planmod
@@ -395,13 +420,17 @@ class Plan(Verb):
         edge = planmod.load_profile(a.edge[0].split("=", 1)[-1], "edge")
         cons = planmod.Constraints(min_cut=a.min_cut, max_device_ms=a.max_device_ms,
                                    max_upload_bytes=a.max_upload_bytes, tl=a.tl, max_accuracy_drop=a.max_accuracy_drop,
-                                   max_latency_ms=a.max_latency_ms)
-        accuracy = None
+                                   max_latency_ms=a.max_latency_ms, min_fidelity=a.min_fidelity)
+        if a.min_fidelity is not None and not 0 <= a.min_fidelity <= 1:
+            raise TlcutError(f"--min-fidelity is a share of inputs, 0..1, got {a.min_fidelity:g}")
+        if a.min_fidelity is not None and not a.accuracy:
+            raise TlcutError("--min-fidelity reads what the bundle recorded: add --accuracy BUNDLE")
+        accuracy = b = None
         if a.accuracy:
             from tlcut.bundle import Bundle
 
             b = Bundle.open(a.accuracy)
-            if b.model_sha256 != dev["model_sha256"]:
+            if b.model_sha256 != dev.model_sha256:
                 raise TlcutError(f"bundle '{a.accuracy}' holds another model than the profiles; give the bundle they were benched from")
             accuracy = {**b.accuracy, "_source": str(b.path)}
         tiles, link = [], None
@@ -420,16 +449,22 @@ class Plan(Verb):
                     raise TlcutError(f"--tiles-link needs a bandwidth > 0 and a latency >= 0, got '{a.tiles_link}'")
                 link = planmod.Network(up_mbps=mbps, rtt_ms=ms, down_mbps=mbps, source="--tiles-link")
         result = planmod.plan(dev, edge, self.net.network, cons, accuracy, objective=a.objective, tiles=tiles,
-                              tiles_link=link)
+                              tiles_link=link, bundle=b, pareto=a.pareto)
         if a.plot:
             plan_report.plot(result, a.plot)
             say(f"[plan] wrote {a.plot}")
+            if a.pareto:
+                pp = Path(a.plot).with_name(Path(a.plot).stem + "-pareto.png")
+                plan_report.plot_pareto(result, pp)
+                say(f"[plan] wrote {pp}")
         if a.output and a.output != "-":
             result.save(a.output)
         elif a.json:
             emit_json(result.to_json())
         if not a.json:
             print(plan_report.format_table(result, top=a.top))
+            if a.pareto:
+                print(plan_report.format_pareto(result))
 
     def three_tiers(self, a, planmod, dev):
         from tlcut.toolchain import plan_report, plan_tiers
@@ -453,7 +488,7 @@ class Plan(Verb):
                 out[k.strip()] = conv(v.strip())
             return out
 
-        cut_index = {c["layer"]: c["index"] for c in dev["cuts"]}
+        cut_index = {c["layer"]: c["index"] for c in dev.default.figures["cuts"]}
 
         def cut(ref):
             if ref.isdigit():
