@@ -266,3 +266,40 @@ def test_retrain_force_refuses_a_folder_that_is_not_a_bundle_before_training(tmp
         retrain(str(tmp_path / "no-such.keras"), "1", res)
     assert "pass --force" not in str(e.value)
     assert (res / "summary.md").read_text() == "mine"
+
+
+# -- serve as the README writes it: the refusal names the loopback way to try it -------------
+def test_serve_refused_on_any_address_names_the_loopback_bind(bundle, capsys):
+    line = _one_error(capsys, main(["serve", str(bundle.path), "--cut", "1"]),
+                      "refusing plain TCP on tcp://*:5555", "--bind tcp://127.0.0.1:5555",
+                      "--key edge.key_secret --allow DIR", "--insecure")
+    assert line.index("--bind tcp://127.0.0.1:5555") < line.index("--key")
+    _one_error(capsys, main(["serve", str(bundle.path), "--cut", "1", "--bind", "tcp://0.0.0.0:6000"]),
+               "--bind tcp://127.0.0.1:6000")
+
+
+def test_the_c_edge_refuses_any_address_with_the_same_words():
+    import subprocess
+    from pathlib import Path
+
+    edged = os.environ.get("TLCUT_EDGED")
+    if not edged or not os.path.exists(edged):
+        pytest.skip("TLCUT_EDGED is not set to a built tlcut-edged")
+    data = Path(__file__).resolve().parents[1] / "runtime" / "c" / "tests" / "data" / "bundle"
+    r = subprocess.run([edged, str(data), "--cut", "0"], capture_output=True, text=True, timeout=60)
+    lines = [l for l in r.stderr.splitlines() if l.startswith("tlcut-edged: error:")]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    for needle in ("refusing plain TCP on tcp://*:5555", "--bind tcp://127.0.0.1:5555",
+                   "--key edge.key_secret --allow DIR", "--insecure"):
+        assert needle in lines[0], (needle, lines[0])
+
+
+# -- an endpoint without its transport is called that, not a plain-TCP risk ------------------
+@pytest.mark.parametrize("verb", [["run", "{b}", "--cut", "1", "--edge", "127.0.0.1:5555"],
+                                  ["serve", "{b}", "--cut", "1", "--bind", "127.0.0.1:5555"],
+                                  ["serve", "{b}", "--cut", "1", "--bind", "tcp://127.0.0.1:5599", "--forward", "cloud:5555", "--to", "2"]])
+def test_an_endpoint_without_a_scheme_is_named_as_such(bundle, capsys, verb):
+    argv = [a.replace("{b}", str(bundle.path)) for a in verb]
+    ep = argv[-1] if "--forward" not in argv else "cloud:5555"
+    line = _one_error(capsys, main(argv), f"'{ep}' names no transport", f"tcp://{ep}")
+    assert "plain TCP" not in line

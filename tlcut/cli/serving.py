@@ -58,7 +58,7 @@ class Serve(Verb):
 
     def forward(self, a):
         """The Forward of --forward, checked before anything loads."""
-        from tlcut.runtime.security import ClientCurve, require_policy
+        from tlcut.runtime.security import ClientCurve, check_scheme, require_policy
         from tlcut.runtime.forward import Forward
 
         given = [f for f, v in (("--to", a.to), ("--forward-key", a.forward_key),
@@ -74,6 +74,7 @@ class Serve(Verb):
         if a.forward_timeout <= 0:
             raise TlcutError(f"--forward-timeout must be positive, got {a.forward_timeout}")
         curve = ClientCurve.from_files(a.forward_key, a.forward_server_key) if a.forward_key else None
+        check_scheme(a.forward)  # a missing tcp:// is not a plain-TCP risk
         try:
             require_policy(a.forward, curve, a.forward_insecure, "device")
         except TlcutError:  # the same rule as a device's, with this link's own flags
