@@ -303,3 +303,73 @@ def test_an_endpoint_without_a_scheme_is_named_as_such(bundle, capsys, verb):
     ep = argv[-1] if "--forward" not in argv else "cloud:5555"
     line = _one_error(capsys, main(argv), f"'{ep}' names no transport", f"tcp://{ep}")
     assert "plain TCP" not in line
+
+
+# -- a dead edge is not a measurement: exit 3 and one loud line naming it -----------------------
+def _free_endpoint():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def compiled(bundle):
+    assert main(["compile", str(bundle.path), "--cuts", "1", "--tl", "off"]) == 0
+    return Bundle.open(bundle.path)
+
+
+_FAST = ["--tl", "off", "--timeout", "0.3", "--retries", "0", "--requests", "3", "--warmup", "1"]
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_a_run_that_never_reached_the_edge_fails_loudly(compiled, capsys, json_out):
+    dead = _free_endpoint()
+    code = main(["run", str(compiled.path), "--cut", "1", "--edge", dead, *_FAST, *(["--json"] if json_out else [])])
+    out, err = capsys.readouterr()
+    assert code == 3, err
+    lines = [l for l in err.splitlines() if l.startswith("tlcut: error:")]
+    assert len(lines) == 1 and f"no request reached the edge at {dead}" in lines[0] and "all 4 ran on this device" in lines[0]
+    assert out.strip(), "the table (or JSON) is still printed: it is what the device alone measured"
+
+
+def test_a_run_where_some_requests_fell_back_exits_0_and_counts_them(compiled, capsys):
+    from tlcut.runtime.edge import serving
+    from tlcut.runtime.serve import Edge
+
+    edge = Edge(compiled, ["1"], tl="off")
+    try:
+        with serving(edge, max_requests=2) as ep:  # answers the first two, then is gone
+            code = main(["run", str(compiled.path), "--cut", "1", "--edge", ep, *_FAST])
+    finally:
+        edge.close()
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert "tlcut: error" not in err and f"tlcut: warning: 2 of 4 requests fell back to this device: the edge at {ep}" in err
+
+
+def test_a_run_with_a_live_edge_says_nothing_of_fallback(compiled, capsys):
+    from tlcut.runtime.edge import serving
+    from tlcut.runtime.serve import Edge
+
+    edge = Edge(compiled, ["1"], tl="off")
+    try:
+        with serving(edge) as ep:
+            code = main(["run", str(compiled.path), "--cut", "1", "--edge", ep, *_FAST])
+    finally:
+        edge.close()
+    _, err = capsys.readouterr()
+    assert code == 0 and "fell back" not in err and "tlcut: error" not in err, err
+
+
+def test_an_adaptive_run_that_never_reached_the_edge_fails_loudly():
+    from tlcut.runtime.run import edge_verdict
+
+    per = {"cut 1 + TL": {"offloaded": 0, "instead": 5}, "device only": {"offloaded": 0, "instead": 0}}
+    code, line = edge_verdict({"per_placement": per, "probes": 0, "switches": []}, "tcp://192.0.2.1:5555")
+    assert code == 3 and "no request reached the edge at tcp://192.0.2.1:5555" in line
+    per["cut 1 + TL"]["offloaded"] = 1
+    assert edge_verdict({"per_placement": per}, "tcp://e:1")[0] == 0
+    per["cut 1 + TL"].update(offloaded=0, instead=0)
+    assert edge_verdict({"per_placement": per}, "tcp://e:1") == (0, None), "all on the device by choice"

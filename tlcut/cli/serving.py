@@ -140,7 +140,11 @@ class Serve(Verb):
 
 
 class Run(Verb):
-    """The device: run the head, send what crosses the cut to the edge, report per-request latency."""
+    """The device: run the head, send what crosses the cut to the edge, report per-request latency.
+
+Exit status: 0 when the edge answered (requests that fell back are counted on stderr), 2 for a
+mistake in the command, 3 when no request reached the edge: each ran on the device by the
+fallback, so the timings are not the placement's."""
 
     name = "run"
 
@@ -231,6 +235,10 @@ class Run(Verb):
             print(rt.format_summary(pl.label if pl else "adaptive", summary))
             for sw in summary["counts"].get("switches", []):
                 print(f"  request {sw['at']}: {sw['old']} -> {sw['new']} ({sw['reason']})")
+        code, verdict = rt.edge_verdict(summary["counts"], self.link.edge)
+        if verdict:
+            say(verdict)
+        return code
 
 
 def adaptive_device(b, a, start, edge, kw):
