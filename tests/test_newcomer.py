@@ -373,3 +373,16 @@ def test_an_adaptive_run_that_never_reached_the_edge_fails_loudly():
     assert edge_verdict({"per_placement": per}, "tcp://e:1")[0] == 0
     per["cut 1 + TL"].update(offloaded=0, instead=0)
     assert edge_verdict({"per_placement": per}, "tcp://e:1") == (0, None), "all on the device by choice"
+
+
+# -- a demo of a model that cannot be exported: one line, nothing made ---------------------------
+@pytest.mark.parametrize("model, says", [("NoSuchNet", "unknown architecture 'NoSuchNet'"),
+                                         ("densenet16", "did you mean DenseNet169"),
+                                         ("nofile.onnx", "model file 'nofile.onnx' does not exist")])
+def test_a_demo_of_an_unknown_model_is_one_line_and_makes_nothing(tmp_path, capfd, model, says):
+    out = tmp_path / "demo"
+    code = main(["demo", model, "-o", str(out), "--emulation", "loopback"])
+    _, err = capfd.readouterr()
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("tlcut: error: ") and says in lines[0], err
+    assert not out.exists()
