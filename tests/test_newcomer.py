@@ -363,6 +363,22 @@ def test_a_run_with_a_live_edge_says_nothing_of_fallback(compiled, capsys):
     assert code == 0 and "fell back" not in err and "tlcut: error" not in err, err
 
 
+def test_an_adaptive_run_against_a_dead_edge_exits_3(small_bundle, tmp_path, capsys):
+    from tlcut.toolchain.bench import bench
+
+    b = small_bundle(hw=16, tl="off")
+    for role in ("device", "edge"):
+        (tmp_path / f"{role}.json").write_text(json.dumps(bench(b, role=role, iterations=2, progress=_quiet)))
+    assert main(["plan", "--device", str(tmp_path / "device.json"), "--edge", str(tmp_path / "edge.json"),
+                 "--tl", "off", "-o", str(tmp_path / "plan.json")]) == 0
+    dead = _free_endpoint()
+    code = main(["run", str(b.path), "--adapt", str(tmp_path / "plan.json"), "--edge", dead, "--cut", "input",
+                 "--timeout", "0.3", "--retries", "0", "--requests", "4", "--warmup", "0", "-o", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 3 and f"tlcut: error: no request reached the edge at {dead}" in err, err
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["requests"] == 4, "the run's record is still written"
+
+
 def test_an_adaptive_run_that_never_reached_the_edge_fails_loudly():
     from tlcut.runtime.run import edge_verdict
 
