@@ -63,10 +63,10 @@ class Device:
         self.bundle = bundle
         self.input = bundle.inputs[0]
         self.fallback, self.probe_s = fallback, probe_s
-        # fell_back: requests the edge did not answer; instead: every request meant for the edge that
-        # ran here (those too that ran while it was away, untried)
-        self.counts = {"requests": 0, "offloaded": 0, "local": 0, "fell_back": 0, "instead": 0, "failed": 0,
-                       "edge_switches": 0}
+        # fell_back: requests the edge did not answer; ran_here_instead: every request meant for the
+        # edge that ran here (those too that ran while it was away, untried)
+        self.counts = {"requests": 0, "offloaded": 0, "local": 0, "fell_back": 0, "ran_here_instead": 0,
+                       "failed": 0, "edge_switches": 0}
         self._away_since: float | None = None
         self._last_probe = 0.0
         self._local = None
@@ -123,7 +123,7 @@ class Device:
         y = next(iter(self._local.infer({self.input["name"]: x}).values()))
         dev = (time.perf_counter() - t0) * 1e3
         self.counts["local"] += 1
-        self.counts["instead"] += int(fell_back)
+        self.counts["ran_here_instead"] += int(fell_back)
         return y, {"device_ms": dev, "transfer_ms": 0.0, "edge_ms": 0.0, "total_ms": dev, "payload_bytes": 0,
                    "fallback": fell_back}
 
@@ -262,7 +262,7 @@ def edge_outcome(counts: dict) -> tuple[int, int]:
     """(requests the edge answered, requests meant for it that ran on the device instead) of a
     run's counts: one Device's report, or an adaptive run's, summed over its placements."""
     parts = list(counts["per_placement"].values()) if "per_placement" in counts else [counts]
-    return sum(c.get("offloaded", 0) for c in parts), sum(c.get("instead", 0) for c in parts)
+    return sum(c.get("offloaded", 0) for c in parts), sum(c.get("ran_here_instead", 0) for c in parts)
 
 
 def edge_verdict(counts: dict, edge: str | None) -> tuple[int, str | None]:

@@ -182,7 +182,8 @@ def loopback_of(endpoint: str) -> str:
 def check_scheme(endpoint: str) -> None:
     """An endpoint names its transport: '127.0.0.1:5555' is a missing tcp://, not a plain-TCP risk."""
     if "://" not in endpoint:
-        raise TlcutError(f"'{endpoint}' names no transport: write tcp://{endpoint} (or ipc://PATH)")
+        fix = f"tcp://127.0.0.1:{endpoint}" if endpoint.isdigit() else f"tcp://{endpoint}"
+        raise TlcutError(f"'{endpoint}' names no transport: write {fix} (or ipc://PATH)")
 
 
 def require_policy(endpoint: str, curve, insecure: bool, role: str) -> None:

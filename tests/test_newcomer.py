@@ -295,13 +295,15 @@ def test_the_c_edge_refuses_any_address_with_the_same_words():
 
 
 # -- an endpoint without its transport is called that, not a plain-TCP risk ------------------
-@pytest.mark.parametrize("verb", [["run", "{b}", "--cut", "1", "--edge", "127.0.0.1:5555"],
-                                  ["serve", "{b}", "--cut", "1", "--bind", "127.0.0.1:5555"],
-                                  ["serve", "{b}", "--cut", "1", "--bind", "tcp://127.0.0.1:5599", "--forward", "cloud:5555", "--to", "2"]])
-def test_an_endpoint_without_a_scheme_is_named_as_such(bundle, capsys, verb):
+@pytest.mark.parametrize("verb, ep, fix", [
+    (["run", "{b}", "--cut", "1", "--edge", "127.0.0.1:5555"], "127.0.0.1:5555", "tcp://127.0.0.1:5555"),
+    (["serve", "{b}", "--cut", "1", "--bind", "127.0.0.1:5555"], "127.0.0.1:5555", "tcp://127.0.0.1:5555"),
+    (["serve", "{b}", "--cut", "1", "--bind", "5555"], "5555", "tcp://127.0.0.1:5555"),
+    (["serve", "{b}", "--cut", "1", "--bind", "tcp://127.0.0.1:5599", "--forward", "cloud:5555", "--to", "2"],
+     "cloud:5555", "tcp://cloud:5555")])
+def test_an_endpoint_without_a_scheme_is_named_as_such(bundle, capsys, verb, ep, fix):
     argv = [a.replace("{b}", str(bundle.path)) for a in verb]
-    ep = argv[-1] if "--forward" not in argv else "cloud:5555"
-    line = _one_error(capsys, main(argv), f"'{ep}' names no transport", f"tcp://{ep}")
+    line = _one_error(capsys, main(argv), f"'{ep}' names no transport", f"write {fix}")
     assert "plain TCP" not in line
 
 
@@ -382,12 +384,12 @@ def test_an_adaptive_run_against_a_dead_edge_exits_3(small_bundle, tmp_path, cap
 def test_an_adaptive_run_that_never_reached_the_edge_fails_loudly():
     from tlcut.runtime.run import edge_verdict
 
-    per = {"cut 1 + TL": {"offloaded": 0, "instead": 5}, "device only": {"offloaded": 0, "instead": 0}}
+    per = {"cut 1 + TL": {"offloaded": 0, "ran_here_instead": 5}, "device only": {"offloaded": 0, "ran_here_instead": 0}}
     code, line = edge_verdict({"per_placement": per, "probes": 0, "switches": []}, "tcp://192.0.2.1:5555")
     assert code == 3 and "no request reached the edge at tcp://192.0.2.1:5555" in line
     per["cut 1 + TL"]["offloaded"] = 1
     assert edge_verdict({"per_placement": per}, "tcp://e:1")[0] == 0
-    per["cut 1 + TL"].update(offloaded=0, instead=0)
+    per["cut 1 + TL"].update(offloaded=0, ran_here_instead=0)
     assert edge_verdict({"per_placement": per}, "tcp://e:1") == (0, None), "all on the device by choice"
 
 
