@@ -292,6 +292,11 @@ def test_the_c_edge_refuses_any_address_with_the_same_words():
     for needle in ("refusing plain TCP on tcp://*:5555", "--bind tcp://127.0.0.1:5555",
                    "--key edge.key_secret --allow DIR", "--insecure"):
         assert needle in lines[0], (needle, lines[0])
+    r = subprocess.run([edged, str(data), "--cut", "0", "--bind", "127.0.0.1:5555"], capture_output=True, text=True,
+                       timeout=60)
+    lines = [l for l in r.stderr.splitlines() if l.startswith("tlcut-edged: error:")]
+    assert r.returncode == 2 and len(lines) == 1 and "'127.0.0.1:5555' names no transport: write tcp://127.0.0.1:5555" \
+        in lines[0] and "plain TCP" not in lines[0], r.stderr
 
 
 # -- an endpoint without its transport is called that, not a plain-TCP risk ------------------

@@ -53,6 +53,10 @@ bool is_loopback(const std::string &ep) {
 }
 
 std::string plain_tcp_refusal(const std::string &ep) {
+    if (ep.find("://") == std::string::npos) {  // not a plain-TCP risk: a missing transport (as Python says)
+        bool port_only = !ep.empty() && ep.find_first_not_of("0123456789") == std::string::npos;
+        return "'" + ep + "' names no transport: write tcp://" + (port_only ? "127.0.0.1:" : "") + ep + " (or ipc://PATH)";
+    }
     size_t colon = ep.rfind(':');
     std::string port = colon == std::string::npos ? "" : ep.substr(colon + 1);
     bool digits = !port.empty() && port.find_first_not_of("0123456789") == std::string::npos;
