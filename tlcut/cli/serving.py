@@ -61,7 +61,7 @@ class Serve(Verb):
 
     def forward(self, a):
         """The Forward of --forward, checked before anything loads."""
-        from tlcut.runtime.security import ClientCurve, require_policy
+        from tlcut.runtime.security import ClientCurve, check_scheme, require_policy
         from tlcut.runtime.forward import Forward
 
         given = [f for f, v in (("--to", a.to), ("--forward-key", a.forward_key),
@@ -77,6 +77,7 @@ class Serve(Verb):
         if a.forward_timeout <= 0:
             raise TlcutError(f"--forward-timeout must be positive, got {a.forward_timeout}")
         curve = ClientCurve.from_files(a.forward_key, a.forward_server_key) if a.forward_key else None
+        check_scheme(a.forward)  # a missing tcp:// is not a plain-TCP risk
         try:
             require_policy(a.forward, curve, a.forward_insecure, "device")
         except TlcutError:  # the same rule as a device's, with this link's own flags
@@ -145,7 +146,11 @@ class Serve(Verb):
 
 
 class Run(Verb):
-    """The device: run the head, send what crosses the cut to the edge, report per-request latency."""
+    """The device: run the head, send what crosses the cut to the edge, report per-request latency.
+
+Exit status: 0 when the edge answered (requests that fell back are counted on stderr), 2 for a
+mistake in the command, 3 when no request reached the edge: each ran on the device by the
+fallback, so the timings are not the placement's."""
 
     name = "run"
 
@@ -240,6 +245,10 @@ class Run(Verb):
             print(rt.format_summary(pl.label if pl else "adaptive", summary))
             for sw in summary["counts"].get("switches", []):
                 print(f"  request {sw['at']}: {sw['old']} -> {sw['new']} ({sw['reason']})")
+        code, verdict = rt.edge_verdict(summary["counts"], self.link.edge)
+        if verdict:
+            say(verdict)
+        return code
 
 
 def adaptive_device(b, a, start, edge, kw):

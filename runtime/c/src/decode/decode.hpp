@@ -63,6 +63,10 @@ bool decode(const Wire &w, Scratch &s, Tensor &out, std::string &err);
 // "encoding E does not fit a DTYPE payload" + ``why``: the message of every encoding's refusal.
 std::string misfit(const tlc_header &h, const std::string &why = "");
 
+// An affine scale is finite and > 0 (inf or NaN would restore to non-finite values); else the
+// misfit message in ``err``, as the Python edge words it.
+bool scale_ok(const tlc_header &h, std::string &err);
+
 // The affine encodings (int8, uint8): a payload of ``dtype`` (integers of type Q) with scale > 0,
 // restored to float32 x = (q - zero_point) x scale in s.f32.
 template <typename Q>
@@ -71,10 +75,7 @@ bool decode_affine(const Wire &w, int dtype, Scratch &s, Tensor &out, std::strin
         err = misfit(w.h);
         return false;
     }
-    if (!(w.h.scale > 0)) {  // NaN too
-        err = misfit(w.h, " with scale <= 0");
-        return false;
-    }
+    if (!scale_ok(w.h, err)) return false;
     const Q *q = static_cast<const Q *>(w.payload);
     s.f32.resize(w.count);
     for (size_t i = 0; i < w.count; i++) s.f32[i] = (float(q[i]) - float(w.h.zero_point)) * w.h.scale;
