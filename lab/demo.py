@@ -24,10 +24,13 @@ from tlcut.lab.harness import Harness, check, pick, tlcut
 def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float = 57.0, latency: float = 28.0,
          device_quota: float = 0.2, requests: int = 30, warmup: int = 3, bench_iterations: int = 20,
          bundle: str | None = None, input_shape=None, min_cut: int | None = None, emulation: str = "auto",
-         say=print) -> dict:
-    from tlcut.bundle import write_json_atomic
+         engines: str | None = None, say=print) -> dict:
+    """``engines``: the configurations to bench and plan over (`tlcut bench --engines`), e.g.
+    onnxrt:float32 for the paper's single configuration; None: every one, int8 halves compiled for
+    the few cuts the search needs."""
+    from tlcut.bundle import Bundle, write_json_atomic
+    from tlcut.lab import demo_report as rep
     from tlcut.lab import testbed as tbm
-    from tlcut.placement import EDGE
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain import plan_report
     from tlcut.runtime.run import default_images
@@ -48,77 +51,87 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
 
     cfg = tbm.Config(bandwidth_mbps=bandwidth, latency_ms=latency, device_quota=device_quota)
     images = default_images(b)
+    int8_note = None
     with Emu(cfg, log=say) as tb, Harness(tb, bpath, requests=requests, warmup=warmup, images=images) as h:
-        # 3. bench as device and as edge, inside the emulation -------------------------------------
-        for role in ("device", "edge"):
-            step(3, f"bench all cuts as the {role} ({tb.kind})")
-            h.bench(role, out / f"profile-{role}.json", bench_iterations)
-        # 4. plan ----------------------------------------------------------------------------------
-        step(4, f"plan for uplink {bandwidth:g} Mbit/s, latency {latency:g} ms")
         net = planmod.Network(up_mbps=bandwidth, rtt_ms=latency, down_mbps=10 * bandwidth,
                               source=f"{tb.kind} ({tb.state.delay_method})")
-        dev = planmod.load_profile(out / "profile-device.json", "device")
-        edg = planmod.load_profile(out / "profile-edge.json", "edge")
-        plan = planmod.plan(dev, edg, net, planmod.Constraints(min_cut=min_cut))
+
+        def bench_and_plan(spec, what):
+            # 3. bench as device and as edge, inside the emulation; 4. plan over what was benched
+            for role in ("device", "edge"):
+                step(3, f"bench all cuts as the {role} ({tb.kind}), {what}")
+                h.bench(role, out / f"profile-{role}.json", bench_iterations, engines=spec)
+            step(4, f"plan for uplink {bandwidth:g} Mbit/s, latency {latency:g} ms ({what})")
+            dev = planmod.load_profile(out / "profile-device.json", "device")
+            edg = planmod.load_profile(out / "profile-edge.json", "edge")
+            return planmod.plan(dev, edg, net, planmod.Constraints(min_cut=min_cut), bundle=b), dev
+
+        if engines:
+            plan, dev = bench_and_plan(engines, f"engines {engines}")
+        else:
+            plan, dev = bench_and_plan(float32_engines(), "every float32 engine")
+            int8_note = _int8(b, bpath, plan, min_cut, images, step, say)
+            if int8_note.startswith("int8 halves"):
+                b = Bundle.open(bpath)  # as the compile left it: its manifest lists the int8 halves
+                plan, dev = bench_and_plan(None, "every engine configuration")
         plan.save(out / "plan.json")
         plan_report.plot(plan, out / "plan.png")
         say(plan_report.format_table(plan, top=8))
-
-        def edge_only(encoding):
-            return plan.best_of(lambda d: d.placement.where == EDGE and d.placement.encoding == encoding and d.tiles is None)
-        chosen = {"tlcut's choice": plan.best, "best with TL (ScissionLite)": plan.best_tl,
-                  "best without TL (Scission)": plan.best_plain, "device only": plan.device_only,
-                  "edge only, float32": edge_only("raw"), "edge only, uint8": edge_only("uint8"),
-                  "edge only, JPEG": edge_only("jpeg")}
-        chosen = {k: v for k, v in chosen.items() if v is not None}  # the privacy constraint removes edge only
-        # 5. compile the halves of the chosen cuts -------------------------------------------------
+        chosen = rep.rows_to_run(plan)
+        # 5. compile the float32 halves of the chosen cuts ------------------------------------------
         cut_ids = sorted({c.placement.cut for c in chosen.values() if c.placement.cut is not None})
         step(5, f"compile cuts {cut_ids}")
         compile_cuts(b, [b.cuts[i] for i in cut_ids], tl="both")
-        # 6. serve and run -------------------------------------------------------------------------
-        step(6, f"serve on the edge, run {len(chosen)} placements x {requests} requests on the device")
-        h.serve_cuts(cut_ids, log=out / "edge.log")
-        runs = h.run_all({label: c.placement for label, c in chosen.items()}, out,
-                         say=lambda label, pl: say(f"[demo 6/{STEPS}]   {label}: {pl.label}"))
+        # 6. serve and run, each deployment on its engines ------------------------------------------
+        step(6, f"serve on the edge, run {len(set(chosen.values()))} deployments x {requests} requests on the device")
+        runs = h.run_deployments(chosen, out, say=lambda label, d: say(f"[demo 6/{STEPS}]   {label}: {d.label}"))
     # 7. the table -------------------------------------------------------------------------------
     step(7, "summary")
-    rows = []
-    for label, c in chosen.items():
-        s = runs[label]["summary"]
-        measured = s["total_ms"]["median"]
-        rows.append({"placement": label, "choice": c.label, "layer": c.layer, "predicted_ms": c.total_ms,
-                     "measured_ms": measured, "measured_p90_ms": s["total_ms"]["p90"],
-                     "error_pct": 100 * (measured - c.total_ms) / c.total_ms,
-                     "payload_bytes": c.upload_bytes, "measured_device_ms": s["device_ms"]["median"],
-                     "measured_transfer_ms": s["transfer_ms"]["median"], "measured_edge_ms": s["edge_ms"]["median"],
-                     "predicted_components_ms": c.components_ms, "requests": s["requests"]})
-    by = {r["placement"]: r for r in rows}
-    tl, plain, devo = by.get("best with TL (ScissionLite)"), by.get("best without TL (Scission)"), by["device only"]
-    speed = {}
-    if tl:
-        speed["tl_vs_device_measured"] = devo["measured_ms"] / tl["measured_ms"]
-        speed["tl_vs_device_predicted"] = devo["predicted_ms"] / tl["predicted_ms"]
-        if plain:
-            speed["tl_vs_plain_measured"] = plain["measured_ms"] / tl["measured_ms"]
-            speed["tl_vs_plain_predicted"] = plain["predicted_ms"] / tl["predicted_ms"]
-    choice = by["tlcut's choice"]
-    speed["choice_vs"] = {x["placement"]: x["measured_ms"] / choice["measured_ms"] for x in rows if x is not choice}
+    rows = rep.summary_rows(b, chosen, runs)
+    searched = sorted({e.words() for e in (*dev.engines, *planmod.load_profile(out / "profile-edge.json", "edge").engines)})
     result = {
         "model": b.name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "testbed": {"bandwidth_mbps": bandwidth, "latency_ms": latency, "latency_method": tb.state.delay_method,
                     "device_quota_cpus": device_quota, "device_cpus": cfg.device_cpus, "edge_cpus": cfg.edge_cpus,
                     "emulation": tb.kind, "described": tb.describe()},
-        "machine": dev["machine"], "requests_per_plan": requests, "min_cut": min_cut, "rows": rows, "speedups": speed,
+        "machine": dev["machine"], "requests_per_plan": requests, "min_cut": min_cut, "engines": engines,
+        "engines_searched": ", ".join(searched), "int8": int8_note, "rows": rows, "speedups": rep.speedups(rows),
+        "why": rep.why(rows), "placement_note": rep.placement_note(rows),
         "images": images or "random tensors (elpv-dataset not installed, or the input is not an image)",
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     write_json_atomic(out / "summary.json", result)
-    table = format_summary(result)
+    table = rep.format_summary(result)
     (out / "summary.md").write_text(table + "\n")
     say(table)
     say(f"[demo] results in {out}/ (summary.md, summary.json, plan.png, plan.json, profiles, runs) "
         f"in {result['seconds']:.0f} s")
     return result
+
+
+def float32_engines() -> str:
+    """Every backend that runs here, at float32: the first bench, before any int8 halves exist."""
+    from tlcut.runtime import backends
+    from tlcut.toolchain.bench_configs import why_not_here
+
+    return ",".join(f"{n}:float32" for n in backends.names() if why_not_here(n) is None)
+
+
+def _int8(b, bpath, plan, min_cut, images, step, say) -> str:
+    """Compile int8 halves, calibrated on elpv, for the few cuts the float32 plan points at; what
+    was done, or why not (random tensors are no calibration: int8 is then left out)."""
+    from tlcut.lab.demo_report import int8_cuts
+
+    if images != "elpv":
+        note = ("int8 left out: its calibration needs real images (elpv-dataset is not installed, or the input is "
+                "not an image), and scales from random tensors would mislead.")
+        say(f"[demo] {note}")
+        return note
+    cuts = int8_cuts(plan, min_cut)
+    step(4, f"compile int8 halves of cuts {cuts} and the whole int8 model, calibrated on elpv")
+    check(subprocess.run(tlcut("compile", bpath, "--cuts", ",".join(map(str, cuts)) or "0", "--tl", "both",
+                               "--precision", "int8", "--calib", "elpv")), "compile int8")
+    return f"int8 halves of cuts {', '.join(map(str, cuts))} and the whole int8 model (calibrated on elpv)."
 
 
 STEPS = 7
@@ -313,29 +326,3 @@ def format_tiers_summary(r: dict) -> str:
         lines += ["", f"Best three tiers over best two tiers (>1: the cloud pays): {two['measured_ms'] / three['measured_ms']:.2f}x "
                       f"measured, {two['predicted_ms'] / three['predicted_ms']:.2f}x predicted."]
     return "\n".join(lines)
-
-
-def format_summary(r: dict) -> str:
-    t = r["testbed"]
-    lines = [f"# tlcut demo: {r['model']}", "",
-             f"Emulation: {t['described']}. {r['requests_per_plan']} timed requests per placement, "
-             f"inputs: {r.get('images', 'random tensors')}. {r['date']}."
-             + (f" Privacy constraint: no cut before {r['min_cut']} (edge only excluded)." if r.get("min_cut") is not None else ""),
-             "",
-             "| placement | choice | payload (bytes) | predicted median (ms) | measured median (ms) | error | measured p90 (ms) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for x in r["rows"]:
-        lines.append(f"| {x['placement']} | {x['choice']} ({x['layer'] or '-'}) | {x['payload_bytes']} | {x['predicted_ms']:.1f} | "
-                     f"{x['measured_ms']:.1f} | {x['error_pct']:+.1f}% | {x['measured_p90_ms']:.1f} |")
-    s = r["speedups"]
-    lines.append("")
-    if "tl_vs_plain_measured" in s:
-        lines.append(f"TL over no-TL (Scission): {s['tl_vs_plain_measured']:.2f}x measured, {s['tl_vs_plain_predicted']:.2f}x predicted.")
-    if "tl_vs_device_measured" in s:
-        lines.append(f"TL over device only: {s['tl_vs_device_measured']:.2f}x measured, {s['tl_vs_device_predicted']:.2f}x predicted.")
-    if s.get("choice_vs"):
-        choice = next(x for x in r["rows"] if x["placement"] == "tlcut's choice")
-        lines.append(f"tlcut's choice ({choice['choice']}), measured median against each (>1: the choice is faster): "
-                     + ", ".join(f"{k} {v:.2f}x" for k, v in s["choice_vs"].items()) + ".")
-    return "\n".join(lines)
-

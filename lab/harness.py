@@ -57,6 +57,7 @@ class Harness:
         self.emu, self.bundle = emu, Path(bundle)
         self.requests, self.warmup, self.images = requests, warmup, images
         self._served: list[subprocess.Popen] = []
+        self.serving: list[str] | None = None  # the flags of the last edge started, for the run records
 
     def __enter__(self) -> "Harness":
         return self
@@ -64,12 +65,14 @@ class Harness:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def bench(self, role: str, out: Path, iterations: int, engines: str = "onnxrt:float32") -> None:
+    def bench(self, role: str, out: Path, iterations: int, engines: str | None = "onnxrt:float32") -> None:
         """`tlcut bench` of every cut as ``role`` (a cloud benches as an edge), the profile to ``out``.
-        ``engines``: the configurations to profile; by default the one ``run`` and ``serve`` use here,
-        so every plan made from the profile runs as it was predicted."""
+        ``engines``: the configurations to profile (None: every one the bundle and the machine can
+        run); by default the one ``run`` and ``serve`` use unless told otherwise, so every plan made
+        from the profile runs as it was predicted."""
         r = self.emu.run(role, tlcut("bench", self.bundle, "--role", "device" if role == "device" else "edge",
-                                     "--engines", engines, "--threads", "1", "--iterations", iterations,
+                                     *(["--engines", engines] if engines else []), "--threads", "1",
+                                     "--iterations", iterations,
                                      *(self.emu.device_args() if role == "device" else []), "-o", out))
         check(r, f"bench as {role}")
 
@@ -84,13 +87,16 @@ class Harness:
         with open(log, "w") if log else contextlib.nullcontext() as err:
             p = self.emu.popen(role, argv, stderr=err)
         self._served.append(p)
+        self.serving = [str(x) for x in args]
         if wait:
             wait_for_edge(self.emu, p, log)
         return self
 
-    def serve_cuts(self, cuts, log: Path | None = None) -> "Harness":
-        """Serve the tails of ``cuts`` (with and without the TL) and the whole model (edge only)."""
-        return self.serve(*sum((["--cut", k] for k in cuts), []), "--cut", "input", log=log)
+    def serve_cuts(self, cuts, log: Path | None = None, engine=None, whole: bool = True) -> "Harness":
+        """Serve the tails of ``cuts`` (with and without the TL) and, with ``whole``, the whole model
+        (edge only), on ``engine`` (an ``Engine``; None: serve's defaults)."""
+        return self.serve(*sum((["--cut", k] for k in cuts), []), *(["--cut", "input"] if whole else []),
+                          *engine_flags(engine), log=log)
 
     def run(self, placement: Placement | list, out: Path, *, inflight: int | None = None) -> dict:
         """`tlcut run` of ``placement`` (or of these placement flags) from the device against the
@@ -117,10 +123,57 @@ class Harness:
             runs[label] = done[pl]
         return runs
 
+    def run_deployments(self, rows: dict, folder: Path, say=None) -> dict[str, dict]:
+        """Each labelled ``Deployment``'s run with its engines on each side, written to
+        ``folder``/run-SLUG.json; a deployment under two labels runs once. An edge serves one engine,
+        so one edge is started per edge engine in turn, serving the cuts its deployments need; each
+        run record keeps the flags that edge was started with (``edge_served``)."""
+        folder = Path(folder)
+        groups: dict = {}
+        for d in dict.fromkeys(rows.values()):
+            groups.setdefault(d.edge if d.placement.where != DEVICE else None, []).append(d)
+        if None in groups:  # device only needs no edge: run it beside the first one served
+            local = groups.pop(None)
+            if groups:
+                groups[next(iter(groups))] += local
+            else:
+                groups[None] = local
+        done: dict = {}
+        for engine, ds in groups.items():
+            cuts = sorted({d.placement.cut for d in ds if d.placement.cut is not None})
+            whole = any(d.placement.where == EDGE for d in ds)
+            slug = engine_slug(engine)
+            if cuts or whole:
+                self.serve_cuts(cuts, log=folder / f"edge-{slug}.log", engine=engine, whole=whole)
+            for d in ds:
+                if say:
+                    say(next(k for k, v in rows.items() if v == d), d)
+                dev = [] if d.placement.where == EDGE else engine_flags(d.device)
+                out = folder / f"run-{d.placement.slug}-{engine_slug(d.device) if dev else 'nothing'}-" \
+                               f"{slug if d.placement.where != DEVICE else 'nothing'}.json"
+                rec = self.run(run_flags(d.placement) + dev, out)
+                rec["edge_served"] = self.serving if d.placement.where != DEVICE else None
+                out.write_text(json.dumps(rec))
+                done[d] = rec
+            self.stop()
+        return {label: done[d] for label, d in rows.items()}
+
     def stop(self) -> None:
         """Stop every edge this harness started."""
         stop(self._served)
         self._served.clear()
+        self.serving = None
+
+
+def engine_flags(engine) -> list[str]:
+    """``engine`` (an ``Engine``) as serve's and run's flags; none for None or an unnamed one."""
+    if engine is None or engine.backend is None:
+        return []
+    return ["--backend", engine.backend, "--precision", engine.precision or "float32"]
+
+
+def engine_slug(engine) -> str:
+    return "default" if engine is None or engine.backend is None else f"{engine.backend}-{engine.precision or 'float32'}"
 
 
 def wait_for_edge(emu, edge: subprocess.Popen, log: Path | None = None, timeout_s: float = 120) -> None:

@@ -6,8 +6,15 @@ pytestmark = pytest.mark.tf
 
 
 def test_demo_without_root_runs_on_loopback_and_states_it(tmp_path, monkeypatch):
+    """The full search on loopback: every engine configuration benched, int8 halves compiled
+    (calibrated on elpv) for a few cuts, each baseline on ONNX Runtime float32 and on its best
+    engine, every row run on the engines it names."""
+    import json
+    from pathlib import Path
+
     from tlcut.lab import demo as demo_mod
     from tlcut.lab import testbed as tbm
+    from tlcut.lab.demo_report import BASELINES, CHOICE, PAPER
 
     monkeypatch.setattr(tbm, "available", lambda: "the testbed needs root (network namespaces, tc, cgroups)")
     said = []
@@ -16,16 +23,54 @@ def test_demo_without_root_runs_on_loopback_and_states_it(tmp_path, monkeypatch)
     assert any("running on loopback" in s for s in said)
     t = r["testbed"]
     assert t["emulation"] == "loopback" and "pacing relay" in t["described"] and "slowed 5x" in t["described"]
-    assert "loopback without root" in (tmp_path / "out" / "summary.md").read_text()
-    placements = {row["placement"] for row in r["rows"]}
-    assert {"tlcut's choice", "device only", "edge only, float32", "edge only, uint8", "edge only, JPEG",
-            "best with TL (ScissionLite)"} <= placements
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "loopback without root" in md
     rows = {row["placement"]: row for row in r["rows"]}
+    assert CHOICE in rows
+    for name, _ in BASELINES:
+        assert f"{name}, {PAPER}" in rows and f"{name}, best engine" in rows
+        paper = rows[f"{name}, {PAPER}"]
+        assert "onnxrt float32" in {paper["device_engine"], paper["edge_engine"]}
+        assert {paper["device_engine"], paper["edge_engine"]} <= {"onnxrt float32", None}
+    searched = r["engines_searched"]
+    assert "openvino float32" in searched and "onnxrt float32" in searched
+    try:
+        import elpv_dataset  # noqa: F401
+    except ImportError:
+        assert "int8 left out" in r["int8"]
+    else:
+        assert "int8" in searched and r["int8"].startswith("int8 halves")
     # the input as pixels is a quarter of float32; as a JPEG of a real image, smaller still
-    assert rows["edge only, uint8"]["payload_bytes"] - 80 == (rows["edge only, float32"]["payload_bytes"] - 80) // 4
-    assert rows["edge only, JPEG"]["payload_bytes"] < rows["edge only, uint8"]["payload_bytes"]
+    f32, u8, jpg = (rows[f"edge only, {e}, {PAPER}"] for e in ("float32", "uint8", "JPEG"))
+    assert u8["payload_bytes"] - 80 == (f32["payload_bytes"] - 80) // 4
+    assert jpg["payload_bytes"] < u8["payload_bytes"]
+    # every row ran, on the engines it names: the device's in the run record, the edge's in the
+    # flags the edge was started with
+    runs = {}
+    for f in (tmp_path / "out").glob("run-*.json"):
+        rec = json.loads(f.read_text())
+        runs.setdefault((json.dumps(rec["placement"], sort_keys=True)), []).append(rec)
     for row in r["rows"]:
         assert row["measured_ms"] > 0 and row["requests"] == 4
+        assert row["device_engine"] or row["edge_engine"]
+        matching = []
+        for rec in sum(runs.values(), []):
+            dev = f"{rec['backend']} {rec['precision']}"
+            served = rec.get("edge_served")
+            edge = None if served is None else \
+                f"{served[served.index('--backend') + 1]} {served[served.index('--precision') + 1]}"
+            if (row["device_engine"] in (None, dev) and row["edge_engine"] == edge
+                    and abs(rec["summary"]["total_ms"]["median"] - row["measured_ms"]) < 1e-9):
+                matching.append(rec)
+        assert matching, row["placement"]
+        if row["same_as"] is None:
+            assert f"| {row['placement']} | {row['choice']}" in md
+        else:
+            assert f"| {row['placement']} | the same as {row['same_as']} |" in md
+    assert r["why"].startswith("tlcut's choice (") and "best baseline" in r["why"] and r["why"] in md
+    choice = rows[CHOICE]
+    if choice["device_engine"] is None:
+        assert "does not split" in md
     # the device really was stretched: its profile was benched with --slowdown 5, its runs too
     from tlcut.toolchain.profile import Profile
 
@@ -33,8 +78,8 @@ def test_demo_without_root_runs_on_loopback_and_states_it(tmp_path, monkeypatch)
     assert dev["settings"]["slowdown"] == 5 and edge["settings"]["slowdown"] == 1
     assert dev.default.full["median"] > 2.5 * edge.default.full["median"]
     # and the link: edge only pays at least the 28 ms delay
-    edge_only = rows["edge only, float32"]
-    assert edge_only["measured_ms"] >= 28
+    assert f32["measured_ms"] >= 28
+    assert all(Path(p).exists() for p in (tmp_path / "out" / "plan.json", tmp_path / "out" / "summary.json"))
 
 
 def test_demo_testbed_without_root_is_a_one_line_error(tmp_path, monkeypatch, capsys):
@@ -69,7 +114,9 @@ def test_demo_three_tiers_runs_a_cloud_behind_the_edge(tmp_path):
 
 
 @pytest.mark.parametrize("argv, says", [(["--tiers", "3", "--min-cut", "5"], "drop --min-cut"),
-                                        (["--edge-quota", "0.5"], "belong to --tiers 3")])
+                                        (["--edge-quota", "0.5"], "belong to --tiers 3"),
+                                        (["--tiers", "3", "--engines", "openvino"], "drop --engines"),
+                                        (["--engines", " "], "names no engine")])
 def test_demo_tier_flags_are_checked_first(tmp_path, capsys, argv, says):
     from tlcut import cli
 

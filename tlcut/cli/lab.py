@@ -136,6 +136,10 @@ class Demo(Verb):
         p.add_argument("--iterations", type=int, default=20, help="bench iterations (default 20)")
         p.add_argument("--min-cut", type=int, default=None, metavar="K",
                        help="privacy: plan only cuts K or later (the paper used 5); edge only is then not run")
+        p.add_argument("--engines", metavar="B[:P[:T]],...",
+                       help="bench and plan only these engine configurations, e.g. onnxrt:float32 (the paper's, quick); "
+                            "default: every one, with int8 halves compiled (calibrated on elpv) for the cuts the "
+                            "search needs")
         p.add_argument("--emulation", default="auto", choices=["auto", "testbed", "loopback"],
                        help="testbed (root: namespaces, tc, cgroups) or loopback (any user: pacing relay, "
                             "stretched device); auto picks the testbed where it can be built (default auto)")
@@ -154,6 +158,8 @@ class Demo(Verb):
         if a.requests < 1 or a.warmup < 0 or a.iterations < 1:
             raise TlcutError("--requests and --iterations must be at least 1, --warmup at least 0")
         if a.tiers == 3:
+            if a.engines is not None:
+                raise TlcutError("--tiers 3 benches ONNX Runtime float32 on every tier; drop --engines")
             if a.min_cut is not None or a.emulation == "loopback":
                 raise TlcutError("--tiers 3 runs in the testbed and plans with per-tier constraints (`tlcut plan --must`); "
                                  "drop --min-cut and --emulation loopback")
@@ -162,11 +168,13 @@ class Demo(Verb):
                        requests=a.requests, warmup=a.warmup, bench_iterations=a.iterations, bundle=a.bundle,
                        input_shape=a.input_shape, command=" ".join(["tlcut", *map(shlex.quote, sys.argv[1:])]), say=say)
             return
+        if a.engines is not None and not a.engines.strip():
+            raise TlcutError("--engines names no engine; give e.g. onnxrt:float32,openvino:int8")
         if a.edge_quota is not None or a.backbone != 1000.0 or a.backbone_latency != 20.0:
             raise TlcutError("--edge-quota, --backbone and --backbone-latency belong to --tiers 3")
         demo(a.model, a.out, bandwidth=a.bandwidth, latency=a.latency, device_quota=a.device_quota,
              requests=a.requests, warmup=a.warmup, bench_iterations=a.iterations, bundle=a.bundle,
-             input_shape=a.input_shape, min_cut=a.min_cut, emulation=a.emulation, say=say)
+             input_shape=a.input_shape, min_cut=a.min_cut, emulation=a.emulation, engines=a.engines, say=say)
 
 
 class Perf(Verb):

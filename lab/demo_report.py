@@ -1,0 +1,184 @@
+"""What `tlcut demo` runs and says: the rows (tlcut's choice, each baseline on ONNX Runtime float32
+and on its placement's best engine), the cuts worth int8 halves, the summary table and the one
+sentence that says why the winner wins, from the measured components."""
+
+from __future__ import annotations
+
+from tlcut.placement import DEVICE, EDGE, SPLIT
+
+CHOICE = "tlcut's choice"
+PAPER = "ONNX Runtime float32"
+#: The baselines: (name, which placements it takes), each sending what the paper's choice sends.
+BASELINES = (
+    ("Scission (best without TL)", lambda p: p.where == SPLIT and not p.tl and p.encoding == "raw"),
+    ("ScissionLite (best with TL)", lambda p: p.where == SPLIT and p.tl and p.encoding == "raw"),
+    ("device only", lambda p: p.where == DEVICE),
+    ("edge only, float32", lambda p: p.where == EDGE and p.encoding == "raw"),
+    ("edge only, uint8", lambda p: p.where == EDGE and p.encoding == "uint8"),
+    ("edge only, JPEG", lambda p: p.where == EDGE and p.encoding == "jpeg"),
+)
+
+
+def is_paper_engine(e) -> bool:
+    """ONNX Runtime float32, or the one engine an old single-configuration profile held."""
+    return e.backend in (None, "onnxrt") and (e.precision or "float32") == "float32"
+
+
+def engine_words(d, side: str) -> str | None:
+    """``openvino int8``: the engine that runs ``d``'s part on ``side``; None where that side runs nothing."""
+    e = d.engines_used.get(side)
+    return None if e is None else e.words()
+
+
+def rows_to_run(plan) -> dict:
+    """{row label: Deployment}: tlcut's choice, then each baseline on ONNX Runtime float32 (the
+    paper's engine picks the placement) and the same placement on its best engine. A baseline
+    the constraints rule out (edge only under --min-cut) is left out."""
+    rows = {CHOICE: plan.best}
+    for name, pred in BASELINES:
+        paper = plan.best_of(lambda d: d.tiles is None and pred(d.placement)
+                             and all(is_paper_engine(e) for e in d.engines_used.values()))
+        placement = paper.placement if paper else None
+        best = plan.best_of(lambda d: d.tiles is None and (d.placement == placement if placement else pred(d.placement)))
+        if paper:
+            rows[f"{name}, {PAPER}"] = paper
+        if best:
+            rows[f"{name}, best engine"] = best
+    return rows
+
+
+def int8_cuts(plan, min_cut: int | None, most: int = 3) -> list[int]:
+    """The cuts worth int8 halves, from a float32 plan: the best with the TL and without (the
+    search's split candidates), and ``min_cut`` where given; at most ``most``. The whole int8 model
+    comes with any of them, for device only and edge only."""
+    out = []
+    for d in (plan.best_of(lambda d: d.placement.where == SPLIT and d.placement.tl and d.tiles is None),
+              plan.best_of(lambda d: d.placement.where == SPLIT and not d.placement.tl and d.tiles is None)):
+        if d is not None:
+            out.append(d.placement.cut)
+    if min_cut is not None:
+        out.insert(0, min_cut)
+    return list(dict.fromkeys(out))[:most]
+
+
+def crosses(bundle, d) -> str | None:
+    """What crosses the link, for the table: the cut's layer, or "input, NCHW" where the cut is
+    only the input in another layout (a layer's name there would mislead)."""
+    if d.placement.where != SPLIT:
+        return None
+    cut = bundle.cuts[d.placement.cut]
+    shape = list(bundle.inputs[0].get("shape") or [])
+    if shape and sorted(cut.shape) == sorted(shape) and list(cut.shape) != shape and cut.layout:
+        return f"input, {cut.layout}"
+    if shape and list(cut.shape) == shape and cut.index == 0:
+        return "input"
+    return d.layer
+
+
+def summary_rows(bundle, rows: dict, runs: dict) -> list[dict]:
+    out, first = [], {}
+    for label, d in rows.items():
+        s = runs[label]["summary"]
+        measured = s["total_ms"]["median"]
+        r = {"placement": label, "choice": d.label_without_engines, "layer": crosses(bundle, d),
+             "device_engine": engine_words(d, "device"), "edge_engine": engine_words(d, "edge"),
+             "predicted_ms": d.total_ms, "measured_ms": measured, "measured_p90_ms": s["total_ms"]["p90"],
+             "error_pct": 100 * (measured - d.total_ms) / d.total_ms, "payload_bytes": d.upload_bytes,
+             "measured_device_ms": s["device_ms"]["median"], "measured_transfer_ms": s["transfer_ms"]["median"],
+             "measured_edge_ms": s["edge_ms"]["median"], "predicted_components_ms": d.components_ms,
+             "requests": s["requests"], "same_as": first.get(d)}
+        first.setdefault(d, label)
+        out.append(r)
+    return out
+
+
+def speedups(rows: list[dict]) -> dict:
+    by = {r["placement"]: r for r in rows}
+    tl, plain = by.get(f"ScissionLite (best with TL), {PAPER}"), by.get(f"Scission (best without TL), {PAPER}")
+    devo = by.get(f"device only, {PAPER}")
+    s = {}
+    if tl and devo:
+        s["tl_vs_device_measured"] = devo["measured_ms"] / tl["measured_ms"]
+        s["tl_vs_device_predicted"] = devo["predicted_ms"] / tl["predicted_ms"]
+    if tl and plain:
+        s["tl_vs_plain_measured"] = plain["measured_ms"] / tl["measured_ms"]
+        s["tl_vs_plain_predicted"] = plain["predicted_ms"] / tl["predicted_ms"]
+    choice = by[CHOICE]
+    s["choice_vs"] = {x["placement"]: x["measured_ms"] / choice["measured_ms"] for x in rows
+                      if x is not choice and x["same_as"] is None}
+    return s
+
+
+def _parts(r: dict) -> str:
+    return (f"device {r['measured_device_ms']:.1f} + transfer {r['measured_transfer_ms']:.1f} + edge "
+            f"{r['measured_edge_ms']:.1f} ms")
+
+
+def _engines(r: dict) -> str:
+    return ", ".join(f"{side} {r[f'{side}_engine']}" for side in ("device", "edge") if r[f"{side}_engine"])
+
+
+def why(rows: list[dict]) -> str:
+    """One sentence: the winner against the fastest other row, component by component (measured)."""
+    w = next(r for r in rows if r["placement"] == CHOICE)
+    others = [r for r in rows if r is not w and r["same_as"] is None]
+    if not others:
+        return f"tlcut's choice ({w['choice']}; {_engines(w)}) is the only placement run."
+    b = min(others, key=lambda r: r["measured_ms"])
+    comps = ("device", "transfer", "edge")
+    gain = {c: b[f"measured_{c}_ms"] - w[f"measured_{c}_ms"] for c in comps}
+    head = (f"tlcut's choice ({w['choice']}; {_engines(w)}) measured {w['measured_ms']:.1f} ms ({_parts(w)}) against "
+            f"the best baseline, {b['placement']} ({b['choice']}; {_engines(b)}), at {b['measured_ms']:.1f} ms ({_parts(b)})")
+    if b["measured_ms"] < w["measured_ms"]:
+        return head + (f": the baseline was {100 * (w['measured_ms'] / b['measured_ms'] - 1):.1f}% faster, though "
+                       f"predicted {b['predicted_ms']:.1f} ms against the choice's {w['predicted_ms']:.1f} ms.")
+    main = max(comps, key=lambda c: gain[c])
+    cost = [f"{-gain[c]:.1f} ms more {c}" for c in comps if gain[c] < -0.5]
+    return head + (f": it wins on {main} time, {gain[main]:.1f} ms less"
+                   + (f", for {' and '.join(cost)}" if cost else "") + ".")
+
+
+def placement_note(rows: list[dict]) -> str | None:
+    """Said plainly where the winner does not split."""
+    w = next(r for r in rows if r["placement"] == CHOICE)
+    if w["device_engine"] is None:
+        return (f"The best plan does not split: the device sends the picture ({w['choice']}) and the edge runs the "
+                "whole model.")
+    if w["edge_engine"] is None:
+        return "The best plan does not offload: the device runs the whole model."
+    return None
+
+
+def format_summary(r: dict) -> str:
+    t = r["testbed"]
+    lines = [f"# tlcut demo: {r['model']}", "",
+             f"Emulation: {t['described']}. {r['requests_per_plan']} timed requests per placement, "
+             f"inputs: {r.get('images', 'random tensors')}. {r['date']}."
+             + (f" Privacy constraint: no cut before {r['min_cut']} (edge only excluded)." if r.get("min_cut") is not None else ""),
+             "", f"Engine configurations searched: {r.get('engines_searched') or 'as benched'}."
+             + (f" {r['int8']}" if r.get("int8") else ""), "",
+             "| placement | choice | device engine | edge engine | payload (bytes) | predicted median (ms) | "
+             "measured median (ms) | error | measured p90 (ms) | measured device / transfer / edge (ms) |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for x in r["rows"]:
+        if x["same_as"]:
+            lines.append(f"| {x['placement']} | the same as {x['same_as']} | | | | | | | | |")
+            continue
+        lines.append(f"| {x['placement']} | {x['choice']} ({x['layer'] or '-'}) | {x['device_engine'] or '-'} | "
+                     f"{x['edge_engine'] or '-'} | {x['payload_bytes']} | {x['predicted_ms']:.1f} | "
+                     f"{x['measured_ms']:.1f} | {x['error_pct']:+.1f}% | {x['measured_p90_ms']:.1f} | "
+                     f"{x['measured_device_ms']:.1f} / {x['measured_transfer_ms']:.1f} / {x['measured_edge_ms']:.1f} |")
+    s = r["speedups"]
+    lines += ["", r["why"]]
+    if r.get("placement_note"):
+        lines.append(r["placement_note"])
+    if "tl_vs_plain_measured" in s:
+        lines.append(f"TL over no-TL on {PAPER} (ScissionLite over Scission): {s['tl_vs_plain_measured']:.2f}x measured, "
+                     f"{s['tl_vs_plain_predicted']:.2f}x predicted.")
+    if "tl_vs_device_measured" in s:
+        lines.append(f"TL over device only on {PAPER}: {s['tl_vs_device_measured']:.2f}x measured, "
+                     f"{s['tl_vs_device_predicted']:.2f}x predicted.")
+    if s.get("choice_vs"):
+        lines.append("tlcut's choice, measured median against each (>1: the choice is faster): "
+                     + ", ".join(f"{k} {v:.2f}x" for k, v in s["choice_vs"].items()) + ".")
+    return "\n".join(lines)
