@@ -22,9 +22,11 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 from pathlib import Path
 
@@ -48,6 +50,18 @@ def stage(code_root: Path, into: Path) -> Path:
         if name != "tlcut" and not (pkg / name.split(".", 1)[1]).exists():
             (pkg / name.split(".", 1)[1]).symlink_to(code_root / folder)
     return into
+
+
+def available_gb() -> float:
+    return int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text()).group(1)) / 1e6
+
+
+def wait_for_memory(need_gb: float) -> float:
+    """Wait until ``need_gb`` is available: the machine is shared, and running out kills someone's work."""
+    while (free := available_gb()) < need_gb:
+        print(f"[calibration]   {free:.1f} GB available, waiting for {need_gb:.0f} GB", flush=True)
+        time.sleep(30)
+    return free
 
 
 def run_compile(path: Path, bundle: Path, cuts: str, count: int, batch: int | None) -> dict:
@@ -123,8 +137,10 @@ def main(argv=None) -> int:
                                                           "15.4 GB there, so keep it low on a shared machine")
     ap.add_argument("--after-counts", default="16,64")
     ap.add_argument("--calib-batch", type=int, default=8)
+    ap.add_argument("--need-gb", type=float, default=10, help="wait for this much available memory before each run")
     ap.add_argument("-o", "--output", default=str(HERE / "results" / "calibration"))
     a = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still remove the temporary worktree
     if not Path(TIME).exists():
         sys.exit(f"{TIME} is missing: apt-get install -y time")
     counts = {"before": [int(c) for c in a.before_counts.split(",") if c],
@@ -145,8 +161,9 @@ def main(argv=None) -> int:
                     copy = tmp / f"{label}-{count}"
                     shutil.copytree(a.bundle, copy)
                     print(f"[calibration] {label}, {count} images ...", flush=True)
+                    free = wait_for_memory(a.need_gb)
                     r = run_compile(paths[label], copy, a.cuts, count, a.calib_batch if label == "after" else None)
-                    r.update(code=label, rev=report["code"][label], count=count,
+                    r.update(code=label, rev=report["code"][label], count=count, available_before_gb=free,
                              calib_batch=a.calib_batch if label == "after" else None)
                     print(f"[calibration]   peak {r['peak_rss_gb']} GB, {r['wall_s']} s, exit {r['exit']}", flush=True)
                     report["runs"].append(r)
@@ -188,7 +205,8 @@ def markdown(r: dict, argv) -> str:
         peak = f"{x['peak_rss_gb']:.2f} GB" if x["peak_rss_gb"] else "?"
         wall = f"{x['wall_s']:.0f} s" if x["wall_s"] else "?"
         fail = "" if x["exit"] == 0 else f", exit {x['exit']}"
-        lines.append(f"| {x['code']} | {x['count']} | {x['calib_batch'] or '-'} | {peak} | {wall} | measured here{fail} |")
+        lines.append(f"| {x['code']} | {x['count']} | {x['calib_batch'] or '-'} | {peak} | {wall} | measured here "
+                     f"({x['available_before_gb']:.1f} GB available at its start){fail} |")
     lines += ["", "The command of each measured row (BUNDLE_COPY: the copy of the bundle):", ""]
     lines += [f"- {x['code']}, {x['count']}: `{x['command']}` (tlcut from `{x['tlcut_from']}`)" for x in r["runs"]]
     lines += ["", "## Same scales", "",
