@@ -201,7 +201,9 @@ def _write_qdq(onnx_in: Path, onnx_out: Path, ranges, soft: list[str], workdir: 
 def _write_qdq_known(onnx_in: Path, onnx_out: Path, ranges, kw: dict) -> None:
     """ONNX Runtime before its calibration cache: its quantize_static asks create_calibrator for a
     calibrator, so it gets one that already holds the ranges."""
-    from onnxruntime.quantization import quantize as q
+    import importlib
+
+    q = importlib.import_module("onnxruntime.quantization.quantize")  # the module: the package's `quantize` is a function
 
     class Known:
         def collect_data(self, reader):
