@@ -44,6 +44,38 @@ def _sof_size(jpg: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.frombuffer(bytes(b), np.uint8)
 
 
+def _zstd_refusals(q: bytes) -> list[tuple[str, bytes]]:
+    """(what, payload) for int8+zstd payloads an edge must refuse; ``q`` is the served tensor's int8
+    bytes. Each costs the edge at most the served tensor's size to find out."""
+    import zstandard
+
+    def z(data: bytes, **kw) -> bytes:
+        return zstandard.ZstdCompressor(level=1, **kw).compress(data)
+
+    def declaring(frame: bytes, size: int) -> bytes:
+        """``frame`` (single segment, 1-byte content size field) with its header declaring ``size`` bytes."""
+        assert frame[4] & 0xE0 == 0x20 and size < 256 and zstandard.frame_content_size(frame) < 256
+        return frame[:5] + bytes([size]) + frame[6:]
+
+    good = z(q)
+    n = len(q)
+    body = bytearray(good)
+    body[6:] = bytes(b ^ 0x5A for b in body[6:])
+    longer = (q * 2)[:n + 20]
+    return [
+        ("corrupt (its header right, its blocks scrambled)", bytes(body)),
+        ("truncated (last 4 bytes cut)", good[:-4]),
+        ("not a zstd frame", b"not a zstd frame at all " * 4),
+        ("whose header declares one byte fewer than the tensor served", z(q[:-1])),
+        ("whose header declares one byte more than the tensor served", z(q + b"\0")),
+        ("that declares the served size but holds 20 bytes more (decompression bounded)", declaring(z(longer), n)),
+        ("that declares the served size but holds 20 bytes fewer", declaring(z(q[:-20]), n)),
+        ("bomb: 64 MiB of zeros in a few KB (refused from its header)", z(bytes(64 << 20))),
+        ("bomb: 64 MiB of zeros, content size not declared", z(bytes(64 << 20), write_content_size=False)),
+        ("with bytes after the frame", good + b"\0\0"),
+    ]
+
+
 def main():
     b = Bundle.open(ROOT / BUNDLE)
 
@@ -98,6 +130,12 @@ def main():
     row("whole model, jpeg encoding (7x7 RGB, quality 90)",
         request(jpg, 17, P.INPUT_CUT, encoding=P.ENC_JPEG, scale=s255, zero_point=2),
         result(17, P.INPUT_CUT, run("model", None, False, np.ascontiguousarray(xj.transpose(2, 0, 1)[None]))), needs="jpeg")
+
+    # int8+zstd: int8 as above, then one zstd frame that declares its content size (the edge checks it first)
+    enc_z = P.ENCODINGS["int8+zstd"]
+    zq, _, zscale, zzp = P.encode(mid, "int8+zstd")
+    row("cut 1, int8+zstd encoding", request(zq, 18, 1, encoding=enc_z, scale=zscale, zero_point=zzp),
+        result(18, 1, run("tail", 1, False, restored), atol=1e-4), needs="zstd")
 
     # -- framing: answered with an error, ids echoed where the header parsed ----------------------
     good = P.tensor_frames(P.REQUEST, mid, 20, 1)
@@ -172,6 +210,14 @@ def main():
         request(jpg, 50, 1, encoding=P.ENC_JPEG, scale=s255), error(P.E_WRONG_TENSOR, 50, 1), needs="jpeg")
     row("a tiles band to an edge that serves no bands (band 0 of cut 1)", request(mid, 51, 1, P.band_flags(0)),
         error(P.E_WRONG_CUT, 51, 1))
+    zbad = _zstd_refusals(q.tobytes())  # refused by an edge built without zstd too, so run on every edge
+    for i, (what, frame) in enumerate(zbad):
+        row(f"int8+zstd {what}", request(np.frombuffer(frame, np.uint8), 52 + i, 1, encoding=enc_z, scale=zscale,
+                                         zero_point=zzp), error(P.E_WRONG_TENSOR, 52 + i, 1))
+    row("int8+zstd with rank-2 dims [1, len]", request(zq.reshape(1, -1), 52 + len(zbad), 1, encoding=enc_z, scale=zscale),
+        error(P.E_WRONG_TENSOR, 52 + len(zbad), 1))
+    row("int8+zstd with scale 0", request(zq, 53 + len(zbad), 1, encoding=enc_z, scale=0.0),
+        error(P.E_WRONG_TENSOR, 53 + len(zbad), 1))
 
     # -- replay refusal: per connection, ids must grow ----------------------------------------------
     row("replay: first id on a connection", request(mid, 100, 1), result(100, 1, run("tail", 1, False, mid)), peer="r")

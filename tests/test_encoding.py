@@ -53,12 +53,12 @@ SCALE = float(np.float32(1 / 255))
 
 
 def test_registry_is_in_protocol_order_with_unique_names_and_codes():
-    assert encodings.NAMES == ("raw", "float16", "int8", "uint8", "jpeg")
-    assert [e.code for e in encodings.ALL] == [0, 1, 2, 3, 4]
+    assert encodings.NAMES == ("raw", "float16", "int8", "uint8", "jpeg", "int8+zstd")
+    assert [e.code for e in encodings.ALL] == [0, 1, 2, 3, 4, 5]
     assert P.ENCODINGS == {e.name: e.code for e in encodings.ALL}
     assert all(encodings.by_code(e.code) is e is encodings.get(e.name) for e in encodings.ALL)
     assert encodings.by_code(9) is None
-    with pytest.raises(ValueError, match="unknown encoding 'png'; use one of raw, float16, int8, uint8, jpeg"):
+    with pytest.raises(ValueError, match="unknown encoding 'png'; use one of raw, float16, int8, uint8, jpeg, int8\\+zstd"):
         P.encode(np.zeros(4, np.float32), "png")
 
 
@@ -137,5 +137,5 @@ def test_the_spec_has_one_section_per_encoding():
     import re
 
     spec = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
-    sections = re.findall(r"^### (\d+) (\w+)$", spec, re.M)
+    sections = re.findall(r"^### (\d+) (\S+)$", spec, re.M)
     assert [(int(c), n) for c, n in sections] == [(e.code, e.name) for e in encodings.ALL]

@@ -51,6 +51,10 @@ bool decode_float16(const Wire &w, Scratch &s, Tensor &out, std::string &err);
 bool decode_int8(const Wire &w, Scratch &s, Tensor &out, std::string &err);
 bool decode_uint8(const Wire &w, Scratch &s, Tensor &out, std::string &err);
 bool decode_jpeg(const Wire &w, Scratch &s, Tensor &out, std::string &err);
+bool decode_int8_zstd(const Wire &w, Scratch &s, Tensor &out, std::string &err);
+
+// The zstd decoder libtlcut was built with (encoding 5), e.g. "libzstd 1.5.4", or "" for none.
+const char *zstd_decoder();
 
 // The table's row for ``code``, or nullptr for a code this edge does not know.
 const Encoding *find_encoding(uint8_t code);

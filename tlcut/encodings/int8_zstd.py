@@ -1,0 +1,97 @@
+"""Encoding 5, int8+zstd: a cut's tensor quantized as encoding 2 (int8) and then compressed with
+zstd, lossless over the int8 values. A ReLU map is mostly zeros, and zero is exact in int8 (one
+byte value), so zstd takes most of it away; noise stays about int8's size. zstd was chosen for its
+speed on a device CPU (level 1: hundreds of MB/s per core) over a slower, tighter coder.
+
+The size depends on the content, so ``wire_bytes`` says None and ``measured`` is set: bench
+measures the bytes on real images (toolchain/wire_sizes.py) and the plan reads those, never a
+ratio. The edge learns the tensor's size from the half it serves and refuses a frame that does not
+declare exactly that content size before it decompresses anything, then decompresses into a
+buffer of that size and no more (a frame that lies about its size fails there). zstandard is
+imported lazily: only this encoding needs it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tlcut.encodings.base import CUT, Encoding, WireError, affine, elements
+from tlcut.encodings.int8 import Int8
+
+#: zstd's level on the device: 1 is its fastest standard level; higher ones cost several times the
+#: time for a few percent fewer bytes on feature maps (docs/protocol.md, encoding 5)
+LEVEL = 1
+
+
+class Int8Zstd(Encoding):
+    name, code = "int8+zstd", 5
+    applies_to = frozenset({CUT})
+    lossy = True  # int8's rounding; zstd itself loses nothing
+    measured = True  # the bytes depend on the content: read the profile's measured sizes
+
+    def encode(self, array, *, scale=None, zero_point=0, quality=None):
+        """int8 as encoding 2 maps it, then one zstd frame that declares its content size, sent as
+        uint8 dims [payload_len] (as a JPEG is)."""
+        q, scale, zp = Int8().encode(np.asarray(array, np.float32))
+        data = _zstd().ZstdCompressor(level=LEVEL, write_content_size=True).compress(np.ascontiguousarray(q).tobytes())
+        return np.frombuffer(data, np.uint8), scale, zp
+
+    def restore(self, wire, scale, zero_point, served_shape=None):
+        """Checked in this order: dtype uint8, rank 1, scale > 0; the served shape is fixed; the
+        frame declares exactly the served tensor's size; it decompresses to that size and no more."""
+        if wire.dtype != np.uint8:
+            raise self.misfit(wire)
+        if wire.ndim != 1:
+            raise self.misfit(wire, f" with dims {list(wire.shape)}; a zstd frame is sent as dims [payload_len]")
+        if not scale > 0:
+            raise self.misfit(wire, " with scale <= 0")
+        shape = _fixed(served_shape)
+        n = elements(shape)
+        q = np.frombuffer(decompress(wire, n), np.int8).reshape(shape)
+        return affine(q, scale, zero_point)
+
+
+def decompress(buf, size: int) -> bytes:
+    """The content of one zstd frame that must decode to exactly ``size`` bytes: its header is read
+    first, so a frame declaring another size (a bomb's gigabytes included) or none costs nothing;
+    the output buffer is capped at ``size``, and trailing bytes are refused."""
+    zstd = _zstd()
+    data = memoryview(np.ascontiguousarray(buf).reshape(-1).view(np.uint8)) if isinstance(buf, np.ndarray) else buf
+    try:
+        declared = zstd.frame_content_size(data)
+    except zstd.ZstdError as e:
+        raise WireError(f"not a zstd frame this edge can read: {_line(e)}") from None
+    if declared < 0:  # -1: the frame does not say
+        raise WireError("the zstd frame does not declare its content size; the device must write it")
+    if declared != size:
+        raise WireError(f"the zstd frame declares {declared} bytes; the tensor served takes {size} int8 values")
+    try:
+        out = zstd.ZstdDecompressor().decompress(data, max_output_size=size, allow_extra_data=False)
+    except zstd.ZstdError as e:
+        raise WireError(f"the zstd frame does not decode: {_line(e)}") from None
+    if len(out) != size:  # zstd checks the declared size itself; this is the belt to its braces
+        raise WireError(f"the zstd frame decodes to {len(out)} bytes; the tensor served takes {size}")
+    return out
+
+
+def _fixed(served_shape) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in served_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise WireError(f"int8+zstd needs the served input's fixed shape, got {list(served_shape or [])}; send int8")
+    return shape
+
+
+def _zstd():
+    try:
+        import zstandard
+    except ImportError:
+        raise WireError("int8+zstd needs the zstandard package: pip install zstandard") from None
+    return zstandard
+
+
+def _line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:300]
