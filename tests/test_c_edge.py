@@ -407,9 +407,9 @@ def test_every_row_of_the_behaviour_table(engine):
     assert not failed, "\n".join(f"{n}: {w}" for n, w in failed)
     if skip:
         n = sum(r.get("needs") in skip for r in behaviour.VECTORS["rows"])
+        lib = {"jpeg": ("libturbojpeg", "libturbojpeg0-dev"), "zstd": ("libzstd", "libzstd-dev")}
         pytest.skip(f"every other row passed; {n} {'/'.join(skip)} rows not run: this tlcut-edged was built without "
-                    f"{' and '.join({'jpeg': 'libturbojpeg', 'zstd': 'libzstd'}[k] for k in skip)} "
-                    "(install libturbojpeg0-dev / libzstd-dev and rebuild)")
+                    f"{' and '.join(lib[k][0] for k in skip)} (install {' '.join(lib[k][1] for k in skip)} and rebuild)")
 
 
 def _has_jpeg(daemon) -> bool:
