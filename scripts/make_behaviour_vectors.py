@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from tlcut import encodings
 from tlcut.bundle import Bundle
 from tlcut.encodings.jpeg import decode_jpeg, encode_jpeg
 from tlcut.runtime import protocol as P
@@ -136,6 +137,12 @@ def main():
     zq, _, zscale, zzp = P.encode(mid, "int8+zstd")
     row("cut 1, int8+zstd encoding", request(zq, 18, 1, encoding=enc_z, scale=zscale, zero_point=zzp),
         result(18, 1, run("tail", 1, False, restored), atol=1e-4), needs="zstd")
+    # int4+zstd: 16 levels, two a byte, in one zstd frame; the values as the edge restores them
+    enc_4 = P.ENCODINGS["int4+zstd"]
+    q4, _, s4, zp4 = P.encode(mid, "int4+zstd")
+    row("cut 1, int4+zstd encoding", request(q4, 19, 1, encoding=enc_4, scale=s4, zero_point=zp4),
+        result(19, 1, run("tail", 1, False, encodings.get("int4+zstd").restore(q4, s4, zp4, mid.shape)), atol=1e-4),
+        needs="zstd")
 
     # -- framing: answered with an error, ids echoed where the header parsed ----------------------
     good = P.tensor_frames(P.REQUEST, mid, 20, 1)
@@ -218,6 +225,8 @@ def main():
         error(P.E_WRONG_TENSOR, 52 + len(zbad), 1))
     row("int8+zstd with scale 0", request(zq, 53 + len(zbad), 1, encoding=enc_z, scale=0.0),
         error(P.E_WRONG_TENSOR, 53 + len(zbad), 1))
+    row("int4+zstd whose frame holds int8's byte count (one value a byte)",
+        request(zq, 54 + len(zbad), 1, encoding=enc_4, scale=zscale, zero_point=zzp), error(P.E_WRONG_TENSOR, 54 + len(zbad), 1))
 
     # -- replay refusal: per connection, ids must grow ----------------------------------------------
     row("replay: first id on a connection", request(mid, 100, 1), result(100, 1, run("tail", 1, False, mid)), peer="r")

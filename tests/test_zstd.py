@@ -1,6 +1,7 @@
-"""Encoding 5, int8+zstd: exact over the int8 values, refused whole when the frame does not fit the
-served tensor (before anything the size of a bomb is allocated), and far smaller than int8 where
-the tensor is a sparse ReLU map; its bytes are measured per cut on real inputs (toolchain/wire_sizes.py)."""
+"""Encodings 5 and 6, int8+zstd and int4+zstd: exact over the quantized values, refused whole when
+the frame does not fit the served tensor (before anything the size of a bomb is allocated), and far
+smaller than int8 where the tensor is a sparse ReLU map; their bytes are measured per cut on real
+inputs (toolchain/wire_sizes.py)."""
 
 import numpy as np
 import pytest
@@ -22,7 +23,11 @@ def _relu_map(seed=0, shape=(1, 64, 28, 28), zeros=0.8):
 
 
 def _trip(x, served=None):
-    wire, code, scale, zp = P.encode(x, "int8+zstd")
+    return _trip_in("int8+zstd", x, served)
+
+
+def _trip_in(name, x, served=None):
+    wire, code, scale, zp = P.encode(x, name)
     frames = P.tensor_frames(P.REQUEST, wire, 1, 3, encoding=code, scale=scale, zero_point=zp)
     h, got = P.decode([bytes(f) for f in frames])
     return h, got, P.restore(h, got, served or x.shape)
@@ -49,8 +54,31 @@ def test_sparse_relu_map_is_far_below_int8_and_noise_about_the_same():
     assert 0.8 * noise.size < h.payload_len < 1.05 * noise.size
 
 
+def test_int4_is_within_half_a_step_keeps_zeros_and_packs_two_a_byte():
+    x = _relu_map(shape=(1, 5, 3, 3))  # 45 values: an odd count pads the last byte
+    x[0, 0, 0, 0] = -1.0
+    h, wire, back = _trip_in("int4+zstd", x)
+    assert h.encoding == 6 and 0 <= h.zero_point <= 15
+    assert np.abs(back - x).max() <= h.scale / 2 + 1e-6 and np.all(back[x == 0] == 0)
+    assert zstandard.frame_content_size(wire.tobytes()) == 23
+    assert len(np.unique(back)) <= 16
+
+
+def test_int4_sends_fewer_bytes_than_int8_on_a_relu_map():
+    relu = _relu_map(seed=4)
+    assert _trip_in("int4+zstd", relu)[0].payload_len < 0.7 * _trip_in("int8+zstd", relu)[0].payload_len
+
+
+def test_int8s_frame_is_not_int4s():
+    x = _relu_map(shape=(1, 4, 7, 7))
+    wire, _, scale, zp = P.encode(x, "int8+zstd")
+    with pytest.raises(P.ProtocolError, match="declares 196 bytes; the tensor served takes 98"):
+        P.restore(P.Header(type=P.REQUEST, encoding=6, scale=scale, zero_point=zp), wire, x.shape)
+
+
 def test_content_decides_the_size():
     assert ENC.measured and ENC.wire_bytes((1, 8, 4, 4), "float32") is None
+    assert encodings.get("int4+zstd").measured
     assert not any(e.measured for e in encodings.ALL if e.name in ("raw", "float16", "int8", "uint8"))
 
 
@@ -109,10 +137,11 @@ def test_a_placement_and_the_cli_offer_it_for_a_cut_only():
 
     p = Placement(SPLIT, 5, True, "int8+zstd")
     assert p.label == "cut 5 + TL, int8+zstd" and p.slug == "cut-5-TL-int8-zstd" and not p.lossless
-    with pytest.raises(TlcutError, match="does not apply"):
-        Placement(EDGE, encoding="int8+zstd")
     run = next(a for a in build_parser()._actions if a.dest == "verb").choices["run"]
-    assert "int8+zstd" in next(a for a in run._actions if "--encoding" in a.option_strings).choices
+    for name in ("int8+zstd", "int4+zstd"):
+        with pytest.raises(TlcutError, match="does not apply"):
+            Placement(EDGE, encoding=name)
+        assert name in next(a for a in run._actions if "--encoding" in a.option_strings).choices
 
 
 def test_wire_sizes_records_measured_bytes_per_cut():
@@ -125,10 +154,12 @@ def test_wire_sizes_records_measured_bytes_per_cut():
     b = Bundle.open(behaviour.ROOT / "runtime/c/tests/data/bundle")
     rows = [{"index": c.index, "encodings": {"int8+zstd": {"bytes": -1}, "int8": {"bytes": 7}}} for c in b.cuts]
     wire_sizes.record(b, rows, images="", count=3, progress=lambda *_: None)
+    assert wire_sizes.measured_encodings() == ["int8+zstd", "int4+zstd"]
     for r, c in zip(rows, b.cuts):
-        got = r["encodings"]["int8+zstd"]
-        assert got["measured"]["count"] == 3 and "random" in got["measured"]["images"]
-        assert got["bytes_min"] <= got["bytes"] <= got["bytes_max"] and got["bytes"] > 0
-        assert got["serialize"]["n"] == got["deserialize"]["n"] == 3
+        for name in wire_sizes.measured_encodings():
+            got = r["encodings"][name]
+            assert got["measured"]["count"] == 3 and "random" in got["measured"]["images"]
+            assert got["bytes_min"] <= got["bytes"] <= got["bytes_max"] and got["bytes"] > 0
+            assert got["serialize"]["n"] == got["deserialize"]["n"] == 3
+            assert (name in r.get("encodings_tl", {})) == bool(c.tl)
         assert r["encodings"]["int8"] == {"bytes": 7}  # a fixed-size encoding is bench's own
-        assert ("int8+zstd" in r.get("encodings_tl", {})) == bool(c.tl)
