@@ -18,7 +18,6 @@ import numpy as np
 
 from tlcut import encodings, transfer
 from tlcut.bundle import Bundle, Cut
-from tlcut.errors import TlcutError
 from tlcut.runtime import backends, protocol
 from tlcut.stats import summary
 from tlcut.toolchain import surgery
@@ -58,7 +57,16 @@ def cut_sizes(bundle: Bundle, cuts: list[Cut], images: str | None = None, *, cou
     said = source or "random (no images given, elpv-dataset not installed): sizes are those of noise"
     inp = bundle.inputs[0]["name"]
     model = surgery.extract_segment(bundle.model_path, [inp], [c.tensor for c in cuts])
-    tls = {c.index: _tl_runner(bundle, c, threads) for c in cuts if c.tl}
+    tls = {}
+    for c in cuts:
+        if c.tl:
+            weights = transfer.weights_of(bundle, c)
+            if weights is None and transfer.parse(c.tl_kind).has_weights:  # zeros would flatter it: leave it unmeasured
+                progress(f"[bench] the {c.tl_kind} TL at cut {c.index} has no trained weights: its {', '.join(names)} "
+                         "bytes are not measured (the plan then does not offer them)")
+                continue
+            tls[c.index] = backends.get(backends.ONNXRT).runner(surgery.device_tl(c, weights).SerializeToString(),
+                                                                threads=threads).activate()
     samples: dict[tuple, list] = {}
     for name in names:  # first calls import and set up the codec: not part of a request's cost
         _trip(name, np.zeros((1, 8), np.float32))
@@ -102,12 +110,3 @@ def _trip(name: str, t: np.ndarray) -> tuple[int, float, float]:
     protocol.restore(h, wire, t.shape)
     return len(frames[1]), t1 - t0, time.perf_counter() - t1
 
-
-def _tl_runner(bundle: Bundle, c: Cut, threads):
-    """The DeviceTL of ``c`` with its trained weights (a learned kind without them is refused:
-    zeros would compress to nothing and flatter it)."""
-    weights = transfer.weights_of(bundle, c)
-    if weights is None and transfer.parse(c.tl_kind).has_weights:
-        raise TlcutError(f"the {c.tl_kind} TL at cut {c.index} has no trained weights in {bundle.path}; "
-                         f"train it with `tlcut retrain --tl {c.tl_kind}`")
-    return backends.get(backends.ONNXRT).runner(surgery.device_tl(c, weights).SerializeToString(), threads=threads).activate()
