@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
 
-from tlcut.errors import TlcutError
+from tlcut.errors import InternalError, TlcutError
 from tlcut.lab.harness import Harness, check, pick, tlcut
 
 
@@ -32,6 +33,7 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
     from tlcut.runtime.run import default_images
     from tlcut.toolchain.compile import compile_cuts
 
+    check_model(model, bundle)
     Emu, why = pick(emulation)
     if emulation == "auto" and why:
         say(f"[demo] no testbed ({why}): running on loopback with the link and the device emulated in user space")
@@ -122,6 +124,23 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
 STEPS = 7
 
 
+def check_model(model: str, bundle) -> None:
+    """A model that cannot be exported is one error line before anything is made: the export step
+    would say the same from its own process, and the step's failure a second line under it."""
+    if bundle or Path(model).is_file():
+        return
+    if Path(model).suffix or os.sep in model:
+        raise TlcutError(f"model file '{model}' does not exist; give a .onnx/.keras/.h5 file or an architecture "
+                         "name (list them with `tlcut export --list`)")
+    from tlcut.models import zoo
+
+    if model.lower() not in {n.lower() for n in zoo.names()}:
+        from tlcut.toolchain.convert import load_keras
+
+        load_keras(model)  # its own message, 'did you mean' included; raises before any Keras import
+        raise InternalError(f"'{model}' is not in the zoo, yet load_keras took it")
+
+
 def _start(out: Path, say):
     """Make the results folder; (start time, the step printer both demos number their steps with)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -168,6 +187,7 @@ def demo_tiers(model: str = "DenseNet169", out: str | None = None, *, bandwidth:
     why = tbm.available()
     if why:
         raise TlcutError(f"--tiers 3 runs in the testbed's three namespaces: {why}; run as root (e.g. sudo)")
+    check_model(model, bundle)
     out = Path(out or f"results/demo-{model}-tiers3")
     t_start, step = _start(out, say)
 

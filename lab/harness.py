@@ -64,10 +64,12 @@ class Harness:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def bench(self, role: str, out: Path, iterations: int) -> None:
-        """`tlcut bench` of every cut as ``role`` (a cloud benches as an edge), the profile to ``out``."""
+    def bench(self, role: str, out: Path, iterations: int, engines: str = "onnxrt:float32") -> None:
+        """`tlcut bench` of every cut as ``role`` (a cloud benches as an edge), the profile to ``out``.
+        ``engines``: the configurations to profile; by default the one ``run`` and ``serve`` use here,
+        so every plan made from the profile runs as it was predicted."""
         r = self.emu.run(role, tlcut("bench", self.bundle, "--role", "device" if role == "device" else "edge",
-                                     "--threads", "1", "--iterations", iterations,
+                                     "--engines", engines, "--threads", "1", "--iterations", iterations,
                                      *(self.emu.device_args() if role == "device" else []), "-o", out))
         check(r, f"bench as {role}")
 

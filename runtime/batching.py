@@ -14,7 +14,7 @@ import numpy as np
 
 from tlcut.bundle import BATCH_DYNAMIC, Bundle
 from tlcut.runtime import protocol as P
-from tlcut.runtime.edge import describe_key, log
+from tlcut.runtime.edge import describe_key, log, receive
 
 
 class Batcher:
@@ -65,15 +65,15 @@ class Batcher:
 
     @staticmethod
     def gather(sock, room: int, delay_s: float, stats) -> list:
-        """(frames, receipt time) of every request waiting, up to ``room``, and of those arriving
-        until ``delay_s`` after the first; never waits once the batch is full."""
+        """(identity, frames, receipt time) of every request waiting, up to ``room``, and of those
+        arriving until ``delay_s`` after the first; never waits once the batch is full."""
         import zmq
 
         got: list = []
         deadline = None
         while len(got) < room:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                ident, frames = receive(sock, zmq.NOBLOCK)
             except zmq.Again:
                 left = (deadline - time.perf_counter()) if deadline is not None else 0.0
                 if left <= 0:
@@ -86,5 +86,5 @@ class Batcher:
             t = time.perf_counter()
             deadline = deadline if deadline is not None else t + delay_s
             stats["messages"] += 1
-            got.append((frames, t))
+            got.append((ident, frames, t))
         return got

@@ -37,6 +37,40 @@ DEFAULT_MAX_MESSAGE = 256 << 20
 REPLAY_TABLE = 4096
 
 
+#: Frames of every message of the protocol, after the ROUTER's identity: header and payload.
+FRAMES = 2
+
+
+class Frames(list):
+    """The frames of one message as the edge keeps them: at most ``FRAMES``, those past them
+    released as they were read. ``count`` and ``nbytes`` are the whole message's, for the size
+    limit and the frame-count rule."""
+
+    def __init__(self, frames=(), count: int | None = None, nbytes: int | None = None):
+        super().__init__(frames)
+        self.count = len(self) if count is None else count
+        self.nbytes = sum(len(P._buffer(f)) for f in self) if nbytes is None else nbytes
+
+
+def receive(sock, flags: int = 0):
+    """(identity, Frames) of the next message on a ROUTER socket, read one frame at a time so that
+    a message of many frames is never held whole here: libzmq has assembled it (a ROUTER delivers
+    a message once all of it has arrived; ZMQ_MAXMSGSIZE caps each frame, ZMQ_RCVHWM the messages
+    queued per peer), and each frame past the protocol's two is counted and dropped as it is read.
+    Raises zmq.Again with ``flags`` zmq.NOBLOCK when nothing waits."""
+    ident = sock.recv(flags, copy=False)
+    kept, count, nbytes, more = [], 0, 0, ident.more
+    while more:
+        f = sock.recv(copy=False)
+        more = f.more
+        count += 1
+        nbytes += len(f.buffer)
+        if len(kept) < FRAMES:
+            kept.append(f)
+        # else: dropped here, its memory released before the next frame is read
+    return ident, Frames(kept, count, nbytes)
+
+
 class _Job(NamedTuple):
     """A request that passed every check: what the engine runs, and the ids its reply carries."""
 
@@ -164,9 +198,12 @@ class EdgeCore:
     def _validate(self, frames, peer) -> "_Job | list":
         """Every check of one request, in one place for both paths: the job to run, or the reply
         frames of a PING. A bad request raises ProtocolError, carrying its header once parsed."""
-        size = sum(len(P._buffer(f)) for f in frames)
-        if size > self.max_message_bytes:
-            raise P.ProtocolError(P.E_TOO_LARGE, f"message of {size} bytes exceeds this edge's limit of {self.max_message_bytes}")
+        frames = frames if isinstance(frames, Frames) else Frames(frames)
+        if frames.nbytes > self.max_message_bytes:
+            raise P.ProtocolError(P.E_TOO_LARGE, f"message of {frames.nbytes} bytes exceeds this edge's limit of "
+                                                 f"{self.max_message_bytes}")
+        if frames.count != len(frames):  # frames past the protocol's were dropped as they were read
+            raise P.ProtocolError(P.E_BAD_FRAME, f"message has {frames.count} frames, expected {FRAMES} (header, payload)")
         h, tensor = P.decode(frames)
         try:
             rid, cut_id, flags = h.request_id, h.cut_id, h.flags
@@ -235,8 +272,9 @@ class EdgeCore:
         it, a non-loopback endpoint needs ``insecure``. Each connection may queue ``max_queue``
         messages (ZeroMQ's receive high-water mark, so a flooding device is held back by TCP, not
         buffered here); ZeroMQ fair-queues between connections, so one device cannot starve the
-        others. Messages over 4x the size limit are cut off by ZeroMQ itself, before any memory is
-        spent on them; those over the limit get an error reply. The metrics server listens on the
+        others. Frames over 4x the size limit are cut off by ZeroMQ itself, before any memory is
+        spent on them; messages over the limit get an error reply, and so do messages of more
+        frames than the protocol's, whose extra frames are dropped as they are read (``receive``). The metrics server listens on the
         host of ``endpoint`` only. A port of ``*`` binds any free port; ``self.endpoint`` says which.
         With ``max_batch`` above 1, the first request of a batch waits at most ``max_queue_delay_us``
         for others to arrive (Triton's max_queue_delay_microseconds).
@@ -286,15 +324,14 @@ class EdgeCore:
                         room = self.max_batch if max_requests is None else min(self.max_batch, max_requests - handled)
                         batch = self.batcher.gather(sock, room, max_queue_delay_us * 1e-6, self.stats)
                         try:
-                            replies = self.handle_batch([(f[1:], f[0].bytes, t) for f, t in batch])
+                            replies = self.handle_batch([(f, ident.bytes, t) for ident, f, t in batch])
                         except Exception as e:  # a bug of ours: every request still gets one reply
-                            replies = [self._failed(e, t) for _, t in batch]
-                        for (f, _), reply in zip(batch, replies):
-                            _send(sock, f[0], reply)
+                            replies = [self._failed(e, t) for _, _, t in batch]
+                        for (ident, _, _), reply in zip(batch, replies):
+                            _send(sock, ident, reply)
                         handled += len(batch)
                         continue
-                    frames = sock.recv_multipart(copy=False)
-                    ident, body = frames[0], frames[1:]
+                    ident, body = receive(sock)
                     self.stats["messages"] += 1
                     _send(sock, ident, self.handle(body, peer=ident.bytes))
                     handled += 1

@@ -63,7 +63,10 @@ class Device:
         self.bundle = bundle
         self.input = bundle.inputs[0]
         self.fallback, self.probe_s = fallback, probe_s
-        self.counts = {"requests": 0, "offloaded": 0, "local": 0, "fell_back": 0, "failed": 0, "edge_switches": 0}
+        # fell_back: requests the edge did not answer; ran_here_instead: every request meant for the
+        # edge that ran here (those too that ran while it was away, untried)
+        self.counts = {"requests": 0, "offloaded": 0, "local": 0, "fell_back": 0, "ran_here_instead": 0,
+                       "failed": 0, "edge_switches": 0}
         self._away_since: float | None = None
         self._last_probe = 0.0
         self._local = None
@@ -120,6 +123,7 @@ class Device:
         y = next(iter(self._local.infer({self.input["name"]: x}).values()))
         dev = (time.perf_counter() - t0) * 1e3
         self.counts["local"] += 1
+        self.counts["ran_here_instead"] += int(fell_back)
         return y, {"device_ms": dev, "transfer_ms": 0.0, "edge_ms": 0.0, "total_ms": dev, "payload_bytes": 0,
                    "fallback": fell_back}
 
@@ -247,6 +251,33 @@ class Device:
         if self.client:
             c.update(retried=self.client.retried, dropped_replies=self.client.dropped)
         return c
+
+
+#: `tlcut run`'s exit status where no request reached the edge: every one meant for it ran on the
+#: device by the fallback. Not 0, so a script or CI never takes a dead edge for a measurement.
+EXIT_EDGE_UNREACHED = 3
+
+
+def edge_outcome(counts: dict) -> tuple[int, int]:
+    """(requests the edge answered, requests meant for it that ran on the device instead) of a
+    run's counts: one Device's report, or an adaptive run's, summed over its placements."""
+    parts = list(counts["per_placement"].values()) if "per_placement" in counts else [counts]
+    return sum(c.get("offloaded", 0) for c in parts), sum(c.get("ran_here_instead", 0) for c in parts)
+
+
+def edge_verdict(counts: dict, edge: str | None) -> tuple[int, str | None]:
+    """(exit status, what to say on stderr) of a run against ``edge``: an error where no request
+    reached it, a warning where some fell back, nothing where every one was answered."""
+    answered, instead = edge_outcome(counts)
+    if not instead:
+        return 0, None
+    if not answered:
+        return EXIT_EDGE_UNREACHED, (
+            f"tlcut: error: no request reached the edge at {edge}: all {instead} ran on this device instead "
+            f"(--fallback on), so these timings are the device's alone; is `tlcut serve` running there and "
+            f"reachable? (exit {EXIT_EDGE_UNREACHED})")
+    return 0, (f"tlcut: warning: {instead} of {answered + instead} requests fell back to this device: the edge at "
+               f"{edge} did not answer them")
 
 
 def summarize(records: list[dict], wall_s: float) -> dict:

@@ -173,13 +173,33 @@ class ClientCurve:
         sock.curve_serverkey = self.server
 
 
+def loopback_of(endpoint: str) -> str:
+    """``endpoint`` on this machine only: tcp://*:5555 -> tcp://127.0.0.1:5555."""
+    port = endpoint.split("://", 1)[-1].rpartition(":")[2]
+    return f"tcp://127.0.0.1:{port}" if port.isdigit() else "tcp://127.0.0.1:5555"
+
+
+def check_scheme(endpoint: str) -> None:
+    """An endpoint names its transport: '127.0.0.1:5555' is a missing tcp://, not a plain-TCP risk."""
+    if "://" not in endpoint:
+        fix = f"tcp://127.0.0.1:{endpoint}" if endpoint.isdigit() else f"tcp://{endpoint}"
+        raise TlcutError(f"'{endpoint}' names no transport: write {fix} (or ipc://PATH)")
+
+
 def require_policy(endpoint: str, curve, insecure: bool, role: str) -> None:
-    """Encryption on by default outside loopback; plain TCP there only when asked for, with a warning."""
+    """Encryption on by default outside loopback; plain TCP there only when asked for, with a warning.
+    The edge's refusal names the loopback endpoint too: what a first try on one machine wants."""
+    check_scheme(endpoint)
     if curve is not None or is_loopback(endpoint):
         return
     if not insecure:
-        how = ("--key edge.key_secret --allow DIR" if role == "edge" else "--key device.key_secret --edge-key edge.key")
+        if role == "edge":
+            raise TlcutError(f"refusing plain TCP on {endpoint}: features of product images would cross unencrypted; "
+                             f"to try it on this machine, listen on loopback: --bind {loopback_of(endpoint)}; for a "
+                             "real link give --key edge.key_secret --allow DIR (make keys with `tlcut keys`), "
+                             "or --insecure for a lab link")
         raise TlcutError(f"refusing plain TCP on {endpoint}: features of product images would cross unencrypted; "
-                         f"give {how} (make keys with `tlcut keys`), or --insecure for a lab link")
+                         "give --key device.key_secret --edge-key edge.key (make keys with `tlcut keys`), "
+                         "or --insecure for a lab link")
     print(f"tlcut: warning: plain TCP on {endpoint}: the link is neither encrypted nor authenticated (--insecure)",
           file=sys.stderr, flush=True)

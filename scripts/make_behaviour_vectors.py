@@ -149,6 +149,8 @@ def main():
     hb = bytes(good[0])
     row("one frame", [hexf(hb)], error(P.E_BAD_FRAME))
     row("three frames", [hexf(hb), hexf(bytes(good[1])), hexf(b"x")], error(P.E_BAD_FRAME))
+    row("48 frames (those past the second dropped as they arrive)", [hexf(hb), hexf(bytes(good[1]))] + [hexf(b"x")] * 46,
+        error(P.E_BAD_FRAME))
     row("empty header frame", [hexf(b""), hexf(b"")], error(P.E_BAD_FRAME))
     row("truncated header (40 bytes)", [hexf(hb[:40]), hexf(bytes(good[1]))], error(P.E_BAD_FRAME))
     row("header of 81 bytes", [hexf(hb + b"\0"), hexf(bytes(good[1]))], error(P.E_BAD_FRAME))
@@ -217,16 +219,28 @@ def main():
         request(jpg, 50, 1, encoding=P.ENC_JPEG, scale=s255), error(P.E_WRONG_TENSOR, 50, 1), needs="jpeg")
     row("a tiles band to an edge that serves no bands (band 0 of cut 1)", request(mid, 51, 1, P.band_flags(0)),
         error(P.E_WRONG_CUT, 51, 1))
+    # a scale that is not finite would restore to inf or NaN: refused like scale 0 (docs/protocol.md)
+    for i, bad in enumerate((float("inf"), float("nan"), float("-inf"))):
+        row(f"int8 encoding with scale {bad}", request(q, 52 + i, 1, encoding=P.ENC_INT8, scale=bad, zero_point=zp),
+            error(P.E_WRONG_TENSOR, 52 + i, 1))
+    for i, bad in enumerate((float("inf"), float("nan"))):
+        row(f"uint8 encoding with scale {bad}", request(q8, 55 + i, P.INPUT_CUT, encoding=P.ENC_UINT8, scale=bad),
+            error(P.E_WRONG_TENSOR, 55 + i))
+    for i, bad in enumerate((float("inf"), float("nan"))):
+        row(f"jpeg with scale {bad}", request(jpg, 57 + i, P.INPUT_CUT, encoding=P.ENC_JPEG, scale=bad),
+            error(P.E_WRONG_TENSOR, 57 + i), needs="jpeg")
     zbad = _zstd_refusals(q.tobytes())  # refused by an edge built without zstd too, so run on every edge
     for i, (what, frame) in enumerate(zbad):
-        row(f"int8+zstd {what}", request(np.frombuffer(frame, np.uint8), 52 + i, 1, encoding=enc_z, scale=zscale,
-                                         zero_point=zzp), error(P.E_WRONG_TENSOR, 52 + i, 1))
-    row("int8+zstd with rank-2 dims [1, len]", request(zq.reshape(1, -1), 52 + len(zbad), 1, encoding=enc_z, scale=zscale),
-        error(P.E_WRONG_TENSOR, 52 + len(zbad), 1))
-    row("int8+zstd with scale 0", request(zq, 53 + len(zbad), 1, encoding=enc_z, scale=0.0),
-        error(P.E_WRONG_TENSOR, 53 + len(zbad), 1))
+        row(f"int8+zstd {what}", request(np.frombuffer(frame, np.uint8), 60 + i, 1, encoding=enc_z, scale=zscale,
+                                         zero_point=zzp), error(P.E_WRONG_TENSOR, 60 + i, 1))
+    row("int8+zstd with rank-2 dims [1, len]", request(zq.reshape(1, -1), 60 + len(zbad), 1, encoding=enc_z, scale=zscale),
+        error(P.E_WRONG_TENSOR, 60 + len(zbad), 1))
+    row("int8+zstd with scale 0", request(zq, 61 + len(zbad), 1, encoding=enc_z, scale=0.0),
+        error(P.E_WRONG_TENSOR, 61 + len(zbad), 1))
     row("int4+zstd whose frame holds int8's byte count (one value a byte)",
-        request(zq, 54 + len(zbad), 1, encoding=enc_4, scale=zscale, zero_point=zzp), error(P.E_WRONG_TENSOR, 54 + len(zbad), 1))
+        request(zq, 62 + len(zbad), 1, encoding=enc_4, scale=zscale, zero_point=zzp), error(P.E_WRONG_TENSOR, 62 + len(zbad), 1))
+    row("int8+zstd with scale inf", request(zq, 63 + len(zbad), 1, encoding=enc_z, scale=float("inf"), zero_point=zzp),
+        error(P.E_WRONG_TENSOR, 63 + len(zbad), 1))
 
     # -- replay refusal: per connection, ids must grow ----------------------------------------------
     row("replay: first id on a connection", request(mid, 100, 1), result(100, 1, run("tail", 1, False, mid)), peer="r")

@@ -50,10 +50,11 @@ SMALL_GRAPH = {"residual": {"hw": 9, "c": 4}, "chain": {"hw": 9, "c": 4}, "branc
 
 @pytest.fixture(scope="session")
 def small_bundle(tmp_path_factory):
-    """make(graph="residual", tl="both", *, cuts=None, input_layout=None, compile=None, **graph_kw): a
+    """make(graph="residual", tl="both", *, cuts=None, input_layout=None, compile=None, opset=None, **graph_kw): a
     fresh bundle of a small ONNX graph (tlcut.models.graphs), each call its own folder, so a test may
     add artifacts to it. ``cuts`` (indexes; all by default) are compiled with ``tl`` and the
-    ``compile`` keywords of compile_cuts; ``tl=None`` leaves the bundle as export wrote it."""
+    ``compile`` keywords of compile_cuts; ``tl=None`` leaves the bundle as export wrote it; ``opset``
+    declares another ONNX opset (an engine that reads only older ones)."""
     import onnx
 
     from tlcut.models import graphs
@@ -61,9 +62,13 @@ def small_bundle(tmp_path_factory):
     from tlcut.toolchain.export import export
 
     def make(graph: str = "residual", tl: str | None = "both", *, cuts=None, input_layout=None, compile=None,
-             **graph_kw):
+             opset: int | None = None, **graph_kw):
         d = tmp_path_factory.mktemp(graph)
-        onnx.save(getattr(graphs, graph)(**{**SMALL_GRAPH[graph], **graph_kw}), d / "m.onnx")
+        m = getattr(graphs, graph)(**{**SMALL_GRAPH[graph], **graph_kw})
+        if opset is not None:
+            m.opset_import[0].version = opset
+            onnx.checker.check_model(m)
+        onnx.save(m, d / "m.onnx")
         b = export(str(d / "m.onnx"), d / "b", input_layout=input_layout, progress=lambda *_: None)
         if tl is not None:
             compile_cuts(b, b.cuts if cuts is None else [b.cuts[k] for k in cuts], tl=tl, **(compile or {}))

@@ -2,6 +2,7 @@
 and against random frames (Hypothesis): every message gets exactly one well-formed reply and the
 edge keeps serving. tests/test_c_edge.py runs the same table against the C edge."""
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -88,3 +89,30 @@ def test_random_frames_always_get_one_well_formed_reply(handler, frames, peer):
         assert h.status in P.ERRORS and isinstance(body, str) and body
     else:
         assert h.request_id == P.Header.unpack(frames[0]).request_id
+
+
+@pytest.mark.parametrize("max_batch", [1, 4])
+def test_a_message_of_many_frames_is_never_held_whole_by_the_edge(bundle, monkeypatch, max_batch):
+    """48 frames, each under the limit: the edge reads them one by one and keeps only the
+    protocol's two (those past them are released as they are read), answers bad frame with the
+    whole count, and serves the next request; with batching as without."""
+    from tlcut.runtime.edge import EdgeCore, serving
+
+    seen = []
+    real = EdgeCore.handle_batch
+
+    def spy(self, requests):
+        seen.extend(len(frames) for frames, _, _ in requests)
+        return real(self, requests)
+
+    monkeypatch.setattr(EdgeCore, "handle_batch", spy)
+    e = Edge(bundle, ["1"], tl="off", max_message_bytes=SERVE["max_message_mb"] << 20, max_batch=max_batch)
+    try:
+        with serving(e) as ep:
+            good = [bytes(f) for f in P.tensor_frames(P.REQUEST, np.zeros((1, 4, 7, 7), np.float32), 5, 1)]
+            h, body = P.decode(_send(ep, [good[0], good[1]] + [b"x" * 1024] * 46))
+            assert (h.type, h.status) == (P.ERROR, P.E_BAD_FRAME) and "message has 48 frames" in body
+            assert P.decode(_send(ep, good))[0].type == P.RESULT
+    finally:
+        e.close()
+    assert seen and max(seen) <= 2, f"the edge held {max(seen)} frames of one message"

@@ -3,6 +3,8 @@ real halves timed here, each its own ONNX Runtime session."""
 
 import time
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -61,9 +63,6 @@ def _real_head_shares(bundle, rounds=15):
     return shares
 
 
-@pytest.mark.xfail(strict=True, reason="onnxrt.node_times maps a kernel named after a tensor only for tf2onnx's "
-                   "'T:0' names: on this graph the last conv's kernel ('y_nchwc') is charged to the concat, so "
-                   "the tail of cut 'cat' is estimated at the call cost alone (about 0.01 ms of ~0.2)")
 def test_prefix_sums_split_the_run_as_the_real_halves_do(branchy):
     """Where bench puts each cut (its head's share of the run) agrees with the real halves to within
     0.3: the branches graph's cuts sit near 0.1 and 0.5 of it, so a wrong node attribution fails."""
@@ -87,3 +86,63 @@ def test_bad_settings_are_refused(branchy):
 def test_stats_are_in_milliseconds():
     s = bench.stats([0.001, 0.002, 0.003])
     assert s["median"] == pytest.approx(2.0) and s["min"] == pytest.approx(1.0) and s["n"] == 3
+
+
+# -- engine configurations: one bench, each configuration the bundle and the machine can run -------
+
+@pytest.fixture(scope="module")
+def int8_bundle():
+    """A small classifier compiled at float32 and, at cuts 2 and 4 and as a whole, at int8 (QDQ halves
+    with and without the TL: scripts/make_c_test_bundle.py)."""
+    from pathlib import Path
+
+    from tlcut.bundle import Bundle
+
+    return Bundle.open(Path(__file__).resolve().parents[1] / "runtime" / "c" / "tests" / "data" / "bundle_int8")
+
+
+def test_every_configuration_in_one_profile_int8_at_its_compiled_cuts(int8_bundle, tmp_path):
+    from tlcut.deployment import Engine
+    from tlcut.runtime import backends
+    from tlcut.toolchain import bench_configs
+    from tlcut.toolchain.profile import Profile
+
+    b = int8_bundle
+    assert bench_configs.bundle_precisions(b) == ["float32", "int8"]
+    said = []
+    found = bench_configs.select(b, None, [1], progress=said.append)
+    assert Engine(backends.ONNXRT, "int8", 1) in found and Engine(backends.ONNXRT, "float32", 1) in found
+    assert all(e.backend in backends.names() for e in found)
+    engines = bench_configs.select(b, f"{backends.ONNXRT}", [1])
+    assert engines == [Engine(backends.ONNXRT, "float32", 1), Engine(backends.ONNXRT, "int8", 1)]
+    prof = bench_configs.bench_engines(b, engines, role="device", warmup=1, iterations=3, check=1,
+                                       progress=said.append)
+    f32, i8 = prof.configs
+    assert [c["index"] for c in f32.figures["cuts"]] == [c.index for c in b.cuts]
+    # int8: only the compiled cut, with its TL, from the real halves; the whole int8 model too
+    assert [c["index"] for c in i8.figures["cuts"]] == [2, 4] and i8.cuts[2]["tl"] and "device_tl" in i8.cuts[2]
+    assert i8.full["n"] == 3 and i8.figures["settings"]["method"].startswith("real int8 halves")
+    # what crosses the link costs the same whatever computed it: measured once
+    assert i8.cuts[2]["encodings"] is f32.cuts[2]["encodings"] and i8.figures["input"] is f32.figures["input"]
+    assert any("2 configurations in" in s for s in said) and any("configuration 2/2" in s for s in said)
+    prof.save(tmp_path / "p.json")
+    back = Profile.load(tmp_path / "p.json", "device")
+    assert back.engines == engines and back.to_json() == json.loads(json.dumps(prof.to_json()))
+    assert back.default.engine == engines[0] and back["machine"]["onnxruntime"]
+
+
+def test_unknown_or_missing_engines_are_one_line_errors(int8_bundle, small_bundle, capsys):
+    from tlcut import cli
+    from tlcut.errors import TlcutError
+    from tlcut.toolchain import bench_configs
+
+    code = cli.main(["bench", str(int8_bundle.path), "--role", "device", "--engines", "nope:float32"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "unknown engine 'nope:float32'" in err
+    with pytest.raises(TlcutError, match="unknown precision 'float64'"):
+        bench_configs.select(int8_bundle, "onnxrt:float64", [None])
+    plain = small_bundle(hw=8, tl="off")
+    with pytest.raises(TlcutError, match="has no int8 halves.*--precision int8"):
+        bench_configs.select(plain, "onnxrt:int8", [None])
+    with pytest.raises(TlcutError, match="--thread-counts"):
+        bench_configs.parse_threads("1,x", None)

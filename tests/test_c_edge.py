@@ -24,7 +24,6 @@ import onnxruntime as ort
 import pytest
 
 import behaviour
-from tlcut.models import graphs
 import tlcut
 from tlcut.bundle import Bundle
 from tlcut.runtime import protocol as P
@@ -63,21 +62,10 @@ OPSET = 12 if C_ENGINE == "opencv" else 17
 PY_BACKEND = "onnxrt" if C_ENGINE == "opencv" else "openvino"
 
 
-def _onnx_bundle(root, name, build):
-    m = build()
-    m.opset_import[0].version = OPSET
-    onnx.checker.check_model(m)
-    onnx.save(m, root / f"{name}.onnx")
-    b = export(str(root / f"{name}.onnx"), root / name, progress=lambda *_: None)
-    compile_cuts(b, b.cuts, tl="both")
-    return b
-
-
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
+def bundles(tmp_path_factory, small_bundle):
     root = tmp_path_factory.mktemp("cedge")
-    out = {"chain": _onnx_bundle(root, "chain", lambda: graphs.chain(hw=9, c=4)),
-           "branches": _onnx_bundle(root, "branches", lambda: graphs.branches(hw=12, c=4))}
+    out = {"chain": small_bundle("chain", opset=OPSET), "branches": small_bundle("branches", opset=OPSET)}
     try:
         import tensorflow  # noqa: F401
     except ImportError:

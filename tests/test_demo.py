@@ -1,7 +1,5 @@
 """The main job without root: `tlcut demo` falls back to loopback emulation and says so."""
 
-import json
-
 import pytest
 
 pytestmark = pytest.mark.tf
@@ -29,10 +27,11 @@ def test_demo_without_root_runs_on_loopback_and_states_it(tmp_path, monkeypatch)
     for row in r["rows"]:
         assert row["measured_ms"] > 0 and row["requests"] == 4
     # the device really was stretched: its profile was benched with --slowdown 5, its runs too
-    dev = json.loads((tmp_path / "out" / "profile-device.json").read_text())
-    edge = json.loads((tmp_path / "out" / "profile-edge.json").read_text())
+    from tlcut.toolchain.profile import Profile
+
+    dev, edge = (Profile.load(tmp_path / "out" / f"profile-{r}.json", r) for r in ("device", "edge"))
     assert dev["settings"]["slowdown"] == 5 and edge["settings"]["slowdown"] == 1
-    assert dev["full"]["median"] > 2.5 * edge["full"]["median"]
+    assert dev.default.full["median"] > 2.5 * edge.default.full["median"]
     # and the link: edge only pays at least the 28 ms delay
     edge_only = rows["edge only, float32"]
     assert edge_only["measured_ms"] >= 28

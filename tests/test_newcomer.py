@@ -266,3 +266,146 @@ def test_retrain_force_refuses_a_folder_that_is_not_a_bundle_before_training(tmp
         retrain(str(tmp_path / "no-such.keras"), "1", res)
     assert "pass --force" not in str(e.value)
     assert (res / "summary.md").read_text() == "mine"
+
+
+# -- serve as the README writes it: the refusal names the loopback way to try it -------------
+def test_serve_refused_on_any_address_names_the_loopback_bind(bundle, capsys):
+    line = _one_error(capsys, main(["serve", str(bundle.path), "--cut", "1"]),
+                      "refusing plain TCP on tcp://*:5555", "--bind tcp://127.0.0.1:5555",
+                      "--key edge.key_secret --allow DIR", "--insecure")
+    assert line.index("--bind tcp://127.0.0.1:5555") < line.index("--key")
+    _one_error(capsys, main(["serve", str(bundle.path), "--cut", "1", "--bind", "tcp://0.0.0.0:6000"]),
+               "--bind tcp://127.0.0.1:6000")
+
+
+def test_the_c_edge_refuses_any_address_with_the_same_words():
+    import subprocess
+    from pathlib import Path
+
+    edged = os.environ.get("TLCUT_EDGED")
+    if not edged or not os.path.exists(edged):
+        pytest.skip("TLCUT_EDGED is not set to a built tlcut-edged")
+    data = Path(__file__).resolve().parents[1] / "runtime" / "c" / "tests" / "data" / "bundle"
+    r = subprocess.run([edged, str(data), "--cut", "0"], capture_output=True, text=True, timeout=60)
+    lines = [l for l in r.stderr.splitlines() if l.startswith("tlcut-edged: error:")]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    for needle in ("refusing plain TCP on tcp://*:5555", "--bind tcp://127.0.0.1:5555",
+                   "--key edge.key_secret --allow DIR", "--insecure"):
+        assert needle in lines[0], (needle, lines[0])
+    r = subprocess.run([edged, str(data), "--cut", "0", "--bind", "127.0.0.1:5555"], capture_output=True, text=True,
+                       timeout=60)
+    lines = [l for l in r.stderr.splitlines() if l.startswith("tlcut-edged: error:")]
+    assert r.returncode == 2 and len(lines) == 1 and "'127.0.0.1:5555' names no transport: write tcp://127.0.0.1:5555" \
+        in lines[0] and "plain TCP" not in lines[0], r.stderr
+
+
+# -- an endpoint without its transport is called that, not a plain-TCP risk ------------------
+@pytest.mark.parametrize("verb, ep, fix", [
+    (["run", "{b}", "--cut", "1", "--edge", "127.0.0.1:5555"], "127.0.0.1:5555", "tcp://127.0.0.1:5555"),
+    (["serve", "{b}", "--cut", "1", "--bind", "127.0.0.1:5555"], "127.0.0.1:5555", "tcp://127.0.0.1:5555"),
+    (["serve", "{b}", "--cut", "1", "--bind", "5555"], "5555", "tcp://127.0.0.1:5555"),
+    (["serve", "{b}", "--cut", "1", "--bind", "tcp://127.0.0.1:5599", "--forward", "cloud:5555", "--to", "2"],
+     "cloud:5555", "tcp://cloud:5555")])
+def test_an_endpoint_without_a_scheme_is_named_as_such(bundle, capsys, verb, ep, fix):
+    argv = [a.replace("{b}", str(bundle.path)) for a in verb]
+    line = _one_error(capsys, main(argv), f"'{ep}' names no transport", f"write {fix}")
+    assert "plain TCP" not in line
+
+
+# -- a dead edge is not a measurement: exit 3 and one loud line naming it -----------------------
+def _free_endpoint():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def compiled(bundle):
+    assert main(["compile", str(bundle.path), "--cuts", "1", "--tl", "off"]) == 0
+    return Bundle.open(bundle.path)
+
+
+_FAST = ["--tl", "off", "--timeout", "0.3", "--retries", "0", "--requests", "3", "--warmup", "1"]
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_a_run_that_never_reached_the_edge_fails_loudly(compiled, capsys, json_out):
+    dead = _free_endpoint()
+    code = main(["run", str(compiled.path), "--cut", "1", "--edge", dead, *_FAST, *(["--json"] if json_out else [])])
+    out, err = capsys.readouterr()
+    assert code == 3, err
+    lines = [l for l in err.splitlines() if l.startswith("tlcut: error:")]
+    assert len(lines) == 1 and f"no request reached the edge at {dead}" in lines[0] and "all 4 ran on this device" in lines[0]
+    assert out.strip(), "the table (or JSON) is still printed: it is what the device alone measured"
+
+
+def test_a_run_where_some_requests_fell_back_exits_0_and_counts_them(compiled, capsys):
+    from tlcut.runtime.edge import serving
+    from tlcut.runtime.serve import Edge
+
+    edge = Edge(compiled, ["1"], tl="off")
+    try:
+        with serving(edge, max_requests=2) as ep:  # answers the first two, then is gone
+            code = main(["run", str(compiled.path), "--cut", "1", "--edge", ep, *_FAST])
+    finally:
+        edge.close()
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert "tlcut: error" not in err and f"tlcut: warning: 2 of 4 requests fell back to this device: the edge at {ep}" in err
+
+
+def test_a_run_with_a_live_edge_says_nothing_of_fallback(compiled, capsys):
+    from tlcut.runtime.edge import serving
+    from tlcut.runtime.serve import Edge
+
+    edge = Edge(compiled, ["1"], tl="off")
+    try:
+        with serving(edge) as ep:
+            code = main(["run", str(compiled.path), "--cut", "1", "--edge", ep, *_FAST])
+    finally:
+        edge.close()
+    _, err = capsys.readouterr()
+    assert code == 0 and "fell back" not in err and "tlcut: error" not in err, err
+
+
+def test_an_adaptive_run_against_a_dead_edge_exits_3(small_bundle, tmp_path, capsys):
+    from tlcut.toolchain.bench import bench
+
+    b = small_bundle(hw=16, tl="off")
+    for role in ("device", "edge"):
+        (tmp_path / f"{role}.json").write_text(json.dumps(bench(b, role=role, iterations=2, progress=_quiet)))
+    assert main(["plan", "--device", str(tmp_path / "device.json"), "--edge", str(tmp_path / "edge.json"),
+                 "--tl", "off", "-o", str(tmp_path / "plan.json")]) == 0
+    dead = _free_endpoint()
+    code = main(["run", str(b.path), "--adapt", str(tmp_path / "plan.json"), "--edge", dead, "--cut", "input",
+                 "--timeout", "0.3", "--retries", "0", "--requests", "4", "--warmup", "0", "-o", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 3 and f"tlcut: error: no request reached the edge at {dead}" in err, err
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["requests"] == 4, "the run's record is still written"
+
+
+def test_an_adaptive_run_that_never_reached_the_edge_fails_loudly():
+    from tlcut.runtime.run import edge_verdict
+
+    per = {"cut 1 + TL": {"offloaded": 0, "ran_here_instead": 5}, "device only": {"offloaded": 0, "ran_here_instead": 0}}
+    code, line = edge_verdict({"per_placement": per, "probes": 0, "switches": []}, "tcp://192.0.2.1:5555")
+    assert code == 3 and "no request reached the edge at tcp://192.0.2.1:5555" in line
+    per["cut 1 + TL"]["offloaded"] = 1
+    assert edge_verdict({"per_placement": per}, "tcp://e:1")[0] == 0
+    per["cut 1 + TL"].update(offloaded=0, ran_here_instead=0)
+    assert edge_verdict({"per_placement": per}, "tcp://e:1") == (0, None), "all on the device by choice"
+
+
+# -- a demo of a model that cannot be exported: one line, nothing made ---------------------------
+@pytest.mark.parametrize("model, says", [("NoSuchNet", "unknown architecture 'NoSuchNet'"),
+                                         ("densenet16", "did you mean DenseNet169"),
+                                         ("nofile.onnx", "model file 'nofile.onnx' does not exist")])
+def test_a_demo_of_an_unknown_model_is_one_line_and_makes_nothing(tmp_path, capfd, model, says):
+    out = tmp_path / "demo"
+    code = main(["demo", model, "-o", str(out), "--emulation", "loopback"])
+    _, err = capfd.readouterr()
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("tlcut: error: ") and says in lines[0], err
+    assert not out.exists()

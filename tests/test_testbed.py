@@ -6,15 +6,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 
-from tlcut.models import graphs
 from tlcut.lab import testbed as tbm
 from tlcut.lab.harness import wait_for_edge
 from tlcut.toolchain.compile import compile_cuts
-from tlcut.toolchain.export import export
 
 WHY = tbm.available()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(WHY is not None, reason=f"testbed unavailable: {WHY}")]
@@ -25,12 +22,8 @@ def _netns():
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tb")
-    onnx.save(graphs.residual(hw=64, c=16), d / "m.onnx")  # cut 0 carries 256 KiB
-    b = export(str(d / "m.onnx"), d / "b", progress=lambda *_: None)
-    compile_cuts(b, b.cuts, tl="both")
-    return b
+def bundle(small_bundle):
+    return small_bundle("residual", hw=64, c=16)  # cut 0 carries 256 KiB
 
 
 def test_round_trip_across_the_shaped_link(bundle, tmp_path):

@@ -122,7 +122,8 @@ def test_a_frame_that_lies_about_its_size_fails_in_a_bounded_decompress():
     (np.zeros(8, np.int8), 1.0, (1, 2), "does not fit a int8 payload"),
     (np.zeros((1, 8), np.uint8), 1.0, (1, 2), "dims \\[1, 8\\]"),
     (np.zeros(8, np.uint8), 0.0, (1, 2), "scale <= 0"),
-    (np.zeros(8, np.uint8), float("nan"), (1, 2), "scale <= 0"),
+    (np.zeros(8, np.uint8), float("nan"), (1, 2), "scale nan \\(not finite\\)"),
+    (np.zeros(8, np.uint8), float("inf"), (1, 2), "scale inf \\(not finite\\)"),
     (np.zeros(8, np.uint8), 1.0, (-1, 2), "fixed shape"),
 ])
 def test_the_header_is_checked_before_the_frame(wire, scale, served, says):

@@ -35,6 +35,17 @@ class Engine:
     precision: str | None = None
     threads: int | None = None
 
+    def words(self, threads: bool = False) -> str:
+        """``openvino int8`` (``, 2 threads`` with ``threads``): how a label and summary.json name it."""
+        w = f"{self.backend or 'the profiled engine'} {self.precision or 'float32'}"
+        n = self.threads
+        return w + (f", {n} thread{'s' if n != 1 else ''}" if threads and n else "")
+
+    @property
+    def spec(self) -> str:
+        """``openvino:int8:2``: the --engines entry that names this configuration."""
+        return ":".join(str(x) for x in (self.backend, self.precision, self.threads) if x is not None)
+
     def to_json(self) -> dict:
         return asdict(self)
 
@@ -65,6 +76,10 @@ class Deployment:
     accuracy_drop_pts: float | None = None
     allowed: bool = True
     why_not: str | None = None
+    fidelity: float | None = None  # top-1 agreement with the float32 model, where measured (1: lossless)
+    #: How much of the engines the label says: 0 nothing (one configuration profiled per side),
+    #: 1 backend and precision, 2 threads too. For people only, like the label.
+    engine_detail: int = 0
 
     @property
     def key(self) -> tuple:
@@ -77,10 +92,35 @@ class Deployment:
         return hash(self.key)
 
     @property
-    def label(self) -> str:
+    def engines_used(self) -> dict[str, Engine]:
+        """The sides that run part of the model, with their engines (device only: the device's)."""
+        w = self.placement.where
+        return {k: e for k, e in (("device", self.device), ("edge", self.edge))
+                if not ((k == "device" and w == EDGE) or (k == "edge" and w == DEVICE))}
+
+    @property
+    def precision(self) -> str | None:
+        """The precision the model runs at, where every side that runs part of it agrees; None: mixed."""
+        ps = {e.precision or "float32" for e in self.engines_used.values()}
+        return ps.pop() if len(ps) == 1 else None
+
+    @property
+    def label_without_engines(self) -> str:
         if self.tiles is None:
             return self.placement.label
         return f"{self.placement.label}, tiles to cut {self.tiles['to']} on {self.tiles['nodes']} nodes"
+
+    @property
+    def label(self) -> str:
+        """``cut 5 + TL, int8 wire; device openvino int8, edge openvino int8`` (the engines part only
+        where the profiles held several configurations)."""
+        if not self.engine_detail:
+            return self.label_without_engines
+        base = self.label_without_engines
+        if self.placement.where == SPLIT and self.placement.encoding != "raw" and self.tiles is None:
+            base += " wire"  # beside an engine's precision, "int8" alone would not say which
+        return base + "; " + ", ".join(
+            f"{side} {e.words(threads=self.engine_detail > 1)}" for side, e in self.engines_used.items())
 
     @property
     def total_ms(self) -> float:
@@ -110,6 +150,19 @@ class Deployment:
         ms = self.stages_ms[self.bottleneck]
         return 1e3 / ms if ms > 0 else float("inf")
 
+    def settings(self, side: str) -> dict:
+        """What `tlcut run` (``side`` "device") or `tlcut serve` ("edge") takes from this candidate,
+        keyed by flag destination: the placement for that side, and that side's engine where the
+        plan recorded it (None fields are left to the flags)."""
+        p = self.placement
+        cut = {DEVICE: "device", EDGE: "input"}.get(p.where, str(p.cut))
+        out = {"cut": cut, "tl": "on" if p.tl else "off"}
+        if side == "device":
+            out.update(encoding=p.encoding, jpeg_quality=p.quality)
+        engine = self.device if side == "device" else self.edge
+        out.update({k: v for k, v in engine.to_json().items() if v is not None})
+        return out
+
     def to_json(self) -> dict:
         p = self.placement
         d = {"name": self.label, "placement": p.to_json(), "where": p.where, "cut": p.cut, "layer": self.layer,
@@ -120,7 +173,9 @@ class Deployment:
             d["tiles"] = self.tiles
         d["engines"] = {"device": self.device.to_json(), "edge": self.edge.to_json()}
         d.update(lossless=self.lossless, accuracy=self.accuracy, accuracy_drop_pts=self.accuracy_drop_pts,
-                 allowed=self.allowed, why_not=self.why_not)
+                 fidelity=self.fidelity, allowed=self.allowed, why_not=self.why_not)
+        if self.engine_detail:
+            d["engine_detail"] = self.engine_detail
         return d
 
     @classmethod
@@ -129,7 +184,7 @@ class Deployment:
         return cls(Placement.from_json(d["placement"]), dict(d["components_ms"]), d["upload_bytes"], d.get("layer"),
                    d.get("tiles"), Engine.from_json(eng.get("device")), Engine.from_json(eng.get("edge")),
                    d.get("lossless"), d.get("accuracy"), d.get("accuracy_drop_pts"), d.get("allowed", True),
-                   d.get("why_not"))
+                   d.get("why_not"), d.get("fidelity"), d.get("engine_detail", 0))
 
 
 @dataclass
@@ -137,7 +192,7 @@ class Plan:
     """Every candidate ranked (by ``objective``) for one network, and the best that meets the constraints."""
 
     model: str
-    model_sha256: str
+    model_sha256: str | None  # None: a plan written before it was recorded (accepted with a warning)
     network: dict  # up_mbps, rtt_ms, down_mbps, source, wire_overhead
     ranking: list[Deployment]
     best: Deployment
@@ -147,6 +202,9 @@ class Plan:
     edge_profile: str | None = None
     accuracy_source: str | None = None
     statistic: str = "median"
+    #: With `plan --pareto`: the allowed candidates no other beats on every one of latency, upload
+    #: bytes, device time, accuracy drop and fidelity (toolchain/plan.py ``pareto_front``).
+    pareto: list[Deployment] | None = None
 
     @property
     def allowed(self) -> list[Deployment]:
@@ -186,9 +244,22 @@ class Plan:
         tl, plain = self.best_tl, self.best_plain
         return plain.total_ms / tl.total_ms if tl and plain else None
 
-    def find(self, placement: Placement) -> Deployment | None:
-        """The candidate that runs ``placement`` on one edge (no tiles)."""
-        return next((d for d in self.ranking if d.placement == placement and d.tiles is None), None)
+    def choose(self, choice: int | None = None) -> Deployment:
+        """The best (``choice`` None), or the ``choice``-th allowed candidate, counted from 1 as
+        `tlcut plan` prints its table."""
+        if choice is None:
+            return self.best
+        ok = self.allowed
+        if not 1 <= choice <= len(ok):
+            raise TlcutError(f"--choice {choice}: the plan ranks {len(ok)} allowed candidates; give 1 to {len(ok)} "
+                             "(`tlcut plan` prints them in order)")
+        return ok[choice - 1]
+
+    def find(self, placement: Placement, device: Engine | None = None, edge: Engine | None = None) -> Deployment | None:
+        """The best-ranked candidate that runs ``placement`` on one edge (no tiles); with ``device``
+        or ``edge``, on those engines only (a baseline on ONNX Runtime float32, say)."""
+        return next((d for d in self.ranking if d.placement == placement and d.tiles is None
+                     and device in (None, d.device) and edge in (None, d.edge)), None)
 
     def to_json(self) -> dict:
         def j(d):
@@ -200,14 +271,16 @@ class Plan:
                 "accuracy_source": self.accuracy_source, "best": j(self.best), "best_tl": j(self.best_tl),
                 "best_plain": j(self.best_plain), "device_only": j(self.device_only), "edge_only": j(self.edge_only),
                 "edge_only_best": j(self.edge_only_best), "speedup_vs_device": self.speedup_vs_device,
-                "speedup_tl_vs_plain": self.speedup_tl_vs_plain, "ranking": [d.to_json() for d in self.ranking]}
+                "speedup_tl_vs_plain": self.speedup_tl_vs_plain, "ranking": [d.to_json() for d in self.ranking],
+                **({"pareto": [d.to_json() for d in self.pareto]} if self.pareto is not None else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "Plan":
         ranking = [Deployment.from_json(c) for c in d["ranking"]]
-        return cls(d["model"], d["model_sha256"], d["network"], ranking, _same(Deployment.from_json(d["best"]), ranking),
+        return cls(d["model"], d.get("model_sha256"), d["network"], ranking, _same(Deployment.from_json(d["best"]), ranking),
                    d.get("constraints") or {}, d.get("objective", "latency"), d.get("device_profile"),
-                   d.get("edge_profile"), d.get("accuracy_source"), d.get("statistic", "median"))
+                   d.get("edge_profile"), d.get("accuracy_source"), d.get("statistic", "median"),
+                   [_same(Deployment.from_json(c), ranking) for c in d["pareto"]] if "pareto" in d else None)
 
     def save(self, path) -> None:
         from tlcut.bundle import write_json_atomic
@@ -222,8 +295,17 @@ class Plan:
             plan = cls.from_json(d)
         except (KeyError, TypeError, ValueError, StopIteration):
             raise TlcutError(f"'{path}' is not a plan written by `tlcut plan -o`") from None
-        if bundle is not None and plan.model_sha256 != bundle.model_sha256:
-            raise TlcutError(f"plan '{path}' was made for another model than bundle '{bundle.path}'")
+        if bundle is None:
+            return plan
+        if plan.model_sha256 is None:
+            import sys
+
+            print(f"tlcut: warning: plan '{path}' does not record its model's sha256; taking it as made for bundle "
+                  f"'{bundle.path}' ({plan.model})", file=sys.stderr, flush=True)
+        elif plan.model_sha256 != bundle.model_sha256:
+            raise TlcutError(f"plan '{path}' was made for another model than bundle '{bundle.path}' ({plan.model}, "
+                             f"sha256 {plan.model_sha256[:12]}, not {bundle.model_sha256[:12]}); bench and plan "
+                             "again from this bundle")
         return plan
 
 

@@ -12,6 +12,9 @@ profile): that is how close the shortcut is.
 The TL's cost is timed per distinct cut shape with the DeviceTL/EdgeTL alone, and serialization
 with tlcut's own wire encoding of a tensor of the payload's size, in each wire encoding; the model
 input also as the camera's uint8 pixels and as a JPEG of real images (their size is the point).
+
+That is one engine configuration (backend, precision, threads); bench_configs.py runs it once per
+configuration the bundle and the machine can run, into one profile (profile.py).
 """
 
 from __future__ import annotations
@@ -31,8 +34,7 @@ from tlcut.runtime import backends, protocol
 from tlcut.stats import summary
 from tlcut.toolchain import surgery
 
-FORMAT = "tlcut-profile"
-VERSION = 1
+from tlcut.toolchain.profile import FORMAT  # noqa: F401  (the profile's format, owned by profile.py)
 
 
 def stats(seconds) -> dict:
@@ -179,12 +181,14 @@ def _cpu_quota() -> str | None:
 
 def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, threads: int | None = None,
           check: int = 4, backend: str = backends.DEFAULT, progress=print, bar=None, slowdown: float = 1.0,
-          images: str | None = None, jpeg_quality=(90,)) -> dict:
-    """Measure every cut of ``bundle`` on this machine; return the profile (see module doc).
-    ``bar(desc, unit)`` wraps the iterable of a long step in a progress bar (tlcut.cli.bar).
+          images: str | None = None, jpeg_quality=(90,), precision: str = "float32", shared: dict | None = None) -> dict:
+    """Measure every cut of ``bundle`` on this machine with one engine configuration; return what a
+    version 1 profile holds (see module doc). ``bench_engines`` profiles several into one version 2.
 
     ``slowdown`` > 1 emulates a slower device without root: every engine run is stretched to that
     many times its duration, exactly as `tlcut run --slowdown` stretches them (runners/base.py).
+    ``precision`` int8 times the bundle's int8 halves as they are (``_int8_halves``). ``shared``
+    keeps what no engine changes (wire and input encoding costs) for the next configuration.
     """
     if role not in ("device", "edge"):
         raise TlcutError(f"--role must be device or edge, got '{role}'")
@@ -192,12 +196,110 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
         raise TlcutError("--iterations must be at least 1 and --warmup at least 0")
     if slowdown < 1.0:
         raise TlcutError(f"--slowdown must be at least 1, got {slowdown:g}")
-    bar = bar or (lambda desc, unit: iter)  # bar(desc, unit)(items): a progress bar for a long step
     be = _Stretched(backends.get(backend), slowdown)
+    bar = bar or _no_bar
     feed = random_feed(bundle.inputs)
     model_path = bundle.model_path
     t_start = time.perf_counter()
+    shared = {} if shared is None else shared
 
+    if precision != "float32":
+        full_wall, outputs, prefix, rows, checks, method = _int8_halves(bundle, be, precision, feed, warmup, iterations,
+                                                                        threads, progress, bar)
+    else:
+        full_wall, outputs, prefix, total, method = _profiled_whole(bundle, be, feed, warmup, iterations, threads,
+                                                                    progress, bar)
+        rows, checks = [], []
+    cuts = bundle.cuts
+    tl_cache: dict[tuple, tuple] = {}
+    enc_cache = shared.setdefault("encodings", {})
+    wire = shared.setdefault("wire", {})
+
+    def wire_of(c: Cut, tl: bool) -> dict:
+        """What crosses at cut c costs the same whatever engine computed it: timed once per bench."""
+        if c.index not in wire:
+            w = wire[c.index] = {}
+            ser, de = wire_times(c.shape, c.dtype, max(iterations, 20))
+            w["serialize"], w["deserialize"] = stats(ser), stats(de)
+            w["encodings"] = _cached(enc_cache, (c.shape, c.dtype),
+                                     lambda: encoding_times(c.shape, c.dtype, max(iterations, 20)))
+            if c.tl:
+                w["encodings_tl"] = _cached(enc_cache, (c.tl_shape, c.dtype),
+                                            lambda: encoding_times(c.tl_shape, c.dtype, max(iterations, 20)))
+                ser_tl, de_tl = _cached(enc_cache, ("raw", c.tl_shape, c.dtype),
+                                        lambda: wire_times(c.tl_shape, c.dtype, max(iterations, 20)))
+                w["serialize_tl"], w["deserialize_tl"] = stats(ser_tl), stats(de_tl)
+        return {k: v for k, v in wire[c.index].items() if tl or not k.endswith("_tl")}
+
+    if precision == "float32":
+        progress(f"[bench] TL and wire costs for {len(cuts)} cuts")
+        for c in bar("TL and wire", "cut")(cuts):
+            if prefix is not None:
+                head = prefix[:, c.node_index]
+                tail = total - head
+            else:
+                head, tail = _time_halves(be, model_path, c, feed, warmup, iterations, threads)
+            row = {"index": c.index, "tensor": c.tensor, "layer": c.layer, "bytes": c.bytes, "tl": c.tl,
+                   "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail), **wire_of(c, c.tl)}
+            if c.tl:
+                key = (c.shape, c.layout, c.dtype)
+                if key not in tl_cache:
+                    tl_cache[key] = _time_tl(be, c, warmup, iterations, threads)
+                dtl, etl = tl_cache[key]
+                row.update(device_tl=stats(dtl), edge_tl=stats(etl))
+            rows.append(row)
+    else:
+        for row in rows:
+            row.update(wire_of(cuts[row["index"]], row["tl"]))
+
+    inp = bundle.inputs[0]
+    if "input" not in shared:
+        in_ser, in_de = wire_times(inp["shape"], inp["dtype"], max(iterations, 20))
+        out_arr = next(iter(outputs.values()))
+        out_ser, out_de = wire_times(out_arr.shape, out_arr.dtype.name, max(iterations, 20))
+        in_enc = input_encoding_times(bundle, max(iterations, 20), images, jpeg_quality, progress)
+        shared["input"] = {"name": inp["name"], "bytes": int(np.prod(inp["shape"])) * np.dtype(inp["dtype"]).itemsize,
+                           "serialize": stats(in_ser), "deserialize": stats(in_de), **in_enc}
+        shared["output"] = {"bytes": int(out_arr.nbytes), "serialize": stats(out_ser), "deserialize": stats(out_de)}
+
+    if check and prefix is not None:
+        sample = _sample(cuts, check)
+        progress(f"[bench] checking prefix sums against real halves of cuts {[c.index for c in sample]}")
+        by_index = {r["index"]: r for r in rows}
+        for c in bar("check", "cut")(sample):
+            checks.append(_check(be, model_path, c, feed, warmup, iterations, threads, by_index[c.index]))
+    errs = [abs(x["head_err_pct"]) for x in checks] + [abs(x["tail_err_pct"]) for x in checks]
+    profile = {
+        "format": FORMAT, "version": 1, "role": role,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "tlcut_version": __version__,
+        "model": bundle.name, "model_sha256": bundle.model_sha256, "backend": be.name,
+        "machine": machine_info(threads),
+        "settings": {"warmup": warmup, "iterations": iterations, "method": method, "slowdown": slowdown},
+        "full": stats(full_wall) if full_wall is not None else None,
+        "input": shared["input"], "output": shared["output"],
+        "cuts": rows,
+        "check": {"cuts": checks, "median_abs_err_pct": float(np.median(errs)) if errs else None,
+                  "max_abs_err_pct": float(np.max(errs)) if errs else None},
+        "bench_seconds": round(time.perf_counter() - t_start, 2),
+    }
+    if precision != "float32":
+        profile["precision"] = precision
+    if checks:
+        progress(f"[bench] prefix sums vs real halves: median |error| {profile['check']['median_abs_err_pct']:.1f}%, "
+                 f"max {profile['check']['max_abs_err_pct']:.1f}% (the plan predicts each cut's head and tail from "
+                 "the profiled run's prefix sums; a real half may take that much more or less than predicted)")
+    progress(f"[bench] done in {profile['bench_seconds']:.1f} s")
+    return profile
+
+
+def _no_bar(desc: str, unit: str):
+    return lambda items: items
+
+
+def _profiled_whole(bundle, be, feed, warmup, iterations, threads, progress, bar):
+    """The float32 whole model's wall times, its outputs, and each cut's head as prefix sums of node
+    shares (None: the engine has no profiler and ONNX Runtime cannot stand in; time halves instead)."""
+    model_path = bundle.model_path
     progress(f"[bench] {bundle.name}: whole model, {warmup} warm-up + {iterations} timed runs")
     plain = be.runner(model_path, threads=threads)
     # An engine without a per-node profiler (OpenVINO) borrows ONNX Runtime's node shares; its own
@@ -207,93 +309,66 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     with plain:
         outputs = plain.infer(feed, check=False)
         if profiled is None:
-            full_wall = np.array(time_runner(plain, feed, warmup, iterations))
-            prefix = total = None
-            method = "separate halves"
-        else:
-            # Profiled and plain runs alternate, so both see the same moments of a shared machine.
-            # A profiled run is slower than a plain one, so the profile gives each node's share of a
-            # run and the plain run beside it gives the run's wall-clock time.
-            with profiled:
-                full_wall = []
-                for i in bar("whole model", "run")(range(warmup + iterations)):
-                    profiled.infer(feed, check=False)
-                    t0 = time.perf_counter()
-                    plain.infer(feed, check=False)
-                    if i >= warmup:
-                        full_wall.append(time.perf_counter() - t0)
-                nodes = prof_be.node_times(profiled, model_path, skip=warmup)
-            full_wall = np.array(full_wall)
-            # Each half is its own session call and pays the fixed per-call cost once.
-            call = min(float(np.median(_call_overhead(be, threads, warmup, iterations))), float(full_wall.min()) / 2)
-            share = np.cumsum(nodes, axis=1) / np.maximum(nodes.sum(axis=1, keepdims=True), 1e-12)
-            work = full_wall - call
-            prefix = share * work[:, None] + call
-            total = full_wall + call  # head + tail = two calls
-            method = (f"{prof_be.name} per-node profile shares of interleaved {be.name} wall-clock runs")
+            return np.array(time_runner(plain, feed, warmup, iterations)), outputs, None, None, "separate halves"
+        # Profiled and plain runs alternate, so both see the same moments of a shared machine.
+        # A profiled run is slower than a plain one, so the profile gives each node's share of a
+        # run and the plain run beside it gives the run's wall-clock time.
+        with profiled:
+            full_wall = []
+            for i in bar("whole model", "run")(range(warmup + iterations)):
+                profiled.infer(feed, check=False)
+                t0 = time.perf_counter()
+                plain.infer(feed, check=False)
+                if i >= warmup:
+                    full_wall.append(time.perf_counter() - t0)
+            nodes = prof_be.node_times(profiled, model_path, skip=warmup)
+    full_wall = np.array(full_wall)
+    # Each half is its own session call and pays the fixed per-call cost once.
+    call = min(float(np.median(_call_overhead(be, threads, warmup, iterations))), float(full_wall.min()) / 2)
+    share = np.cumsum(nodes, axis=1) / np.maximum(nodes.sum(axis=1, keepdims=True), 1e-12)
+    work = full_wall - call
+    prefix = share * work[:, None] + call
+    total = full_wall + call  # head + tail = two calls
+    return full_wall, outputs, prefix, total, f"{prof_be.name} per-node profile shares of interleaved {be.name} wall-clock runs"
 
-    cuts = bundle.cuts
+
+def _int8_halves(bundle, be, precision, feed, warmup, iterations, threads, progress, bar):
+    """An int8 configuration times the real halves the bundle holds at ``precision``: a QDQ graph's
+    node shares differ from the float32 one's, and only the compiled cuts can run at int8 anyway,
+    so these cuts are the configuration's rows (the plan offers int8 at them only). The whole int8
+    model, where compiled, is device only and edge only. With the TL, the DeviceTL and EdgeTL are
+    the TL halves' time beyond the plain halves' medians."""
+    def has(kind, cut=None, tl=False):
+        return bundle.find(kind, cut, tl, be.name, precision) is not None
+
+    def timed(kind, cut, tl, x):
+        with be.runner(bundle.runnable(kind, cut, tl, be.name, precision), threads=threads) as r:
+            ts = np.array(time_runner(r, x, warmup, iterations))
+            return ts, r.infer(x, check=False)
+
+    full, outputs = None, None
+    if has("model"):
+        progress(f"[bench] {bundle.name}: whole model at {precision}, {warmup} warm-up + {iterations} timed runs")
+        full, outputs = timed("model", None, False, feed)
+    compiled = [c for c in bundle.cuts if has("head", c.index) and has("tail", c.index)]
+    if full is None and not compiled:
+        raise TlcutError(f"bundle '{bundle.path}' has no {precision} halves; compile them first: "
+                         f"`tlcut compile {bundle.path} --cuts K --precision {precision} --calib elpv`")
+    progress(f"[bench] real {precision} halves of cuts {[c.index for c in compiled]}")
     rows = []
-    tl_cache: dict[tuple, tuple] = {}
-    enc_cache: dict[tuple, dict] = {}
-    progress(f"[bench] TL and wire costs for {len(cuts)} cuts")
-    for c in bar("TL and wire", "cut")(cuts):
-        if prefix is not None:
-            head = prefix[:, c.node_index]
-            tail = total - head
-        else:
-            head, tail = _time_halves(be, model_path, c, feed, warmup, iterations, threads)
-        row = {"index": c.index, "tensor": c.tensor, "layer": c.layer, "bytes": c.bytes, "tl": c.tl,
+    for c in bar(f"{precision} halves", "cut")(compiled):
+        head, mid = timed("head", c.index, False, feed)
+        tail, out = timed("tail", c.index, False, {c.tensor: next(iter(mid.values()))})
+        outputs = outputs or out
+        row = {"index": c.index, "tensor": c.tensor, "layer": c.layer, "bytes": c.bytes, "tl": False,
                "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail)}
-        ser, de = wire_times(c.shape, c.dtype, max(iterations, 20))
-        row["serialize"], row["deserialize"] = stats(ser), stats(de)
-        row["encodings"] = _cached(enc_cache, (c.shape, c.dtype), lambda: encoding_times(c.shape, c.dtype, max(iterations, 20)))
-        if c.tl:
-            row["encodings_tl"] = _cached(enc_cache, (c.tl_shape, c.dtype),
-                                          lambda: encoding_times(c.tl_shape, c.dtype, max(iterations, 20)))
-        if c.tl:
-            key = (c.shape, c.layout, c.dtype)
-            if key not in tl_cache:
-                tl_cache[key] = _time_tl(be, c, warmup, iterations, threads)
-            dtl, etl, ser_tl, de_tl = tl_cache[key]
-            row.update(device_tl=stats(dtl), edge_tl=stats(etl), serialize_tl=stats(ser_tl), deserialize_tl=stats(de_tl))
+        if c.tl and has("head", c.index, True) and has("tail", c.index, True):
+            head_tl, pay = timed("head", c.index, True, feed)
+            tail_tl, _ = timed("tail", c.index, True, {surgery.PAYLOAD_TL: next(iter(pay.values()))})
+            row.update(tl=True, device_tl=stats(np.maximum(head_tl - np.median(head), 0.0)),
+                       edge_tl=stats(np.maximum(tail_tl - np.median(tail), 0.0)))
         rows.append(row)
-
-    inp = bundle.inputs[0]
-    in_ser, in_de = wire_times(inp["shape"], inp["dtype"], max(iterations, 20))
-    out_arr = next(iter(outputs.values()))
-    out_ser, out_de = wire_times(out_arr.shape, out_arr.dtype.name, max(iterations, 20))
-    in_enc = input_encoding_times(bundle, max(iterations, 20), images, jpeg_quality, progress)
-
-    checks = []
-    if check and prefix is not None:
-        sample = _sample(cuts, check)
-        progress(f"[bench] checking prefix sums against real halves of cuts {[c.index for c in sample]}")
-        for c in bar("check", "cut")(sample):
-            checks.append(_check(be, model_path, c, feed, warmup, iterations, threads,
-                                 rows[c.index], tl_cache.get((c.shape, c.layout, c.dtype))))
-    errs = [abs(x["head_err_pct"]) for x in checks] + [abs(x["tail_err_pct"]) for x in checks]
-    profile = {
-        "format": FORMAT, "version": VERSION, "role": role,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "tlcut_version": __version__,
-        "model": bundle.name, "model_sha256": bundle.model_sha256, "backend": be.name,
-        "machine": machine_info(threads),
-        "settings": {"warmup": warmup, "iterations": iterations, "method": method, "slowdown": slowdown},
-        "full": stats(full_wall),
-        "input": {"name": inp["name"], "bytes": int(np.prod(inp["shape"])) * np.dtype(inp["dtype"]).itemsize,
-                  "serialize": stats(in_ser), "deserialize": stats(in_de), **in_enc},
-        "output": {"bytes": int(out_arr.nbytes), "serialize": stats(out_ser), "deserialize": stats(out_de)},
-        "cuts": rows,
-        "check": {"cuts": checks, "median_abs_err_pct": float(np.median(errs)) if errs else None,
-                  "max_abs_err_pct": float(np.max(errs)) if errs else None},
-        "bench_seconds": round(time.perf_counter() - t_start, 2),
-    }
-    if checks:
-        progress(f"[bench] prefix sums vs real halves: median |error| {profile['check']['median_abs_err_pct']:.1f}%, "
-                 f"max {profile['check']['max_abs_err_pct']:.1f}% (the plan predicts each cut's head and tail from "
-                 "the profiled run's prefix sums; a real half may take that much more or less than predicted)")
-    progress(f"[bench] done in {profile['bench_seconds']:.1f} s")
-    return profile
+    return full, outputs, None, rows, [], f"real {precision} halves on {be.name}"
 
 
 def _cached(cache: dict, key, make):
@@ -354,11 +429,10 @@ def _time_tl(be, c: Cut, warmup, iterations, threads):
         payload = next(iter(d.infer(x, check=False).values()))
     with be.runner(surgery.edge_tl(c).SerializeToString(), threads=threads) as e:
         etl = time_runner(e, {surgery.PAYLOAD_TL: payload}, warmup, iterations)
-    ser, de = wire_times(c.tl_shape, c.dtype, max(iterations, 20))
-    return dtl, etl, ser, de
+    return dtl, etl
 
 
-def _check(be, model_path, c: Cut, feed, warmup, iterations, threads, row, tl_times) -> dict:
+def _check(be, model_path, c: Cut, feed, warmup, iterations, threads, row) -> dict:
     head, tail = _time_halves(be, model_path, c, feed, warmup, iterations, threads)
     hm, tm = float(np.median(head)) * 1e3, float(np.median(tail)) * 1e3
     hp, tp = row["head"]["median"], row["tail"]["median"]

@@ -12,6 +12,11 @@ input image crosses). Upload bytes include the 80-byte wire header, and the link
 TCP/IP framing (1514 bytes on the wire per 1448 of payload), which a shaper counts. Every figure is a median from
 the profiles; the plan says so rather than pretending to percentiles it cannot add up.
 
+Each figure comes from one engine configuration per side: the plan searches every pair the two
+profiles hold (backend x precision x threads, `tlcut bench --engines`), so a candidate is a
+placement with the engines that run it. An int8 engine is a lossy choice, constrained like a lossy
+wire encoding (``--max-accuracy-drop``, ``--min-fidelity``).
+
 The result is a ``tlcut.deployment.Plan``; the three-tier search is plan_tiers.py, the table and
 the plot plan_report.py.
 """
@@ -19,15 +24,14 @@ the plot plan_report.py.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tlcut.deployment import Deployment, Engine, Plan
+from tlcut.deployment import Deployment, Plan
 from tlcut.errors import TlcutError
 from tlcut.placement import CUT_ENCODINGS, DEVICE, EDGE, SPLIT, TL_CHOICES, Placement
 from tlcut.runtime import protocol
-from tlcut.toolchain import bench
+from tlcut.toolchain.profile import Config, Profile, as_profile
 
 DEFAULT_BANDWIDTH_MBPS = 57.0  # the paper's 5G uplink
 DEFAULT_LATENCY_MS = 28.0
@@ -62,6 +66,7 @@ class Constraints:
     tl: str = "both"
     max_accuracy_drop: float | None = None  # points below device only, as `tlcut eval` measured
     max_latency_ms: float | None = None  # a bound on one frame's latency (with --objective throughput)
+    min_fidelity: float | None = None  # least top-1 agreement with the float32 model (0..1), as recorded
 
 
 def network_from_args(bandwidth=None, latency=None, down_bandwidth=None, csv_path=None,
@@ -128,60 +133,97 @@ def _is_number(s: str) -> bool:
         return False
 
 
-def load_profile(path, role: str) -> dict:
-    try:
-        p = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise TlcutError(f"cannot read profile '{path}': {e.strerror}; make it with `tlcut bench BUNDLE --role {role} -o {path}`") from None
-    except ValueError:
-        raise TlcutError(f"profile '{path}' is not JSON; make it with `tlcut bench BUNDLE --role {role} -o {path}`") from None
-    if not isinstance(p, dict) or p.get("format") != bench.FORMAT:
-        raise TlcutError(f"'{path}' is not a tlcut profile; make one with `tlcut bench BUNDLE --role {role} -o {path}`")
-    if p.get("version") != bench.VERSION:
-        raise TlcutError(f"profile '{path}' has version {p.get('version')}, this tlcut reads {bench.VERSION}; bench again")
-    if p.get("role") != role:
-        raise TlcutError(f"profile '{path}' was measured as the {p.get('role')}, but is given as --{role}")
-    p["_path"] = str(path)
-    return p
+def load_profile(path, role: str) -> Profile:
+    """The profile at ``path`` (version 1 or 2), measured as ``role``."""
+    return Profile.load(path, role)
 
 
 OBJECTIVES = ("latency", "throughput")
 
 
-def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None,
+def plan(device, edge, net: Network, cons: Constraints | None = None,
          accuracy: dict | None = None, objective: str = "latency", tiles: list | None = None,
-         tiles_link: Network | None = None) -> Plan:
+         tiles_link: Network | None = None, bundle=None, pareto: bool = False) -> Plan:
     """Every candidate with its predicted components; the best that meets the constraints.
 
-    ``tiles`` (manifests of `tlcut tiles`) add, for every placement that sends what a tiles folder
-    starts from, the same placement with that segment run as bands on the folder's nodes
-    (``tiled_edge_ms``)."""
+    ``device``/``edge``: profiles (``Profile`` or a profile's JSON); each pair of their engine
+    configurations is searched (an int8 configuration at the cuts it has int8 halves of). ``tiles``
+    (manifests of `tlcut tiles`) add, for every placement that sends what a tiles folder starts
+    from, the same placement with that segment run as bands on the folder's nodes
+    (``tiled_edge_ms``), on the edge's default configuration. ``bundle``: where recorded fidelity
+    is read (``fidelity_of``). ``pareto``: also the non-dominated set (``pareto_front``)."""
     cons = cons or Constraints()
-    if device["model_sha256"] != edge["model_sha256"]:
+    dp, ep = as_profile(device, "device"), as_profile(edge, "edge")
+    if dp.model_sha256 != ep.model_sha256:
         raise TlcutError(
-            f"the profiles are of different models ({device['_path']}: {device['model']} {device['model_sha256'][:12]}, "
-            f"{edge['_path']}: {edge['model']} {edge['model_sha256'][:12]}); bench both from the same bundle"
+            f"the profiles are of different models ({dp.path}: {dp.model} {dp.model_sha256[:12]}, "
+            f"{ep.path}: {ep.model} {ep.model_sha256[:12]}); bench both from the same bundle"
         )
-    if len(device["cuts"]) != len(edge["cuts"]):
+    if dp.cut_count != ep.cut_count:
         raise TlcutError("the profiles list different cuts; bench both from the same bundle")
-    n = len(device["cuts"])
+    n = dp.cut_count
     if cons.min_cut is not None and not 0 <= cons.min_cut < n:
         raise TlcutError(f"--min-cut {cons.min_cut} is outside the model's cuts 0..{n - 1}")
     if cons.tl not in TL_CHOICES:
         raise TlcutError(f"--tl must be one of {', '.join(TL_CHOICES)}, got '{cons.tl}'")
+    if objective not in OBJECTIVES:
+        raise TlcutError(f"--objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'")
 
-    engines = {"device": _engine(device), "edge": _engine(edge)}
-
-    def cand(p: Placement, layer, upload, comp, tiles_info=None) -> Deployment:
-        return Deployment(p, comp, upload, layer, tiles_info, **engines)
-
+    engines = dp.engines + ep.engines
+    detail = 0 if len(dp.configs) == len(ep.configs) == 1 else 2 if len({e.threads for e in engines}) > 1 else 1
     hdr = protocol.HEADER.size
-    out_bytes = edge["output"]["bytes"]
-    reply_ms = edge["output"]["serialize"]["median"] + net.down_ms(out_bytes + hdr) + device["output"]["deserialize"]["median"]
+    dev_io = dp.default.figures
     cands = []
-    for d, e in zip(device["cuts"], edge["cuts"]):
+    for dc in dp.configs:
+        for ec in ep.configs:
+            cands += _splits(dc, ec, net, hdr)
+    for ec in ep.configs:
+        if ec.full is None:
+            continue
+        reply_ms = _reply_ms(dev_io, ec.figures, net, hdr)
+        for p, nbytes, ser, de in _edge_only_options(dev_io["input"], ec.figures["input"]):
+            up = nbytes + hdr
+            cands.append(Deployment(p, {
+                "device": 0.0, "device_tl": 0.0, "serialize": ser, "latency": net.rtt_ms, "transfer": net.up_ms(up),
+                "deserialize": de, "edge_tl": 0.0, "edge": ec.full["median"], "reply": reply_ms}, up, edge=ec.engine))
+    for dc in dp.configs:
+        if dc.full is not None:
+            cands.append(Deployment(Placement(DEVICE), {**{k: 0.0 for k in COMPONENTS}, "device": dc.full["median"]}, 0,
+                                    device=dc.engine))
+    _add_tiles(cands, ep, tiles, tiles_link)
+    for c in cands:
+        c.engine_detail = detail
+
+    _accuracy(cands, accuracy or {})
+    _fidelity(cands, bundle)
+    for c in cands:
+        c.allowed, c.why_not = _allowed(c, cons)
+    key = (lambda c: c.total_ms) if objective == "latency" else (lambda c: (-c.throughput_fps, c.total_ms))
+    ranking = sorted(cands, key=key)
+    allowed = [c for c in ranking if c.allowed]
+    if not allowed:
+        raise TlcutError("no plan meets the constraints (" + describe_constraints(cons) + "); relax one of them")
+    return Plan(dp.model, dp.model_sha256, asdict(net), ranking, allowed[0], asdict(cons), objective,
+                dp.path, ep.path, (accuracy or {}).get("_source"), pareto=pareto_front(allowed) if pareto else None)
+
+
+def _reply_ms(dev: dict, edge: dict, net: Network, hdr: int) -> float:
+    return edge["output"]["serialize"]["median"] + net.down_ms(edge["output"]["bytes"] + hdr) + \
+        dev["output"]["deserialize"]["median"]
+
+
+def _splits(dc: Config, ec: Config, net: Network, hdr: int) -> list[Deployment]:
+    """Each cut both configurations can run, with and without the TL, in each wire encoding."""
+    device, edge = dc.figures, ec.figures
+    reply_ms = _reply_ms(device, edge, net, hdr)
+    theirs = ec.cuts
+    out = []
+    for d in device["cuts"]:
+        e = theirs.get(d["index"])
+        if e is None:
+            continue
         for tl in (False, True):
-            if tl and not d["tl"]:
+            if tl and not (d["tl"] and e["tl"]):
                 continue
             sfx = "_tl" if tl else ""
             for enc in CUT_ENCODINGS:
@@ -199,50 +241,77 @@ def plan(device: dict, edge: dict, net: Network, cons: Constraints | None = None
                     "serialize": ser, "latency": net.rtt_ms, "transfer": net.up_ms(up), "deserialize": de,
                     "edge_tl": e["edge_tl"]["median"] if tl else 0.0, "edge": e["tail"]["median"], "reply": reply_ms,
                 }
-                cands.append(cand(Placement(SPLIT, d["index"], tl, enc), d.get("layer"), up, comp))
-    for p, nbytes, ser, de in _edge_only_options(device["input"], edge["input"]):
-        up = nbytes + hdr
-        cands.append(cand(p, None, up, {
-            "device": 0.0, "device_tl": 0.0, "serialize": ser, "latency": net.rtt_ms, "transfer": net.up_ms(up),
-            "deserialize": de, "edge_tl": 0.0, "edge": edge["full"]["median"], "reply": reply_ms}))
-    cands.append(cand(Placement(DEVICE), None, 0, {**{k: 0.0 for k in COMPONENTS}, "device": device["full"]["median"]}))
+                out.append(Deployment(Placement(SPLIT, d["index"], tl, enc), comp, up, d.get("layer"),
+                                      device=dc.engine, edge=ec.engine))
+    return out
+
+
+def _add_tiles(cands: list[Deployment], ep: Profile, tiles: list | None, link: Network | None) -> None:
+    """Beside each placement whose edge runs the default configuration and sends where a tiles
+    folder starts, the same placement with that segment run as bands."""
+    edge = ep.default.figures
     for t in tiles or []:
-        if t.get("model_sha256") != edge["model_sha256"]:
+        if t.get("model_sha256") != ep.model_sha256:
             raise TlcutError(f"the tiles of {t.get('model')} are of another model than the profiles; run `tlcut tiles` on "
                              "the bundle the profiles were benched from")
         start = None if t["from"]["cut"] == "input" else int(t["from"]["cut"])
-        pred = tiled_edge_ms(edge, t, tiles_link)
+        pred = tiled_edge_ms(edge, t, link)
         for c in list(cands):
             # what the edge receives must be where the tiles start: the input, or cut A without the TL
             p = c.placement
-            if c.tiles is not None:  # bands of bands: the same deployment again
+            if c.tiles is not None or c.edge != ep.default.engine:  # bands of bands: the same deployment again
                 continue
             starts_here = (p.where == EDGE and start is None) or \
                 (p.where == SPLIT and not p.tl and start is not None and p.cut == start)
             if not starts_here:
                 continue
             comp = {**c.components_ms, "edge": pred["total_ms"]}
-            cands.append(cand(p, c.layer, c.upload_bytes, comp,
-                              {"folder": t.get("_path"), "to": t["to"]["cut"], "nodes": len(t["bands"]),
-                               "weights": t["weights"], "predicted_ms": pred}))
+            cands.append(Deployment(p, comp, c.upload_bytes, c.layer,
+                                    {"folder": t.get("_path"), "to": t["to"]["cut"], "nodes": len(t["bands"]),
+                                     "weights": t["weights"], "predicted_ms": pred}, c.device, c.edge))
 
-    _accuracy(cands, accuracy or {})
+
+#: What ``--min-fidelity`` bounds: the share of inputs whose top-1 class agrees with the float32 model's.
+FIDELITY_METRIC = "top1"
+
+
+def fidelity_of(bundle, d: Deployment) -> float | None:
+    """The one place the plan reads fidelity: what `tlcut fidelity` or `tlcut compile` recorded in
+    ``bundle`` for this deployment (toolchain/fidelity.py). None: unknown (no bundle, nothing
+    recorded, or the recorded halves changed since)."""
+    if bundle is None:
+        return None
+    from tlcut.runtime.backends import DEFAULT
+    from tlcut.toolchain import fidelity as fid
+
+    def side(e):
+        return e.backend or DEFAULT, e.precision or "float32"
+
+    row = fid.deployment_fidelity(bundle, d.placement, side(d.device), side(d.edge))
+    return None if not row else row.get(FIDELITY_METRIC)
+
+
+def _fidelity(cands: list[Deployment], bundle) -> None:
     for c in cands:
-        c.allowed, c.why_not = _allowed(c, cons)
-    if objective not in OBJECTIVES:
-        raise TlcutError(f"--objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'")
-    key = (lambda c: c.total_ms) if objective == "latency" else (lambda c: (-c.throughput_fps, c.total_ms))
-    ranking = sorted(cands, key=key)
-    allowed = [c for c in ranking if c.allowed]
-    if not allowed:
-        raise TlcutError("no plan meets the constraints (" + describe_constraints(cons) + "); relax one of them")
-    return Plan(device["model"], device["model_sha256"], asdict(net), ranking, allowed[0], asdict(cons), objective,
-                device["_path"], edge["_path"], (accuracy or {}).get("_source"))
+        f = fidelity_of(bundle, c)
+        c.fidelity = f if f is not None else (1.0 if c.lossless else None)
 
 
-def _engine(profile: dict) -> Engine:
-    """What bench ran on that side: its backend and threads, at float32 (bench profiles nothing else)."""
-    return Engine(profile.get("backend"), "float32", (profile.get("machine") or {}).get("threads"))
+def pareto_front(cands: list[Deployment]) -> list[Deployment]:
+    """The candidates no other is at least as good as on every objective and better on one:
+    latency, upload bytes, device time, accuracy drop and fidelity lost (each 0 when lossless,
+    unknown counted as worst: never assumed lossless). Sorted lexicographically, a candidate's
+    dominators all come before it, and a dominated one is dominated by one in the front too."""
+    def objectives(c):
+        drop = c.accuracy_drop_pts if c.accuracy_drop_pts is not None else float("inf")
+        lost = 1.0 - c.fidelity if c.fidelity is not None else float("inf")
+        return c.total_ms, c.upload_bytes, c.device_ms, drop, lost
+
+    front: list[tuple] = []
+    for k, c in sorted(((objectives(c), c) for c in cands), key=lambda kc: kc[0]):
+        if not any(all(x <= y for x, y in zip(f, k)) and f != k for f, _ in front):
+            front.append((k, c))
+    return [c for _, c in front]
 
 
 def tiled_edge_ms(edge: dict, tiles: dict, link: Network | None = None) -> dict:
@@ -296,18 +365,23 @@ def _allowed(c: Deployment, cons: Constraints) -> tuple[bool, str | None]:
             return False, "accuracy unknown (measure it with `tlcut eval`)"
         if c.accuracy_drop_pts > cons.max_accuracy_drop:
             return False, f"accuracy {c.accuracy_drop_pts:.2f} pt below device only > --max-accuracy-drop"
+    if cons.min_fidelity is not None:
+        if c.fidelity is None:
+            return False, "fidelity unknown (not recorded in the bundle for this placement and precision)"
+        if c.fidelity < cons.min_fidelity:
+            return False, f"fidelity {c.fidelity:.3f} < --min-fidelity"
     return True, None
 
 
 def _accuracy(cands: list[Deployment], measured: dict) -> None:
-    """Each candidate's accuracy and drop against device only. Lossless placements (no TL; float32,
-    or the uint8 pixels of a camera image) compute exactly what the whole model computes: a drop of
-    0, known. The rest have what `tlcut eval` recorded in the bundle (under the label it printed),
-    or unknown: never assumed lossless."""
+    """Each candidate's accuracy and drop against device only. Lossless candidates (no TL; float32,
+    or the uint8 pixels of a camera image; every engine at float32) compute exactly what the whole
+    model computes: a drop of 0, known. The rest have what `tlcut eval` recorded in the bundle
+    (under the label it printed, at the precision both sides ran), or unknown: never assumed lossless."""
     base = (measured.get(Placement(DEVICE).label) or {}).get("float32", {}).get("accuracy")
     for c in cands:
-        lossless = c.placement.lossless
-        acc = (measured.get(c.label) or {}).get("float32", {}).get("accuracy")
+        lossless = c.placement.lossless and c.precision == "float32"
+        acc = (measured.get(c.label_without_engines) or {}).get(c.precision or "mixed", {}).get("accuracy")
         if lossless and acc is None:
             acc = base
         c.lossless = lossless

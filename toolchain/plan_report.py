@@ -58,6 +58,9 @@ def plot(result: Plan, path) -> None:
     except ImportError:
         raise TlcutError("--plot needs matplotlib; install it with `pip install 'tlcut[plot]'`") from None
     splits = [c for c in result.ranking if c.placement.where == SPLIT]
+    # one engine pair per cut: the one the best split runs (the Pareto plot shows the engines)
+    pair = next(((c.device, c.edge) for c in result.allowed if c.placement.where == SPLIT), None)
+    splits = [c for c in splits if (c.device, c.edge) == pair]
     cuts = [c for c in splits if c.placement.encoding == "raw"]
     groups = {"no TL (Scission)": sorted((c for c in cuts if not c.placement.tl), key=lambda c: c.placement.cut),
               "with TL (ScissionTL)": sorted((c for c in cuts if c.placement.tl), key=lambda c: c.placement.cut)}
@@ -125,3 +128,64 @@ def format_tiers(result: TierPlan, top: int = 10) -> str:
     if result.excluded:
         lines.append(f"{result.excluded} placements excluded by the constraints")
     return "\n".join(lines)
+
+
+def _fidelity_words(c) -> str:
+    return "unknown" if c.fidelity is None else f"{c.fidelity:.3f}"
+
+
+def format_pareto(result: Plan) -> str:
+    """The non-dominated candidates (``plan --pareto``), fastest first: what each trades for its latency."""
+    front = result.pareto or []
+    lines = [f"{result.model}: {len(front)} candidates on the Pareto front of {len(result.allowed)} allowed "
+             "(latency, upload bytes, device time, accuracy drop, fidelity; medians, ms)"]
+    hdr = ("deployment", "total", "upload KiB", "device", "acc. drop", "fidelity")
+    rows = [hdr] + [(c.label, f"{c.total_ms:.2f}", f"{c.upload_bytes / 1024:.1f}", f"{c.device_ms:.2f}",
+                     "unknown" if c.accuracy_drop_pts is None else f"{c.accuracy_drop_pts:+.2f} pt", _fidelity_words(c))
+                    for c in sorted(front, key=lambda c: c.total_ms)]
+    w = [max(len(r[k]) for r in rows) for k in range(len(hdr))]
+    for j, r in enumerate(rows):
+        lines.append("  ".join(r[k].ljust(w[k]) if k == 0 else r[k].rjust(w[k]) for k in range(len(r))))
+        if j == 0:
+            lines.append("  ".join("-" * x for x in w))
+    return "\n".join(lines)
+
+
+def plot_pareto(result: Plan, path) -> None:
+    """Every allowed candidate's latency against its upload bytes, coloured by device time, a
+    triangle where lossy; the Pareto front boxed, the fastest ten of it labelled."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise TlcutError("--plot needs matplotlib; install it with `pip install 'tlcut[plot]'`") from None
+    allowed, front = result.allowed, sorted(result.pareto or [], key=lambda c: c.total_ms)
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    vmax = max(c.device_ms for c in allowed) or 1.0
+    for lossless, marker in ((True, "o"), (False, "^")):
+        cs = [c for c in allowed if bool(c.lossless) == lossless]
+        if cs:
+            sc = ax.scatter([c.total_ms for c in cs], [c.upload_bytes / 1024 + 0.01 for c in cs], c=[c.device_ms for c in cs],
+                            cmap="viridis", vmin=0, vmax=vmax, marker=marker, s=16, alpha=0.6,
+                            label="lossless" if lossless else "lossy (wire encoding, TL or int8 engine)")
+    fig.colorbar(sc, ax=ax, label="device time (ms)")
+    # the front is over five objectives, so no line: a front member may sit above another here
+    ax.plot([c.total_ms for c in front], [c.upload_bytes / 1024 + 0.01 for c in front], "ks", ms=7, mfc="none",
+            label="Pareto front (latency, upload, device time, accuracy, fidelity)")
+    for c in front[:10]:
+        ax.annotate(c.label, (c.total_ms, c.upload_bytes / 1024 + 0.01), fontsize=6, xytext=(4, 3),
+                    textcoords="offset points")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("upload per request (KiB)")
+    net = result.network
+    ax.set_title(f"{result.model}: every allowed deployment, uplink {net['up_mbps']:g} Mbit/s, RTT {net['rtt_ms']:g} ms",
+                 fontsize=9)
+    ax.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    tmp = Path(str(path) + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

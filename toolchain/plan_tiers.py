@@ -1,7 +1,8 @@
 """`tlcut plan --cloud`: rank every chain device | edge | cloud (Scission's ranking over tiers).
 
 Each pair of cuts on each choice of edge and cloud host, each crossing with its own TL and wire
-encoding, from the same profiles and arithmetic as the two-tier plan (toolchain/plan.py).
+encoding, from the same profiles and arithmetic as the two-tier plan (toolchain/plan.py), on each
+host's default engine configuration (toolchain/profile.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 from tlcut.deployment import TierDeployment, TierPlan
 from tlcut.errors import TlcutError
 from tlcut.placement import CUT_ENCODINGS, EDGE, SPLIT, Placement
-from tlcut.runtime import protocol
+from tlcut.runtime import backends, protocol
 from tlcut.toolchain.plan import Network, segment_ms
+from tlcut.toolchain.profile import as_profile
 
 TIERS = ("device", "edge", "cloud")
 
@@ -65,6 +67,7 @@ def plan_tiers(device: tuple[str, dict], edges: list[tuple[str, dict]], clouds: 
     the pair's other crossings are tried. Predicted latency adds every tier's compute, each
     crossing's encode, round trip, transfer and decode, and the reply back along the chain."""
     cons = cons or TierConstraints()
+    device, edges, clouds = _one_engine(device), [_one_engine(e) for e in edges], [_one_engine(c) for c in clouds]
     dname, dev = device
     n = len(dev["cuts"])
     for name, p in [*edges, *clouds]:
@@ -109,6 +112,17 @@ def plan_tiers(device: tuple[str, dict], edges: list[tuple[str, dict]], clouds: 
     best_two = next((c for c in allowed if "cloud" not in c.hosts), None)
     return TierPlan(dev["model"], {f"{s}->{d}": asdict(v) for (s, d), v in hops.items()}, allowed[:top], allowed[0],
                     best_two, len(ranked), len(ranked) - len(allowed))
+
+
+def _one_engine(named: tuple) -> tuple[str, dict]:
+    """A host's default engine configuration (profile.py): three tiers plan one engine per host."""
+    name, p = named
+    prof = as_profile(p)
+    conf = prof.default
+    if len(conf.figures["cuts"]) != prof.cut_count:
+        raise TlcutError(f"profile of host '{name}' has no configuration with every cut; a three-tier plan needs one: "
+                         f"bench with --engines {backends.DEFAULT}:float32")
+    return name, {**conf.figures, "_path": prof.path}
 
 
 def _tier_candidate(dev, edge, cloud, a, b, n, h1, h2, out_bytes, hdr, cons, tl_choice):

@@ -276,10 +276,12 @@ class OnnxrtBackend(Backend):
             idx = by_name.get(name)
             if idx is None:
                 m = _TENSOR_REF.match(name)
-                idx = producer.get(m.group(1)) if m else None
+                idx = producer.get(m.group(1) if m else _LAYOUT_SUFFIX.sub("", name))
             last = idx if idx is not None else last
             out[r, last] += e["dur"] * 1e-6
         return out
 
 
 _TENSOR_REF = re.compile(r"^(.*?:\d+)")
+#: ORT's layout transformer names a kernel after the tensor it converts: ``y_nchwc`` is ``y``'s.
+_LAYOUT_SUFFIX = re.compile(r"_nchwc$")

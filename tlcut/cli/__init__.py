@@ -69,9 +69,9 @@ VERBOSE_HELP = "show what libraries print (TensorFlow's start-up lines, tf2onnx,
 
 
 def verbs() -> list[Verb]:
-    from tlcut.cli import fidelity, lab, learning, pipeline, serving, tiles
+    from tlcut.cli import fidelity, lab, learning, pipeline, planning, serving, tiles
 
-    return [v() for m in (pipeline, fidelity, tiles, serving, learning, lab) for v in m.VERBS]
+    return [v() for m in (pipeline, planning, fidelity, tiles, serving, learning, lab) for v in m.VERBS]
 
 
 def build_parser() -> argparse.ArgumentParser:

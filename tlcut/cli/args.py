@@ -119,8 +119,11 @@ class ServedCutsArgs(Group):
 
     title = "what to serve"
 
+    def __init__(self, required: bool = True):
+        self.required = required
+
     def add(self, p):
-        p.add_argument("--cut", action="append", required=True, metavar="K",
+        p.add_argument("--cut", action="append", required=self.required, metavar="K",
                        help="cut to serve (index, tensor or layer name; 'input' for the whole model); repeatable")
         p.add_argument("--tl", default="both", choices=TL_CHOICES,
                        help="serve the tail with EdgeTL, without, or both (default both, where compiled)")

@@ -1,11 +1,10 @@
-"""The offline verbs: export, cuts, compile, bench, plan."""
+"""The offline verbs that make and fill a bundle: export, cuts, compile."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tlcut.cli import Verb, bar, emit_json, say
-from tlcut.cli.args import BackendArgs, BundleArgs, NetworkArgs
+from tlcut.cli.args import BackendArgs, BundleArgs
+from tlcut.cli.from_plan import PlanArgs, describe_engines, given, track
 from tlcut.errors import TlcutError
 from tlcut.calibrate.int8 import METHODS
 from tlcut.placement import TL_CHOICES
@@ -91,12 +90,13 @@ as it is."""
 
     def make_groups(self):
         self.b, self.be = BundleArgs(), BackendArgs()
-        return [self.b, self.be]
+        self.plan = PlanArgs(self.b, "both", help_plan="compile exactly what this plan JSON's best candidate runs "
+                                                       "(its cut, with or without the TL, each side's engine and "
+                                                       "precision) instead of --cuts")
+        return [self.b, self.plan, self.be]
 
     def add(self, p):
         p.add_argument("--cuts", help="cuts to compile: indices, ranges (3-7), tensor or layer names, or 'all'")
-        p.add_argument("--plan", help="compile the halves of this plan JSON's best placement (its cut, with or without "
-                                     "the TL as it chose) instead of --cuts")
         p.add_argument("--tl", default="both", choices=TL_CHOICES,
                        help="halves with the TL, without, or both (default both, where the TL applies)")
         p.add_argument("--batch", default="1", metavar="N|dynamic",
@@ -133,6 +133,7 @@ as it is."""
         tr.add_argument("--preferred-batch", metavar="N,N", help="dynamic batching's preferred batch sizes")
         tr.add_argument("--max-queue-delay-us", type=int, default=0, metavar="US",
                         help="dynamic batching's max_queue_delay_microseconds (default 0)")
+        track(p)  # after every flag it watches is added
 
     def run(self, a):
         from tlcut.toolchain.compile import compile_cuts, select_cuts
@@ -146,8 +147,11 @@ as it is."""
             if value:
                 raise TlcutError(f"{flag} belongs to --target (a device's folder); to compile halves into the "
                                  f"bundle give --cuts K, or add --target jetson")
-        chosen = plan_choice(a, b)
-        spec, tl = (str(chosen.cut), "on" if chosen.tl else "off") if chosen else (a.cuts, a.tl)
+        if self.plan.deployment is not None:
+            if a.to is not None:
+                raise TlcutError("--to writes a middle part of three tiers; a two-tier plan has none: drop --to")
+            return self.run_plan(a, b)
+        spec, tl = a.cuts, a.tl
         if a.to is not None:
             from tlcut.toolchain.compile import compile_middle
 
@@ -164,9 +168,56 @@ as it is."""
                                calib_count=a.calib_count, batch=a.batch, progress=bar("compile", "cut"), say=say)
         for k, arts in written.items():
             say(f"[compile] cut {k}: {', '.join(a.file for a in arts)}")
-        if chosen:
-            say(f"[compile] the plan's choice is {chosen.label}: run it with `tlcut run {b.path} {placement_flags(chosen)} "
-                f"--edge ...` against `tlcut serve {b.path} --cut {chosen.cut} --tl {'on' if chosen.tl else 'off'}`")
+
+    def run_plan(self, a, b):
+        """The plan's halves at each side's precision, built for each side's engine; int8 calibrated."""
+        from tlcut.cli.from_plan import missing_library
+        from tlcut.toolchain.compile import compile_cuts
+
+        d, plan = self.plan.deployment, a.plan
+        p = d.placement
+        sides = []  # (backend, precision, threads) of each side that runs a half
+        for side, engine in (("device", d.device), ("edge", d.edge)):
+            runs = p.where == "split" or p.where == side
+            want = {"backend": engine.backend, "precision": engine.precision, "threads": engine.threads}
+            for dest, value in want.items():
+                if value is not None and dest in given(a) and runs and getattr(a, dest) != value:
+                    raise TlcutError(f"{'--' + dest} {getattr(a, dest)} disagrees with the plan in '{plan}', which runs "
+                                     f"{describe_engines(d)} ({d.label}); drop {'--' + dest}")
+            if runs:
+                sides.append((engine.backend or self.be.name, engine.precision or self.be.precision,
+                              engine.threads or self.be.threads))
+        int8 = any(prec == "int8" for _, prec, _ in sides)
+        if int8 and not a.calib:
+            raise TlcutError(f"plan '{plan}' runs int8 ({describe_engines(d)}): calibrate it with --calib elpv "
+                             "or --calib FOLDER")
+        if a.calib and not int8:
+            raise TlcutError(f"--calib calibrates int8 halves; plan '{plan}' runs none ({describe_engines(d)})")
+        if p.cut is None and not int8:
+            raise TlcutError(f"the plan's best placement is {d.label}, which has no cut to compile; serve and run it "
+                             f"as it is with --plan {plan}")
+        from tlcut.runtime import backends
+
+        jobs = {}  # (precision, backend that builds) -> threads; ONNX-only backends share the plain halves
+        for backend, prec, threads in sides:
+            lib = missing_library(backend)
+            builds = backends.get(backend).builds
+            if lib and builds:
+                raise TlcutError(f"plan '{plan}' runs {backend}, which builds its own files, and this machine lacks "
+                                 f"{lib}: install it, or compile on the machine that runs it")
+            jobs.setdefault((prec, backend if builds else backends.DEFAULT), threads)
+        cuts = [b.cuts[p.cut]] if p.cut is not None else []
+        for (prec, backend), threads in sorted(jobs.items()):
+            written = compile_cuts(b, cuts, tl="on" if p.tl else "off", backend=backend, threads=threads,
+                                   precision=prec, calib=a.calib if prec == "int8" else None,
+                                   calib_method=a.calib_method, calib_count=a.calib_count, batch=a.batch,
+                                   progress=bar("compile", "cut"), say=say)
+            for k, arts in written.items():
+                say(f"[compile] cut {k} ({prec}, {backend}): {', '.join(x.file for x in arts)}")
+        choice = f" --choice {a.choice}" if a.choice is not None else ""
+        say(f"[compile] the plan's choice is {d.label} ({describe_engines(d)}): serve it with `tlcut serve {b.path} "
+            f"--plan {plan}{choice}` and run it with `tlcut run {b.path} --plan {plan}{choice} --edge ...` "
+            f"(that is {placement_flags(p)})")
 
     def run_target(self, a, b):
         from tlcut.toolchain.targets import write_jetson
@@ -190,7 +241,7 @@ as it is."""
                              f"{self.be.flags}")
         if not a.output:
             raise TlcutError(f"--target {a.target} needs -o DIR, the folder to write")
-        chosen = plan_choice(a, b) if a.cut is None else None
+        chosen = plan_choice(self.plan) if a.cut is None else None
         cut = a.cut if a.cut is not None else (chosen.cut if chosen else None)
         if cut is None:
             raise TlcutError(f"--target {a.target} needs the cut the device runs: --cut K (or --plan PLAN)")
@@ -218,19 +269,14 @@ as it is."""
         say(f"[triton] wrote {len(index)} models to {a.output}: `tritonserver --model-repository {a.output}`")
 
 
-def plan_choice(a, bundle):
-    """The placement `tlcut plan -o` chose (--plan), or None; compile builds exactly its halves."""
-    if not a.plan:
+def plan_choice(plan_args):
+    """The placement --plan chose (its best, or --choice N), or None."""
+    d = plan_args.deployment
+    if d is None:
         return None
-    from tlcut.deployment import Plan
-
-    best = Plan.load(a.plan, bundle).best
-    p = best.placement
-    if p.cut is None:
-        raise TlcutError(f"the plan's best placement is {best.label}, which has no cut to compile")
-    if a.tl != "both" and (a.tl == "on") != p.tl:
-        raise TlcutError(f"--tl {a.tl} disagrees with the plan, which chose {p.label}; drop --tl")
-    return p
+    if d.placement.cut is None:
+        raise TlcutError(f"the plan's best placement is {d.label}, which has no cut to compile")
+    return d.placement
 
 
 def placement_flags(p) -> str:
@@ -240,210 +286,4 @@ def placement_flags(p) -> str:
     return f"--cut {cut} --tl {'on' if p.tl else 'off'} --encoding {p.encoding}{q}"
 
 
-class Bench(Verb):
-    """Measure every cut on this machine: head, DeviceTL, serialization, payload, EdgeTL, tail."""
-
-    name = "bench"
-
-    def make_groups(self):
-        self.b, self.be = BundleArgs(), BackendArgs()
-        return [self.b, self.be]
-
-    def add(self, p):
-        p.add_argument("--role", required=True, choices=["device", "edge"], help="which side this machine plays")
-        p.add_argument("-o", "--output", help="profile JSON to write (default: stdout)")
-        p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
-        p.add_argument("--iterations", type=int, default=20, help="timed runs (default 20)")
-        p.add_argument("--check", type=int, default=4, metavar="N",
-                       help="time the real halves of N cuts against the profiled prefix sums (default 4; 0: none)")
-        p.add_argument("--slowdown", type=float, default=1.0, metavar="X",
-                       help="lab: emulate a device X times slower by stretching every compute step (default 1)")
-        p.add_argument("--images", metavar="DIR",
-                       help="images for the input's JPEG size and cost: a folder or 'elpv' (default elpv where installed)")
-        p.add_argument("--jpeg-quality", default="90", metavar="Q[,Q...]",
-                       help="JPEG qualities to offer edge only at (default 90)")
-
-    def run(self, a):
-        from tlcut.toolchain.bench import bench
-
-        try:
-            qualities = [int(q) for q in a.jpeg_quality.split(",") if q.strip()]
-        except ValueError:
-            raise TlcutError(f"--jpeg-quality takes numbers 1..100 separated by commas, got '{a.jpeg_quality}'") from None
-        bad = [q for q in qualities if not 1 <= q <= 100]
-        if bad:
-            raise TlcutError(f"--jpeg-quality must be 1..100, got {bad[0]}")
-
-        if self.be.precision != "float32":
-            raise TlcutError("bench profiles the float32 model; time int8 halves with benchmarks/engines.py")
-        prof = bench(self.b.bundle, role=a.role, warmup=a.warmup, iterations=a.iterations, threads=self.be.threads,
-                     check=a.check, backend=self.be.backend, progress=say, bar=bar,
-                     slowdown=a.slowdown, images=a.images, jpeg_quality=qualities)
-        emit_json(prof, a.output)
-        if a.output and a.output != "-":
-            say(f"[bench] wrote {a.output}")
-
-
-class Plan(Verb):
-    """Rank every placement (each cut with and without the TL, device only, edge only) by predicted latency."""
-
-    name = "plan"
-
-    def make_groups(self):
-        self.net = NetworkArgs()
-        return [self.net]
-
-    def add(self, p):
-        p.add_argument("--device", required=True, metavar="PROFILE", help="profile JSON from `tlcut bench --role device`")
-        p.add_argument("--edge", required=True, metavar="[NAME=]PROFILE", action="append",
-                       help="profile JSON from `tlcut bench --role edge`; with --cloud, repeatable: candidate edge hosts")
-        t = p.add_argument_group("three tiers (device | edge | cloud), Scission's ranking")
-        t.add_argument("--cloud", metavar="[NAME=]PROFILE", action="append",
-                       help="a cloud host's profile (`tlcut bench --role edge` on it); repeatable. Plans every pair of "
-                            "cuts; hops come from --network (device->edge, edge->cloud rows, by host name)")
-        t.add_argument("--must", metavar="CUT=TIER", action="append", default=[],
-                       help="cut (index or layer) that must run on device, edge or cloud; repeatable")
-        t.add_argument("--must-not", metavar="CUT=TIER", action="append", default=[],
-                       help="cut that must not run on that tier; repeatable")
-        t.add_argument("--tier-upload", metavar="TIER=BYTES", action="append", default=[],
-                       help="most bytes a tier may send on per request; repeatable")
-        t.add_argument("--tier-time", metavar="TIER=MS|PCT%", action="append", default=[],
-                       help="most compute time on a tier, in ms or percent of the total; repeatable")
-        g = p.add_argument_group("constraints")
-        g.add_argument("--min-cut", type=int, default=None, metavar="K",
-                       help="earliest cut allowed (privacy: nothing earlier leaves the device)")
-        g.add_argument("--max-device-ms", type=float, default=None, help="most device compute time allowed")
-        g.add_argument("--max-upload-bytes", type=int, default=None, help="most bytes allowed on the uplink per request")
-        g.add_argument("--tl", default="both", choices=TL_CHOICES, help="rank cuts with the TL, without, or both")
-        g.add_argument("--max-accuracy-drop", type=float, metavar="PTS",
-                       help="most accuracy lost against device only, in points, as `tlcut eval` measured it on the test "
-                            "split (read from --accuracy); placements never measured are excluded, lossless ones kept")
-        p.add_argument("--accuracy", metavar="BUNDLE", help="the bundle whose recorded `tlcut eval` accuracies to use")
-        g.add_argument("--max-latency-ms", type=float, help="most latency one frame may take (with --objective throughput)")
-        tg = p.add_argument_group("tiles at the edge (`tlcut tiles`)")
-        tg.add_argument("--tiles", metavar="DIR", action="append", default=[],
-                        help="a tiles folder: rank, beside each placement that sends its start, the same placement "
-                             "with the segment run as bands on its nodes (weights: speed against the benched edge); "
-                             "repeatable")
-        tg.add_argument("--tiles-link", metavar="MBPS,MS",
-                        help="the link from the edge to its nodes (default: not counted, nodes on the edge's host)")
-        p.add_argument("--objective", default="latency", choices=["latency", "throughput"],
-                       help="rank by one frame's latency, or by frames per second with frames pipelined "
-                            "(`tlcut run --inflight`): 1 / the slowest stage (default latency)")
-        p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
-        p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
-        p.add_argument("-o", "--output", help="write the plan JSON here")
-        p.add_argument("--plot", metavar="PNG", help="write predicted latency per cut, stacked by component")
-
-    def run(self, a):
-        from tlcut.toolchain import plan as planmod
-        from tlcut.toolchain import plan_report
-
-        dev = planmod.load_profile(a.device, "device")
-        if a.cloud:
-            return self.three_tiers(a, planmod, dev)
-        if len(a.edge) > 1:
-            raise TlcutError("several --edge profiles are candidate hosts of a three-tier plan; add --cloud, or give one")
-        edge = planmod.load_profile(a.edge[0].split("=", 1)[-1], "edge")
-        cons = planmod.Constraints(min_cut=a.min_cut, max_device_ms=a.max_device_ms,
-                                   max_upload_bytes=a.max_upload_bytes, tl=a.tl, max_accuracy_drop=a.max_accuracy_drop,
-                                   max_latency_ms=a.max_latency_ms)
-        accuracy = None
-        if a.accuracy:
-            from tlcut.bundle import Bundle
-
-            b = Bundle.open(a.accuracy)
-            if b.model_sha256 != dev["model_sha256"]:
-                raise TlcutError(f"bundle '{a.accuracy}' holds another model than the profiles; give the bundle they were benched from")
-            accuracy = {**b.accuracy, "_source": str(b.path)}
-        tiles, link = [], None
-        if a.tiles or a.tiles_link:
-            from tlcut.tiles_folder import read_tiles
-
-            if not a.tiles:
-                raise TlcutError("--tiles-link belongs to --tiles DIR")
-            tiles = [{**read_tiles(d), "_path": d} for d in a.tiles]
-            if a.tiles_link:
-                try:
-                    mbps, ms = (float(v) for v in a.tiles_link.split(","))
-                except ValueError:
-                    raise TlcutError(f"--tiles-link '{a.tiles_link}' is not MBPS,MS like 1000,0.2") from None
-                if mbps <= 0 or ms < 0:
-                    raise TlcutError(f"--tiles-link needs a bandwidth > 0 and a latency >= 0, got '{a.tiles_link}'")
-                link = planmod.Network(up_mbps=mbps, rtt_ms=ms, down_mbps=mbps, source="--tiles-link")
-        result = planmod.plan(dev, edge, self.net.network, cons, accuracy, objective=a.objective, tiles=tiles,
-                              tiles_link=link)
-        if a.plot:
-            plan_report.plot(result, a.plot)
-            say(f"[plan] wrote {a.plot}")
-        if a.output and a.output != "-":
-            result.save(a.output)
-        elif a.json:
-            emit_json(result.to_json())
-        if not a.json:
-            print(plan_report.format_table(result, top=a.top))
-
-    def three_tiers(self, a, planmod, dev):
-        from tlcut.toolchain import plan_report, plan_tiers
-
-        if not a.network:
-            raise TlcutError("a three-tier plan needs --network CSV with a device->edge and an edge->cloud row per host")
-
-        def named(specs, default):
-            out = []
-            for spec in specs:
-                name, _, path = spec.rpartition("=")
-                out.append((name or (default if len(specs) == 1 else Path(path).stem), planmod.load_profile(path, "edge")))
-            return out
-
-        def pairs(specs, what, conv):
-            out = {}
-            for spec in specs:
-                k, sep, v = spec.partition("=")
-                if not sep:
-                    raise TlcutError(f"{what} takes KEY=VALUE, got '{spec}'")
-                out[k.strip()] = conv(v.strip())
-            return out
-
-        cut_index = {c["layer"]: c["index"] for c in dev["cuts"]}
-
-        def cut(ref):
-            if ref.isdigit():
-                return int(ref)
-            if ref not in cut_index:
-                raise TlcutError(f"cut '{ref}' is neither an index nor a layer of the profiled model")
-            return cut_index[ref]
-
-        must = {cut(k): v for k, v in pairs(a.must, "--must", str).items()}
-        must_not: dict = {}
-        for k, v in pairs(a.must_not, "--must-not", str).items():
-            must_not.setdefault(cut(k), []).append(v)
-        times = pairs(a.tier_time, "--tier-time", str)
-        try:
-            upload = pairs(a.tier_upload, "--tier-upload", int)
-            ms = {t: float(v) for t, v in times.items() if not v.endswith("%")}
-            pct = {t: float(v[:-1]) for t, v in times.items() if v.endswith("%")}
-        except ValueError:
-            raise TlcutError("--tier-upload takes TIER=BYTES and --tier-time TIER=MS or TIER=PCT%") from None
-        for t in [*upload, *times]:
-            if t not in plan_tiers.TIERS:
-                raise TlcutError(f"unknown tier '{t}'; use device, edge or cloud")
-        rows = planmod.read_network_csv(a.network)
-        hops = {}
-        for (src, dst), (ping, bw) in rows.items():
-            back = rows.get((dst, src))
-            hops[(src, dst)] = planmod.Network(up_mbps=bw, rtt_ms=ping, down_mbps=back[1] if back else 10 * bw,
-                                               source=a.network)
-        cons = plan_tiers.TierConstraints(must=must, must_not=must_not, max_upload_bytes=upload, max_time_ms=ms,
-                                          max_time_pct=pct)
-        result = plan_tiers.plan_tiers((a.device_name, dev), named(a.edge, a.edge_name), named(a.cloud, "cloud"), hops,
-                                       cons, tl=a.tl, top=max(a.top, 50))
-        if a.output and a.output != "-":
-            result.save(a.output)
-        elif a.json:
-            emit_json(result.to_json())
-        if not a.json:
-            print(plan_report.format_tiers(result, top=a.top))
-
-
-VERBS = [Export, Cuts, Compile, Bench, Plan]
+VERBS = [Export, Cuts, Compile]

@@ -7,6 +7,7 @@ import sys
 
 from tlcut.cli import Verb, emit_json, say
 from tlcut.cli.args import BackendArgs, BundleArgs, LinkArgs, PlacementArgs, SecurityArgs, ServedCutsArgs
+from tlcut.cli.from_plan import PlanArgs, track
 from tlcut.errors import TlcutError
 from tlcut.placement import CUT_ENCODINGS
 
@@ -17,10 +18,12 @@ class Serve(Verb):
     name = "serve"
 
     def make_groups(self):
-        self.b, self.cuts, self.sec, self.be = BundleArgs(), ServedCutsArgs(), SecurityArgs("edge"), BackendArgs()
-        return [self.b, self.cuts, self.sec, self.be]
+        self.b, self.cuts, self.sec, self.be = BundleArgs(), ServedCutsArgs(required=False), SecurityArgs("edge"), BackendArgs()
+        self.plan = PlanArgs(self.b, "edge")
+        return [self.b, self.plan, self.cuts, self.sec, self.be]
 
     def add(self, p):
+        track(p)
         p.add_argument("--bind", default="tcp://*:5555", help="ZeroMQ endpoint to listen on (default tcp://*:5555)")
         p.add_argument("--max-message-mb", type=int, default=256, help="largest request accepted, MiB (default 256)")
         p.add_argument("--max-requests", type=int, default=None, help="stop after this many messages (default: never)")
@@ -58,7 +61,7 @@ class Serve(Verb):
 
     def forward(self, a):
         """The Forward of --forward, checked before anything loads."""
-        from tlcut.runtime.security import ClientCurve, require_policy
+        from tlcut.runtime.security import ClientCurve, check_scheme, require_policy
         from tlcut.runtime.forward import Forward
 
         given = [f for f, v in (("--to", a.to), ("--forward-key", a.forward_key),
@@ -74,6 +77,7 @@ class Serve(Verb):
         if a.forward_timeout <= 0:
             raise TlcutError(f"--forward-timeout must be positive, got {a.forward_timeout}")
         curve = ClientCurve.from_files(a.forward_key, a.forward_server_key) if a.forward_key else None
+        check_scheme(a.forward)  # a missing tcp:// is not a plain-TCP risk
         try:
             require_policy(a.forward, curve, a.forward_insecure, "device")
         except TlcutError:  # the same rule as a device's, with this link's own flags
@@ -126,6 +130,9 @@ class Serve(Verb):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                             stream=sys.stderr)
         self.sec.check(a.bind)  # before the halves load, not after
+        if not self.cuts.cuts:
+            raise TlcutError("name the cut(s) to serve with --cut K (or --cut input for the whole model), "
+                             "or give --plan PLAN")
         forward = self.forward(a)
         tiles, band = self.tiles(a)
         edge = Edge(self.b.bundle, self.cuts.cuts, tl=self.cuts.tl, backend=self.be.backend, threads=self.be.threads,
@@ -139,17 +146,23 @@ class Serve(Verb):
 
 
 class Run(Verb):
-    """The device: run the head, send what crosses the cut to the edge, report per-request latency."""
+    """The device: run the head, send what crosses the cut to the edge, report per-request latency.
+
+Exit status: 0 when the edge answered (requests that fell back are counted on stderr), 2 for a
+mistake in the command, 3 when no request reached the edge: each ran on the device by the
+fallback, so the timings are not the placement's."""
 
     name = "run"
 
     def make_groups(self):
         self.b = BundleArgs()
+        self.plan = PlanArgs(self.b, "device")
         self.pl = PlacementArgs(self.b, required=False)
         self.link, self.sec, self.be = LinkArgs(), SecurityArgs("device"), BackendArgs()
-        return [self.b, self.pl, self.link, self.sec, self.be]
+        return [self.b, self.plan, self.pl, self.link, self.sec, self.be]
 
     def add(self, p):
+        track(p)
         p.add_argument("--images", metavar="DIR", help="folder of images to send, or 'elpv' for the embedded solar-cell images (default: random tensors; a JPEG of noise is far larger than of a photo)")
         p.add_argument("--requests", type=int, default=30, help="timed requests (default 30)")
         p.add_argument("--warmup", type=int, default=3, help="untimed requests first (default 3)")
@@ -213,8 +226,10 @@ class Run(Verb):
             summary["counts"] = dev.report()
         result = {"placement": pl.to_json() if pl else "adaptive", "inflight": a.inflight, "edge": self.link.edge,
                   "backend": self.be.name,
-                  "precision": self.be.precision, "slowdown": a.slowdown, "summary": summary,
-                  "requests": records}
+                  "precision": self.be.precision, "threads": self.be.threads, "slowdown": a.slowdown,
+                  "summary": summary, "requests": records}
+        if self.plan.deployment is not None:
+            result["plan"] = self.plan.record()
         if a.output:
             emit_json(result, a.output)
         if a.timeline:
@@ -230,6 +245,10 @@ class Run(Verb):
             print(rt.format_summary(pl.label if pl else "adaptive", summary))
             for sw in summary["counts"].get("switches", []):
                 print(f"  request {sw['at']}: {sw['old']} -> {sw['new']} ({sw['reason']})")
+        code, verdict = rt.edge_verdict(summary["counts"], self.link.edge)
+        if verdict:
+            say(verdict)
+        return code
 
 
 def adaptive_device(b, a, start, edge, kw):

@@ -13,6 +13,8 @@ runtime/protocol.py answers it as ERROR wrong tensor with the same message.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: What an encoding may carry: the model input (the edge runs everything), or a cut's tensor.
@@ -58,6 +60,13 @@ class Encoding:
     def misfit(self, wire: np.ndarray, why: str = "") -> WireError:
         return WireError(f"encoding {self.code} does not fit a {wire.dtype} payload{why}")
 
+    def check_scale(self, wire: np.ndarray, scale: float) -> None:
+        """An affine scale must be finite and > 0: inf or NaN would restore to non-finite values."""
+        if not math.isfinite(scale):
+            raise self.misfit(wire, f" with scale {scale} (not finite)")
+        if not scale > 0:
+            raise self.misfit(wire, " with scale <= 0")
+
 
 def elements(shape) -> int:
     n = 1
@@ -85,7 +94,7 @@ def image_layout(shape) -> str | None:
 
 
 class Affine(Encoding):
-    """q of ``wire_dtype``, dims the tensor's, with scale > 0 and the zero point in the header:
+    """q of ``wire_dtype``, dims the tensor's, with a finite scale > 0 and the zero point in the header:
     x = (q - zero_point) * scale."""
 
     wire_dtype: type
@@ -93,8 +102,7 @@ class Affine(Encoding):
     def restore(self, wire, scale, zero_point, served_shape=None):
         if wire.dtype != self.wire_dtype:
             raise self.misfit(wire)
-        if not scale > 0:
-            raise self.misfit(wire, " with scale <= 0")
+        self.check_scale(wire, scale)
         return affine(wire, scale, zero_point)
 
     def wire_bytes(self, shape, dtype):

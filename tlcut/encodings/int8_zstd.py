@@ -45,14 +45,13 @@ class ZstdFrame(Encoding):
         return np.frombuffer(_zstd().ZstdCompressor(level=LEVEL, write_content_size=True).compress(content), np.uint8)
 
     def restore(self, wire, scale, zero_point, served_shape=None):
-        """Checked in this order: dtype uint8, rank 1, scale > 0; the served shape is fixed; the
+        """Checked in this order: dtype uint8, rank 1, a finite scale > 0; the served shape is fixed; the
         frame declares exactly the content that shape takes; it decompresses to that and no more."""
         if wire.dtype != np.uint8:
             raise self.misfit(wire)
         if wire.ndim != 1:
             raise self.misfit(wire, f" with dims {list(wire.shape)}; a zstd frame is sent as dims [payload_len]")
-        if not scale > 0:
-            raise self.misfit(wire, " with scale <= 0")
+        self.check_scale(wire, scale)
         shape = _fixed(served_shape, self.name)
         content = decompress(wire, self.content_bytes(elements(shape)))
         return affine(self.values(content, shape), scale, zero_point)

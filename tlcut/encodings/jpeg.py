@@ -41,8 +41,7 @@ class Jpeg(Pixels):
             raise self.misfit(wire)
         if wire.ndim != 1:
             raise self.misfit(wire, f" with dims {list(wire.shape)}; a JPEG is sent as dims [payload_len]")
-        if not scale > 0:
-            raise self.misfit(wire, " with scale <= 0")
+        self.check_scale(wire, scale)
         layout = image_layout(served_shape) if served_shape is not None else None
         if layout is None:
             raise WireError(f"jpeg does not fit this input {list(served_shape or [])}: it takes a "

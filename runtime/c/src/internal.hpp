@@ -33,6 +33,9 @@ ZapDecision zap_decide(const std::vector<std::string> &request, const std::set<s
 // Whether a ZeroMQ endpoint stays on this machine: ipc://, inproc://, tcp://127.x.x.x,
 // tcp://localhost and tcp://[::1] (the rule of runtime/security.py is_loopback).
 bool is_loopback(const std::string &endpoint);
+// Why plain TCP on ``endpoint`` is refused, naming the loopback endpoint to try it on one machine;
+// for an endpoint without a transport (no "://"), that (the messages of runtime/security.py).
+std::string plain_tcp_refusal(const std::string &endpoint);
 
 // The last accepted request id of up to ``capacity`` connections; past that the one that sent
 // least recently is forgotten (as the Python edge's OrderedDict).

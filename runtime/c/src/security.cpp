@@ -52,6 +52,20 @@ bool is_loopback(const std::string &ep) {
     return ends_host(i);
 }
 
+std::string plain_tcp_refusal(const std::string &ep) {
+    if (ep.find("://") == std::string::npos) {  // not a plain-TCP risk: a missing transport (as Python says)
+        bool port_only = !ep.empty() && ep.find_first_not_of("0123456789") == std::string::npos;
+        return "'" + ep + "' names no transport: write tcp://" + (port_only ? "127.0.0.1:" : "") + ep + " (or ipc://PATH)";
+    }
+    size_t colon = ep.rfind(':');
+    std::string port = colon == std::string::npos ? "" : ep.substr(colon + 1);
+    bool digits = !port.empty() && port.find_first_not_of("0123456789") == std::string::npos;
+    return "refusing plain TCP on " + ep + ": features of product images would cross unencrypted; to try it on this "
+           "machine, listen on loopback: --bind tcp://127.0.0.1:" + (digits ? port : std::string("5555")) +
+           "; for a real link give --key edge.key_secret --allow DIR (tlc_edge_set_curve; make keys with `tlcut keys`), "
+           "or --insecure for a lab link (tlc_edge_set_insecure)";
+}
+
 bool ReplayTable::accept(const std::string &peer, uint64_t rid, uint64_t *last) {
     auto it = index_.find(peer);
     if (it != index_.end()) {

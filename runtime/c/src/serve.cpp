@@ -29,8 +29,7 @@ extern "C" int tlc_edge_serve(tlc_edge *e, const char *endpoint, volatile int *s
     const std::string ep = endpoint;
     bool local = tlc::is_loopback(ep);
     if (!e->curve && !local && !e->insecure)
-        return fail(e, TLC_E_INSECURE, "refusing plain TCP on " + ep + ": features of product images would cross unencrypted; "
-                                       "give --key/--allow (tlc_edge_set_curve), or --insecure for a lab link (tlc_edge_set_insecure)");
+        return fail(e, TLC_E_INSECURE, tlc::plain_tcp_refusal(ep));
     if (!e->curve && !local) tlc::emit(e, "plain TCP on " + ep + ": the link is neither encrypted nor authenticated (--insecure)");
     void *ctx = zmq_ctx_new();
     if (!ctx) return fail(e, TLC_E_TRANSPORT, std::string("cannot make a ZeroMQ context: ") + zmq_strerror(zmq_errno()));

@@ -56,7 +56,7 @@ bool decode_int4_zstd(const Wire &w, Scratch &s, Tensor &out, std::string &err);
 
 // The zstd decoder libtlcut was built with (encodings 5 and 6), e.g. "libzstd 1.5.4", or "" for none.
 const char *zstd_decoder();
-// What the zstd encodings share (zstd.cpp): the header (dtype uint8, rank 1, scale > 0), the served
+// What the zstd encodings share (zstd.cpp): the header (dtype uint8, rank 1, a finite scale > 0), the served
 // input's element count in ``n``, and one zstd frame of exactly ``content_bytes(n)`` bytes,
 // decompressed into s.pixels; false and the ERROR wrong-tensor message otherwise.
 bool zstd_content(const Wire &w, const char *name, size_t (*content_bytes)(size_t), Scratch &s, size_t &n,
@@ -73,6 +73,10 @@ bool decode(const Wire &w, Scratch &s, Tensor &out, std::string &err);
 // "encoding E does not fit a DTYPE payload" + ``why``: the message of every encoding's refusal.
 std::string misfit(const tlc_header &h, const std::string &why = "");
 
+// An affine scale is finite and > 0 (inf or NaN would restore to non-finite values); else the
+// misfit message in ``err``, as the Python edge words it.
+bool scale_ok(const tlc_header &h, std::string &err);
+
 // The affine encodings (int8, uint8): a payload of ``dtype`` (integers of type Q) with scale > 0,
 // restored to float32 x = (q - zero_point) x scale in s.f32.
 template <typename Q>
@@ -81,10 +85,7 @@ bool decode_affine(const Wire &w, int dtype, Scratch &s, Tensor &out, std::strin
         err = misfit(w.h);
         return false;
     }
-    if (!(w.h.scale > 0)) {  // NaN too
-        err = misfit(w.h, " with scale <= 0");
-        return false;
-    }
+    if (!scale_ok(w.h, err)) return false;
     const Q *q = static_cast<const Q *>(w.payload);
     s.f32.resize(w.count);
     for (size_t i = 0; i < w.count; i++) s.f32[i] = (float(q[i]) - float(w.h.zero_point)) * w.h.scale;

@@ -4,6 +4,8 @@
 
 #include "internal.hpp"
 
+#include <cmath>
+
 namespace tlc {
 
 namespace {
@@ -31,6 +33,19 @@ const Encoding *encodings(size_t *count) {
 
 std::string misfit(const tlc_header &h, const std::string &why) {
     return "encoding " + std::to_string(h.encoding) + " does not fit a " + dtype_name(h.dtype) + " payload" + why;
+}
+
+bool scale_ok(const tlc_header &h, std::string &err) {
+    if (std::isnan(h.scale) || std::isinf(h.scale)) {  // NaN compares false either way: test it first
+        err = misfit(h, std::string(" with scale ") + (std::isnan(h.scale) ? "nan" : h.scale > 0 ? "inf" : "-inf") +
+                            " (not finite)");
+        return false;
+    }
+    if (!(h.scale > 0)) {
+        err = misfit(h, " with scale <= 0");
+        return false;
+    }
+    return true;
 }
 
 bool decode(const Wire &w, Scratch &s, Tensor &out, std::string &err) {

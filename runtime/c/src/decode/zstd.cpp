@@ -93,10 +93,7 @@ bool zstd_content(const Wire &w, const char *name, size_t (*content_bytes)(size_
         err = misfit(h, " with dims " + dims_str(dims) + "; a zstd frame is sent as dims [payload_len]");
         return false;
     }
-    if (!(h.scale > 0)) {  // NaN too
-        err = misfit(h, " with scale <= 0");
-        return false;
-    }
+    if (!scale_ok(h, err)) return false;
     n = w.served.empty() ? 0 : 1;
     for (int64_t d : w.served) {
         if (d < 1 || size_t(d) > std::numeric_limits<size_t>::max() / n) {
