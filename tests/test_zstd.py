@@ -153,8 +153,11 @@ def test_wire_sizes_records_measured_bytes_per_cut():
     import behaviour
 
     b = Bundle.open(behaviour.ROOT / "runtime/c/tests/data/bundle")
-    rows = [{"index": c.index, "encodings": {"int8+zstd": {"bytes": -1}, "int8": {"bytes": 7}}} for c in b.cuts]
-    wire_sizes.record(b, rows, images="", count=3, progress=lambda *_: None)
+    same = {"int8+zstd": {"bytes": -1}, "int8": {"bytes": 7}}  # bench shares one dict between cuts of a shape
+    rows = [{"index": c.index, "encodings": same, **({"encodings_tl": same} if c.tl else {})} for c in b.cuts]
+    shared = {}
+    wire_sizes.record(b, rows, images="", count=3, progress=lambda *_: None, shared=shared)
+    assert same == {"int8+zstd": {"bytes": -1}, "int8": {"bytes": 7}} and "wire_sizes" in shared
     assert wire_sizes.measured_encodings() == ["int8+zstd", "int4+zstd"]
     for r, c in zip(rows, b.cuts):
         for name in wire_sizes.measured_encodings():
@@ -164,3 +167,6 @@ def test_wire_sizes_records_measured_bytes_per_cut():
             assert got["serialize"]["n"] == got["deserialize"]["n"] == 3
             assert (name in r.get("encodings_tl", {})) == bool(c.tl)
         assert r["encodings"]["int8"] == {"bytes": 7}  # a fixed-size encoding is bench's own
+    again = [{"index": r["index"], "encodings": {}} for r in rows]
+    wire_sizes.record(b, again, shared=shared, progress=lambda *_: 1 / 0)  # measured once: nothing runs
+    assert [r["encodings"] for r in again] == [{k: r["encodings"][k] for k in wire_sizes.measured_encodings()} for r in rows]

@@ -31,14 +31,21 @@ def measured_encodings(applies_to: str = encodings.CUT) -> list[str]:
 
 
 def record(bundle: Bundle, rows: list[dict], images: str | None = None, *, count: int = COUNT,
-           threads: int | None = None, progress=print) -> None:
+           threads: int | None = None, progress=print, shared: dict | None = None) -> None:
     """bench's hook: in each profile row (a cut), replace ``encodings[name]`` (and ``encodings_tl``)
-    of every measured encoding with what ``cut_sizes`` measured on real images."""
-    sizes = cut_sizes(bundle, [bundle.cuts[r["index"]] for r in rows], images, count=count, threads=threads,
-                      progress=progress)
+    of every measured encoding with what ``cut_sizes`` measured on real images. ``shared``, a dict
+    kept across one bench's precisions, measures them once (the float32 model's tensors)."""
+    if shared is not None and "wire_sizes" in shared:
+        sizes = shared["wire_sizes"]
+    else:
+        sizes = cut_sizes(bundle, [bundle.cuts[r["index"]] for r in rows], images, count=count, threads=threads,
+                          progress=progress)
+        if shared is not None:
+            shared["wire_sizes"] = sizes
     for r in rows:
         for key, got in sizes.get(r["index"], {}).items():
-            r.setdefault(key, {}).update(got)
+            if key == "encodings" or key in r:  # a row without the TL's entries stays without
+                r[key] = {**r.get(key, {}), **got}  # a new dict: bench shares one between cuts of a shape
 
 
 def cut_sizes(bundle: Bundle, cuts: list[Cut], images: str | None = None, *, count: int = COUNT,
