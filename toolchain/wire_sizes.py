@@ -42,10 +42,15 @@ def record(bundle: Bundle, rows: list[dict], images: str | None = None, *, count
                           progress=progress)
         if shared is not None:
             shared["wire_sizes"] = sizes
+    merged = shared.setdefault("wire_sizes_rows", {}) if shared is not None else {}
     for r in rows:
         for key, got in sizes.get(r["index"], {}).items():
             if key == "encodings" or key in r:  # a row without the TL's entries stays without
-                r[key] = {**r.get(key, {}), **got}  # a new dict: bench shares one between cuts of a shape
+                # a new dict per cut (bench shares one between cuts of a shape), the same one for each precision
+                k = (r["index"], key)
+                if k not in merged:
+                    merged[k] = {**r.get(key, {}), **got}
+                r[key] = merged[k]
 
 
 def cut_sizes(bundle: Bundle, cuts: list[Cut], images: str | None = None, *, count: int = COUNT,
