@@ -102,7 +102,7 @@ def encoding_times(shape, dtype: str, iterations: int) -> dict:
 
         def de():
             h, w = protocol.decode(frames)
-            return protocol.restore(h, w)
+            return protocol.restore(h, w, shape)
 
         out[enc] = {"serialize": stats(time_call(ser, iterations)), "deserialize": stats(time_call(de, iterations)),
                     "bytes": len(frames[1])}
