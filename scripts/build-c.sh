@@ -43,6 +43,8 @@ command -v pkg-config >/dev/null || pkgs="$pkgs pkg-config"
 [ -f /usr/include/nlohmann/json.hpp ] || pkgs="$pkgs nlohmann-json3-dev"
 # JPEG requests (encoding 4); optional: without it the edge refuses them with ERROR 5
 [ -f /usr/include/turbojpeg.h ] || [ $root = 0 ] || pkgs="$pkgs libturbojpeg0-dev"
+# int8+zstd requests (encoding 5); optional likewise: without it the edge refuses them with ERROR 5
+[ -f /usr/include/zstd.h ] || [ $root = 0 ] || pkgs="$pkgs libzstd-dev"
 if [ ! -f /usr/include/opencv4/opencv2/dnn.hpp ] && { [ "$engine" = opencv ] || [ $root = 1 ]; }; then
   pkgs="$pkgs libopencv-dnn-dev"
 fi

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from tlcut import encodings
 from tlcut.bundle import Bundle
 from tlcut.encodings.jpeg import decode_jpeg, encode_jpeg
 from tlcut.runtime import protocol as P
@@ -42,6 +43,38 @@ def _sof_size(jpg: np.ndarray, h: int, w: int) -> np.ndarray:
     i = b.index(b"\xff\xc0")
     b[i + 5:i + 9] = h.to_bytes(2, "big") + w.to_bytes(2, "big")
     return np.frombuffer(bytes(b), np.uint8)
+
+
+def _zstd_refusals(q: bytes) -> list[tuple[str, bytes]]:
+    """(what, payload) for int8+zstd payloads an edge must refuse; ``q`` is the served tensor's int8
+    bytes. Each costs the edge at most the served tensor's size to find out."""
+    import zstandard
+
+    def z(data: bytes, **kw) -> bytes:
+        return zstandard.ZstdCompressor(level=1, **kw).compress(data)
+
+    def declaring(frame: bytes, size: int) -> bytes:
+        """``frame`` (single segment, 1-byte content size field) with its header declaring ``size`` bytes."""
+        assert frame[4] & 0xE0 == 0x20 and size < 256 and zstandard.frame_content_size(frame) < 256
+        return frame[:5] + bytes([size]) + frame[6:]
+
+    good = z(q)
+    n = len(q)
+    body = bytearray(good)
+    body[6:] = bytes(b ^ 0x5A for b in body[6:])
+    longer = (q * 2)[:n + 20]
+    return [
+        ("corrupt (its header right, its blocks scrambled)", bytes(body)),
+        ("truncated (last 4 bytes cut)", good[:-4]),
+        ("not a zstd frame", b"not a zstd frame at all " * 4),
+        ("whose header declares one byte fewer than the tensor served", z(q[:-1])),
+        ("whose header declares one byte more than the tensor served", z(q + b"\0")),
+        ("that declares the served size but holds 20 bytes more (decompression bounded)", declaring(z(longer), n)),
+        ("that declares the served size but holds 20 bytes fewer", declaring(z(q[:-20]), n)),
+        ("bomb: 64 MiB of zeros in a few KB (refused from its header)", z(bytes(64 << 20))),
+        ("bomb: 64 MiB of zeros, content size not declared", z(bytes(64 << 20), write_content_size=False)),
+        ("with bytes after the frame", good + b"\0\0"),
+    ]
 
 
 def main():
@@ -98,6 +131,18 @@ def main():
     row("whole model, jpeg encoding (7x7 RGB, quality 90)",
         request(jpg, 17, P.INPUT_CUT, encoding=P.ENC_JPEG, scale=s255, zero_point=2),
         result(17, P.INPUT_CUT, run("model", None, False, np.ascontiguousarray(xj.transpose(2, 0, 1)[None]))), needs="jpeg")
+
+    # int8+zstd: int8 as above, then one zstd frame that declares its content size (the edge checks it first)
+    enc_z = P.ENCODINGS["int8+zstd"]
+    zq, _, zscale, zzp = P.encode(mid, "int8+zstd")
+    row("cut 1, int8+zstd encoding", request(zq, 18, 1, encoding=enc_z, scale=zscale, zero_point=zzp),
+        result(18, 1, run("tail", 1, False, restored), atol=1e-4), needs="zstd")
+    # int4+zstd: 16 levels, two a byte, in one zstd frame; the values as the edge restores them
+    enc_4 = P.ENCODINGS["int4+zstd"]
+    q4, _, s4, zp4 = P.encode(mid, "int4+zstd")
+    row("cut 1, int4+zstd encoding", request(q4, 19, 1, encoding=enc_4, scale=s4, zero_point=zp4),
+        result(19, 1, run("tail", 1, False, encodings.get("int4+zstd").restore(q4, s4, zp4, mid.shape)), atol=1e-4),
+        needs="zstd")
 
     # -- framing: answered with an error, ids echoed where the header parsed ----------------------
     good = P.tensor_frames(P.REQUEST, mid, 20, 1)
@@ -184,6 +229,18 @@ def main():
     for i, bad in enumerate((float("inf"), float("nan"))):
         row(f"jpeg with scale {bad}", request(jpg, 57 + i, P.INPUT_CUT, encoding=P.ENC_JPEG, scale=bad),
             error(P.E_WRONG_TENSOR, 57 + i), needs="jpeg")
+    zbad = _zstd_refusals(q.tobytes())  # refused by an edge built without zstd too, so run on every edge
+    for i, (what, frame) in enumerate(zbad):
+        row(f"int8+zstd {what}", request(np.frombuffer(frame, np.uint8), 60 + i, 1, encoding=enc_z, scale=zscale,
+                                         zero_point=zzp), error(P.E_WRONG_TENSOR, 60 + i, 1))
+    row("int8+zstd with rank-2 dims [1, len]", request(zq.reshape(1, -1), 60 + len(zbad), 1, encoding=enc_z, scale=zscale),
+        error(P.E_WRONG_TENSOR, 60 + len(zbad), 1))
+    row("int8+zstd with scale 0", request(zq, 61 + len(zbad), 1, encoding=enc_z, scale=0.0),
+        error(P.E_WRONG_TENSOR, 61 + len(zbad), 1))
+    row("int4+zstd whose frame holds int8's byte count (one value a byte)",
+        request(zq, 62 + len(zbad), 1, encoding=enc_4, scale=zscale, zero_point=zzp), error(P.E_WRONG_TENSOR, 62 + len(zbad), 1))
+    row("int8+zstd with scale inf", request(zq, 63 + len(zbad), 1, encoding=enc_z, scale=float("inf"), zero_point=zzp),
+        error(P.E_WRONG_TENSOR, 63 + len(zbad), 1))
 
     # -- replay refusal: per connection, ids must grow ----------------------------------------------
     row("replay: first id on a connection", request(mid, 100, 1), result(100, 1, run("tail", 1, False, mid)), peer="r")

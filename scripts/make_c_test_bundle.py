@@ -209,9 +209,9 @@ def main():
     seed("cut0", P.tensor_frames(P.REQUEST, np.maximum(mid, 0.5), 3, 0))
     seed("cut1-tl", P.tensor_frames(P.REQUEST, p, 4, 1, P.FLAG_TL))
     seed("input", P.tensor_frames(P.REQUEST, x, 5))
-    for enc in ("float16", "int8"):
+    for enc in ("float16", "int8", "int8+zstd", "int4+zstd"):
         wire, code, scale, zp = P.encode(mid, enc)
-        seed(f"cut1-{enc}", P.tensor_frames(P.REQUEST, wire, 6, 1, encoding=code, scale=scale, zero_point=zp))
+        seed(f"cut1-{enc.replace('+', '-')}", P.tensor_frames(P.REQUEST, wire, 6, 1, encoding=code, scale=scale, zero_point=zp))
     seed("ping", [P.Header(type=P.PING, request_id=7).pack(), b""])
     seed("no-tensor", [P.Header(type=P.REQUEST, request_id=8, cut_id=1).pack(), b""])
     pixel_seeds()

@@ -384,8 +384,8 @@ def test_every_row_of_the_behaviour_table(engine):
     serve = behaviour.VECTORS["serve"]
     c_edge = CEdge(behaviour.ROOT / behaviour.VECTORS["bundle"], serve["cuts"],
                    extra=["--tl", serve["tl"], "--max-message-mb", str(serve["max_message_mb"])], daemon=DAEMONS[engine])
-    # an edge built without libturbojpeg refuses every JPEG (README): only then are the jpeg rows skipped
-    skip = () if _has_jpeg(DAEMONS[engine]) else ("jpeg",)
+    # an edge built without libturbojpeg (libzstd) refuses every JPEG (int8+zstd request): only then are those rows skipped
+    skip = tuple(k for k, has in (("jpeg", _has_jpeg(DAEMONS[engine])), ("zstd", _has_zstd(DAEMONS[engine]))) if not has)
     try:
         results = behaviour.run_rows(c_edge.ep, skip=skip)
     finally:
@@ -394,15 +394,22 @@ def test_every_row_of_the_behaviour_table(engine):
     failed = [(name, why) for name, why in results if why]
     assert not failed, "\n".join(f"{n}: {w}" for n, w in failed)
     if skip:
-        n = sum(r.get("needs") == "jpeg" for r in behaviour.VECTORS["rows"])
-        pytest.skip(f"every other row passed; {n} jpeg rows not run: this tlcut-edged was built without libturbojpeg "
-                    "(install libturbojpeg0-dev and rebuild)")
+        n = sum(r.get("needs") in skip for r in behaviour.VECTORS["rows"])
+        lib = {"jpeg": ("libturbojpeg", "libturbojpeg0-dev"), "zstd": ("libzstd", "libzstd-dev")}
+        pytest.skip(f"every other row passed; {n} {'/'.join(skip)} rows not run: this tlcut-edged was built without "
+                    f"{' and '.join(lib[k][0] for k in skip)} (install {' '.join(lib[k][1] for k in skip)} and rebuild)")
 
 
 def _has_jpeg(daemon) -> bool:
     """Whether the daemon decodes JPEG requests (its --version says which decoder, or none)."""
     r = subprocess.run([daemon, "--version"], capture_output=True, text=True, timeout=30)
     return any(ln.startswith("jpeg: ") and not ln.startswith("jpeg: none") for ln in r.stdout.splitlines())
+
+
+def _has_zstd(daemon) -> bool:
+    """Whether the daemon decompresses int8+zstd requests (its --version says which libzstd, or none)."""
+    r = subprocess.run([daemon, "--version"], capture_output=True, text=True, timeout=30)
+    return any(ln.startswith("zstd: ") and not ln.startswith("zstd: none") for ln in r.stdout.splitlines())
 
 
 def _frames(h: P.Header, payload: bytes = b"") -> list:
@@ -538,8 +545,9 @@ def test_version_is_the_python_package_version_and_names_the_engine():
         r = subprocess.run([daemon, "--version"], capture_output=True, text=True, timeout=30)
         lines = r.stdout.splitlines()
         assert r.returncode == 0 and lines[0] == f"tlcut-edged {tlcut.__version__}", r.stdout
-        assert len(lines) == 3 and lines[1].startswith(f"engine: {engine} ") and engine in ("openvino", "opencv"), r.stdout
+        assert len(lines) == 4 and lines[1].startswith(f"engine: {engine} ") and engine in ("openvino", "opencv"), r.stdout
         assert lines[2].startswith(("jpeg: libjpeg-turbo ", "jpeg: none")), r.stdout  # the JPEG decoder, or none
+        assert lines[3].startswith(("zstd: libzstd ", "zstd: none")), r.stdout  # the zstd decoder, or none
 
 
 def test_insecure_serves_plain_tcp_outside_loopback_with_a_warning(bundles):

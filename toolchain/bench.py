@@ -102,7 +102,7 @@ def encoding_times(shape, dtype: str, iterations: int) -> dict:
 
         def de():
             h, w = protocol.decode(frames)
-            return protocol.restore(h, w)
+            return protocol.restore(h, w, shape)
 
         out[enc] = {"serialize": stats(time_call(ser, iterations)), "deserialize": stats(time_call(de, iterations)),
                     "bytes": len(frames[1])}
@@ -179,6 +179,16 @@ def _cpu_quota() -> str | None:
         return None
 
 
+def check_settings(role: str, warmup: int, iterations: int, slowdown: float) -> None:
+    """Refuse impossible settings before any configuration is chosen or timed."""
+    if role not in ("device", "edge"):
+        raise TlcutError(f"--role must be device or edge, got '{role}'")
+    if iterations < 1 or warmup < 0:
+        raise TlcutError("--iterations must be at least 1 and --warmup at least 0")
+    if slowdown < 1.0:
+        raise TlcutError(f"--slowdown must be at least 1, got {slowdown:g}")
+
+
 def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, threads: int | None = None,
           check: int = 4, backend: str = backends.DEFAULT, progress=print, bar=None, slowdown: float = 1.0,
           images: str | None = None, jpeg_quality=(90,), precision: str = "float32", shared: dict | None = None) -> dict:
@@ -190,12 +200,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     ``precision`` int8 times the bundle's int8 halves as they are (``_int8_halves``). ``shared``
     keeps what no engine changes (wire and input encoding costs) for the next configuration.
     """
-    if role not in ("device", "edge"):
-        raise TlcutError(f"--role must be device or edge, got '{role}'")
-    if iterations < 1 or warmup < 0:
-        raise TlcutError("--iterations must be at least 1 and --warmup at least 0")
-    if slowdown < 1.0:
-        raise TlcutError(f"--slowdown must be at least 1, got {slowdown:g}")
+    check_settings(role, warmup, iterations, slowdown)
     be = _Stretched(backends.get(backend), slowdown)
     bar = bar or _no_bar
     feed = random_feed(bundle.inputs)

@@ -47,11 +47,12 @@ def select_cuts(bundle: Bundle, spec: str | None) -> list[Cut]:
 
 def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=backends.DEFAULT,
                  threads: int | None = None, precision: str = "float32", calib: str | None = None,
-                 calib_method: str = "entropy", calib_count: int = 64, batch: int | str = 1,
-                 progress=None, say=None) -> dict[int, list[Artifact]]:
+                 calib_method: str = "entropy", calib_count: int = 64, calib_batch: int = 8,
+                 batch: int | str = 1, progress=None, say=None) -> dict[int, list[Artifact]]:
     """Write the halves of ``cuts`` at ``precision`` and record them as artifacts; return what was
     written per cut. int8 halves are QDQ, calibrated on ``calib`` (calibrate/int8.py); the whole
     model is quantized too, so device only and edge only can run at int8 beside the splits.
+    ``calib_batch`` calibration samples have their intermediate outputs held at once.
     ``batch`` (N or "dynamic") adds tails of that batch size for an edge that batches requests.
     int8 halves are then measured against the float32 model (toolchain/fidelity.py), a line per cut to ``say``."""
     be = backends.get(backend)
@@ -63,17 +64,18 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
     tl = tl if tl in TL_CHOICES else "on"  # a kind, held at every cut (checked above)
     calib_info, xs = None, None
     if precision == "int8":
-        from tlcut.calibrate.int8 import METHODS, calibration_inputs
+        from tlcut.calibrate.int8 import METHODS, calibration_inputs, check_batch
 
         if not calib:
             raise TlcutError("--precision int8 needs calibration images: --calib elpv or --calib FOLDER")
         if calib_method not in METHODS:
             raise TlcutError(f"--calib-method must be one of {', '.join(METHODS)}, got '{calib_method}'")
+        check_batch(calib_batch)
         xs, calib_info = calibration_inputs(bundle, calib, calib_count)
         calib_info["method"] = calib_method
     model = load_model(bundle)
     if precision == "int8":
-        _quantize_model(bundle, be, xs, calib_info, threads)
+        _quantize_model(bundle, be, xs, calib_info, threads, calib_batch)
     written = {}
     it = progress(cuts) if progress else cuts
     for cut in it:
@@ -99,7 +101,7 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
                         feeds = [{name: x} for x in (xs if kind == "head" else payloads)]
                         if kind == "head":
                             payloads = _run_all(half, name, xs)
-                        quantize(f32, p, feeds, calib_method)
+                        quantize(f32, p, feeds, calib_method, calib_batch)
                         f32.unlink()
                     else:
                         onnx.save(half, str(p))
@@ -207,14 +209,14 @@ def _run_all(model: onnx.ModelProto, name: str, xs) -> list:
     return [s.run(None, {name: x})[0] for x in xs]
 
 
-def _quantize_model(bundle: Bundle, be, xs, calib_info, threads) -> None:
+def _quantize_model(bundle: Bundle, be, xs, calib_info, threads, calib_batch) -> None:
     """The whole model at int8, beside model.onnx, written aside and renamed into place."""
     from tlcut.calibrate.int8 import quantize
 
     rel = artifact_file("model", None, precision="int8")
     final = bundle.path / rel
     tmp = final.with_name(final.name + ".tmp")
-    quantize(bundle.model_path, tmp, [{bundle.inputs[0]["name"]: x} for x in xs], calib_info["method"])
+    quantize(bundle.model_path, tmp, [{bundle.inputs[0]["name"]: x} for x in xs], calib_info["method"], calib_batch)
     os.replace(tmp, final)
     io = describe_io(final)
     arts = [Artifact("model", None, False, ONNX, "int8", rel, *io, calib_info)]

@@ -74,10 +74,20 @@ def verbs() -> list[Verb]:
     return [v() for m in (pipeline, planning, fidelity, tiles, serving, learning, lab) for v in m.VERBS]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose refusals read like every other user mistake: one ``tlcut: error:`` line that
+    names the verb and where its usage is, exit code 2 (argparse prints the usage and then the error)."""
+
+    def error(self, message):
+        verb = self.prog.split(" ", 1)[1] if " " in self.prog else None
+        where = f"`tlcut {verb} --help`" if verb else "`tlcut --help`"
+        self.exit(2, f"tlcut: error: {verb + ': ' if verb else ''}{message}; see {where}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tlcut import __version__
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="tlcut",
         description="Cut a DNN between a device and an edge server, with a Transfer Layer at the cut.",
         epilog="pipeline: export -> cuts -> bench (device, edge) -> plan -> compile -> serve / run",

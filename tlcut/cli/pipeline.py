@@ -112,6 +112,8 @@ as it is."""
         g.add_argument("--calib-method", default="entropy", choices=METHODS,
                        help="how activation ranges are chosen (default entropy)")
         g.add_argument("--calib-count", type=int, default=64, metavar="N", help="calibration images (default 64)")
+        g.add_argument("--calib-batch", type=int, default=8, metavar="N",
+                       help="images whose intermediate outputs are held at once: memory against speed (default 8)")
         from tlcut.toolchain.targets import TARGETS
 
         t = p.add_argument_group("a device's deployment folder (--target)")
@@ -165,7 +167,8 @@ as it is."""
             raise TlcutError("--calib calibrates int8 halves; add --precision int8")
         written = compile_cuts(b, select_cuts(b, spec), tl=tl, backend=self.be.backend, threads=self.be.threads,
                                precision=self.be.precision, calib=a.calib, calib_method=a.calib_method,
-                               calib_count=a.calib_count, batch=a.batch, progress=bar("compile", "cut"), say=say)
+                               calib_count=a.calib_count, calib_batch=a.calib_batch, batch=a.batch,
+                               progress=bar("compile", "cut"), say=say)
         for k, arts in written.items():
             say(f"[compile] cut {k}: {', '.join(a.file for a in arts)}")
 
@@ -210,8 +213,8 @@ as it is."""
         for (prec, backend), threads in sorted(jobs.items()):
             written = compile_cuts(b, cuts, tl="on" if p.tl else "off", backend=backend, threads=threads,
                                    precision=prec, calib=a.calib if prec == "int8" else None,
-                                   calib_method=a.calib_method, calib_count=a.calib_count, batch=a.batch,
-                                   progress=bar("compile", "cut"), say=say)
+                                   calib_method=a.calib_method, calib_count=a.calib_count, calib_batch=a.calib_batch,
+                                   batch=a.batch, progress=bar("compile", "cut"), say=say)
             for k, arts in written.items():
                 say(f"[compile] cut {k} ({prec}, {backend}): {', '.join(x.file for x in arts)}")
         choice = f" --choice {a.choice}" if a.choice is not None else ""

@@ -52,6 +52,9 @@ class Bench(Verb):
         bad = [q for q in qualities if not 1 <= q <= 100]
         if bad:
             raise TlcutError(f"--jpeg-quality must be 1..100, got {bad[0]}")
+        from tlcut.toolchain.bench import check_settings
+
+        check_settings(a.role, a.warmup, a.iterations, a.slowdown)
         narrow_backend = a.backend if a.backend != backends.DEFAULT else None
         narrow_precision = a.precision if a.precision != "float32" else None
         if a.engines and (narrow_backend or narrow_precision):

@@ -129,10 +129,10 @@ class Serve(Verb):
                              f"{a.max_batch} and {a.max_queue_delay_us}")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                             stream=sys.stderr)
-        self.sec.check(a.bind)  # before the halves load, not after
-        if not self.cuts.cuts:
+        if not self.cuts.cuts:  # what to serve comes before where
             raise TlcutError("name the cut(s) to serve with --cut K (or --cut input for the whole model), "
                              "or give --plan PLAN")
+        self.sec.check(a.bind)  # before the halves load, not after
         forward = self.forward(a)
         tiles, band = self.tiles(a)
         edge = Edge(self.b.bundle, self.cuts.cuts, tl=self.cuts.tl, backend=self.be.backend, threads=self.be.threads,

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from tlcut.encodings.base import CUT, INPUT, Encoding, WireError, image_layout
 from tlcut.encodings.float16 import Float16
+from tlcut.encodings.int4_zstd import Int4Zstd
 from tlcut.encodings.int8 import Int8
+from tlcut.encodings.int8_zstd import Int8Zstd
 from tlcut.encodings.jpeg import Jpeg
 from tlcut.encodings.raw import Raw
 from tlcut.encodings.uint8 import Uint8
 
 #: Every encoding, in protocol order.
-ALL: tuple[Encoding, ...] = (Raw(), Float16(), Int8(), Uint8(), Jpeg())
+ALL: tuple[Encoding, ...] = (Raw(), Float16(), Int8(), Uint8(), Jpeg(), Int8Zstd(), Int4Zstd())
 #: The one every placement starts from and bench's baseline: the tensor as it is.
 DEFAULT = "raw"
 NAMES = tuple(e.name for e in ALL)

@@ -34,6 +34,7 @@ class Encoding:
     lossy: bool = False
     pixels: bool = False  # sends the input as pixels: encode needs the bundle's pixel mapping (scale, zero_point)
     default_quality: int | None = None  # None: takes no quality
+    measured: bool = False  # its bytes depend on the content: bench measures them on real images, the plan reads those
 
     def encode(self, array: np.ndarray, *, scale: float | None = None, zero_point: int = 0,
                quality: int | None = None) -> tuple[np.ndarray, float, int]:

@@ -56,7 +56,8 @@ enum { TLC_F32 = 1, TLC_F16 = 2, TLC_I8 = 3, TLC_U8 = 4, TLC_I32 = 5, TLC_I64 = 
 enum { TLC_FLAG_TL = 1, TLC_BAND_MASK = 0xFF00 };
 /* Wire encodings: the codes of docs/protocol.md (the one spec). Each is decoded by one function in
  * runtime/c/src/decode/, found through one table keyed by these codes (decode/table.cpp). */
-enum { TLC_ENC_RAW = 0, TLC_ENC_FLOAT16 = 1, TLC_ENC_INT8 = 2, TLC_ENC_UINT8 = 3, TLC_ENC_JPEG = 4 };
+enum { TLC_ENC_RAW = 0, TLC_ENC_FLOAT16 = 1, TLC_ENC_INT8 = 2, TLC_ENC_UINT8 = 3, TLC_ENC_JPEG = 4, TLC_ENC_INT8_ZSTD = 5,
+       TLC_ENC_INT4_ZSTD = 6 };
 
 /* Status codes. 1..10 are the protocol's error codes (the status byte of an ERROR reply); 10 comes
  * only from an edge that forwards to a next tier, which this library does not. */
@@ -103,6 +104,10 @@ TLC_EXPORT const char *tlc_engine(void);
 /* The JPEG decoder this library was built with (encoding 4), e.g. "libjpeg-turbo 2.1.5", or ""
  * where it was built without libturbojpeg: such an edge answers every JPEG with ERROR 5 (static string). */
 TLC_EXPORT const char *tlc_jpeg(void);
+/* The zstd decoder this library was built with (encodings 5 and 6, int8+zstd and int4+zstd), e.g.
+ * "libzstd 1.5.4", or "" where it was built without libzstd: such an edge answers every request in
+ * them with ERROR 5 (static string). */
+TLC_EXPORT const char *tlc_zstd(void);
 /* A short English name for a status code (static string; never NULL). */
 TLC_EXPORT const char *tlc_strerror(int status);
 /* Bytes per element of a protocol dtype, 0 if unknown. */

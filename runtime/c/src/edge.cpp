@@ -99,5 +99,6 @@ int tlc_edge_stats_get(const tlc_edge *e, tlc_edge_stats *out) {
 
 const char *tlc_engine(void) { return tlc::engine_name(); }
 const char *tlc_jpeg(void) { return tlc::jpeg_decoder(); }
+const char *tlc_zstd(void) { return tlc::zstd_decoder(); }
 
 }  // extern "C"

@@ -88,15 +88,15 @@ static void replay() {
 static void encodings() {
     size_t n = 0;
     const tlc::Encoding *rows = tlc::encodings(&n);
-    const char *names[] = {"raw", "float16", "int8", "uint8", "jpeg"};
-    const int codes[] = {TLC_ENC_RAW, TLC_ENC_FLOAT16, TLC_ENC_INT8, TLC_ENC_UINT8, TLC_ENC_JPEG};
-    CHECK(n == 5, "%zu rows", n);
-    for (int i = 0; i < 5; i++) {
+    const char *names[] = {"raw", "float16", "int8", "uint8", "jpeg", "int8+zstd", "int4+zstd"};
+    const int codes[] = {TLC_ENC_RAW, TLC_ENC_FLOAT16, TLC_ENC_INT8, TLC_ENC_UINT8, TLC_ENC_JPEG, TLC_ENC_INT8_ZSTD, TLC_ENC_INT4_ZSTD};
+    CHECK(n == 7, "%zu rows", n);
+    for (int i = 0; i < 7; i++) {
         const tlc::Encoding *e = tlc::find_encoding(uint8_t(codes[i]));
         CHECK(e && e->decode && std::string(e->name) == names[i], "encoding %d is %s", codes[i], names[i]);
     }
     for (size_t i = 0; i < n; i++) CHECK(tlc::find_encoding(rows[i].code) == &rows[i], "row %zu is found by its code", i);
-    CHECK(!tlc::find_encoding(5) && !tlc::find_encoding(255), "no row for codes 5 and 255");
+    CHECK(!tlc::find_encoding(7) && !tlc::find_encoding(255), "no row for codes 7 and 255");
 
     tlc::Scratch s;
     std::string err;
@@ -137,13 +137,45 @@ static void encodings() {
     CHECK(run(h, buf, 16, 4, t) && t.data == buf && t.dtype == TLC_F32, "raw, aligned: as it came");
     CHECK(run(h, buf + 1, 16, 4, t) && t.data != buf + 1 && reinterpret_cast<uintptr_t>(t.data) % 8 == 0 &&
               *static_cast<const float *>(t.data) == 1.0f, "raw, unaligned: an aligned copy");
+    // int8+zstd: one frame of the served [1, 3, 7, 7]'s 147 int8 values (i % 7 - 3), restored as int8 is
+    uint8_t z[] = {0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x93, 0x75, 0x00, 0x00, 0x38, 0xfd, 0xfe,
+                   0xff, 0x00, 0x01, 0x02, 0x03, 0x01, 0x00, 0x09, 0x51, 0xc5, 0x08};
+    h = tlc_header{};
+    h.rank = 1, h.dims[0] = sizeof z, h.dtype = TLC_U8, h.encoding = TLC_ENC_INT8_ZSTD, h.scale = 0.5f, h.zero_point = -3;
+    if (*tlc::zstd_decoder()) {
+        CHECK(run(h, z, sizeof z, sizeof z, t) && t.dtype == TLC_F32 && t.shape == std::vector<int64_t>({1, 3, 7, 7}),
+              "int8+zstd: %s", err.c_str());
+        f = static_cast<const float *>(t.data);
+        bool same = true;
+        for (int i = 0; i < 147; i++) same = same && f[i] == float(i % 7) * 0.5f;
+        CHECK(same, "int8+zstd values");
+        z[5] = 0x92;  // the frame header declares 146 bytes: refused before decompressing
+        CHECK(!run(h, z, sizeof z, sizeof z, t) && err.find("declares 146 bytes") != std::string::npos, "%s", err.c_str());
+        z[5] = 0x93;
+        CHECK(!run(h, z, sizeof z - 1, sizeof z - 1, t) && err.find("does not decode") != std::string::npos, "truncated: %s", err.c_str());
+        CHECK(!run(h, z, 3, 3, t) && err.find("not a zstd frame") != std::string::npos, "no header: %s", err.c_str());
+        // int4+zstd: 147 values i % 16, two a byte (low nibble first), in 74 bytes
+        const uint8_t z4[] = {0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x4a, 0x7d, 0x00, 0x00, 0x48, 0x10, 0x32,
+                              0x54, 0x76, 0x98, 0xba, 0xdc, 0xfe, 0x02, 0x01, 0x00, 0x9e, 0x54, 0xb8};
+        h.dims[0] = sizeof z4, h.encoding = TLC_ENC_INT4_ZSTD, h.zero_point = 3;
+        CHECK(run(h, z4, sizeof z4, sizeof z4, t) && t.dtype == TLC_F32 && t.shape == std::vector<int64_t>({1, 3, 7, 7}),
+              "int4+zstd: %s", err.c_str());
+        f = static_cast<const float *>(t.data);
+        same = true;
+        for (int i = 0; i < 147; i++) same = same && f[i] == (float(i % 16) - 3) * 0.5f;
+        CHECK(same, "int4+zstd values");
+        CHECK(!run(h, z, sizeof z, sizeof z, t) && err.find("declares 147 bytes; the tensor served takes 74") != std::string::npos,
+              "int8's frame as int4: %s", err.c_str());
+    } else {
+        CHECK(!run(h, z, sizeof z, sizeof z, t) && err.find("without zstd support") != std::string::npos, "%s", err.c_str());
+    }
     // refusals, in the Python edge's words
     struct {
         uint8_t enc, dtype, rank;
         float scale;
         const char *says;
     } bad[] = {
-        {5, TLC_F32, 1, 0, "encoding 5 does not fit a float32 payload"},
+        {7, TLC_F32, 1, 0, "encoding 7 does not fit a float32 payload"},
         {TLC_ENC_FLOAT16, TLC_F32, 1, 0, "encoding 1 does not fit a float32 payload"},
         {TLC_ENC_INT8, TLC_I8, 1, 0, "encoding 2 does not fit a int8 payload with scale <= 0"},
         {TLC_ENC_INT8, TLC_I8, 1, NAN, "encoding 2 does not fit a int8 payload with scale nan (not finite)"},
@@ -155,6 +187,12 @@ static void encodings() {
         {TLC_ENC_JPEG, TLC_U8, 2, 0, "encoding 4 does not fit a uint8 payload with dims [2, 2]; a JPEG is sent as dims [payload_len]"},
         {TLC_ENC_JPEG, TLC_U8, 1, 0, "encoding 4 does not fit a uint8 payload with scale <= 0"},
         {TLC_ENC_JPEG, TLC_I8, 1, 1, "encoding 4 does not fit a int8 payload"},
+        {TLC_ENC_INT8_ZSTD, TLC_I8, 1, 1, "encoding 5 does not fit a int8 payload"},
+        {TLC_ENC_INT8_ZSTD, TLC_U8, 2, 1, "encoding 5 does not fit a uint8 payload with dims [2, 2]; a zstd frame is sent as dims [payload_len]"},
+        {TLC_ENC_INT8_ZSTD, TLC_U8, 1, NAN, "encoding 5 does not fit a uint8 payload with scale nan (not finite)"},
+        {TLC_ENC_INT4_ZSTD, TLC_U8, 1, INFINITY, "encoding 6 does not fit a uint8 payload with scale inf (not finite)"},
+        {TLC_ENC_INT4_ZSTD, TLC_F32, 1, 1, "encoding 6 does not fit a float32 payload"},
+        {TLC_ENC_INT4_ZSTD, TLC_U8, 1, 0, "encoding 6 does not fit a uint8 payload with scale <= 0"},
     };
     for (auto &b : bad) {
         h = tlc_header{};

@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--version")) { printf("tlcut-edged %s\nengine: %s\njpeg: %s\n", tlc_version(), tlc_engine(), *tlc_jpeg() ? tlc_jpeg() : "none (built without libturbojpeg)"); return 0; }
+        if (!strcmp(a, "--version")) { printf("tlcut-edged %s\nengine: %s\njpeg: %s\nzstd: %s\n", tlc_version(), tlc_engine(), *tlc_jpeg() ? tlc_jpeg() : "none (built without libturbojpeg)", *tlc_zstd() ? tlc_zstd() : "none (built without libzstd)"); return 0; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (!strcmp(a, "--insecure")) { insecure = 1; continue; }
         if (a[0] == '-' && !v) { usage(stderr); return die("missing value for", a); }

@@ -51,6 +51,16 @@ bool decode_float16(const Wire &w, Scratch &s, Tensor &out, std::string &err);
 bool decode_int8(const Wire &w, Scratch &s, Tensor &out, std::string &err);
 bool decode_uint8(const Wire &w, Scratch &s, Tensor &out, std::string &err);
 bool decode_jpeg(const Wire &w, Scratch &s, Tensor &out, std::string &err);
+bool decode_int8_zstd(const Wire &w, Scratch &s, Tensor &out, std::string &err);
+bool decode_int4_zstd(const Wire &w, Scratch &s, Tensor &out, std::string &err);
+
+// The zstd decoder libtlcut was built with (encodings 5 and 6), e.g. "libzstd 1.5.4", or "" for none.
+const char *zstd_decoder();
+// What the zstd encodings share (zstd.cpp): the header (dtype uint8, rank 1, a finite scale > 0), the served
+// input's element count in ``n``, and one zstd frame of exactly ``content_bytes(n)`` bytes,
+// decompressed into s.pixels; false and the ERROR wrong-tensor message otherwise.
+bool zstd_content(const Wire &w, const char *name, size_t (*content_bytes)(size_t), Scratch &s, size_t &n,
+                  std::string &err);
 
 // The table's row for ``code``, or nullptr for a code this edge does not know.
 const Encoding *find_encoding(uint8_t code);

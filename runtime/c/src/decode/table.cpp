@@ -15,6 +15,8 @@ const Encoding kTable[] = {
     {TLC_ENC_INT8, "int8", decode_int8},
     {TLC_ENC_UINT8, "uint8", decode_uint8},
     {TLC_ENC_JPEG, "jpeg", decode_jpeg},
+    {TLC_ENC_INT8_ZSTD, "int8+zstd", decode_int8_zstd},
+    {TLC_ENC_INT4_ZSTD, "int4+zstd", decode_int4_zstd},
 };
 }  // namespace
 
