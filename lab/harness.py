@@ -110,19 +110,6 @@ class Harness:
         check(r, f"run {placement.label if isinstance(placement, Placement) else ' '.join(map(str, flags))}")
         return json.loads(Path(out).read_text())
 
-    def run_all(self, placements: dict[str, Placement], folder: Path, say=None) -> dict[str, dict]:
-        """Each labelled placement's run (see ``run``), written to ``folder``/run-SLUG.json; a
-        placement under two labels runs once. ``say(label, placement)`` before each run."""
-        runs: dict[str, dict] = {}
-        done: dict[Placement, dict] = {}
-        for label, pl in placements.items():
-            if pl not in done:
-                if say:
-                    say(label, pl)
-                done[pl] = self.run(pl, Path(folder) / f"run-{pl.slug}.json")
-            runs[label] = done[pl]
-        return runs
-
     def run_deployments(self, rows: dict, folder: Path, say=None) -> dict[str, dict]:
         """Each labelled ``Deployment``'s run with its engines on each side, written to
         ``folder``/run-SLUG.json; a deployment under two labels runs once. An edge serves one engine,
