@@ -162,7 +162,9 @@ def format_summary(r: dict) -> str:
              "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
     for x in r["rows"]:
         if x["same_as"]:
-            lines.append(f"| {x['placement']} | the same as {x['same_as']} | | | | | | | | |")
+            own = x["placement"].endswith(", best engine") and x["same_as"] == x["placement"].replace(", best engine", f", {PAPER}")
+            note = f"{PAPER} is its best engine" if own else f"the same as {x['same_as']}"
+            lines.append(f"| {x['placement']} | {note} | | | | | | | | |")
             continue
         lines.append(f"| {x['placement']} | {x['choice']} ({x['layer'] or '-'}) | {x['device_engine'] or '-'} | "
                      f"{x['edge_engine'] or '-'} | {x['payload_bytes']} | {x['predicted_ms']:.1f} | "
