@@ -47,18 +47,24 @@ def rows_to_run(plan) -> dict:
     return rows
 
 
-def int8_cuts(plan, min_cut: int | None, most: int = 3) -> list[int]:
-    """The cuts worth int8 halves, from a float32 plan: the best with the TL and without (the
-    search's split candidates), and ``min_cut`` where given; at most ``most``. The whole int8 model
-    comes with any of them, for device only and edge only."""
-    out = []
-    for d in (plan.best_of(lambda d: d.placement.where == SPLIT and d.placement.tl and d.tiles is None),
-              plan.best_of(lambda d: d.placement.where == SPLIT and not d.placement.tl and d.tiles is None)):
+def int8_cuts(plan, min_cut: int | None, least: int = 2, most: int = 3) -> list[int]:
+    """The cuts worth int8 halves, from a float32 plan: ``min_cut`` where given, the best with the
+    TL and without, then the next best split cuts until there are ``least`` (the best with and
+    without the TL are often one cut); at most ``most``, as int8 compiles take minutes. The whole
+    int8 model comes with any of them, for device only and edge only."""
+    splits = [d for d in plan.allowed if d.placement.where == SPLIT and d.tiles is None]
+    out = [] if min_cut is None else [min_cut]
+    for tl in (True, False):
+        d = next((d for d in splits if d.placement.tl == tl), None)
         if d is not None:
             out.append(d.placement.cut)
-    if min_cut is not None:
-        out.insert(0, min_cut)
-    return list(dict.fromkeys(out))[:most]
+    out = list(dict.fromkeys(out))
+    for d in splits:
+        if len(out) >= least:
+            break
+        if d.placement.cut not in out:
+            out.append(d.placement.cut)
+    return out[:most]
 
 
 def crosses(bundle, d) -> str | None:
