@@ -32,7 +32,7 @@ from tlcut.bundle import Bundle, Cut
 from tlcut.errors import TlcutError
 from tlcut.runtime import backends, protocol
 from tlcut.stats import summary
-from tlcut.toolchain import surgery
+from tlcut.toolchain import surgery, wire_sizes
 
 from tlcut.toolchain.profile import FORMAT  # noqa: F401  (the profile's format, owned by profile.py)
 
@@ -257,6 +257,11 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
         for row in rows:
             row.update(wire_of(cuts[row["index"]], row["tl"]))
 
+    if role == "edge":
+        # What an entropy-coded tensor weighs depends on the image, not on the machine: measured
+        # once, on real images, on the edge (the device may be emulated at a fifth of a core). The
+        # plan reads these sizes from whichever profile has them.
+        wire_sizes.record(bundle, rows, images, threads=threads, progress=progress, shared=shared)
     inp = bundle.inputs[0]
     if "input" not in shared:
         in_ser, in_de = wire_times(inp["shape"], inp["dtype"], max(iterations, 20))

@@ -27,6 +27,7 @@ import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tlcut import encodings
 from tlcut.deployment import Deployment, Plan
 from tlcut.errors import TlcutError
 from tlcut.placement import CUT_ENCODINGS, DEVICE, EDGE, SPLIT, TL_CHOICES, Placement
@@ -235,6 +236,11 @@ def _splits(dc: Config, ec: Config, net: Network, hdr: int) -> list[Deployment]:
                     if not dv or not ev:
                         continue
                     ser, de, nbytes = dv["serialize"]["median"], ev["deserialize"]["median"], dv["bytes"]
+                    if encodings.get(enc).measured:  # its size depends on the content: real images only
+                        sized = next((x for x in (dv, ev) if x.get("measured")), None)
+                        if sized is None:
+                            continue
+                        nbytes = sized["bytes"]
                 up = nbytes + hdr
                 comp = {
                     "device": d["head"]["median"], "device_tl": d["device_tl"]["median"] if tl else 0.0,
