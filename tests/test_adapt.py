@@ -295,3 +295,43 @@ def test_the_5g_trace_stays_within_10_percent_of_the_oracle_in_20_of_23_phases()
                      + c.upload_bytes * WIRE_OVERHEAD * 8 / (s.mbps * 1e3) for c in SCISSION)
         within += bool(got) and float(np.median(got)) <= 1.10 * oracle
     assert within >= 20, within
+
+
+def test_a_pareto_plan_gives_the_candidates_each_on_its_own_device_engine(monkeypatch):
+    from tlcut.cli.serving import pareto_candidates
+    from tlcut.deployment import Engine
+    from tlcut.runtime import adapt
+
+    int8 = Engine("onnxrt", "int8", 2)
+    front = [Deployment(CANDS[1].placement, CANDS[1].components_ms, 600_000),
+             Deployment(CANDS[3].placement, CANDS[3].components_ms, 20_000, device=int8)]
+    plan = Plan("m", None, {"up_mbps": 57.0, "rtt_ms": 28.0}, [*front, CANDS[0]], front[0], pareto=front)
+    cands = pareto_candidates(plan)
+    assert cands == [*front, CANDS[0]], "the Pareto set, and device only for when the edge goes away"
+    plan.pareto = None
+    assert pareto_candidates(plan) == [], "no Pareto set: the plan's best and the best at each rate, as before"
+    made = {}
+    monkeypatch.setattr(adapt, "Device", lambda b, p, **kw: made.setdefault(p, kw))
+    adapt.AdaptiveDevice(None, Policy(cands, LinkEstimate(57.0, 28.0)), edge="tcp://e:1", backend="openvino",
+                         precision="float32", fallback=True)
+    assert made[front[1].placement] == {"edge": "tcp://e:1", "backend": "onnxrt", "precision": "int8", "threads": 2,
+                                        "fallback": True}
+    assert made[front[0].placement]["backend"] == "openvino", "no engine in the plan: the command's"
+
+
+def test_run_adapt_takes_the_plans_pareto_set(bundle, tmp_path):
+    from tlcut.toolchain.bench import bench
+
+    for role in ("device", "edge"):
+        (tmp_path / f"{role}.json").write_text(json.dumps(bench(bundle, role=role, iterations=2, progress=lambda *_: None)))
+    assert cli.main(["plan", "--device", str(tmp_path / "device.json"), "--edge", str(tmp_path / "edge.json"),
+                     "--tl", "off", "--pareto", "-o", str(tmp_path / "plan.json")]) == 0
+    plan = Plan.load(tmp_path / "plan.json", bundle)
+    assert plan.pareto
+    want = {c.label for c in plan.pareto} | {"device only"}
+    served = sorted({str(c.placement.cut) for c in plan.pareto if c.placement.cut is not None} | {"input"})
+    with local_edge(bundle, served, tl="off") as ep:
+        assert cli.main(["run", str(bundle.path), "--adapt", str(tmp_path / "plan.json"), "--edge", ep,
+                         "--requests", "6", "--warmup", "1", "-o", str(tmp_path / "run.json")]) == 0
+    out = json.loads((tmp_path / "run.json").read_text())
+    assert set(out["summary"]["counts"]["per_placement"]) == want
