@@ -335,3 +335,23 @@ def test_run_adapt_takes_the_plans_pareto_set(bundle, tmp_path):
                          "--requests", "6", "--warmup", "1", "-o", str(tmp_path / "run.json")]) == 0
     out = json.loads((tmp_path / "run.json").read_text())
     assert set(out["summary"]["counts"]["per_placement"]) == want
+
+
+def test_the_benchmark_names_a_trace_file_by_its_stem(tmp_path):
+    """A trace given as a path: its records and plot go under the results folder, named from the
+    stem, never beside the trace or with the path in a file name."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "adaptive_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.trace_name(str(tmp_path / "my-5g.csv")) == "my-5g" and bench.trace_name("5g-uplink") == "5g-uplink"
+    row = {"overall": {"n": 2, "median": 1.0, "p99": 2.0, "max": 2.0}, "phases": [{"n": 2, "median": 1.0}]}
+    r = {"model": "m", "command": "c", "date": "d", "emulation": "e", "traces": {"my-5g": {
+        "phases": [{"phase": 0, "mbps": 5.0, "placement": "device only", "median": 1.0}],
+        "table": {"device only": row, "tlcut adaptive": row}, "switches": [], "candidates": ["device only"]}}}
+    md = bench.to_markdown(r, "adaptive")
+    assert "`adaptive-my-5g.png`" in md and "`adaptive-my-5g-adaptive-records.json`" in md and "/" not in md.split("`")[3]
+    assert "slowest request 2.0 vs 2.0 ms" in md
