@@ -87,16 +87,15 @@ class Policy:
     so a link that recovers is noticed; but only if, on the link the plan was made for, that
     placement would win: where the device is far ahead anyway, probing would only cost latency.
 
-    A sample that comes after requests without one and ``stale_s`` seconds (a probe, mostly) replaces the estimate
-    rather than moving it by ``alpha``: an estimate seconds old says nothing of the link now, and
-    averaging it in kept a link that had recovered looking slow for several probes. A probe that
-    measures a gain above the margin, or a request that timed out, switches at once: each is the
-    measurement patience waits for.
+    A sample that comes after requests without one and over ``stale_s`` seconds (a probe, mostly)
+    replaces the estimate rather than moving it by ``alpha``: an estimate seconds old says nothing
+    of the link now, and averaging it in kept a link that had recovered looking slow for several
+    probes. A probe that measures a gain above the margin, or a request that timed out, switches at
+    once: each is the measurement patience waits for.
 
-    Every offloaded request has a timeout from its prediction (``timeout_factor`` times it, at
-    least ``timeout_floor_ms``); a probe's is the current placement's predicted time, since a probe
-    slower than that shows that offloading does not pay yet. A request that times out runs here at
-    once, and bounds the link's rate from above (its payload did not cross in time).
+    Every offloaded request has a timeout from its prediction (``timeout_ms``); a request that
+    times out runs here at once, and bounds the link's rate from above (its payload did not cross
+    in time).
     """
 
     candidates: list[Deployment]
