@@ -1,4 +1,4 @@
-"""`tlcut plan`: rank every way to run the model over the link (ScissionTL's ranking).
+"""`tlcut plan`: rank every way to run the model over the link (ScissionLite's ranking).
 
 For each cut, with and without the TL, the predicted end-to-end latency of one request is::
 
