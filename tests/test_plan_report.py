@@ -150,3 +150,19 @@ def test_lines_that_coincide_stay_visible(tmp_path, monkeypatch):
     f16 = next(x for x in labels if x.startswith("cut K, no TL, float16"))
     i8 = next(x for x in labels if x.startswith("cut K, no TL, int8"))
     assert "same totals as no TL, int8" in f16 and "same totals as no TL, float16" in i8
+
+
+def test_run_reports_the_median_payload_as_the_summary_does():
+    # `tlcut run` printed the first request's payload (one JPEG's bytes) where the summary gives the median
+    from tlcut.runtime import run as rt
+
+    def rec(nbytes, fallback=False):
+        return {"total_ms": 1.0, "device_ms": 0.5, "transfer_ms": 0.3, "edge_ms": 0.2, "payload_bytes": nbytes,
+                "fallback": fallback}
+
+    records = [rec(12_143), rec(9_305), rec(0, fallback=True), rec(9_001)]
+    s = rt.summarize(records, wall_s=1.0)
+    assert s["payload_bytes"] == 9_305  # median of the three that crossed; a fallback sends nothing
+    text = rt.format_summary("edge only, JPEG q90", s)
+    assert "median payload 9305 B" in text.splitlines()[0]
+    assert rt.summarize([rec(0), rec(0)], wall_s=1.0)["payload_bytes"] == 0  # device only
