@@ -10,6 +10,10 @@ from tlcut.placement import SPLIT
 from tlcut.toolchain.plan import Constraints, describe_constraints
 
 
+UNMEASURED = ("?: not measured. `tlcut eval BUNDLE --cut K --encoding E` records accuracy on the test split,\n"
+              "   `tlcut fidelity BUNDLE` agreement with float32 without labels; `tlcut plan --accuracy BUNDLE` reads both")
+
+
 def format_table(result: Plan, top: int = 10) -> str:
     net = result.network
     lines = [f"{result.model}: uplink {net['up_mbps']:g} Mbit/s, RTT {net['rtt_ms']:g} ms, "
@@ -31,8 +35,7 @@ def format_table(result: Plan, top: int = 10) -> str:
         if j == 0:
             lines.append("  ".join("-" * x for x in w))
     if any(c.accuracy_drop_pts is None for c in shown):
-        lines.append("acc. drop ?: not measured; `tlcut eval BUNDLE --cut K --encoding E` records accuracy, "
-                     "`tlcut fidelity BUNDLE` records agreement without labels")
+        lines.append(UNMEASURED)
     b = result.best
     if result.objective == "throughput":
         lines.append(f"best for throughput: {b.label}, {b.throughput_fps:.1f} frames/s pipelined (bottleneck: "
@@ -218,7 +221,7 @@ def format_tiers(result: TierPlan, top: int = 10) -> str:
 
 
 def _fidelity_words(c) -> str:
-    return "unknown" if c.fidelity is None else f"{c.fidelity:.3f}"
+    return "?" if c.fidelity is None else f"{c.fidelity:.3f}"
 
 
 def format_pareto(result: Plan) -> str:
@@ -228,13 +231,15 @@ def format_pareto(result: Plan) -> str:
              "(latency, upload bytes, device time, accuracy drop, fidelity; medians, ms)"]
     hdr = ("deployment", "total", "upload KiB", "device", "acc. drop", "fidelity")
     rows = [hdr] + [(c.label, f"{c.total_ms:.2f}", f"{c.upload_bytes / 1024:.1f}", f"{c.device_ms:.2f}",
-                     "unknown" if c.accuracy_drop_pts is None else f"{c.accuracy_drop_pts:+.2f} pt", _fidelity_words(c))
+                     "?" if c.accuracy_drop_pts is None else f"{c.accuracy_drop_pts:+.2f} pt", _fidelity_words(c))
                     for c in sorted(front, key=lambda c: c.total_ms)]
     w = [max(len(r[k]) for r in rows) for k in range(len(hdr))]
     for j, r in enumerate(rows):
         lines.append("  ".join(r[k].ljust(w[k]) if k == 0 else r[k].rjust(w[k]) for k in range(len(r))))
         if j == 0:
             lines.append("  ".join("-" * x for x in w))
+    if any(c.accuracy_drop_pts is None or c.fidelity is None for c in front):
+        lines.append(UNMEASURED)
     return "\n".join(lines)
 
 
