@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from elpv_models import baseline_and_control, change, retrained_tl, version
+from elpv_models import baseline_and_control, change, keep_args, model_args, retrained_tl, version
 
 HERE = Path(__file__).resolve().parent
 PUBLISHED = [
@@ -41,20 +41,11 @@ PUBLISHED = [
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="InspectNet", help="tlcut zoo or Keras Applications name (random weights)")
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--channels", type=int, default=1)
-    ap.add_argument("--cuts", default="s1_pool,s2_pool,s3_pool,s4_pool", help="Keras layers to cut after")
-    ap.add_argument("--epochs", type=int, help="baseline epochs (default: tlcut train's)")
-    ap.add_argument("--retrain-epochs", type=int, help="TL fine-tuning epochs (default: tlcut retrain's)")
-    ap.add_argument("--task", default="grade")
-    ap.add_argument("--seed", type=int, default=0)
+    model_args(ap)
     ap.add_argument("--engines", default="onnxrt,openvino", help="engines the int8 halves are measured on")
     ap.add_argument("--limit", type=int, default=None, help="fewer images, for a quick look (not a result)")
     ap.add_argument("--calib-count", type=int, default=64, help="ELPV training images that calibrate the int8 halves")
-    ap.add_argument("--keep", help="keep the baseline model and the retrained bundles (with their recorded accuracy) here")
-    ap.add_argument("--reuse", action="store_true", help="with --keep: reuse the models a run kept there instead of "
-                    "training them again (every accuracy is measured again)")
+    keep_args(ap)
     ap.add_argument("--note", action="append", default=[], help="a note for the results file (repeatable)")
     ap.add_argument("--name", help="results file name (default accuracy, or accuracy-MODEL)")
     ap.add_argument("--out", default=str(HERE / "results"))

@@ -15,6 +15,25 @@ from pathlib import Path
 DEFECTIVE_FROM = 2  # grades 2/3 and 1 are "defective" in the binary task (p >= 0.5), as `--task binary` labels them
 
 
+def model_args(ap) -> None:
+    """The flags that choose the model, its data, its cuts and its training, in every such benchmark."""
+    ap.add_argument("--model", default="InspectNet", help="tlcut zoo or Keras Applications name (random weights)")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--channels", type=int, default=1)
+    ap.add_argument("--cuts", default="s1_pool,s2_pool,s3_pool,s4_pool", help="Keras layers to cut after")
+    ap.add_argument("--epochs", type=int, help="baseline epochs (default: tlcut train's)")
+    ap.add_argument("--retrain-epochs", type=int, help="TL fine-tuning epochs (default: tlcut retrain's)")
+    ap.add_argument("--task", default="grade")
+    ap.add_argument("--seed", type=int, default=0)
+
+
+def keep_args(ap) -> None:
+    """--keep and --reuse: train once, measure again from the kept models."""
+    ap.add_argument("--keep", help="keep the baseline model and the retrained bundles (with their recorded accuracy) here")
+    ap.add_argument("--reuse", action="store_true", help="with --keep: reuse the models a run kept there instead of "
+                    "training them again (every accuracy is measured again)")
+
+
 def kept(a, path) -> bool:
     """Whether --reuse takes ``path`` from the --keep folder instead of training it again."""
     return a.reuse and Path(path).exists()

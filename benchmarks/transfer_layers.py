@@ -34,7 +34,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-from elpv_models import baseline_and_control, change, retrained_tl, tl_folder, version
+from elpv_models import baseline_and_control, change, keep_args, model_args, retrained_tl, tl_folder, version
 
 HERE = Path(__file__).resolve().parent
 ENCODINGS = "raw,int8,int8+zstd,int4+zstd"
@@ -44,21 +44,12 @@ KINDS = {"pool+bottleneck": "pool+bottleneck:{}", "bottleneck/s2": "bottleneck:{
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="InspectNet", help="tlcut zoo or Keras Applications name (random weights)")
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--channels", type=int, default=1)
-    ap.add_argument("--cuts", default="s1_pool,s2_pool,s3_pool,s4_pool", help="Keras layers to cut after")
+    model_args(ap)
     ap.add_argument("--kinds", default="pool+bottleneck", help=f"learned TL families, from {', '.join(KINDS)}")
     ap.add_argument("--widths", default="1/4,1/8", help="bottleneck widths: fractions of the cut's channels, or counts")
     ap.add_argument("--encodings", default=ENCODINGS, help="wire encodings each TL is measured with (raw among them)")
-    ap.add_argument("--epochs", type=int, help="baseline epochs (default: tlcut train's)")
-    ap.add_argument("--retrain-epochs", type=int, help="TL fine-tuning epochs (default: tlcut retrain's)")
-    ap.add_argument("--task", default="grade")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="fewer images, for a smoke run (not a result)")
-    ap.add_argument("--keep", help="keep the models here (the same names as accuracy.py keeps)")
-    ap.add_argument("--reuse", action="store_true", help="with --keep: reuse the models kept there instead of "
-                    "training them again (every accuracy and payload is measured again)")
+    keep_args(ap)
     ap.add_argument("--note", action="append", default=[], help="a note for the results file (repeatable)")
     ap.add_argument("--name", help="results file name (default transfer-layers, or transfer-layers-MODEL)")
     ap.add_argument("--out", default=str(HERE / "results"))
