@@ -269,7 +269,9 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     cuts = res["cuts"]
     cols = min(2, len(cuts))
@@ -290,14 +292,15 @@ def plot(res: dict, path: Path) -> None:
         ax.axhline(0, color="black", lw=0.5)
         ax.axhline(-res["goal"]["within_pts"], color="green", ls=":", lw=1)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(f"{c['cut']} ({c['channels']} channels)")
         ax.set_xlabel("bytes per frame (median payload)")
         ax.set_ylabel("accuracy vs control (pts, 95% CI)")
     for ax in list(axes.flat)[len(cuts):]:
         ax.set_visible(False)
     h = [plt.Line2D([], [], ls="", marker=markers[i % len(markers)], color="black", label=g) for i, g in enumerate(groups)]
-    h += [plt.Line2D([], [], ls="", marker="s", color=colours[i % len(colours)], label=e) for i, e in enumerate(encs)]
-    h += [plt.Line2D([], [], color="grey", ls="--", label=f"JPEG q{res['jpeg']['quality']} of the input"),
+    h += [matplotlib.patches.Patch(color=colours[i % len(colours)], label=e) for i, e in enumerate(encs)]
+    h += [plt.Line2D([], [], color="grey", ls="--", label=f"JPEG q{res['jpeg']['quality']} of the input ({res['jpeg']['bytes']} B)"),
           plt.Line2D([], [], color="green", ls=":", label=f"goal: {res['goal']['ratio']} of pool float32, -1 pt")]
     fig.legend(handles=h, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(f"{res['model']} on ELPV: transfer layers, bytes against accuracy")
