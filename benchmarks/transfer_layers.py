@@ -129,6 +129,8 @@ def measure(a, encs: list[str], kinds: list[str], widths: list) -> dict:
             pool_raw = next(r for r in rows if r["cut"] == layer and r["tl"] == "pool" and r["encoding"] == "raw")
             cuts.append({"cut": layer, "index": c.index, "shape": list(c.shape), "channels": cin,
                          "pool_float32_bytes": pool_raw["bytes"], "tls": [t for t, _ in tls]})
+            for r in (r for r in rows if r["cut"] == layer):  # each row says what the goal measures it against
+                r["pool_float32_bytes"] = pool_raw["bytes"]
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
