@@ -116,8 +116,11 @@ def measure(a, encs: list[str], kinds: list[str], widths: list) -> dict:
         for layer in a.cuts.split(","):
             c = b.cut(layer)
             cin = int(c.shape[channel_axis(c.layout)])
-            tls = [("pool", None)] + [(k.format(channels(w, cin)), str(w)) for k in kinds for w in widths]
-            for tl, width in tls:
+            tls = {"pool": None}  # two widths that round to the same channel count here are one TL
+            for k in kinds:
+                for w in widths:
+                    tls.setdefault(k.format(channels(w, cin)), str(w))
+            for tl, width in tls.items():
                 r, rb = retrained_tl(a, work, layer, say, reused, tl)
                 training[tl_folder(layer, tl)] = r["training"]["train_seconds"]
                 for enc in encs:
@@ -128,7 +131,7 @@ def measure(a, encs: list[str], kinds: list[str], widths: list) -> dict:
                     say(json.dumps({k: rows[-1][k] for k in ("cut", "tl", "encoding", "bytes", "accuracy")}))
             pool_raw = next(r for r in rows if r["cut"] == layer and r["tl"] == "pool" and r["encoding"] == "raw")
             cuts.append({"cut": layer, "index": c.index, "shape": list(c.shape), "channels": cin,
-                         "pool_float32_bytes": pool_raw["bytes"], "tls": [t for t, _ in tls]})
+                         "pool_float32_bytes": pool_raw["bytes"], "tls": list(tls)})
             for r in (r for r in rows if r["cut"] == layer):  # each row says what the goal measures it against
                 r["pool_float32_bytes"] = pool_raw["bytes"]
     finally:
