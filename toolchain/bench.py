@@ -245,7 +245,8 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
             else:
                 head, tail = _time_halves(be, model_path, c, feed, warmup, iterations, threads)
             row = {"index": c.index, "tensor": c.tensor, "layer": c.layer, "bytes": c.bytes, "tl": c.tl,
-                   "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail), **wire_of(c, c.tl)}
+                   "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail), **wire_of(c, c.tl),
+                   **({"tl_kind": c.tl_kind} if c.tl_kind != "pool" else {})}  # absent: pool, as profiles before
             if c.tl:
                 key = (c.shape, c.layout, c.dtype)
                 if key not in tl_cache:
@@ -371,7 +372,8 @@ def _int8_halves(bundle, be, precision, feed, warmup, iterations, threads, progr
         tail, out = timed("tail", c.index, False, {c.tensor: next(iter(mid.values()))})
         outputs = outputs or out
         row = {"index": c.index, "tensor": c.tensor, "layer": c.layer, "bytes": c.bytes, "tl": False,
-               "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail)}
+               "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail),
+               **({"tl_kind": c.tl_kind} if c.tl_kind != "pool" else {})}
         if c.tl and has("head", c.index, True) and has("tail", c.index, True):
             head_tl, pay = timed("head", c.index, True, feed)
             tail_tl, _ = timed("tail", c.index, True, {surgery.PAYLOAD_TL: next(iter(pay.values()))})

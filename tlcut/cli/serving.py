@@ -18,7 +18,8 @@ class Serve(Verb):
     name = "serve"
 
     def make_groups(self):
-        self.b, self.cuts, self.sec, self.be = BundleArgs(), ServedCutsArgs(required=False), SecurityArgs("edge"), BackendArgs()
+        self.b, self.sec, self.be = BundleArgs(), SecurityArgs("edge"), BackendArgs()
+        self.cuts = ServedCutsArgs(required=False, bundle=self.b)
         self.plan = PlanArgs(self.b, "edge")
         return [self.b, self.plan, self.cuts, self.sec, self.be]
 
