@@ -29,31 +29,23 @@ import tempfile
 import time
 from pathlib import Path
 
+from elpv_models import baseline_and_control, change, keep_args, model_args, retrained_tl, version
+
 HERE = Path(__file__).resolve().parent
 PUBLISHED = [
     "Deitsch et al. (arXiv 1807.02894), their own split: 88.42% average accuracy for a CNN fine-tuned from "
     "ImageNet weights; 82.44% for an SVM on hand-crafted features",
     "a 2023 study, 4 grades: 83.5%",
 ]
-DEFECTIVE_FROM = 2  # grades 2/3 and 1 are "defective" in the binary task (p >= 0.5), as `--task binary` labels them
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="InspectNet", help="tlcut zoo or Keras Applications name (random weights)")
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--channels", type=int, default=1)
-    ap.add_argument("--cuts", default="s1_pool,s2_pool,s3_pool,s4_pool", help="Keras layers to cut after")
-    ap.add_argument("--epochs", type=int, help="baseline epochs (default: tlcut train's)")
-    ap.add_argument("--retrain-epochs", type=int, help="TL fine-tuning epochs (default: tlcut retrain's)")
-    ap.add_argument("--task", default="grade")
-    ap.add_argument("--seed", type=int, default=0)
+    model_args(ap)
     ap.add_argument("--engines", default="onnxrt,openvino", help="engines the int8 halves are measured on")
     ap.add_argument("--limit", type=int, default=None, help="fewer images, for a quick look (not a result)")
     ap.add_argument("--calib-count", type=int, default=64, help="ELPV training images that calibrate the int8 halves")
-    ap.add_argument("--keep", help="keep the baseline model and the retrained bundles (with their recorded accuracy) here")
-    ap.add_argument("--reuse", action="store_true", help="with --keep: reuse the models a run kept there instead of "
-                    "training them again (every accuracy is measured again)")
+    keep_args(ap)
     ap.add_argument("--note", action="append", default=[], help="a note for the results file (repeatable)")
     ap.add_argument("--name", help="results file name (default accuracy, or accuracy-MODEL)")
     ap.add_argument("--out", default=str(HERE / "results"))
@@ -74,40 +66,16 @@ def main() -> int:
     from tlcut.stats import paired_difference
     from tlcut.toolchain.compile import compile_cuts
     from tlcut.toolchain.eval import evaluate
-    from tlcut.toolchain.export import export
-    from tlcut.toolchain.train import fine_tune, retrain, train
 
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="tlcut-acc-"))
     work.mkdir(parents=True, exist_ok=True)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     t_start = time.perf_counter()
-    kept = lambda p: a.reuse and Path(p).exists()  # noqa: E731
     reused = []
     try:
-        if kept(work / "base.keras.json"):  # written after the model: both are whole
-            base = json.loads((work / "base.keras.json").read_text())
-            reused.append("base.keras")
-        else:
-            base = train(a.model, "elpv", work / "base.keras", size=a.size, channels=a.channels, task=a.task,
-                         seed=a.seed, epochs=a.epochs, limit=a.limit, say=say)
-        b = Bundle.open(work / "base") if kept(work / "base") else export(str(work / "base.keras"), work / "base",
-                                                                          progress=say)
-        dev = evaluate(b, Placement.resolve(b, "device"), limit=a.limit)
-        baseline = _baseline(dev, base)
-        say(json.dumps(baseline))
-        # The control: the baseline fine-tuned exactly as retraining does, without the TL.
-        if kept(work / "control.keras.json"):
-            ctl = json.loads((work / "control.keras.json").read_text())
-            reused.append("control.keras")
-        else:
-            ctl = fine_tune(str(work / "base.keras"), work / "control.keras", epochs=a.retrain_epochs, limit=a.limit,
-                            say=say)
-        cb = Bundle.open(work / "control") if kept(work / "control") else export(
-            str(work / "control.keras"), work / "control", progress=say)
-        ctl_dev = evaluate(cb, Placement.resolve(cb, "device"), limit=a.limit)
-        control = {"accuracy": ctl_dev["accuracy"], "training": ctl["training"],
-                   "vs_baseline": paired_difference(dev["per_image"], ctl_dev["per_image"])}
-        say(json.dumps(control))
+        m = baseline_and_control(a, work, say, reused)
+        base, b, dev, baseline, ctl_dev, control = (m[k] for k in ("base", "bundle", "dev", "baseline", "ctl_dev",
+                                                                   "control"))
 
         def vs_base(ev, retrained=False):
             out = {"accuracy": ev["accuracy"], "payload_bytes": ev["payload_bytes"],
@@ -124,13 +92,7 @@ def main() -> int:
             opts = {f"no TL, {enc}": vs_base(evaluate(b, Placement.resolve(b, layer, False, enc), limit=a.limit))
                     for enc in ("raw", "float16", "int8")}
             opts["TL not retrained, raw"] = vs_base(evaluate(b, Placement.resolve(b, layer, True), limit=a.limit))
-            if kept(work / f"tl_{layer}"):
-                r = Bundle.open(work / f"tl_{layer}").manifest["source"]["training"]
-                reused.append(f"tl_{layer}")
-            else:
-                r = retrain(str(work / "base.keras"), layer, work / f"tl_{layer}", epochs=a.retrain_epochs,
-                            limit=a.limit, say=say)
-            rb = Bundle.open(work / f"tl_{layer}")
+            r, rb = retrained_tl(a, work, layer, say, reused)
             for enc in ("raw", "float16", "int8"):
                 opts[f"TL retrained, {enc}"] = vs_base(evaluate(rb, Placement.resolve(rb, layer, True, enc), limit=a.limit),
                                                        retrained=True)
@@ -152,8 +114,8 @@ def main() -> int:
     argv = [x for i, x in enumerate(sys.argv[1:]) if "--note" not in (x, sys.argv[i] if i else "")]  # notes go below
     cmd = "python benchmarks/accuracy.py " + " ".join(argv)
     res = {"command": cmd, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "platform": platform.platform(), "python": platform.python_version(), "tensorflow": tf.__version__,
-           "onnxruntime": _version("onnxruntime"), "openvino": _version("openvino"), "args": vars(a),
+           "platform": platform.platform(), "python": platform.pythonversion(), "tensorflow": tf.__version__,
+           "onnxruntime": version("onnxruntime"), "openvino": version("openvino"), "args": vars(a),
            "data": base["data"], "classes": base["classes"], "model": base["model"], "training": base["training"],
            "baseline": baseline, "control": control, "published": PUBLISHED, "cuts": rows,
            "wall_s": time.perf_counter() - t_start, "reused": reused, "notes": a.note}
@@ -164,37 +126,6 @@ def main() -> int:
     (out / f"{name}.md").write_text(md)
     print(md)
     return 0
-
-
-def _version(mod: str) -> str | None:
-    try:
-        return __import__(mod).__version__
-    except Exception:
-        return None
-
-
-def _baseline(dev: dict, base: dict) -> dict:
-    """The deployed baseline's accuracy, per-class recall, and binary accuracy, each with its interval."""
-    import numpy as np
-
-    from tlcut.stats import accuracy_interval
-
-    y, p = np.asarray(dev["labels"]), np.asarray(dev["predicted"])
-    recall = {c: float((p[y == k] == k).mean()) if (y == k).any() else None for k, c in enumerate(dev["classes"])}
-    out = {"test_accuracy_keras": base["test_accuracy"], "test_accuracy_deployed": dev["accuracy"],
-           "four_grade": accuracy_interval(dev["per_image"]), "recall": recall,
-           "balanced_accuracy": float(np.mean([v for v in recall.values() if v is not None])),
-           "majority_class_rate": base["majority_class_rate"], "n": dev["n"],
-           "confusion": [[int(((y == i) & (p == j)).sum()) for j in range(len(dev["classes"]))]
-                         for i in range(len(dev["classes"]))]}
-    if len(dev["classes"]) == 4:
-        out["binary"] = accuracy_interval(((y >= DEFECTIVE_FROM) == (p >= DEFECTIVE_FROM)).astype(int))
-        out["binary_majority_rate"] = float(max((y >= DEFECTIVE_FROM).mean(), (y < DEFECTIVE_FROM).mean()))
-    return out
-
-
-def _change(d: dict) -> str:
-    return f"{d['diff_pts']:+.2f} pt [{d['ci95_pts'][0]:+.2f}, {d['ci95_pts'][1]:+.2f}]"
 
 
 def _markdown(res: dict) -> str:
@@ -251,9 +182,9 @@ def _markdown(res: dict) -> str:
         where = f"{r['cut']} `{r['layer']}` {'x'.join(map(str, r['shape'][1:]))}"
         for k, v in r["options"].items():
             dd, vc = v["vs_baseline"], v.get("vs_control")
-            md.append(f"| {where} | {k} | {v['payload_bytes']} | {100 * v['accuracy']:.2f}% | {_change(dd)} | "
+            md.append(f"| {where} | {k} | {v['payload_bytes']} | {100 * v['accuracy']:.2f}% | {change(dd)} | "
                       f"{dd['mcnemar_p']:.3f} | {dd['only_a_right']} / {dd['only_b_right']} | "
-                      f"{_change(vc) if vc else '-'} |")
+                      f"{change(vc) if vc else '-'} |")
     md += ["", "## The TL's cost after retraining", "",
            "The goal is a drop of at most 0.5 points. Against the baseline, a change mixes the TL's cost with what the "
            "retraining epochs give; against the control (the same epochs, no TL) it is the TL's own cost. The point "
@@ -269,8 +200,8 @@ def _markdown(res: dict) -> str:
         both = [dd, vc] if vc else [dd]
         ok = " / ".join("yes" if x["diff_pts"] >= -0.5 else f"no: {x['diff_pts']:+.2f} pt" for x in both)
         rules = " / ".join("yes" if x["ci95_pts"][0] >= -0.5 else f"no: down to {x['ci95_pts'][0]:+.2f} pt" for x in both)
-        md.append(f"| {r['cut']} `{r['layer']}` | {'x'.join(map(str, r['tl_shape'][1:]))} | {_change(dd)} | "
-                  f"{dd['mcnemar_p']:.3f} | {_change(vc) if vc else '-'} | {format(vc['mcnemar_p'], '.3f') if vc else '-'} | "
+        md.append(f"| {r['cut']} `{r['layer']}` | {'x'.join(map(str, r['tl_shape'][1:]))} | {change(dd)} | "
+                  f"{dd['mcnemar_p']:.3f} | {change(vc) if vc else '-'} | {format(vc['mcnemar_p'], '.3f') if vc else '-'} | "
                   f"{ok} | {rules} | {rt['epochs_run']} ep (best {rt['best_epoch']}), {rt['train_seconds']:.0f} s |")
     whole = f"Whole run: {res['wall_s'] / 60:.0f} min wall clock."
     if res.get("reused"):

@@ -1,17 +1,20 @@
 """A link that moves: tlcut's adaptive runtime against every static choice, over replayed traces.
 
-    python benchmarks/adaptive.py [--model DenseNet169] [--traces stepped,5g-uplink] [--speed 1]
-                                  [--min-cut K] [--bundle DIR --profiles DIR]
+    python benchmarks/adaptive.py [--model DenseNet169] [--traces stepped,5g-uplink,PATH.csv] [--speed 1]
+                                  [--min-cut K] [--scission-space] [--candidates pareto|ranked]
+                                  [--bundle DIR --profiles DIR]
 
 On the testbed as root (loopback emulation otherwise, stated in the results): bench both roles,
 plan for the trace's first link, then for each trace run, over the same replayed trace: Scission's
 static choice (best cut, no TL, float32), ScissionLite's (best cut with the TL, float32), tlcut's
 static best (any encoding), device only, edge only (the input as float32, as uint8 pixels, as a
-JPEG), and tlcut run --adapt, all on the same images. The
+JPEG), and tlcut run --adapt over the plan's Pareto set (or, with --candidates ranked, its best
+and the best at each of the trace's rates) and the statics, all on the same images. The
 oracle of each phase (a span of the trace at one rate) is the static placement whose median was
 lowest there, as measured. Each run is a worker in the device's namespace that loads and warms up
 first, then starts on a signal with the trace replay, so both share one clock. Writes
-benchmarks/results/adaptive.{json,md} and a timeline PNG per trace.
+benchmarks/results/adaptive.{json,md}, and per trace (named by its file's stem, so a trace given as
+a path works too) a timeline PNG and the adaptive run's per-request records.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ def worker(args: dict) -> None:
         dev = rt.Device(b, Placement.from_json(args["placement"]), edge=args["edge"], **kw)
     xs = rt.inputs(b, args.get("images"), 8, seed=1)
     with dev:
+        if args["placement"] == "adaptive":
+            dev.warm(xs[0])  # every candidate once, as each static run warms its one placement
         for x in xs[:3]:
             dev.infer(x)
         print("ready", flush=True)
@@ -94,7 +99,13 @@ def phases(steps, speed, duration):
 
 def stats(recs):
     a = np.array([r["total_ms"] for r in recs]) if recs else np.array([np.nan])
-    return {"n": len(recs), "median": float(np.median(a)), "p99": float(np.percentile(a, 99))}
+    return {"n": len(recs), "median": float(np.median(a)), "p99": float(np.percentile(a, 99)), "max": float(np.max(a))}
+
+
+def trace_name(spec: str) -> str:
+    """A shipped trace's name, or a trace file's stem: what the results' file names carry."""
+    p = Path(spec)
+    return p.stem if p.suffix or len(p.parts) > 1 else spec
 
 
 def main() -> int:
@@ -102,12 +113,16 @@ def main() -> int:
     ap.add_argument("--model", default="DenseNet169")
     ap.add_argument("--bundle")
     ap.add_argument("--profiles", help="folder with profile-device.json and profile-edge.json to reuse")
-    ap.add_argument("--traces", default="stepped,5g-uplink")
+    ap.add_argument("--traces", default="stepped,5g-uplink",
+                    help="shipped trace names or CSV paths (time_s,mbps,ms), separated by commas")
     ap.add_argument("--speed", type=float, default=1.0, help="replay traces this many times faster")
     ap.add_argument("--min-cut", type=int)
     ap.add_argument("--scission-space", action="store_true",
                     help="placements of Scission's kind only (no TL, float32 on the wire): the static split the "
                          "paper would keep, against re-planning among the same placements")
+    ap.add_argument("--candidates", choices=["pareto", "ranked"], default="pareto",
+                    help="what the adaptive run keeps loaded besides the statics: the plan's Pareto set (default), "
+                         "or its 4 best and the best at each of the trace's rates")
     ap.add_argument("--device-quota", type=float, default=0.2)
     ap.add_argument("--iterations", type=int, default=10, help="bench iterations")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -130,13 +145,15 @@ def main() -> int:
     tag = "adaptive" + (f"-min-cut-{a.min_cut}" if a.min_cut is not None else "") + \
         ("-scission-space" if a.scission_space else "")
     b = Bundle.open(a.bundle) if a.bundle else export(a.model, root / "bundle", progress=print)
-    traces = {n: trace.load(n) for n in a.traces.split(",")}
+    traces = {trace_name(n): trace.load(n) for n in a.traces.split(",") if n.strip()}
     first = next(iter(traces.values()))[0]
     cfg = tbm.Config(bandwidth_mbps=first.mbps, latency_ms=first.ms, device_quota=a.device_quota, port=5931)
     emu = pick()[0](cfg, log=print)
     results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": b.name,
                "command": "python benchmarks/adaptive.py" + (f" --min-cut {a.min_cut}" if a.min_cut is not None else "")
-               + (f" --speed {a.speed:g}" if a.speed != 1 else "") + (" --scission-space" if a.scission_space else ""),
+               + (f" --traces {a.traces}" if a.traces != "stepped,5g-uplink" else "")
+               + (f" --speed {a.speed:g}" if a.speed != 1 else "") + (" --scission-space" if a.scission_space else "")
+               + (f" --candidates {a.candidates}" if a.candidates != "pareto" else ""),
                "traces": {}}
     images = default_images(b)
     with emu as tb, Harness(tb, b.path, images=images) as h:
@@ -170,7 +187,9 @@ def main() -> int:
         from tlcut.runtime.adapt import choose_candidates
 
         rates = sorted({s.mbps for steps in traces.values() for s in steps})
-        cands = list(dict.fromkeys([*choose_candidates(plan.allowed, first.ms, 4, rates), *statics.values()]))
+        loaded = planmod.pareto_front(plan.allowed) if a.candidates == "pareto" else \
+            choose_candidates(plan.allowed, first.ms, 4, rates)
+        cands = list(dict.fromkeys([*loaded, *statics.values()]))
         cand_ranks = [plan.ranking.index(c) for c in cands]
         cand_names = [c.label for c in cands]  # for the results, which people read
         cuts = sorted({c.placement.cut for c in cands if c.placement.cut is not None})
@@ -200,6 +219,8 @@ def main() -> int:
                 results["traces"][tname] = {"phases": oracle, "table": table,
                                             "switches": runs["tlcut adaptive"]["report"].get("switches", []),
                                             "candidates": cand_names}
+                (out / f"{tag}-{tname}-adaptive-records.json").write_text(
+                    json.dumps(runs["tlcut adaptive"], indent=0) + "\n")
                 timeline.plot(runs["tlcut adaptive"]["records"], out / f"{tag}-{tname}.png",
                               trace=[trace.Step(s.t_s / a.speed, s.mbps, s.ms) for s in steps],
                               title=f"{b.name}, {tname} trace: tlcut run --adapt")
@@ -211,27 +232,34 @@ def main() -> int:
 
 
 def to_markdown(r: dict, tag: str) -> str:
+    def slowest(o):
+        return f"{o['max']:.1f}" if "max" in o else "-"
+
     md = [f"# A link that moves: {r['model']}", "", f"Command: `{r['command']}`  ", f"Date: {r['date']}  ",
           f"Emulation: {r['emulation']}. Inputs: {r.get('images', 'random tensors')}.", ""]
     for tname, t in r["traces"].items():
-        md += [f"## Trace `{tname}`", "", f"Timeline of the adaptive run: `{tag}-{tname}.png`. Candidates kept loaded: "
-               + ", ".join(t["candidates"]) + ".", "",
-               "| placement | requests | median ms | p99 ms | " + " | ".join(
+        md += [f"## Trace `{tname}`", "", f"Timeline of the adaptive run: `{tag}-{tname}.png`; its requests: "
+               f"`{tag}-{tname}-adaptive-records.json`. Candidates kept loaded: " + ", ".join(t["candidates"]) + ".", "",
+               "| placement | requests | median ms | p99 ms | slowest ms | " + " | ".join(
                    f"phase {p['phase']} ({p['mbps']:g} Mbit/s) median" for p in t["phases"]) + " |",
-               "|---|---:|---:|---:|" + "---:|" * len(t["phases"])]
+               "|---|---:|---:|---:|---:|" + "---:|" * len(t["phases"])]
         for label, row in t["table"].items():
             o = row["overall"]
-            md.append(f"| {label} | {o['n']} | {o['median']:.1f} | {o['p99']:.1f} | "
+            md.append(f"| {label} | {o['n']} | {o['median']:.1f} | {o['p99']:.1f} | {slowest(o)} | "
                       + " | ".join(f"{p['median']:.1f}" for p in row["phases"]) + " |")
-        md.append("| oracle (best static per phase, measured) | | | | "
+        md.append("| oracle (best static per phase, measured) | | | | | "
                   + " | ".join(f"{p['median']:.1f} ({p['placement']})" for p in t["phases"]) + " |")
         ad = t["table"]["tlcut adaptive"]
         within = [ad["phases"][i]["median"] <= 1.10 * p["median"] for i, p in enumerate(t["phases"])
                   if ad["phases"][i]["n"]]
-        statics_p99 = {k: v["overall"]["p99"] for k, v in t["table"].items() if k != "tlcut adaptive"}
-        md += ["", f"Adaptive median within 10% of the oracle in {sum(within)} of {len(within)} phases; "
-               f"adaptive p99 {ad['overall']['p99']:.1f} ms against the best static p99 "
-               f"{min(statics_p99.values()):.1f} ms ({min(statics_p99, key=statics_p99.get)}).", "",
+        statics = {k: v["overall"] for k, v in t["table"].items() if k != "tlcut adaptive"}
+        best = min(statics, key=lambda k: statics[k]["median"])  # the static choice a user would keep
+        b, o = statics[best], ad["overall"]
+        md += ["", f"Adaptive median within 10% of the oracle in {sum(within)} of {len(within)} phases. "
+               f"Against the best static choice ({best}): median {o['median']:.1f} vs {b['median']:.1f} ms, "
+               f"p99 {o['p99']:.1f} vs {b['p99']:.1f} ms, slowest request {slowest(o)} vs {slowest(b)} ms. "
+               f"The lowest static p99 is {min(v['p99'] for v in statics.values()):.1f} ms "
+               f"({min(statics, key=lambda k: statics[k]['p99'])}).", "",
                "Switches: " + ("; ".join(f"request {s['at']}: {s['old']} -> {s['new']}" for s in t["switches"]) or "none"), ""]
     return "\n".join(md)
 

@@ -19,7 +19,7 @@ import numpy as np
 from tlcut.bundle import Bundle
 from tlcut.deployment import Deployment
 from tlcut.placement import DEVICE
-from tlcut.runtime.client import EdgeUnavailable
+from tlcut.runtime.client import DEFAULT_TIMEOUT_S, EdgeUnavailable
 from tlcut.runtime.run import Device
 
 #: Link bytes per payload byte (TCP/IPv4 on Ethernet), as the planner counts them.
@@ -36,16 +36,28 @@ class LinkEstimate:
     alpha: float = 0.4
     samples: int = 0
 
-    def observe_transfer(self, payload_bytes: int, transfer_ms: float, fixed_ms: float = 0.0) -> float | None:
-        """One request's goodput sample; None where the payload crossed within the round trip (too
-        small to tell the rate)."""
+    def observe_transfer(self, payload_bytes: int, transfer_ms: float, fixed_ms: float = 0.0,
+                         weight: float | None = None) -> float | None:
+        """One request's goodput sample, blended with ``weight`` (default ``alpha``; 1 replaces the
+        estimate); None where the payload crossed within the round trip (too small to tell the rate)."""
         wire_ms = transfer_ms - self.rtt_ms - fixed_ms
         if payload_bytes <= 0 or wire_ms <= 0.05 * transfer_ms:
             return None
         sample = payload_bytes * WIRE_OVERHEAD * 8 / (wire_ms * 1e3)
-        self.mbps = math.exp((1 - self.alpha) * math.log(self.mbps) + self.alpha * math.log(sample))
+        w = self.alpha if weight is None else weight
+        self.mbps = math.exp((1 - w) * math.log(self.mbps) + w * math.log(sample))
         self.samples += 1
         return sample
+
+    def observe_bound(self, payload_bytes: int, waited_ms: float, fixed_ms: float = 0.0) -> float | None:
+        """A request that got no reply within ``waited_ms``: its payload took longer, so the link is
+        at most this fast. The estimate drops to that bound where it was above it."""
+        wire_ms = waited_ms - self.rtt_ms - fixed_ms
+        if payload_bytes <= 0 or wire_ms <= 0:
+            return None
+        bound = payload_bytes * WIRE_OVERHEAD * 8 / (wire_ms * 1e3)
+        self.mbps = min(self.mbps, bound)
+        return bound
 
     def observe_rtt(self, rtt_ms: float) -> None:
         self.rtt_ms = (1 - self.alpha) * self.rtt_ms + self.alpha * rtt_ms
@@ -74,6 +86,16 @@ class Policy:
     the best offloading placement after ``probe_every`` requests and ``probe_interval_s`` seconds,
     so a link that recovers is noticed; but only if, on the link the plan was made for, that
     placement would win: where the device is far ahead anyway, probing would only cost latency.
+
+    A sample that comes after requests without one and over ``stale_s`` seconds (a probe, mostly)
+    replaces the estimate rather than moving it by ``alpha``: an estimate seconds old says nothing
+    of the link now, and averaging it in kept a link that had recovered looking slow for several
+    probes. A probe that measures a gain above the margin, or a request that timed out, switches at
+    once: each is the measurement patience waits for.
+
+    Every offloaded request has a timeout from its prediction (``timeout_ms``); a request that
+    times out runs here at once, and bounds the link's rate from above (its payload did not cross
+    in time).
     """
 
     candidates: list[Deployment]
@@ -81,10 +103,14 @@ class Policy:
     start: Deployment | None = None  # (default: the best for the planned link)
     margin: float = 0.15
     patience: int = 3
-    probe_every: int = 10
+    probe_every: int = 3
     probe_interval_s: float = 1.0
+    stale_s: float = 1.0
+    timeout_factor: float = 2.0
+    timeout_floor_ms: float = 250.0
     switches: list[Switch] = field(default_factory=list)
     edge_scale: float = 1.0  # the edge's measured time over its profiled time (load, another machine)
+    clock: object = time.monotonic  # seconds; tests drive it by hand
 
     def __post_init__(self):
         if not self.candidates:
@@ -96,21 +122,38 @@ class Policy:
         self._n = 0
         self._since_sample = 0
         self._last_probe = -float("inf")
+        self._last_sample = -float("inf")
+        self._sampled_at = 0  # the request number of the last sample
+        self._measured = False
         self._planned = LinkEstimate(self.link.mbps, self.link.rtt_ms)
 
     # -- the two methods a policy has ----------------------------------------------------------
     def observe(self, rec: dict, ran: Deployment | None = None) -> None:
-        """One finished request's record (as Device.infer returns it), run on ``ran`` (default: the current)."""
+        """One finished request's record (as Device.infer returns it), run on ``ran`` (default: the
+        current). ``timed_out`` in the record: it waited its whole timeout for no reply."""
         self._n += 1
         c = ran or self.current
         sampled = None
-        if not rec.get("fallback") and c.placement.where != DEVICE:
+        if c.placement.where != DEVICE:
             comp = c.components_ms
             fixed = comp["serialize"] + comp["deserialize"] + comp["reply"]
-            sampled = self.link.observe_transfer(rec["payload_bytes"], rec["transfer_ms"], fixed)
-            planned_edge = comp["edge"] + comp["edge_tl"]
-            if planned_edge > 0 and rec.get("edge_ms", 0) > 0:  # a busy edge shows as edge time
-                self.edge_scale = math.exp(0.7 * math.log(self.edge_scale) + 0.3 * math.log(rec["edge_ms"] / planned_edge))
+            now = self.clock()
+            if rec.get("timed_out"):  # the timeout runs from the send: the edge's time and the link's
+                edge = (comp["edge"] + comp["edge_tl"]) * self.edge_scale
+                waited = rec.get("timeout_ms") or self.timeout_ms(c, c != self.current)
+                self.link.observe_bound(c.upload_bytes, waited - edge, fixed)
+                self._last_sample, self._measured = now, True
+            elif not rec.get("fallback"):
+                # stale: requests without a sample between (running here), and seconds of them
+                stale = self._n - self._sampled_at > 1 and now - self._last_sample > self.stale_s
+                weight = 1.0 if stale else None
+                sampled = self.link.observe_transfer(rec["payload_bytes"], rec["transfer_ms"], fixed, weight)
+                if sampled is not None:
+                    self._last_sample, self._sampled_at = now, self._n
+                    self._measured = c != self.current
+                planned_edge = comp["edge"] + comp["edge_tl"]
+                if planned_edge > 0 and rec.get("edge_ms", 0) > 0:  # a busy edge shows as edge time
+                    self.edge_scale = math.exp(0.7 * math.log(self.edge_scale) + 0.3 * math.log(rec["edge_ms"] / planned_edge))
         self._since_sample = 0 if sampled is not None else self._since_sample + 1
 
     def next_placement(self) -> tuple[Deployment, str | None]:
@@ -118,18 +161,19 @@ class Policy:
         is one request on another deployment; it does not change the current one."""
         ranked = sorted(self.candidates, key=self.predict)
         best, cur = ranked[0], self.current
+        measured, self._measured = self._measured, False
         if best != cur and self.predict(best) < (1 - self.margin) * self.predict(cur):
             prev, count = self._streak
             self._streak = (best, count + 1 if prev == best else 1)
-            if self._streak[1] >= self.patience:
-                why = (f"link {self.link.mbps:.1f} Mbit/s, {self.link.rtt_ms:.0f} ms: {best.label} predicted "
-                       f"{self.predict(best):.1f} ms vs {self.predict(cur):.1f} ms for {cur.label}")
+            if self._streak[1] >= self.patience or measured:
+                why = (f"link {self.link.mbps:.1f} Mbit/s, {self.link.rtt_ms:.0f} ms{' (just measured)' if measured else ''}: "
+                       f"{best.label} predicted {self.predict(best):.1f} ms vs {self.predict(cur):.1f} ms for {cur.label}")
                 self.switches.append(Switch(self._n, cur.label, best.label, why))
                 self.current, self._streak = best, (None, 0)
                 return self.current, why
         else:
             self._streak = (None, 0)
-        now = time.monotonic()
+        now = self.clock()
         if self._since_sample >= self.probe_every and now - self._last_probe >= self.probe_interval_s:
             probe = next((c for c in ranked if c.placement.where != DEVICE), None)
             if probe is not None and probe != cur and \
@@ -137,6 +181,16 @@ class Policy:
                 self._since_sample, self._last_probe = 0, now
                 return probe, "probe"
         return self.current, None
+
+    def timeout_ms(self, c: Deployment, probe: bool = False) -> float:
+        """How long a request on ``c`` waits for the edge after its head has run, before it runs
+        here instead: a multiple of that wait's prediction (a probe: what is left of the current
+        placement's predicted time, past which it cannot pay), never under the floor. So no
+        request takes longer than its head, this, and device only's time."""
+        head = c.components_ms["device"] + c.components_ms["device_tl"]
+        if probe:
+            return max(self.timeout_floor_ms, self.predict(self.current) - head)
+        return max(self.timeout_floor_ms, self.timeout_factor * (self.predict(c) - head))
 
     # -- arithmetic ----------------------------------------------------------------------------
     def predict(self, c: Deployment, link: LinkEstimate | None = None) -> float:
@@ -149,6 +203,14 @@ class Policy:
         edge = (comp["edge"] + comp["edge_tl"]) * self.edge_scale
         rest = sum(v for k, v in comp.items() if k not in ("latency", "transfer", "edge", "edge_tl"))
         return rest + edge + link.rtt_ms + link.up_ms(c.upload_bytes)
+
+
+def engine_kw(d: Deployment) -> dict:
+    """The Device arguments of ``d``'s device engine, where the plan names one (a plan over several
+    engine configurations); otherwise the command's own --backend, --precision and --threads hold."""
+    e = d.device
+    return {k: v for k, v in (("backend", e.backend), ("precision", e.precision), ("threads", e.threads))
+            if v is not None}
 
 
 def choose_candidates(ranked: list[Deployment], rtt_ms: float, best: int, rates) -> list[Deployment]:
@@ -166,17 +228,36 @@ def choose_candidates(ranked: list[Deployment], rtt_ms: float, best: int, rates)
 
 
 class AdaptiveDevice:
-    """Every candidate placement's head loaded at once; a policy (above) picks one per
-    request from what the requests so far say of the link. The edge must serve all their tails.
-    Each placement keeps its own connection and fallback, so an unreachable edge runs locally as
-    with one placement, and adaptation resumes when it answers again. Every switch is logged."""
+    """Every candidate placement's head loaded at once, each on its own device engine (the
+    deployment's backend, precision and threads where the plan names them); a policy (above) picks
+    one per request from what the requests so far say of the link. The edge must serve all their
+    tails. Each placement keeps its own connection and fallback, so an unreachable edge runs
+    locally as with one placement, and adaptation resumes when it answers again. With the
+    fallback on (the default), a request waits for the edge only as long as the policy's
+    ``timeout_ms`` allows, once, with no retry, then runs here: no request waits for a reply the
+    prediction says is overdue. Every switch is logged."""
 
     def __init__(self, bundle: Bundle, policy, *, edge: str, log=None, ping_every_s: float = 2.0, **device_kw):
         self.policy, self.log, self.ping_every_s = policy, log or (lambda _: None), ping_every_s
-        self.devices = {c: Device(bundle, c.placement, edge=edge, **device_kw) for c in policy.candidates}
+        self.devices = {c: Device(bundle, c.placement, edge=edge, **{**device_kw, **engine_kw(c)})
+                        for c in policy.candidates}
+        self.max_timeout_s = device_kw.get("timeout_s", DEFAULT_TIMEOUT_S)
+        self.fallback = device_kw.get("fallback", False)
         self._last_ping = 0.0
         self._t0 = time.monotonic()
         self.probes = 0
+        self.timed_out = 0
+        self._answered: set[Deployment] = set()
+
+    def warm(self, x: np.ndarray) -> None:
+        """``x`` once through every candidate, unobserved, so no timed request pays a cold start
+        (a connection, a tail's first run) that a static run's warm-up would have paid."""
+        for d, dev in self.devices.items():
+            if dev.client is not None:
+                dev.client.retries = 0
+            _, rec = dev.infer(x)
+            if dev.client is not None and not rec.get("fallback"):
+                self._answered.add(d)
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
         d, why = self.policy.next_placement()
@@ -185,9 +266,22 @@ class AdaptiveDevice:
         elif why:
             self.log(f"switch to {d.label}: {why}")
         dev = self.devices[d]
+        away = dev.edge_away
+        timeout_ms = None
+        if dev.client is not None and self.fallback:
+            # until its edge has answered once (a cold connection, a tail's first run), the command's timeout
+            timeout_ms = self.max_timeout_s * 1e3
+            if d in self._answered:
+                timeout_ms = min(self.policy.timeout_ms(d, probe=why == "probe"), timeout_ms)
+            dev.client.timeout_s, dev.client.retries = timeout_ms / 1e3, 0
         t = time.monotonic()
         y, rec = dev.infer(x)
-        rec.update(placement=d.label, probe=why == "probe", t_s=t - self._t0)
+        if dev.client is not None and not rec.get("fallback"):
+            self._answered.add(d)
+        timed_out = bool(rec.get("fallback")) and not away and d.placement.where != DEVICE
+        self.timed_out += timed_out
+        rec.update(placement=d.label, probe=why == "probe", t_s=t - self._t0, timed_out=timed_out,
+                   timeout_ms=timeout_ms)
         self.policy.observe(rec, d)
         rec["link_mbps_estimate"] = self.policy.link.mbps
         self._ping(dev)
@@ -208,7 +302,7 @@ class AdaptiveDevice:
 
     def report(self) -> dict:
         counts = {c.label: d.report() for c, d in self.devices.items()}
-        return {"per_placement": counts, "probes": self.probes,
+        return {"per_placement": counts, "probes": self.probes, "timed_out": self.timed_out,
                 "switches": [vars(s) for s in self.policy.switches]}
 
     def close(self):

@@ -285,7 +285,10 @@ def summarize(records: list[dict], wall_s: float) -> dict:
     out = {"requests": len(records), "throughput_rps": len(records) / wall_s if wall_s > 0 else None}
     for k in ("total_ms", "device_ms", "transfer_ms", "edge_ms"):
         out[k] = summary([r[k] for r in records])
-    out["payload_bytes"] = records[0]["payload_bytes"] if records else 0
+    # the median over the requests that crossed, as bench and the plan count a JPEG's bytes: the
+    # first request's payload is one image's, and a fallback sends nothing
+    sent = [r["payload_bytes"] for r in records if r["payload_bytes"] and not r.get("fallback")]
+    out["payload_bytes"] = int(round(float(np.median(sent)))) if sent else 0
     return out
 
 
@@ -360,7 +363,7 @@ def run(device: Device, xs: list[np.ndarray], warmup: int = 3, on_record=None,
 
 
 def format_summary(label: str, s: dict) -> str:
-    rows = [f"{label}: {s['requests']} requests, {s['throughput_rps']:.2f} req/s, payload {s['payload_bytes']} B",
+    rows = [f"{label}: {s['requests']} requests, {s['throughput_rps']:.2f} req/s, median payload {s['payload_bytes']} B",
             "             median      p90      p99   (ms)"]
     for k, name in (("total_ms", "end-to-end"), ("device_ms", "device"), ("transfer_ms", "transfer"), ("edge_ms", "edge")):
         rows.append(f"  {name:<10} {s[k]['median']:8.2f} {s[k]['p90']:8.2f} {s[k]['p99']:8.2f}")

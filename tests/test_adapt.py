@@ -166,3 +166,192 @@ def test_candidates_cover_the_rates_the_link_may_move_to():
     chosen = choose_candidates(ranked, 28.0, 1, [10.0])
     assert chosen[0] == by_label("edge only") and set(chosen) == {by_label(x) for x in ("edge only", "cut 9", "device only")}
     assert set(choose_candidates(ranked, 28.0, 1, [])) == {by_label("edge only"), by_label("device only")}
+
+
+# -- a link on a clock: each request advances time by its own latency, so probe intervals, stale
+# estimates and timeouts play out as they would against a real link (no network) -------------------
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def replay(policy, clock, rate_at, until_s, noise=0.0, seed=0, away_s=2.0):
+    """Requests back to back until ``until_s`` over a link whose rate at time t is ``rate_at(t)``,
+    as AdaptiveDevice runs them: an offloaded request waits at most the policy's timeout, then runs
+    here (device only's time) and leaves that placement's edge 'away' for ``away_s``, its requests
+    running here untried. Returns (t_s, label, waited_ms, why) per request."""
+    rng = np.random.default_rng(seed)
+    local = next(c for c in policy.candidates if c.placement.where == DEVICE)
+    local_ms = sum(local.components_ms.values())
+    away: dict = {}
+    out = []
+    while clock.t < until_s:
+        c, why = policy.next_placement()
+        fixed = FIXED["serialize"] + FIXED["deserialize"] + FIXED["reply"]
+        if c.placement.where == DEVICE:
+            ms, rec = local_ms, {"payload_bytes": 0, "transfer_ms": 0.0, "edge_ms": 0.0, "fallback": False}
+        elif away.get(c, -1) > clock.t:
+            ms, rec = local_ms, {"payload_bytes": 0, "transfer_ms": 0.0, "edge_ms": 0.0, "fallback": True}
+        else:
+            wire = c.upload_bytes * WIRE_OVERHEAD * 8 / (rate_at(clock.t) * 1e3) * (1 + noise * rng.uniform(-1, 1))
+            transfer = 28.0 + wire + fixed
+            head, edge = c.components_ms["device"], c.components_ms["edge"]
+            limit = policy.timeout_ms(c, probe=why == "probe")
+            if transfer + edge > limit:  # no reply in time: it runs here at once, no retry
+                ms = head + limit + local_ms
+                rec = {"payload_bytes": 0, "transfer_ms": 0.0, "edge_ms": 0.0, "fallback": True, "timed_out": True,
+                       "timeout_ms": limit}
+                away[c] = clock.t + ms / 1e3 + away_s
+            else:
+                ms = head + transfer + edge
+                rec = {"payload_bytes": c.upload_bytes, "transfer_ms": transfer, "edge_ms": edge, "fallback": False}
+        policy.observe(rec, c)
+        out.append((clock.t, c.label, ms, why))
+        clock.t += ms / 1e3
+    return out
+
+
+def test_after_a_drop_forces_local_probes_bring_it_back_within_a_few_requests():
+    clock = Clock()
+    pol = Policy(CANDS, LinkEstimate(57.0, 28.0), clock=clock)
+    rate = lambda t: 1.0 if 20 <= t < 40 else 57.0  # noqa: E731  1 Mbit/s: device only wins
+    reqs = replay(pol, clock, rate, 60.0, noise=0.1)
+    drop = [r for r in reqs if 25 <= r[0] < 40]
+    assert drop and all(r[1] == "device only" or r[3] == "probe" for r in drop), "the drop forces it local"
+    back = [r for r in reqs if r[0] >= 40]
+    # the first request on the recovered link that offloads, not as a probe, comes within 6 requests
+    first = next(i for i, r in enumerate(back) if r[1] != "device only" and r[3] != "probe")
+    assert first <= 6, back[:10]
+    assert all(r[1] != "device only" for r in back[first:]), "and it stays offloading"
+
+
+def test_a_stale_estimate_is_replaced_by_the_probe_not_averaged_with_it():
+    clock = Clock()
+    pol = Policy(CANDS, LinkEstimate(57.0, 28.0), start=CANDS[0], clock=clock)
+    pol.link.mbps = 2.0  # local after a long fade
+    reqs = replay(pol, clock, lambda t: 57.0, 10.0)
+    probes = [i for i, r in enumerate(reqs) if r[3] == "probe"]
+    assert probes, "a probe must go out while the link is unmeasured"
+    assert pol.link.mbps == pytest.approx(57.0, rel=0.05), "one probe a second after the last sample is the link now"
+    assert pol.switches and pol.switches[0].at == probes[0] + 1, "the probe's measurement switches at once"
+
+
+def test_a_probe_that_times_out_costs_one_timeout_and_lowers_the_estimate():
+    clock = Clock()
+    pol = Policy(CANDS, LinkEstimate(57.0, 28.0), start=CANDS[0], clock=clock)  # planned fast
+    pol.link.mbps = 2.0  # local since a fade; the link is slower still
+    reqs = replay(pol, clock, lambda t: 0.5, 20.0)
+    probes = [r for r in reqs if r[3] == "probe"]
+    # head + timeout (device only's predicted time: past it the probe cannot pay) + device only, no retry
+    assert len(probes) >= 5 and all(r[2] <= 200 + 300 + 300 + 1 for r in probes), probes
+    assert pol.link.mbps < 2.0, "no reply in time bounds the rate from above"
+    assert pol.current.label == "device only" and pol.switches == []
+
+
+def test_no_request_waits_longer_than_its_predicted_bound():
+    """Whatever the link does, a request waits at most its head, the timeout from its prediction,
+    and device only's time: never a retry, never a fixed 10 s."""
+    clock = Clock()
+    pol = Policy(CANDS, LinkEstimate(57.0, 28.0), clock=clock)
+    rng = np.random.default_rng(7)
+    levels = np.exp(rng.uniform(np.log(0.3), np.log(60.0), 40))  # a new rate every 1.5 s, down to 0.3 Mbit/s
+    reqs = replay(pol, clock, lambda t: levels[min(int(t / 1.5), 39)], 60.0, noise=0.2)
+    local = 300.0
+    worst_predicted = max(max(pol.timeout_floor_ms, pol.timeout_factor * pol.predict(c, LinkEstimate(0.3, 28.0)))
+                          for c in CANDS if c.placement.where != DEVICE)
+    assert max(r[2] for r in reqs) <= 200 + min(worst_predicted, 1e9) + local
+    assert max(r[2] for r in reqs) < 3 * local + 200, "the timeout follows the estimate, which the timeouts lower"
+
+
+# DenseNet169 in Scission's space on a 0.2-CPU device: device only 360 ms; edge only sends the
+# float32 input; cut 4 a larger tensor after a short head; cut 14 a small one after a long head.
+SCISSION = [cand(Placement(DEVICE), 360, 0, 0), cand(Placement(EDGE), 0, 60, 602_112),
+            cand(Placement(SPLIT, 4), 60, 50, 1_605_632), cand(Placement(SPLIT, 14), 290, 10, 81_536)]
+
+
+def test_the_5g_trace_stays_within_10_percent_of_the_oracle_in_20_of_23_phases():
+    """The scission-space benchmark's check, on the same trace with modelled placements: each phase's
+    median against the best static placement's there."""
+    from tlcut.lab.trace import load
+
+    steps = load("5g-uplink")
+    clock = Clock()
+    pol = Policy(SCISSION, LinkEstimate(steps[0].mbps, 28.0), clock=clock)
+
+    def rate(t):
+        return next(s.mbps for s in reversed(steps) if s.t_s <= t)
+
+    reqs = replay(pol, clock, rate, steps[-1].t_s + 20, noise=0.1, seed=2)
+    ends = [s.t_s for s in steps[1:]] + [steps[-1].t_s + 20]
+    fixed = FIXED["serialize"] + FIXED["deserialize"] + FIXED["reply"]
+    within = 0
+    for s, end in zip(steps, ends):
+        got = [r[2] for r in reqs if s.t_s <= r[0] < end]
+        oracle = min(sum(c.components_ms.values()) if c.placement.where == DEVICE else
+                     c.components_ms["device"] + c.components_ms["edge"] + 28.0 + fixed
+                     + c.upload_bytes * WIRE_OVERHEAD * 8 / (s.mbps * 1e3) for c in SCISSION)
+        within += bool(got) and float(np.median(got)) <= 1.10 * oracle
+    assert within >= 20, within
+
+
+def test_a_pareto_plan_gives_the_candidates_each_on_its_own_device_engine(monkeypatch):
+    from tlcut.cli.serving import pareto_candidates
+    from tlcut.deployment import Engine
+    from tlcut.runtime import adapt
+
+    int8 = Engine("onnxrt", "int8", 2)
+    front = [Deployment(CANDS[1].placement, CANDS[1].components_ms, 600_000),
+             Deployment(CANDS[3].placement, CANDS[3].components_ms, 20_000, device=int8)]
+    plan = Plan("m", None, {"up_mbps": 57.0, "rtt_ms": 28.0}, [*front, CANDS[0]], front[0], pareto=front)
+    cands = pareto_candidates(plan)
+    assert cands == [*front, CANDS[0]], "the Pareto set, and device only for when the edge goes away"
+    plan.pareto = None
+    assert pareto_candidates(plan) == [], "no Pareto set: the plan's best and the best at each rate, as before"
+    made = {}
+    monkeypatch.setattr(adapt, "Device", lambda b, p, **kw: made.setdefault(p, kw))
+    adapt.AdaptiveDevice(None, Policy(cands, LinkEstimate(57.0, 28.0)), edge="tcp://e:1", backend="openvino",
+                         precision="float32", fallback=True)
+    assert made[front[1].placement] == {"edge": "tcp://e:1", "backend": "onnxrt", "precision": "int8", "threads": 2,
+                                        "fallback": True}
+    assert made[front[0].placement]["backend"] == "openvino", "no engine in the plan: the command's"
+
+
+def test_run_adapt_takes_the_plans_pareto_set(bundle, tmp_path):
+    from tlcut.toolchain.bench import bench
+
+    for role in ("device", "edge"):
+        (tmp_path / f"{role}.json").write_text(json.dumps(bench(bundle, role=role, iterations=2, progress=lambda *_: None)))
+    assert cli.main(["plan", "--device", str(tmp_path / "device.json"), "--edge", str(tmp_path / "edge.json"),
+                     "--tl", "off", "--pareto", "-o", str(tmp_path / "plan.json")]) == 0
+    plan = Plan.load(tmp_path / "plan.json", bundle)
+    assert plan.pareto
+    want = {c.label for c in plan.pareto} | {"device only"}
+    served = sorted({str(c.placement.cut) for c in plan.pareto if c.placement.cut is not None} | {"input"})
+    with local_edge(bundle, served, tl="off") as ep:
+        assert cli.main(["run", str(bundle.path), "--adapt", str(tmp_path / "plan.json"), "--edge", ep,
+                         "--requests", "6", "--warmup", "1", "-o", str(tmp_path / "run.json")]) == 0
+    out = json.loads((tmp_path / "run.json").read_text())
+    assert set(out["summary"]["counts"]["per_placement"]) == want
+
+
+def test_the_benchmark_names_a_trace_file_by_its_stem(tmp_path):
+    """A trace given as a path: its records and plot go under the results folder, named from the
+    stem, never beside the trace or with the path in a file name."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "adaptive_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.trace_name(str(tmp_path / "my-5g.csv")) == "my-5g" and bench.trace_name("5g-uplink") == "5g-uplink"
+    row = {"overall": {"n": 2, "median": 1.0, "p99": 2.0, "max": 2.0}, "phases": [{"n": 2, "median": 1.0}]}
+    r = {"model": "m", "command": "c", "date": "d", "emulation": "e", "traces": {"my-5g": {
+        "phases": [{"phase": 0, "mbps": 5.0, "placement": "device only", "median": 1.0}],
+        "table": {"device only": row, "tlcut adaptive": row}, "switches": [], "candidates": ["device only"]}}}
+    md = bench.to_markdown(r, "adaptive")
+    assert "`adaptive-my-5g.png`" in md and "`adaptive-my-5g-adaptive-records.json`" in md and "/" not in md.split("`")[3]
+    assert "slowest request 2.0 vs 2.0 ms" in md

@@ -99,7 +99,7 @@ def test_tl_halves_match_the_numpy_reference(build, kw):
 
 
 def test_odd_sizes_come_back_to_the_original_shape():
-    """The ScissionTL bug: 7x7 -> 3x3 -> 6x6. Here 7x7 -> 4x4 -> 7x7."""
+    """The ScissionLite bug: 7x7 -> 3x3 -> 6x6. Here 7x7 -> 4x4 -> 7x7."""
     m, cuts = _model_and_cuts(graphs.chain, hw=7)
     c = cuts[0]
     assert c.tl_shape == (1, 4, 4, 4)

@@ -191,7 +191,7 @@ def test_both_edges_serve_a_learned_tl(small_bundle, tmp_path):
             t.start()
         else:
             log = tmp_path / "edged.log"
-            proc = subprocess.Popen([edged, str(b.path), "--cut", str(c.index), "--bind", ep], stderr=log.open("w"))
+            proc = subprocess.Popen([edged, str(b.path), "--cut", str(c.index), "--tl", "on", "--bind", ep], stderr=log.open("w"))
         try:
             wait_for_edge(ep, timeout_s=60, insecure=True)
             with Device(b, str(c.index), tl=True, edge=ep) as d:

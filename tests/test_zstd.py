@@ -170,3 +170,32 @@ def test_wire_sizes_records_measured_bytes_per_cut():
     again = [{"index": r["index"], "encodings": {}} for r in rows]
     wire_sizes.record(b, again, shared=shared, progress=lambda *_: 1 / 0)  # measured once: nothing runs
     assert all(a["encodings"] is r["encodings"] for a, r in zip(again, rows))  # one dict per cut, as bench shares them
+
+
+def _with_zstd(p, nbytes, measured):
+    from profiles import st
+
+    for c in p["cuts"]:
+        entry = {"serialize": st(0.02), "deserialize": st(0.02), "bytes": nbytes}
+        if measured:
+            entry["measured"] = {"images": "elpv", "count": 8}
+        c["encodings"] = {"int8+zstd": entry}
+    return p
+
+
+def test_the_plan_prices_an_entropy_coded_wire_only_by_sizes_measured_on_images():
+    from profiles import profile
+    from tlcut.toolchain import plan as planmod
+
+    net = planmod.Network(up_mbps=10, rtt_ms=20, down_mbps=100)
+    args = ([1.0, 2.0], [2.0, 1.0], [40_000, 40_000], [False, False], 3.0)
+
+    def zstd_rows(dev_measured, edge_measured):
+        dev = _with_zstd(profile("device", *args), 39_000, dev_measured)  # bench's random tensor: no gain
+        edge = _with_zstd(profile("edge", *args), 3_000 if edge_measured else 39_000, edge_measured)
+        r = planmod.plan(dev, edge, net)
+        return [c for c in r.ranking if c.placement.encoding == "int8+zstd"]
+
+    assert zstd_rows(False, False) == []  # sizes of noise are never taken for an image's
+    got = zstd_rows(False, True)
+    assert got and all(c.upload_bytes < 4_000 for c in got)  # the edge's measured bytes, header included

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tlcut import dtypes
+from tlcut.accuracy import accuracy_key, accuracy_rows
 from tlcut.errors import TlcutError
 from tlcut.files import temp_dir, write_atomic
 
@@ -469,12 +470,13 @@ class Bundle:
 
     # -- measured accuracy -------------------------------------------------------------------
     @property
-    def accuracy(self) -> dict:
-        """What `tlcut eval` measured on the test split: {placement label: {precision: result}}."""
-        return self.manifest.get("accuracy", {})
+    def accuracy(self) -> list[dict]:
+        """`tlcut eval`'s test-split rows (tlcut/accuracy.py); a table from before rows reads converted."""
+        return accuracy_rows(self.manifest.get("accuracy", []), {c.index: c.tl_kind for c in self.cuts})
 
-    def record_accuracy(self, label: str, precision: str, result: dict) -> None:
-        self.manifest.setdefault("accuracy", {}).setdefault(label, {})[precision] = result
+    def record_accuracy(self, row: dict) -> None:
+        """Record ``row`` (``Placement.identity``, ``precision``, the result) in place of its key's; save."""
+        self.manifest["accuracy"] = [r for r in self.accuracy if accuracy_key(r) != accuracy_key(row)] + [row]
         self.save_manifest()
 
     # -- measured fidelity (toolchain/fidelity.py) --------------------------------------------

@@ -213,7 +213,8 @@ class Plan:
     def best_of(self, pred) -> Deployment | None:
         return next((d for d in self.ranking if d.allowed and pred(d)), None)
 
-    # the paper's static choices: ScissionLite (TL) and Scission (no TL), both sending float32
+    # the paper's static choices: ScissionLite (TL) and Scission (no TL), both sending float32 (the
+    # baselines the benchmarks and the demo run); what the TL is worth over every option is below
     @property
     def best_tl(self) -> Deployment | None:
         return self.best_of(lambda d: d.placement.tl and d.placement.encoding == "raw")
@@ -221,6 +222,21 @@ class Plan:
     @property
     def best_plain(self) -> Deployment | None:
         return self.best_of(lambda d: d.placement.where == SPLIT and not d.placement.tl and d.placement.encoding == "raw")
+
+    # what the TL is worth here: the best allowed candidate with it and without it, over every
+    # encoding, engine and placement, as the table ranks them (device and edge only have no TL)
+    @property
+    def best_with_tl(self) -> Deployment | None:
+        return self.best_of(lambda d: d.placement.tl)
+
+    @property
+    def best_without_tl(self) -> Deployment | None:
+        return self.best_of(lambda d: not d.placement.tl)
+
+    @property
+    def speedup_with_tl(self) -> float | None:
+        tl, plain = self.best_with_tl, self.best_without_tl
+        return plain.total_ms / tl.total_ms if tl and plain else None
 
     @property
     def device_only(self) -> Deployment | None:

@@ -8,7 +8,8 @@ extends this one type. Which encodings apply where, and how a label names them, 
 own (tlcut/encodings/).
 
 Labels read ``device only``, ``edge only``, ``edge only, uint8``, ``edge only, JPEG q90``, ``cut 5``,
-``cut 5 + TL``, ``cut 5 + TL, int8``.
+``cut 5 + TL``, ``cut 5 + TL, int8``, and with a learned transfer layer ``cut 5 + bottleneck:8, int8+zstd``.
+A label is for people: what identifies a placement is ``identity`` (the fields, the TL's kind spelled out).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Placement:
     tl: bool = False
     encoding: str = encodings.DEFAULT
     quality: int | None = None  # for an encoding that takes one (jpeg) only
+    #: The TL's kind where it is a learned one the bundle holds at the cut (tlcut/transfer); None: pool.
+    tl_kind: str | None = None
 
     def __post_init__(self):
         if self.where not in (DEVICE, EDGE, SPLIT):
@@ -49,6 +52,11 @@ class Placement:
             raise ValueError("a split placement has a cut; the others have none")
         if self.tl and self.where != SPLIT:
             raise TlcutError("the TL applies only at a cut; device only and edge only take --tl off")
+        if self.tl_kind is not None:  # spelled as tlcut.transfer spells it; held or not, the bundle says
+            if not self.tl:
+                raise TlcutError(f"a transfer layer's kind ({self.tl_kind}) applies only with the TL on")
+            name = str(self.tl_kind).strip().lower()
+            object.__setattr__(self, "tl_kind", None if name == "pool" else name)
         allowed = INPUT_ENCODINGS if self.where == EDGE else CUT_ENCODINGS if self.where == SPLIT else (encodings.DEFAULT,)
         if self.encoding not in allowed:
             what = {EDGE: "the model input (edge only)", SPLIT: "a cut's tensor", DEVICE: "device only (nothing crosses)"}
@@ -72,9 +80,20 @@ class Placement:
         elif self.where == EDGE:
             base = "edge only"
         else:
-            base = f"cut {self.cut}{' + TL' if self.tl else ''}"
+            base = f"cut {self.cut}{(' + ' + (self.tl_kind or 'TL')) if self.tl else ''}"
         wire = encodings.get(self.encoding).label(self.quality)
         return f"{base}, {wire}" if wire else base
+
+    @property
+    def kind(self) -> str | None:
+        """The TL's kind spelled out (``pool`` for the paper's); None without the TL."""
+        return (self.tl_kind or "pool") if self.tl else None
+
+    @property
+    def identity(self) -> dict:
+        """What identifies the placement in a record (the bundle's accuracy rows): its fields, the TL's kind spelled out."""
+        return {"where": self.where, "cut": self.cut, "tl": self.tl, "tl_kind": self.kind, "encoding": self.encoding,
+                "quality": self.quality}
 
     @property
     def slug(self) -> str:
@@ -98,16 +117,38 @@ class Placement:
         d = {"where": self.where, "cut": self.cut, "tl": self.tl, "encoding": self.encoding, "label": self.label}
         if self.quality is not None:
             d["quality"] = self.quality
+        if self.tl_kind is not None:  # absent: pool, so a pool placement's JSON reads as before
+            d["tl_kind"] = self.tl_kind
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "Placement":
-        return cls(d["where"], d.get("cut"), bool(d.get("tl", False)), d.get("encoding", encodings.DEFAULT), d.get("quality"))
+        return cls(d["where"], d.get("cut"), bool(d.get("tl", False)), d.get("encoding", encodings.DEFAULT), d.get("quality"),
+                   d.get("tl_kind"))
+
+    @classmethod
+    def from_label(cls, label: str, tl_kind: str | None = None) -> "Placement":
+        """The placement a label names (records written before placements had an identity were keyed by
+        label); ``tl_kind``: what ``+ TL`` stood for (the cut's kind then). ValueError for no label."""
+        m = re.fullmatch(r"(device only|edge only|cut (\d+)(?: \+ (\S+))?)(?:, (.+))?", label.strip())
+        if not m:
+            raise ValueError(f"not a placement label: {label!r}")
+        where = DEVICE if m[1] == "device only" else EDGE if m[1] == "edge only" else SPLIT
+        tl = m[3] is not None
+        kind = (tl_kind if m[3] == "TL" else m[3]) if tl else None
+        wire, q = m[4] or "", re.search(r"\d+", m[4] or "")
+        for name in (INPUT_ENCODINGS if where == EDGE else CUT_ENCODINGS if where == SPLIT else (encodings.DEFAULT,)):
+            enc = encodings.get(name)
+            quality = int(q[0]) if enc.default_quality is not None and q else None
+            if enc.label(quality) == wire:
+                return cls(where, int(m[2]) if m[2] else None, tl, name, quality, kind)
+        raise ValueError(f"no wire encoding is labelled {m[4]!r}")
 
     @classmethod
     def resolve(cls, bundle, cut: str, tl: bool = False, encoding: str = encodings.DEFAULT,
                 quality: int | None = None) -> "Placement":
-        """From the CLI's words: ``--cut device|input|K`` (index, tensor or layer), ``--tl``, ``--encoding``."""
+        """From the CLI's words: ``--cut device|input|K`` (index, tensor or layer), ``--tl``, ``--encoding``.
+        With the TL, the placement names the kind the bundle holds at the cut."""
         text = str(cut).strip()
         where = SENTINELS.get(text.lower())
         if where:
@@ -115,7 +156,7 @@ class Placement:
         c = bundle.cut(text)
         if tl and not c.tl:
             raise TlcutError(f"the TL cannot apply at cut {c.index} ({c.why_no_tl}); use --tl off")
-        return cls(SPLIT, c.index, tl, encoding, quality)
+        return cls(SPLIT, c.index, tl, encoding, quality, c.tl_kind if tl else None)
 
 
 def tl_modes(cut, choice: str) -> list[bool]:

@@ -32,7 +32,7 @@ from tlcut.bundle import Bundle, Cut
 from tlcut.errors import TlcutError
 from tlcut.runtime import backends, protocol
 from tlcut.stats import summary
-from tlcut.toolchain import surgery
+from tlcut.toolchain import surgery, wire_sizes
 
 from tlcut.toolchain.profile import FORMAT  # noqa: F401  (the profile's format, owned by profile.py)
 
@@ -245,7 +245,8 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
             else:
                 head, tail = _time_halves(be, model_path, c, feed, warmup, iterations, threads)
             row = {"index": c.index, "tensor": c.tensor, "layer": c.layer, "bytes": c.bytes, "tl": c.tl,
-                   "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail), **wire_of(c, c.tl)}
+                   "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail), **wire_of(c, c.tl),
+                   **({"tl_kind": c.tl_kind} if c.tl_kind != "pool" else {})}  # absent: pool, as profiles before
             if c.tl:
                 key = (c.shape, c.layout, c.dtype)
                 if key not in tl_cache:
@@ -257,6 +258,11 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
         for row in rows:
             row.update(wire_of(cuts[row["index"]], row["tl"]))
 
+    if role == "edge":
+        # What an entropy-coded tensor weighs depends on the image, not on the machine: measured
+        # once, on real images, on the edge (the device may be emulated at a fifth of a core). The
+        # plan reads these sizes from whichever profile has them.
+        wire_sizes.record(bundle, rows, images, threads=threads, progress=progress, shared=shared)
     inp = bundle.inputs[0]
     if "input" not in shared:
         in_ser, in_de = wire_times(inp["shape"], inp["dtype"], max(iterations, 20))
@@ -366,7 +372,8 @@ def _int8_halves(bundle, be, precision, feed, warmup, iterations, threads, progr
         tail, out = timed("tail", c.index, False, {c.tensor: next(iter(mid.values()))})
         outputs = outputs or out
         row = {"index": c.index, "tensor": c.tensor, "layer": c.layer, "bytes": c.bytes, "tl": False,
-               "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail)}
+               "tl_bytes": c.tl_bytes, "head": stats(head), "tail": stats(tail),
+               **({"tl_kind": c.tl_kind} if c.tl_kind != "pool" else {})}
         if c.tl and has("head", c.index, True) and has("tail", c.index, True):
             head_tl, pay = timed("head", c.index, True, feed)
             tail_tl, _ = timed("tail", c.index, True, {surgery.PAYLOAD_TL: next(iter(pay.values()))})

@@ -2,7 +2,9 @@
 
 An edge serving the cut runs in this process on loopback, and every test image goes through the
 same Device as `tlcut run`: head (with DeviceTL), wire encoding, ZeroMQ, decoding, tail. So the
-accuracy measured is that of what is served, wire format included.
+accuracy measured is that of what is served, wire format and transfer layer included. The test
+split's accuracy is recorded in the bundle under the placement's identity (the TL's kind spelled
+out) and the precision, where `plan --max-accuracy-drop` reads it (``accuracy_of``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 
 import numpy as np
 
+from tlcut import transfer
 from tlcut.bundle import Bundle
 from tlcut.errors import TlcutError
 from tlcut.placement import DEVICE, EDGE, Placement
@@ -39,6 +42,9 @@ def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, s
     n_out = bundle.outputs[0]["shape"][-1]
     if n_out != len(ds.classes):
         raise TlcutError(f"the model outputs {n_out} classes, the data has {len(ds.classes)}")
+    if placement.tl:  # None: the cut's kind; a named kind only where the bundle holds it trained
+        cut = bundle.cuts[placement.cut]
+        placement = placement.with_(tl_kind=transfer.held(cut, placement.tl_kind or cut.tl_kind).name)
     served = [] if placement.where == DEVICE else ["input" if placement.where == EDGE else str(placement.cut)]
     hits, predicted, payload = [], [], 0
     with contextlib.ExitStack() as stack:
@@ -57,6 +63,7 @@ def evaluate(bundle: Bundle, placement: Placement, *, data: str | None = None, s
               "placement": placement.to_json(), "precision": precision, "backend": getattr(backend, "name", backend),
               "payload_bytes": payload, "data": ds.info}
     if split == "test" and limit is None:  # what `plan --max-accuracy-drop` reads; never a partial or tuning split
-        bundle.record_accuracy(placement.label, precision, {k: result[k] for k in ("accuracy", "n", "backend")}
+        bundle.record_accuracy({**placement.identity, "precision": precision, "label": placement.label}
+                               | {k: result[k] for k in ("accuracy", "n", "backend")}
                                | {"data": ds.info.get("name"), "split_sha256": ds.info.get("split_sha256")})
     return result

@@ -1,4 +1,4 @@
-"""`tlcut plan`: rank every way to run the model over the link (ScissionTL's ranking).
+"""`tlcut plan`: rank every way to run the model over the link (ScissionLite's ranking).
 
 For each cut, with and without the TL, the predicted end-to-end latency of one request is::
 
@@ -27,6 +27,8 @@ import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tlcut import encodings
+from tlcut.accuracy import accuracy_key, accuracy_rows
 from tlcut.deployment import Deployment, Plan
 from tlcut.errors import TlcutError
 from tlcut.placement import CUT_ENCODINGS, DEVICE, EDGE, SPLIT, TL_CHOICES, Placement
@@ -142,7 +144,7 @@ OBJECTIVES = ("latency", "throughput")
 
 
 def plan(device, edge, net: Network, cons: Constraints | None = None,
-         accuracy: dict | None = None, objective: str = "latency", tiles: list | None = None,
+         accuracy: list | dict | None = None, objective: str = "latency", tiles: list | None = None,
          tiles_link: Network | None = None, bundle=None, pareto: bool = False) -> Plan:
     """Every candidate with its predicted components; the best that meets the constraints.
 
@@ -151,7 +153,8 @@ def plan(device, edge, net: Network, cons: Constraints | None = None,
     (manifests of `tlcut tiles`) add, for every placement that sends what a tiles folder starts
     from, the same placement with that segment run as bands on the folder's nodes
     (``tiled_edge_ms``), on the edge's default configuration. ``bundle``: where recorded fidelity
-    is read (``fidelity_of``). ``pareto``: also the non-dominated set (``pareto_front``)."""
+    is read (``fidelity_of``), and named as where ``accuracy`` (its ``Bundle.accuracy``
+    rows; or a table keyed by label, as bundles held before rows) was read. ``pareto``: also the non-dominated set (``pareto_front``)."""
     cons = cons or Constraints()
     dp, ep = as_profile(device, "device"), as_profile(edge, "edge")
     if dp.model_sha256 != ep.model_sha256:
@@ -194,7 +197,7 @@ def plan(device, edge, net: Network, cons: Constraints | None = None,
     for c in cands:
         c.engine_detail = detail
 
-    _accuracy(cands, accuracy or {})
+    _accuracy(cands, measured_accuracy(accuracy))
     _fidelity(cands, bundle)
     for c in cands:
         c.allowed, c.why_not = _allowed(c, cons)
@@ -204,7 +207,7 @@ def plan(device, edge, net: Network, cons: Constraints | None = None,
     if not allowed:
         raise TlcutError("no plan meets the constraints (" + describe_constraints(cons) + "); relax one of them")
     return Plan(dp.model, dp.model_sha256, asdict(net), ranking, allowed[0], asdict(cons), objective,
-                dp.path, ep.path, (accuracy or {}).get("_source"), pareto=pareto_front(allowed) if pareto else None)
+                dp.path, ep.path, _accuracy_source(accuracy, bundle), pareto=pareto_front(allowed) if pareto else None)
 
 
 def _reply_ms(dev: dict, edge: dict, net: Network, hdr: int) -> float:
@@ -222,9 +225,10 @@ def _splits(dc: Config, ec: Config, net: Network, hdr: int) -> list[Deployment]:
         e = theirs.get(d["index"])
         if e is None:
             continue
+        kind = d.get("tl_kind")  # the TL the bundle holds trained at the cut, as bench measured it (absent: pool)
         for tl in (False, True):
-            if tl and not (d["tl"] and e["tl"]):
-                continue
+            if tl and not (d["tl"] and e["tl"] and kind == e.get("tl_kind")):
+                continue  # profiles of bundles with different TLs at the cut: neither is known to run
             sfx = "_tl" if tl else ""
             for enc in CUT_ENCODINGS:
                 if enc == "raw":
@@ -235,13 +239,18 @@ def _splits(dc: Config, ec: Config, net: Network, hdr: int) -> list[Deployment]:
                     if not dv or not ev:
                         continue
                     ser, de, nbytes = dv["serialize"]["median"], ev["deserialize"]["median"], dv["bytes"]
+                    if encodings.get(enc).measured:  # its size depends on the content: real images only
+                        sized = next((x for x in (dv, ev) if x.get("measured")), None)
+                        if sized is None:
+                            continue
+                        nbytes = sized["bytes"]
                 up = nbytes + hdr
                 comp = {
                     "device": d["head"]["median"], "device_tl": d["device_tl"]["median"] if tl else 0.0,
                     "serialize": ser, "latency": net.rtt_ms, "transfer": net.up_ms(up), "deserialize": de,
                     "edge_tl": e["edge_tl"]["median"] if tl else 0.0, "edge": e["tail"]["median"], "reply": reply_ms,
                 }
-                out.append(Deployment(Placement(SPLIT, d["index"], tl, enc), comp, up, d.get("layer"),
+                out.append(Deployment(Placement(SPLIT, d["index"], tl, enc, tl_kind=kind if tl else None), comp, up, d.get("layer"),
                                       device=dc.engine, edge=ec.engine))
     return out
 
@@ -373,15 +382,36 @@ def _allowed(c: Deployment, cons: Constraints) -> tuple[bool, str | None]:
     return True, None
 
 
+def measured_accuracy(records) -> dict[tuple, dict]:
+    """What `tlcut eval` recorded, by ``accuracy_key``: ``Bundle.accuracy`` rows, or a table keyed by
+    label (bundles before rows; there ``+ TL`` is pool)."""
+    return {accuracy_key(r): r for r in accuracy_rows(records or [])}
+
+
+def _accuracy_source(records, bundle) -> str | None:
+    if isinstance(records, dict) and records.get("_source"):
+        return records["_source"]
+    return str(bundle.path) if records is not None and bundle is not None else None
+
+
+def accuracy_of(measured: dict, placement: Placement, precision: str | None) -> float | None:
+    """The one place the plan reads accuracy: what `tlcut eval` recorded for ``placement`` (its TL's
+    kind included) at ``precision`` (None: the sides differ, which eval never runs), from
+    ``measured_accuracy``; None: never measured."""
+    row = measured.get(accuracy_key({**placement.identity, "precision": precision or "mixed"}))
+    return None if row is None else row.get("accuracy")
+
+
 def _accuracy(cands: list[Deployment], measured: dict) -> None:
     """Each candidate's accuracy and drop against device only. Lossless candidates (no TL; float32,
     or the uint8 pixels of a camera image; every engine at float32) compute exactly what the whole
     model computes: a drop of 0, known. The rest have what `tlcut eval` recorded in the bundle
-    (under the label it printed, at the precision both sides ran), or unknown: never assumed lossless."""
-    base = (measured.get(Placement(DEVICE).label) or {}).get("float32", {}).get("accuracy")
+    (for its placement, TL kind included, at the precision both sides ran), or unknown: never
+    assumed lossless. A segment run as bands computes what it computes untiled: the placement's."""
+    base = accuracy_of(measured, Placement(DEVICE), "float32")
     for c in cands:
         lossless = c.placement.lossless and c.precision == "float32"
-        acc = (measured.get(c.label_without_engines) or {}).get(c.precision or "mixed", {}).get("accuracy")
+        acc = accuracy_of(measured, c.placement, c.precision)
         if lossless and acc is None:
             acc = base
         c.lossless = lossless

@@ -79,7 +79,10 @@ def payload_contract(bundle, cut, tl: bool, head_out: dict, endpoint: str | None
     from tlcut import encodings
     from tlcut.runtime import protocol as P
 
-    per = {e: encodings.get(e).wire_bytes(head_out["shape"], head_out["dtype"]) for e in encodings.names(encodings.CUT)}
+    names = encodings.names(encodings.CUT)
+    # an entropy-coded payload weighs what the image makes it: no fixed size to promise
+    per = {e: encodings.get(e).wire_bytes(head_out["shape"], head_out["dtype"]) for e in names
+           if not encodings.get(e).measured}
     tl_flag = "on" if tl else "off"
     return {
         "format": "tlcut-payload-contract", "version": 1,
@@ -90,7 +93,8 @@ def payload_contract(bundle, cut, tl: bool, head_out: dict, endpoint: str | None
         "wire": {"protocol": "tlcut", "version": P.VERSION, "header_bytes": P.HEADER.size,
                  "transport": "ZeroMQ DEALER (device) to ROUTER (edge); two frames: header, payload",
                  "cut_id": cut.index, "flags": P.FLAG_TL if tl else 0,
-                 "encodings": list(per), "payload_bytes_by_encoding": per,
+                 "encodings": list(names), "payload_bytes_by_encoding": per,
+                 "payload_bytes_depend_on_content": [e for e in names if e not in per],
                  "spec": "docs/protocol.md"},
         "edge": {"serves": f"the tail of cut {cut.index}" + (" starting with the EdgeTL" if tl else ""),
                  "takes": {"dtype": head_out["dtype"], "shape": head_out["shape"]},

@@ -115,21 +115,42 @@ class PlacementArgs(Group):
 
 
 class ServedCutsArgs(Group):
-    """What an edge serves: --cut repeatable, --tl on|off|both."""
+    """What an edge serves: --cut repeatable, --tl on|off|both|KIND."""
 
     title = "what to serve"
 
-    def __init__(self, required: bool = True):
-        self.required = required
+    def __init__(self, required: bool = True, bundle: BundleArgs | None = None):
+        self.required, self.bundle_args = required, bundle
 
     def add(self, p):
         p.add_argument("--cut", action="append", required=self.required, metavar="K",
                        help="cut to serve (index, tensor or layer name; 'input' for the whole model); repeatable")
-        p.add_argument("--tl", default="both", choices=TL_CHOICES,
-                       help="serve the tail with EdgeTL, without, or both (default both, where compiled)")
+        p.add_argument("--tl", default="both", metavar="on|off|both|KIND",
+                       help="serve the tail with EdgeTL, without, or both (default both, where compiled); or name "
+                            "the TL's kind (pool, bottleneck:C, ...), refused at a cut where the bundle holds no "
+                            "such kind trained")
 
     def parse(self, a):
-        self.cuts, self.tl = a.cut, a.tl
+        self.cuts, self.tl = a.cut, tl_words(a.tl, self.bundle_args.bundle if self.bundle_args else None, a.cut or [])
+
+
+def tl_words(tl: str, bundle, cuts) -> str:
+    """--tl on|off|both, or a transfer-layer kind: the bundle must hold that kind trained at each of
+    ``cuts`` (specs; 'input' has no TL and is left alone), and it then means ``on``."""
+    if tl in TL_CHOICES:
+        return tl
+    from tlcut import transfer
+    from tlcut.placement import SENTINELS
+
+    try:
+        transfer.parse(tl)  # a misspelt word is one line, with or without cuts to check it against
+    except TlcutError:
+        raise TlcutError(f"--tl must be {', '.join(TL_CHOICES)} or a transfer layer's kind ({transfer.SYNTAX}), "
+                         f"got '{tl}'") from None
+    for spec in cuts:
+        if bundle is not None and str(spec).strip().lower() not in SENTINELS:
+            transfer.held(bundle.cut(spec), tl)
+    return "on"
 
 
 class SecurityArgs(Group):

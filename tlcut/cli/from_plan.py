@@ -155,6 +155,10 @@ class PlanArgs(Group):
                              "with --choice N")
         p = d.placement
         kind = "head" if self.side == "device" else "tail"
+        if p.where == "split" and p.tl_kind:  # the plan's learned TL, trained in this bundle at the cut, or one line
+            from tlcut import transfer
+
+            transfer.held(b.cuts[p.cut], p.tl_kind)
         if p.where == "split":
             found, what = b.find(kind, p.cut, p.tl, precision=precision), f"{kind}{' with the TL' if p.tl else ''} of cut {p.cut}"
         elif (p.where == "device") == (self.side == "device"):

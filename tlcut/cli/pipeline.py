@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from tlcut.cli import Verb, bar, emit_json, say
-from tlcut.cli.args import BackendArgs, BundleArgs
+from tlcut.cli.args import BackendArgs, BundleArgs, tl_words
 from tlcut.cli.from_plan import PlanArgs, describe_engines, given, track
 from tlcut.errors import TlcutError
 from tlcut.calibrate.int8 import METHODS
-from tlcut.placement import TL_CHOICES
 
 
 def parse_shape(text: str):
@@ -97,8 +96,10 @@ as it is."""
 
     def add(self, p):
         p.add_argument("--cuts", help="cuts to compile: indices, ranges (3-7), tensor or layer names, or 'all'")
-        p.add_argument("--tl", default="both", choices=TL_CHOICES,
-                       help="halves with the TL, without, or both (default both, where the TL applies)")
+        p.add_argument("--tl", default="both", metavar="on|off|both|KIND",
+                       help="halves with the TL, without, or both (default both, where the TL applies); or name the "
+                            "TL's kind (pool, bottleneck:C, ...), refused at a cut where the bundle holds no such "
+                            "kind trained")
         p.add_argument("--batch", default="1", metavar="N|dynamic",
                        help="also write tails of batch N (or a symbolic batch) for an edge that batches requests "
                             "(`tlcut serve --max-batch`); each is checked against the batch-1 tail (default 1: none)")
@@ -141,6 +142,7 @@ as it is."""
         from tlcut.toolchain.compile import compile_cuts, select_cuts
 
         b = self.b.bundle
+        tl_words(a.tl, b, [])  # a misspelt --tl is one line before anything else
         if a.target:
             return self.run_target(a, b)
         for flag, value in (("--cut", a.cut), ("-o", a.output), ("--edge-endpoint", a.edge_endpoint),
@@ -210,6 +212,8 @@ as it is."""
                                  f"{lib}: install it, or compile on the machine that runs it")
             jobs.setdefault((prec, backend if builds else backends.DEFAULT), threads)
         cuts = [b.cuts[p.cut]] if p.cut is not None else []
+        if p.tl_kind:  # the plan's learned TL: compiled only where this bundle holds it trained
+            tl_words(p.tl_kind, b, [p.cut])
         for (prec, backend), threads in sorted(jobs.items()):
             written = compile_cuts(b, cuts, tl="on" if p.tl else "off", backend=backend, threads=threads,
                                    precision=prec, calib=a.calib if prec == "int8" else None,
@@ -248,7 +252,10 @@ as it is."""
         cut = a.cut if a.cut is not None else (chosen.cut if chosen else None)
         if cut is None:
             raise TlcutError(f"--target {a.target} needs the cut the device runs: --cut K (or --plan PLAN)")
-        tl = chosen.tl if chosen else None if a.tl == "both" else a.tl == "on"  # both: the TL where it applies
+        if chosen and chosen.tl_kind:
+            tl_words(chosen.tl_kind, b, [chosen.cut])
+        words = tl_words(a.tl, b, [cut])  # a kind: on, where the bundle holds it trained at the cut
+        tl = chosen.tl if chosen else None if words == "both" else words == "on"  # both: the TL where it applies
         write_jetson(b, cut, a.output, tl=tl, endpoint=a.edge_endpoint, edge_key=a.edge_key, force=a.force,
                      progress=say)
 
@@ -266,7 +273,7 @@ as it is."""
             pref = [int(x) for x in a.preferred_batch.split(",") if x] if a.preferred_batch else None
         except ValueError:
             raise TlcutError(f"--preferred-batch '{a.preferred_batch}' is not a list of integers like 4,8") from None
-        index = write_repository(b, a.cut or [], a.output, tl=a.tl, instances=a.instances, kind=a.kind,
+        index = write_repository(b, a.cut or [], a.output, tl=tl_words(a.tl, b, a.cut or []), instances=a.instances, kind=a.kind,
                                  max_batch=a.max_batch, preferred_batch=pref, max_queue_delay_us=a.max_queue_delay_us,
                                  precision=self.be.precision, force=a.force, progress=say)
         say(f"[triton] wrote {len(index)} models to {a.output}: `tritonserver --model-repository {a.output}`")

@@ -158,7 +158,7 @@ class Plan(Verb):
             b = Bundle.open(a.accuracy)
             if b.model_sha256 != dev.model_sha256:
                 raise TlcutError(f"bundle '{a.accuracy}' holds another model than the profiles; give the bundle they were benched from")
-            accuracy = {**b.accuracy, "_source": str(b.path)}
+            accuracy = b.accuracy
         tiles, link = [], None
         if a.tiles or a.tiles_link:
             from tlcut.tiles_folder import read_tiles

@@ -18,7 +18,8 @@ class Serve(Verb):
     name = "serve"
 
     def make_groups(self):
-        self.b, self.cuts, self.sec, self.be = BundleArgs(), ServedCutsArgs(required=False), SecurityArgs("edge"), BackendArgs()
+        self.b, self.sec, self.be = BundleArgs(), SecurityArgs("edge"), BackendArgs()
+        self.cuts = ServedCutsArgs(required=False, bundle=self.b)
         self.plan = PlanArgs(self.b, "edge")
         return [self.b, self.plan, self.cuts, self.sec, self.be]
 
@@ -175,19 +176,21 @@ fallback, so the timings are not the placement's."""
         p.add_argument("-o", "--output", help="write the JSON here")
         p.add_argument("-v", "--verbose", action="store_true", help="print every request")
         g = p.add_argument_group("adaptation (re-plan while running)")
-        g.add_argument("--adapt", metavar="PLAN", help="choose the placement per request among the best of this plan "
-                                                      "(`tlcut plan -o`), from the link the requests measure; --cut is "
-                                                      "then where to start (default: the plan's best)")
+        g.add_argument("--adapt", metavar="PLAN", help="choose the deployment per request among this plan's "
+                                                      "(`tlcut plan -o`; its Pareto set, each on its own engines, "
+                                                      "where `plan --pareto` wrote one), from the link the requests "
+                                                      "measure; --cut is then where to start (default: the plan's best)")
         g.add_argument("--candidates", type=int, default=4, metavar="N",
-                       help="placements kept loaded: the plan's N best allowed ones, the best at each --rates, and "
-                            "device only (default 4)")
+                       help="without a Pareto set in the plan, placements kept loaded: the plan's N best allowed "
+                            "ones, the best at each --rates, and device only (default 4)")
         g.add_argument("--rates", metavar="MBPS[,MBPS...]",
-                       help="uplink rates the link may move to; the best placement at each is kept loaded too "
-                            "(default: the plan's rate times 1/2, 1/5 and 1/10)")
+                       help="without a Pareto set: uplink rates the link may move to; the best placement at each "
+                            "is kept loaded too (default: the plan's rate times 1/2, 1/5 and 1/10)")
         g.add_argument("--margin", type=float, default=0.15, help="switch only for a predicted gain above this share (default 0.15)")
         g.add_argument("--patience", type=int, default=3, help="... seen this many requests in a row (default 3)")
-        g.add_argument("--probe-every", type=int, default=10, metavar="N",
-                       help="while the link goes unmeasured, offload every Nth request to measure it (default 10)")
+        g.add_argument("--probe-every", type=int, default=3, metavar="N",
+                       help="while the link goes unmeasured, offload every Nth request, at most one a second, to "
+                            "measure it (default 3)")
         g.add_argument("--timeline", metavar="PNG", help="draw latency, placement and link estimate over time")
 
     def run(self, a):
@@ -217,6 +220,8 @@ fallback, so the timings are not the placement's."""
         else:
             dev = rt.Device(b, pl, edge=self.link.edge, **kw)
         with dev:
+            if a.adapt and a.warmup > 0:
+                dev.warm(xs[0])  # every candidate once: no timed request pays a cold start
             def show(rec):
                 if a.verbose:
                     say(f"[run] {rec['i']:4d} total {rec['total_ms']:8.2f} ms  device {rec['device_ms']:7.2f}  "
@@ -251,8 +256,22 @@ fallback, so the timings are not the placement's."""
         return code
 
 
+def pareto_candidates(plan) -> list:
+    """A plan's Pareto set (`tlcut plan --pareto`) and device only, each on its own engines; empty
+    where the plan has none. The set already holds what wins at each rate the link may move to:
+    less upload for more device time, down to device only."""
+    if not plan.pareto:
+        return []
+    cands = list(dict.fromkeys(plan.pareto))
+    local = plan.device_only
+    if local is not None and not any(c.placement == local.placement for c in cands):
+        cands.append(local)
+    return cands
+
+
 def adaptive_device(b, a, start, edge, kw):
-    """An AdaptiveDevice over the plan's best allowed placements and device only."""
+    """An AdaptiveDevice over the plan's Pareto set where it has one, else its best allowed
+    placements, the best at each rate, and device only."""
     from tlcut.deployment import Plan
     from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy, choose_candidates
 
@@ -267,7 +286,7 @@ def adaptive_device(b, a, start, edge, kw):
         raise TlcutError(f"--rates takes Mbit/s separated by commas, got '{a.rates}'") from None
     if any(r <= 0 for r in rates):
         raise TlcutError("--rates must be positive Mbit/s")
-    cands = choose_candidates(plan.allowed, net["rtt_ms"], a.candidates, rates)
+    cands = pareto_candidates(plan) or choose_candidates(plan.allowed, net["rtt_ms"], a.candidates, rates)
     first = None
     if start is not None:
         first = plan.find(start)
