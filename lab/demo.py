@@ -82,12 +82,13 @@ def demo(model: str = "DenseNet169", out: str | None = None, *, bandwidth: float
         cut_ids = sorted({c.placement.cut for c in chosen.values() if c.placement.cut is not None})
         step(5, f"compile cuts {cut_ids}")
         compile_cuts(b, [b.cuts[i] for i in cut_ids], tl="both")
+        fidelity = measure_fidelity(bpath, chosen, images, say)
         # 6. serve and run, each deployment on its engines ------------------------------------------
         step(6, f"serve on the edge, run {len(set(chosen.values()))} deployments x {requests} requests on the device")
         runs = h.run_deployments(chosen, out, say=lambda label, d: say(f"[demo 6/{STEPS}]   {label}: {d.label}"))
     # 7. the table -------------------------------------------------------------------------------
     step(7, "summary")
-    rows = rep.summary_rows(b, chosen, runs)
+    rows = rep.summary_rows(b, chosen, runs, fidelity)
     searched = sorted({e.words() for e in (*dev.engines, *planmod.load_profile(out / "profile-edge.json", "edge").engines)})
     result = {
         "model": b.name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -115,6 +116,41 @@ def float32_engines() -> str:
     from tlcut.toolchain.bench_configs import why_not_here
 
     return ",".join(f"{n}:float32" for n in backends.names() if why_not_here(n) is None)
+
+
+def measure_fidelity(bpath, chosen: dict, images, say) -> dict:
+    """{Deployment: its fidelity row, or None where unknown} for each row the demo runs: what the
+    bundle recorded, measured here (`tlcut fidelity`'s path, 32 test images) where a lossy row has
+    none, so the table says how far each lossy choice moved the answers instead of assuming nothing."""
+    from tlcut.bundle import Bundle
+    from tlcut.placement import SPLIT
+    from tlcut.runtime.backends import DEFAULT
+    from tlcut.toolchain import fidelity as fid
+
+    def side(e):
+        return e.backend or DEFAULT, e.precision or "float32"
+
+    def sides(d):
+        return [side(e) for e in d.engines_used.values()]
+
+    def known(b, d):
+        return fid.deployment_fidelity(b, d.placement, side(d.device), side(d.edge))
+
+    out = {}
+    for d in dict.fromkeys(chosen.values()):
+        b = Bundle.open(bpath)
+        if known(b, d) is None and images == "elpv":
+            p = d.placement
+            for backend, precision in dict.fromkeys(sides(d)):
+                try:
+                    fid.measure(b, cuts=[b.cuts[p.cut]] if p.where == SPLIT else [], tl="on" if p.tl else "off",
+                                engines=[backend], precisions=[precision], wire=[p.encoding],
+                                whole=p.where != SPLIT, **({"jpeg_quality": (p.quality,)} if p.quality else {}))
+                except TlcutError as e:
+                    say(f"[demo] fidelity of {d.label}: unknown ({e})")
+            b = Bundle.open(bpath)
+        out[d] = known(b, d)
+    return out
 
 
 def _int8(b, bpath, plan, min_cut, images, step, say) -> str:

@@ -81,7 +81,8 @@ def crosses(bundle, d) -> str | None:
     return d.layer
 
 
-def summary_rows(bundle, rows: dict, runs: dict) -> list[dict]:
+def summary_rows(bundle, rows: dict, runs: dict, fidelity: dict | None = None) -> list[dict]:
+    """``fidelity``: {Deployment: its fidelity row, None where unknown} (demo.measure_fidelity)."""
     out, first = [], {}
     for label, d in rows.items():
         s = runs[label]["summary"]
@@ -92,10 +93,27 @@ def summary_rows(bundle, rows: dict, runs: dict) -> list[dict]:
              "error_pct": 100 * (measured - d.total_ms) / d.total_ms, "payload_bytes": d.upload_bytes,
              "measured_device_ms": s["device_ms"]["median"], "measured_transfer_ms": s["transfer_ms"]["median"],
              "measured_edge_ms": s["edge_ms"]["median"], "predicted_components_ms": d.components_ms,
-             "requests": s["requests"], "same_as": first.get(d)}
+             "requests": s["requests"], "same_as": first.get(d),
+             "fidelity": _fid((fidelity or {}).get(d))}
         first.setdefault(d, label)
         out.append(r)
     return out
+
+
+def _fid(row: dict | None) -> dict | None:
+    """What the table shows of a fidelity row: exact, measured (top-1 agreement, cosine) or estimated."""
+    if not row:
+        return None
+    return {k: row[k] for k in ("status", "top1", "cosine", "cosine_min", "max_rel_error") if k in row} | (
+        {"images": row["images"]["n"]} if isinstance(row.get("images"), dict) else {})
+
+
+def fidelity_words(f: dict | None) -> str:
+    if f is None:
+        return "unknown"
+    if f["status"] == "exact":
+        return "exact"
+    return f"{f['top1']:.0%} / {f['cosine']:.4f}" + (" (est.)" if f["status"] == "estimated" else "")
 
 
 def speedups(rows: list[dict]) -> dict:
@@ -145,8 +163,27 @@ def why(rows: list[dict]) -> str:
 
 
 def placement_note(rows: list[dict]) -> str | None:
-    """Said plainly where the winner does not split."""
+    """Said plainly where the winner does not split, and where it is lossy, how far it moved the answers."""
     w = next(r for r in rows if r["placement"] == CHOICE)
+    notes = [n for n in (_where_note(w), _lossy_note(w)) if n]
+    return " ".join(notes) or None
+
+
+def _lossy_note(w: dict) -> str | None:
+    f = w.get("fidelity")
+    if f is None:
+        return ("tlcut's choice is lossy (a lossy wire or int8 halves) and its fidelity is unknown: nothing "
+                "measured it (no real images, or a model whose output does not move); plan with --min-fidelity "
+                "or --max-accuracy-drop to rule such choices out.")
+    if f["status"] == "exact":
+        return None
+    return (f"tlcut's choice is lossy: its top-1 class agrees with the float32 model's on {f['top1']:.1%} of "
+            f"{f.get('images', 'the')} test images, mean cosine {f['cosine']:.4f}"
+            + (" (estimated from each side's own row)" if f["status"] == "estimated" else "")
+            + "; `tlcut plan --min-fidelity F` rules out anything below F.")
+
+
+def _where_note(w: dict) -> str | None:
     if w["device_engine"] is None:
         return (f"The best plan does not split: the device sends the picture ({w['choice']}) and the edge runs the "
                 "whole model.")
@@ -164,20 +201,25 @@ def format_summary(r: dict) -> str:
              "", f"Engine configurations searched: {r.get('engines_searched') or 'as benched'}."
              + (f" {r['int8']}" if r.get("int8") else ""), "",
              "| placement | choice | device engine | edge engine | payload (bytes) | predicted median (ms) | "
-             "measured median (ms) | error | measured p90 (ms) | measured device / transfer / edge (ms) |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
+             "measured median (ms) | error | measured p90 (ms) | measured device / transfer / edge (ms) | "
+             "fidelity: top-1 / cosine |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---|---|"]
     for x in r["rows"]:
         if x["same_as"]:
             own = x["placement"].endswith(", best engine") and x["same_as"] == x["placement"].replace(", best engine", f", {PAPER}")
             note = f"{PAPER} is its best engine" if own else f"the same as {x['same_as']}"
-            lines.append(f"| {x['placement']} | {note} | | | | | | | | |")
+            lines.append(f"| {x['placement']} | {note} | | | | | | | | | |")
             continue
         lines.append(f"| {x['placement']} | {x['choice']} ({x['layer'] or '-'}) | {x['device_engine'] or '-'} | "
                      f"{x['edge_engine'] or '-'} | {x['payload_bytes']} | {x['predicted_ms']:.1f} | "
                      f"{x['measured_ms']:.1f} | {x['error_pct']:+.1f}% | {x['measured_p90_ms']:.1f} | "
-                     f"{x['measured_device_ms']:.1f} / {x['measured_transfer_ms']:.1f} / {x['measured_edge_ms']:.1f} |")
+                     f"{x['measured_device_ms']:.1f} / {x['measured_transfer_ms']:.1f} / {x['measured_edge_ms']:.1f} | "
+                     f"{fidelity_words(x.get('fidelity'))} |")
     s = r["speedups"]
-    lines += ["", r["why"]]
+    lines += ["", "Fidelity: agreement with the float32 model on the same test images, without labels (`tlcut "
+              "fidelity`): the share whose top-1 class is the float32 model's, and the mean cosine of the logits; "
+              "exact where nothing lossy runs; (est.) the worse of the two sides' rows where their engines differ. "
+              "Random weights give near-tied classes, so top-1 agreement is a harsh test here.", r["why"]]
     if r.get("placement_note"):
         lines.append(r["placement_note"])
     if "tl_vs_plain_measured" in s:

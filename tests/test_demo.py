@@ -10,6 +10,7 @@ def test_demo_without_root_runs_on_loopback_and_states_it(tmp_path, monkeypatch)
     (calibrated on elpv) for a few cuts, each baseline on ONNX Runtime float32 and on its best
     engine, every row run on the engines it names."""
     import json
+    import re
     from pathlib import Path
 
     from tlcut.lab import demo as demo_mod
@@ -40,6 +41,17 @@ def test_demo_without_root_runs_on_loopback_and_states_it(tmp_path, monkeypatch)
         assert "int8 left out" in r["int8"]
     else:
         assert "int8" in searched and r["int8"].startswith("int8 halves")
+        # each row says how far it moved the answers: exact where nothing lossy runs, measured on
+        # test images where something does (this model's output moves with its input)
+        for row in r["rows"]:
+            f, engines = row["fidelity"], f"{row['device_engine']} {row['edge_engine']}"
+            lossy = re.search(r"\b(TL|JPEG|int4|int8|float16)\b", f"{row['choice']} {engines}") is not None
+            assert f is not None, row
+            assert f["status"] in (("measured", "estimated") if lossy else ("exact",)), row
+            assert 0 <= f["top1"] <= 1 and 0 < f["cosine"] <= 1
+        jrow = rows[f"edge only, JPEG, {PAPER}"]
+        assert jrow["fidelity"]["status"] == "measured" and jrow["fidelity"]["cosine"] < 1
+        assert "Fidelity: agreement with the float32 model" in (tmp_path / "out" / "summary.md").read_text()
     # the input as pixels is a quarter of float32; as a JPEG of a real image, smaller still
     f32, u8, jpg = (rows[f"edge only, {e}, {PAPER}"] for e in ("float32", "uint8", "JPEG"))
     assert u8["payload_bytes"] - 80 == (f32["payload_bytes"] - 80) // 4
