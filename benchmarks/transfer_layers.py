@@ -221,8 +221,11 @@ def goal(rows: list[dict], cuts: list[dict]) -> dict:
         else:
             parts.append(f"{c['cut']}: no learned TL measured with {GOAL_ENCODING}")
     k, n = sum(1 for v in per_cut.values() if v["met_by"]), len(cuts)
-    need = math.ceil(n * GOAL_CUTS)
-    line = (f"goal {'met' if n and k >= need else 'not met'}: at {k} of {n} cuts a learned TL with {GOAL_ENCODING} "
+    need = math.ceil(max(n, GOAL_CUTS.denominator) * GOAL_CUTS)  # fewer cuts measured: still 3 of them
+    unmeasured = max(0, GOAL_CUTS.denominator - n)
+    verdict = ("met" if n and k >= need else "not met" if k + unmeasured < need
+               else f"not decided ({n} of {GOAL_CUTS.denominator} cuts measured)")
+    line = (f"goal {verdict}: at {k} of {n} cuts a learned TL with {GOAL_ENCODING} "
             f"sends <= {GOAL_RATIO} of the float32 pool-TL bytes within {GOAL_WITHIN_PTS:g} pt of the control "
             f"(needs {need}); " + "; ".join(parts))
     return {"cuts_met": k, "cuts": n, "needed": need, "met": bool(n and k >= need), "per_cut": per_cut,

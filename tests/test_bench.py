@@ -81,6 +81,35 @@ def test_bad_settings_are_refused(branchy):
         bench.bench(branchy, role="device", iterations=0, progress=lambda *_: None)
     with pytest.raises(TlcutError, match="role"):
         bench.bench(branchy, role="cloud", progress=lambda *_: None)
+    with pytest.raises(TlcutError, match="idle-ms"):
+        bench.bench(branchy, role="device", idle_ms=-1, progress=lambda *_: None)
+
+
+def test_timed_runs_follow_an_idle_gap_that_is_not_timed():
+    """A served engine idles between requests, so each timed run comes after the runner's idle_s
+    of sleep; the sleep itself is never in a recorded time."""
+    calls = []
+
+    class Runner:
+        idle_s = 0.05
+
+        def infer(self, feed, check=True):
+            calls.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    ts = bench.time_runner(Runner(), {}, warmup=1, iterations=4)
+    assert time.perf_counter() - t0 >= 4 * 0.05
+    assert len(ts) == 4 and max(ts) < 0.05
+    assert min(b - a for a, b in zip(calls[1:], calls[2:])) >= 0.05  # timed runs are spaced by the gap
+    Runner.idle_s = 0.0
+    t0 = time.perf_counter()
+    bench.time_runner(Runner(), {}, warmup=0, iterations=4)
+    assert time.perf_counter() - t0 < 0.05
+
+
+def test_the_idle_gap_is_recorded_in_the_profile(branchy):
+    p = bench.bench(branchy, role="edge", warmup=1, iterations=3, check=0, idle_ms=5, progress=lambda *_: None)
+    assert p["settings"]["idle_ms"] == 5
 
 
 def test_stats_are_in_milliseconds():

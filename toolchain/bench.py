@@ -47,11 +47,21 @@ def random_feed(inputs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
     return {i["name"]: rng.random(i["shape"], dtype=np.float64).astype(i["dtype"]) for i in inputs}
 
 
+#: What a served engine idles between requests by default: a request waits at least the link's round
+#: trip for the next one, and an engine that has idled runs slower than one timed back to back
+#: (OpenVINO int8 on DenseNet169 here: 10.7 ms back to back, 12.7 ms after 30 ms idle).
+IDLE_MS = 30.0
+
+
 def time_runner(runner, feed, warmup: int, iterations: int) -> list[float]:
+    """Each timed run after the runner's ``idle_s`` of sleep (0: back to back)."""
     for _ in range(warmup):
         runner.infer(feed, check=False)
     out = []
+    idle = getattr(runner, "idle_s", 0.0)
     for _ in range(iterations):
+        if idle:
+            time.sleep(idle)
         t0 = time.perf_counter()
         runner.infer(feed, check=False)
         out.append(time.perf_counter() - t0)
@@ -179,7 +189,7 @@ def _cpu_quota() -> str | None:
         return None
 
 
-def check_settings(role: str, warmup: int, iterations: int, slowdown: float) -> None:
+def check_settings(role: str, warmup: int, iterations: int, slowdown: float, idle_ms: float = 0.0) -> None:
     """Refuse impossible settings before any configuration is chosen or timed."""
     if role not in ("device", "edge"):
         raise TlcutError(f"--role must be device or edge, got '{role}'")
@@ -187,11 +197,14 @@ def check_settings(role: str, warmup: int, iterations: int, slowdown: float) -> 
         raise TlcutError("--iterations must be at least 1 and --warmup at least 0")
     if slowdown < 1.0:
         raise TlcutError(f"--slowdown must be at least 1, got {slowdown:g}")
+    if not 0 <= idle_ms <= 10_000:
+        raise TlcutError(f"--idle-ms must be 0..10000 ms, got {idle_ms:g}")
 
 
 def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, threads: int | None = None,
           check: int = 4, backend: str = backends.DEFAULT, progress=print, bar=None, slowdown: float = 1.0,
-          images: str | None = None, jpeg_quality=(90,), precision: str = "float32", shared: dict | None = None) -> dict:
+          images: str | None = None, jpeg_quality=(90,), precision: str = "float32", shared: dict | None = None,
+          idle_ms: float = IDLE_MS) -> dict:
     """Measure every cut of ``bundle`` on this machine with one engine configuration; return what a
     version 1 profile holds (see module doc). ``bench_engines`` profiles several into one version 2.
 
@@ -199,9 +212,11 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     many times its duration, exactly as `tlcut run --slowdown` stretches them (runners/base.py).
     ``precision`` int8 times the bundle's int8 halves as they are (``_int8_halves``). ``shared``
     keeps what no engine changes (wire and input encoding costs) for the next configuration.
+    ``idle_ms``: the sleep before each timed run of the model and its halves, as a served engine
+    idles between requests (0: back to back, as benchmark_app and trtexec time by default).
     """
-    check_settings(role, warmup, iterations, slowdown)
-    be = _Stretched(backends.get(backend), slowdown)
+    check_settings(role, warmup, iterations, slowdown, idle_ms)
+    be = _Stretched(backends.get(backend), slowdown, idle_ms / 1e3)
     bar = bar or _no_bar
     feed = random_feed(bundle.inputs)
     model_path = bundle.model_path
@@ -285,7 +300,8 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "tlcut_version": __version__,
         "model": bundle.name, "model_sha256": bundle.model_sha256, "backend": be.name,
         "machine": machine_info(threads),
-        "settings": {"warmup": warmup, "iterations": iterations, "method": method, "slowdown": slowdown},
+        "settings": {"warmup": warmup, "iterations": iterations, "method": method, "slowdown": slowdown,
+                     "idle_ms": idle_ms},
         "full": stats(full_wall) if full_wall is not None else None,
         "input": shared["input"], "output": shared["output"],
         "cuts": rows,
@@ -315,8 +331,8 @@ def _profiled_whole(bundle, be, feed, warmup, iterations, threads, progress, bar
     plain = be.runner(model_path, threads=threads)
     # An engine without a per-node profiler (OpenVINO) borrows ONNX Runtime's node shares; its own
     # wall-clock runs set the times, and the real-halves check below says how far that carries.
-    prof_be = be if be.has_node_profiler else _Stretched(backends.get(backends.ONNXRT), 1.0)
-    profiled = prof_be.runner(model_path, threads=threads, profile=True)
+    prof_be = be if be.has_node_profiler else _Stretched(backends.get(backends.ONNXRT), 1.0, 0.0)
+    profiled = prof_be.runner(model_path, threads=threads, profile=True, idle=False)
     with plain:
         outputs = plain.infer(feed, check=False)
         if profiled is None:
@@ -328,6 +344,8 @@ def _profiled_whole(bundle, be, feed, warmup, iterations, threads, progress, bar
             full_wall = []
             for i in bar("whole model", "run")(range(warmup + iterations)):
                 profiled.infer(feed, check=False)
+                if plain.idle_s:
+                    time.sleep(plain.idle_s)
                 t0 = time.perf_counter()
                 plain.infer(feed, check=False)
                 if i >= warmup:
@@ -390,14 +408,17 @@ def _cached(cache: dict, key, make):
 
 
 class _Stretched:
-    """A backend whose runners are stretched by ``slowdown`` (lab emulation of a slower device)."""
+    """A backend whose runners are stretched by ``slowdown`` (lab emulation of a slower device) and
+    timed after ``idle_s`` of sleep (``runner(..., idle=False)``: back to back)."""
 
-    def __init__(self, be, slowdown: float):
-        self._be, self._slowdown = be, slowdown
+    def __init__(self, be, slowdown: float, idle_s: float = 0.0):
+        self._be, self._slowdown, self._idle_s = be, slowdown, idle_s
 
-    def runner(self, *args, **kw):
+    def runner(self, *args, idle: bool = True, **kw):
         r = self._be.runner(*args, **kw)
-        r.slowdown = self._slowdown
+        if r is not None:
+            r.slowdown = self._slowdown
+            r.idle_s = self._idle_s if idle else 0.0
         return r
 
     def __getattr__(self, name):
@@ -436,10 +457,10 @@ def _time_halves(be, model_path, c: Cut, feed, warmup, iterations, threads):
 
 def _time_tl(be, c: Cut, warmup, iterations, threads):
     x = {c.tensor: np.random.default_rng(1).random(c.shape).astype(c.dtype)}
-    with be.runner(surgery.device_tl(c).SerializeToString(), threads=threads) as d:
+    with be.runner(surgery.device_tl(c).SerializeToString(), threads=threads, idle=False) as d:
         dtl = time_runner(d, x, warmup, iterations)
         payload = next(iter(d.infer(x, check=False).values()))
-    with be.runner(surgery.edge_tl(c).SerializeToString(), threads=threads) as e:
+    with be.runner(surgery.edge_tl(c).SerializeToString(), threads=threads, idle=False) as e:
         etl = time_runner(e, {surgery.PAYLOAD_TL: payload}, warmup, iterations)
     return dtl, etl
 

@@ -36,6 +36,9 @@ class Bench(Verb):
                        help="time the real halves of N cuts against the profiled prefix sums (default 4; 0: none)")
         p.add_argument("--slowdown", type=float, default=1.0, metavar="X",
                        help="lab: emulate a device X times slower by stretching every compute step (default 1)")
+        p.add_argument("--idle-ms", type=float, default=None, metavar="MS",
+                       help="sleep before each timed run of the model and its halves, as a served engine idles "
+                            "between requests (default 30; 0: back to back)")
         p.add_argument("--images", metavar="DIR",
                        help="images for the input's JPEG size and cost: a folder or 'elpv' (default elpv where installed)")
         p.add_argument("--jpeg-quality", default="90", metavar="Q[,Q...]",
@@ -54,7 +57,10 @@ class Bench(Verb):
             raise TlcutError(f"--jpeg-quality must be 1..100, got {bad[0]}")
         from tlcut.toolchain.bench import check_settings
 
-        check_settings(a.role, a.warmup, a.iterations, a.slowdown)
+        from tlcut.toolchain.bench import IDLE_MS
+
+        idle_ms = IDLE_MS if a.idle_ms is None else a.idle_ms
+        check_settings(a.role, a.warmup, a.iterations, a.slowdown, idle_ms)
         narrow_backend = a.backend if a.backend != backends.DEFAULT else None
         narrow_precision = a.precision if a.precision != "float32" else None
         if a.engines and (narrow_backend or narrow_precision):
@@ -69,7 +75,7 @@ class Bench(Verb):
         prof = bench_configs.bench_engines(b, engines, role=a.role, options=options, warmup=a.warmup,
                                            iterations=a.iterations, check=a.check, progress=say,
                                            bar=bar, slowdown=a.slowdown, images=a.images,
-                                           jpeg_quality=qualities)
+                                           jpeg_quality=qualities, idle_ms=idle_ms)
         emit_json(prof.to_json(), a.output)
         if a.output and a.output != "-":
             say(f"[bench] wrote {a.output}")
