@@ -171,6 +171,9 @@ def _int8(b, bpath, plan, min_cut, images, step, say) -> str:
 
 
 STEPS = 7
+#: What a demo writes in its folder besides the bundle, removed before it runs again.
+STALE = ("summary.md", "summary.json", "plan.json", "plan.png", "profile-*.json", "cuts.json", "run-*.json",
+         "edge-*.log", "cloud-*.log")
 
 
 def check_model(model: str, bundle) -> None:
@@ -191,8 +194,14 @@ def check_model(model: str, bundle) -> None:
 
 
 def _start(out: Path, say):
-    """Make the results folder; (start time, the step printer both demos number their steps with)."""
+    """Make the results folder, less an earlier run's results (a run that stops half way must not
+    leave an old summary or old runs beside its new profiles); (start time, the step printer both
+    demos number their steps with). The bundle stays: the next demo reuses it."""
     out.mkdir(parents=True, exist_ok=True)
+    if any((out / f).exists() for f in ("summary.json", "profile-device.json", "bundle")):  # a demo's folder
+        for pattern in STALE:
+            for f in out.glob(pattern):
+                f.unlink()
     t_start = time.perf_counter()
 
     def step(i, text):

@@ -137,3 +137,24 @@ def test_demo_tier_flags_are_checked_first(tmp_path, capsys, argv, says):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_demo_run_again_clears_the_last_runs_results_not_other_files(tmp_path):
+    """A rerun that stops half way must not leave an old summary or old runs beside new profiles;
+    a folder no demo wrote keeps its files."""
+    from tlcut.lab.demo import _start
+
+    old = tmp_path / "demo"
+    old.mkdir()
+    for f in ("summary.json", "summary.md", "run-cut-3-old.json", "edge-onnxrt-float32.log", "notes.txt"):
+        (old / f).write_text("{}")
+    (old / "bundle").mkdir()
+    (old / "bundle" / "manifest.json").write_text("{}")
+    _start(old, lambda *_: None)
+    assert sorted(p.name for p in old.iterdir()) == ["bundle", "notes.txt"]
+    assert (old / "bundle" / "manifest.json").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "run-1.json").write_text("{}")
+    _start(mine, lambda *_: None)
+    assert (mine / "run-1.json").exists()
