@@ -49,7 +49,8 @@ def random_feed(inputs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
 
 #: What a served engine idles between requests by default: a request waits at least the link's round
 #: trip for the next one, and an engine that has idled runs slower than one timed back to back
-#: (OpenVINO int8 on DenseNet169 here: 10.7 ms back to back, 12.7 ms after 30 ms idle).
+#: (OpenVINO int8 on DenseNet169 here: 11.0 ms back to back, 13.0 ms after 30 ms idle:
+#: benchmarks/results/idle-gap).
 IDLE_MS = 30.0
 
 
