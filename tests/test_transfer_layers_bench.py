@@ -77,6 +77,21 @@ def test_the_goal_counts_cuts_where_a_learned_tl_is_small_enough_and_close_enoug
     assert bench.goal(rows, cuts)["met"] is True
 
 
+def test_fewer_cuts_measured_never_meet_the_goal_by_share(bench):
+    """The goal is 3 of the 4 cuts: a run of one or two cuts is undecided while the rest could still
+    meet it, and not met once they could not."""
+    rows, cuts = [], []
+    for cut in ("s1_pool", "s2_pool"):
+        rows += _rows(bench, cut, 16000, [("pool+bottleneck:4", 900, 0)])
+        cuts.append({"cut": cut, "pool_float32_bytes": 16000})
+    g = bench.goal(rows, cuts)
+    assert (g["cuts_met"], g["needed"], g["met"]) == (2, 3, False)
+    assert g["line"].startswith("goal not decided (2 of 4 cuts measured)")
+    far = _rows(bench, "s1_pool", 16000, [("pool+bottleneck:4", 900, -3)]) + \
+        _rows(bench, "s2_pool", 16000, [("pool+bottleneck:4", 900, -3)])
+    assert bench.goal(far, cuts)["line"].startswith("goal not met: at 0 of 2 cuts")
+
+
 def test_the_pool_tl_never_counts_towards_the_goal(bench):
     ctl = [1, 0] * 10
     rows = [bench.row("s3_pool", "pool", "raw", [1600], ctl, ctl, ctl),
@@ -99,7 +114,7 @@ def test_the_report_and_plot_are_written_from_hand_made_results(bench, tmp_path)
            "training_seconds": {"base": 10.0, "control": 2.0}, "goal": bench.goal(rows, cuts), "wall_s": 60,
            "reused": [], "notes": []}
     md = bench.markdown(res)
-    assert "goal met: at 1 of 1 cuts" in md and "| 3 `s2_pool` 32 ch | pool+bottleneck:8 | int8+zstd | 900 | 1/17.8 |" in md
+    assert "goal not decided (1 of 4 cuts measured): at 1 of 1 cuts" in md and "| 3 `s2_pool` 32 ch | pool+bottleneck:8 | int8+zstd | 900 | 1/17.8 |" in md
     assert "**9000 B** a frame" in md and len(ctl) == 100
     bench.plot(res, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
