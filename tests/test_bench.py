@@ -110,6 +110,10 @@ def test_timed_runs_follow_an_idle_gap_that_is_not_timed():
 def test_the_idle_gap_is_recorded_in_the_profile(branchy):
     p = bench.bench(branchy, role="edge", warmup=1, iterations=3, check=0, idle_ms=5, progress=lambda *_: None)
     assert p["settings"]["idle_ms"] == 5
+    # by default the edge idles between requests and the device (device only runs back to back) does not
+    edge = bench.bench(branchy, role="edge", warmup=1, iterations=3, check=0, progress=lambda *_: None)
+    dev = bench.bench(branchy, role="device", warmup=1, iterations=3, check=0, progress=lambda *_: None)
+    assert (edge["settings"]["idle_ms"], dev["settings"]["idle_ms"]) == (30.0, 0.0)
 
 
 def test_stats_are_in_milliseconds():

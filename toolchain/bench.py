@@ -47,11 +47,13 @@ def random_feed(inputs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
     return {i["name"]: rng.random(i["shape"], dtype=np.float64).astype(i["dtype"]) for i in inputs}
 
 
-#: What a served engine idles between requests by default: a request waits at least the link's round
-#: trip for the next one, and an engine that has idled runs slower than one timed back to back
-#: (OpenVINO int8 on DenseNet169 here: 11.0 ms back to back, 13.0 ms after 30 ms idle:
-#: benchmarks/results/idle-gap).
-IDLE_MS = 30.0
+#: The sleep before each timed run, by role. The edge idles between requests for at least the link's
+#: round trip, and an engine that has idled runs slower than one timed back to back (OpenVINO int8 on
+#: DenseNet169 here: 11.0 ms back to back, 13.0 ms after 30 ms idle: benchmarks/results/idle-gap).
+#: The device's whole model (device only) runs back to back, and a sleep would also refill a CPU
+#: quota and flatter it (device only on OpenVINO int8 under the demo's 0.2-CPU quota: 51.8 ms benched
+#: after 30 ms gaps, 78.8 ms served), so the device is timed back to back.
+IDLE_MS = {"device": 0.0, "edge": 30.0}
 
 
 def time_runner(runner, feed, warmup: int, iterations: int) -> list[float]:
@@ -205,7 +207,7 @@ def check_settings(role: str, warmup: int, iterations: int, slowdown: float, idl
 def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, threads: int | None = None,
           check: int = 4, backend: str = backends.DEFAULT, progress=print, bar=None, slowdown: float = 1.0,
           images: str | None = None, jpeg_quality=(90,), precision: str = "float32", shared: dict | None = None,
-          idle_ms: float = IDLE_MS) -> dict:
+          idle_ms: float | None = None) -> dict:
     """Measure every cut of ``bundle`` on this machine with one engine configuration; return what a
     version 1 profile holds (see module doc). ``bench_engines`` profiles several into one version 2.
 
@@ -214,8 +216,10 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     ``precision`` int8 times the bundle's int8 halves as they are (``_int8_halves``). ``shared``
     keeps what no engine changes (wire and input encoding costs) for the next configuration.
     ``idle_ms``: the sleep before each timed run of the model and its halves, as a served engine
-    idles between requests (0: back to back, as benchmark_app and trtexec time by default).
+    idles between requests (0: back to back, as benchmark_app and trtexec time by default; None:
+    the role's ``IDLE_MS``).
     """
+    idle_ms = IDLE_MS.get(role, 0.0) if idle_ms is None else idle_ms
     check_settings(role, warmup, iterations, slowdown, idle_ms)
     be = _Stretched(backends.get(backend), slowdown, idle_ms / 1e3)
     bar = bar or _no_bar

@@ -38,7 +38,7 @@ class Bench(Verb):
                        help="lab: emulate a device X times slower by stretching every compute step (default 1)")
         p.add_argument("--idle-ms", type=float, default=None, metavar="MS",
                        help="sleep before each timed run of the model and its halves, as a served engine idles "
-                            "between requests (default 30; 0: back to back)")
+                            "between requests (default: 30 as the edge, 0 as the device, whose whole model runs back to back)")
         p.add_argument("--images", metavar="DIR",
                        help="images for the input's JPEG size and cost: a folder or 'elpv' (default elpv where installed)")
         p.add_argument("--jpeg-quality", default="90", metavar="Q[,Q...]",
@@ -59,7 +59,7 @@ class Bench(Verb):
 
         from tlcut.toolchain.bench import IDLE_MS
 
-        idle_ms = IDLE_MS if a.idle_ms is None else a.idle_ms
+        idle_ms = IDLE_MS.get(a.role, 0.0) if a.idle_ms is None else a.idle_ms
         check_settings(a.role, a.warmup, a.iterations, a.slowdown, idle_ms)
         narrow_backend = a.backend if a.backend != backends.DEFAULT else None
         narrow_precision = a.precision if a.precision != "float32" else None
