@@ -19,7 +19,9 @@ import numpy as np
 from tlcut.bundle import Bundle
 from tlcut.deployment import Deployment
 from tlcut.placement import DEVICE
-from tlcut.runtime.client import DEFAULT_TIMEOUT_S, EdgeUnavailable
+from tlcut.errors import TlcutError
+from tlcut.runtime import protocol as P
+from tlcut.runtime.client import DEFAULT_TIMEOUT_S, EdgeError, EdgeUnavailable
 from tlcut.runtime.run import Device
 
 #: Link bytes per payload byte (TCP/IPv4 on Ethernet), as the planner counts them.
@@ -255,7 +257,16 @@ class AdaptiveDevice:
         for d, dev in self.devices.items():
             if dev.client is not None:
                 dev.client.retries = 0
-            _, rec = dev.infer(x)
+            try:
+                _, rec = dev.infer(x)
+            except EdgeError as e:
+                if e.code != P.E_WRONG_CUT:
+                    raise
+                cuts = sorted({"input" if c.placement.cut is None else str(c.placement.cut)
+                               for c in self.devices if c.placement.offloads})
+                raise TlcutError(f"adaptation switches among {len(self.devices)} deployments, and the edge does "
+                                 f"not serve {d.label} ({e.message}); serve every one of them, e.g. tlcut serve "
+                                 f"BUNDLE {' '.join('--cut ' + c for c in cuts)}") from None
             if dev.client is not None and not rec.get("fallback"):
                 self._answered.add(d)
 
