@@ -177,9 +177,12 @@ class Policy:
             self._streak = (None, 0)
         now = self.clock()
         if self._since_sample >= self.probe_every and now - self._last_probe >= self.probe_interval_s:
-            probe = next((c for c in ranked if c.placement.where != DEVICE), None)
-            if probe is not None and probe != cur and \
-                    self.predict(probe, self._planned) < self.predict(cur, self._planned):
+            # the likeliest to pay now among those that would win on the planned link: the best
+            # offloading one at the estimate may lose to the current even on a recovered link,
+            # and probing only it never found the recovery
+            probe = next((c for c in ranked if c.placement.where != DEVICE and c != cur
+                          and self.predict(c, self._planned) < self.predict(cur, self._planned)), None)
+            if probe is not None:
                 self._since_sample, self._last_probe = 0, now
                 return probe, "probe"
         return self.current, None
@@ -243,6 +246,11 @@ class AdaptiveDevice:
         self.policy, self.log, self.ping_every_s = policy, log or (lambda _: None), ping_every_s
         self.devices = {c: Device(bundle, c.placement, edge=edge, **{**device_kw, **engine_kw(c)})
                         for c in policy.candidates}
+        # one whole model per engine, loaded now: every candidate's fallback, and device only's runner
+        local = {}
+        for dev in sorted(self.devices.values(), key=lambda v: v.placement.offloads):
+            if device_kw.get("fallback") or not dev.placement.offloads:
+                local[dev.engine_key] = dev.local_runner(local.get(dev.engine_key))
         self.max_timeout_s = device_kw.get("timeout_s", DEFAULT_TIMEOUT_S)
         self.fallback = device_kw.get("fallback", False)
         self._last_ping = 0.0

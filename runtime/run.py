@@ -112,15 +112,30 @@ class Device:
     def edge_away(self) -> bool:
         return self._away_since is not None
 
-    def _run_local(self, x, t0, fell_back: bool):
+    @property
+    def engine_key(self) -> tuple:
+        return self._be.name, self.precision, self._threads
+
+    def local_runner(self, share=None):
+        """The whole model here, which device only runs and every placement falls back to: loaded on
+        first use, or now (an adaptive run loads it up front, so no fallback pays a cold start);
+        ``share``: a runner of the same engine already loaded, used instead of another copy."""
         if self._local is None:
-            local = self.bundle.find("model", engine=self._be.name, precision=self.precision)  # else float32
-            self._local = self.runner if self.placement.where == DEVICE else self._be.runner(
-                self.bundle.path / local.file if local else self.bundle.runnable("model", engine=self._be.name),
-                threads=self._threads)
+            if share is not None:
+                self._local = share
+            elif self.placement.where == DEVICE:
+                self._local = self.runner
+            else:
+                local = self.bundle.find("model", engine=self._be.name, precision=self.precision)  # else float32
+                self._local = self._be.runner(
+                    self.bundle.path / local.file if local else self.bundle.runnable("model", engine=self._be.name),
+                    threads=self._threads)
             self._local.slowdown = self.slowdown
             self._local.activate()
-        y = next(iter(self._local.infer({self.input["name"]: x}).values()))
+        return self._local
+
+    def _run_local(self, x, t0, fell_back: bool):
+        y = next(iter(self.local_runner().infer({self.input["name"]: x}).values()))
         dev = (time.perf_counter() - t0) * 1e3
         self.counts["local"] += 1
         self.counts["ran_here_instead"] += int(fell_back)

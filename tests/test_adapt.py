@@ -312,9 +312,22 @@ def test_a_pareto_plan_gives_the_candidates_each_on_its_own_device_engine(monkey
     plan.pareto = None
     assert pareto_candidates(plan) == [], "no Pareto set: the plan's best and the best at each rate, as before"
     made = {}
-    monkeypatch.setattr(adapt, "Device", lambda b, p, **kw: made.setdefault(p, kw))
-    adapt.AdaptiveDevice(None, Policy(cands, LinkEstimate(57.0, 28.0)), edge="tcp://e:1", backend="openvino",
-                         precision="float32", fallback=True)
+
+    class FakeDevice:  # what AdaptiveDevice asks of each candidate's device, and the runner it shares
+        def __init__(self, b, p, **kw):
+            self.placement, self.kw, self.local = p, made.setdefault(p, kw), None
+            self.engine_key = (kw.get("backend"), kw.get("precision"), kw.get("threads"))
+
+        def local_runner(self, share=None):
+            self.local = self.local or share or object()
+            return self.local
+
+    monkeypatch.setattr(adapt, "Device", FakeDevice)
+    ad = adapt.AdaptiveDevice(None, Policy(cands, LinkEstimate(57.0, 28.0)), edge="tcp://e:1", backend="openvino",
+                              precision="float32", fallback=True)
+    local = {c.placement: d.local for c, d in ad.devices.items()}
+    assert local[front[0].placement] is local[CANDS[0].placement], "one whole model per engine, device only's"
+    assert local[front[1].placement] is not None and local[front[1].placement] is not local[CANDS[0].placement]
     assert made[front[1].placement] == {"edge": "tcp://e:1", "backend": "onnxrt", "precision": "int8", "threads": 2,
                                         "fallback": True}
     assert made[front[0].placement]["backend"] == "openvino", "no engine in the plan: the command's"
@@ -365,3 +378,20 @@ def test_an_edge_that_serves_too_few_candidates_is_a_one_line_error(bundle):
     with local_edge(bundle, ["1"], tl="off") as ep, AdaptiveDevice(bundle, pol, edge=ep, timeout_s=5) as dev:
         with pytest.raises(TlcutError, match=r"does not serve cut 0 .*tlcut serve BUNDLE --cut 0$"):
             dev.warm(inputs(bundle, None, 1)[0])
+
+
+def test_running_locally_it_probes_a_placement_that_would_win_on_the_planned_link():
+    # cut 10 is the best offloading placement on a slow link, but loses to device only on any link:
+    # probing only it, a policy never learned that the link came back
+    late = cand(Placement(SPLIT, 10), 290, 5, 1000)
+    t = [0.0]
+    pol = Policy([*CANDS, late], LinkEstimate(57.0, 28.0), start=CANDS[0], clock=lambda: t[0])
+    pol.link.mbps = 1.0
+    probes = []
+    for _ in range(12):
+        d, why = pol.next_placement()
+        if why == "probe":
+            probes.append(d)
+        pol.observe({"total_ms": 300.0, "payload_bytes": 0, "transfer_ms": 0.0}, CANDS[0])
+        t[0] += 0.3
+    assert probes and all(p == by_label("cut 9") for p in probes), [p.label for p in probes]
