@@ -103,7 +103,7 @@ class Policy:
     candidates: list[Deployment]
     link: LinkEstimate
     start: Deployment | None = None  # (default: the best for the planned link)
-    margin: float = 0.15
+    margin: float = 0.10
     patience: int = 3
     probe_every: int = 3
     probe_interval_s: float = 1.0

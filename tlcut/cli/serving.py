@@ -186,7 +186,7 @@ fallback, so the timings are not the placement's."""
         g.add_argument("--rates", metavar="MBPS[,MBPS...]",
                        help="without a Pareto set: uplink rates the link may move to; the best placement at each "
                             "is kept loaded too (default: the plan's rate times 1/2, 1/5 and 1/10)")
-        g.add_argument("--margin", type=float, default=0.15, help="switch only for a predicted gain above this share (default 0.15)")
+        g.add_argument("--margin", type=float, default=0.10, help="switch only for a predicted gain above this share (default 0.10)")
         g.add_argument("--patience", type=int, default=3, help="... seen this many requests in a row (default 3)")
         g.add_argument("--probe-every", type=int, default=3, metavar="N",
                        help="while the link goes unmeasured, offload every Nth request, at most one a second, to "
