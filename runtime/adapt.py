@@ -246,6 +246,10 @@ class AdaptiveDevice:
         self.policy, self.log, self.ping_every_s = policy, log or (lambda _: None), ping_every_s
         self.devices = {c: Device(bundle, c.placement, edge=edge, **{**device_kw, **engine_kw(c)})
                         for c in policy.candidates}
+        for dev in self.devices.values():
+            # a timeout here means a slow link, not a dead edge: the next request on that deployment
+            # (a probe, mostly) pings and tries the edge, rather than running here untried for seconds
+            dev.probe_s = 0.0
         # one whole model per engine, loaded now: every candidate's fallback, and device only's runner
         local = {}
         for dev in sorted(self.devices.values(), key=lambda v: v.placement.offloads):

@@ -3,6 +3,7 @@ out), and an adaptive device switching placements mid-stream against a real edge
 request or a correct answer."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -395,3 +396,16 @@ def test_running_locally_it_probes_a_placement_that_would_win_on_the_planned_lin
         pol.observe({"total_ms": 300.0, "payload_bytes": 0, "transfer_ms": 0.0}, CANDS[0])
         t[0] += 0.3
     assert probes and all(p == by_label("cut 9") for p in probes), [p.label for p in probes]
+
+
+def test_after_a_timeout_the_next_request_on_that_deployment_tries_the_edge(bundle):
+    # a plain Device whose edge did not answer runs here, untried, for probe_s seconds; an adaptive
+    # run's timeouts mean a slow link, and its next probe must measure the link, not skip it
+    pol = Policy([cand(Placement(SPLIT, 0), 1, 1, 4096), cand(Placement(DEVICE), 5, 0, 0)], LinkEstimate(1000.0, 0.1))
+    x = inputs(bundle, None, 1)[0]
+    with local_edge(bundle, ["0"], tl="off") as ep, AdaptiveDevice(bundle, pol, edge=ep, timeout_s=5, fallback=True) as ad:
+        dev = ad.devices[pol.candidates[0]]
+        ad.warm(x)
+        dev._away_since = dev._last_probe = time.monotonic()  # as a timed-out request leaves it
+        _, rec = ad.infer(x)
+    assert rec["placement"] == "cut 0" and not rec["fallback"] and rec["payload_bytes"] > 0, rec
