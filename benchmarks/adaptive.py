@@ -140,6 +140,12 @@ def main() -> int:
     from tlcut.toolchain.compile import compile_cuts
     from tlcut.toolchain.export import export
 
+    for r in ("device", "edge") if a.profiles else ():
+        f = Path(a.profiles) / f"profile-{r}.json"
+        configs = json.loads(f.read_text()).get("configurations") or [None] if f.is_file() else [None]
+        if len(configs) > 1:  # the workers and the edge run one engine; so must the plan
+            raise SystemExit(f"adaptive.py: {f} holds {len(configs)} engine configurations; it compares placements "
+                             "on one per side: bench again with --engines onnxrt:float32, or leave out --profiles")
     root = Path(tempfile.mkdtemp(prefix="tlcut-adaptive-"))
     out = HERE / "results"
     tag = "adaptive" + (f"-min-cut-{a.min_cut}" if a.min_cut is not None else "") + \
