@@ -36,6 +36,7 @@ class LinkEstimate:
     mbps: float
     rtt_ms: float
     alpha: float = 0.4
+    jump: float = 1.5  # a well-timed sample off by more than this factor replaces the estimate
     samples: int = 0
 
     def observe_transfer(self, payload_bytes: int, transfer_ms: float, fixed_ms: float = 0.0,
@@ -47,6 +48,11 @@ class LinkEstimate:
             return None
         sample = payload_bytes * WIRE_OVERHEAD * 8 / (wire_ms * 1e3)
         w = self.alpha if weight is None else weight
+        if wire_ms >= self.rtt_ms and abs(math.log(sample / self.mbps)) > math.log(self.jump):
+            # a sample timed well (the payload took a round trip or more to cross) and far off is
+            # the link moving, not noise: averaged in, it kept three requests on a placement the new
+            # rate had made slow (a 5G level change)
+            w = 1.0
         self.mbps = math.exp((1 - w) * math.log(self.mbps) + w * math.log(sample))
         self.samples += 1
         return sample
@@ -83,7 +89,8 @@ class Policy:
     """Latency-first re-ranking with hysteresis and probing.
 
     Switch to the best predicted placement only when it beats the current one by ``margin`` for
-    ``patience`` decisions in a row (noise does not flap it). While the current placement tells
+    ``patience`` decisions in a row (noise does not flap it), or at once by twice the margin after
+    a request that measured the link. While the current placement tells
     nothing about the link (device only, or a payload too small to time), one request goes out on
     the best offloading placement after ``probe_every`` requests and ``probe_interval_s`` seconds,
     so a link that recovers is noticed; but only if, on the link the plan was made for, that
@@ -127,6 +134,7 @@ class Policy:
         self._last_sample = -float("inf")
         self._sampled_at = 0  # the request number of the last sample
         self._measured = False
+        self._fresh = False  # the last request measured the link
         self._planned = LinkEstimate(self.link.mbps, self.link.rtt_ms)
 
     # -- the two methods a policy has ----------------------------------------------------------
@@ -157,6 +165,7 @@ class Policy:
                 if planned_edge > 0 and rec.get("edge_ms", 0) > 0:  # a busy edge shows as edge time
                     self.edge_scale = math.exp(0.7 * math.log(self.edge_scale) + 0.3 * math.log(rec["edge_ms"] / planned_edge))
         self._since_sample = 0 if sampled is not None else self._since_sample + 1
+        self._fresh = sampled is not None
 
     def next_placement(self) -> tuple[Deployment, str | None]:
         """The deployment for the next request, and why it changed (None when it did not). A probe
@@ -167,7 +176,11 @@ class Policy:
         if best != cur and self.predict(best) < (1 - self.margin) * self.predict(cur):
             prev, count = self._streak
             self._streak = (best, count + 1 if prev == best else 1)
-            if self._streak[1] >= self.patience or measured:
+            # patience is for noise: a gain twice the margin that the last request just measured is
+            # the link moving, and waiting for it cost a slow request each time (3 at 500 ms where
+            # device only took 310, on the 5G trace)
+            large = self._fresh and self.predict(best) < (1 - 2 * self.margin) * self.predict(cur)
+            if self._streak[1] >= self.patience or measured or large:
                 why = (f"link {self.link.mbps:.1f} Mbit/s, {self.link.rtt_ms:.0f} ms{' (just measured)' if measured else ''}: "
                        f"{best.label} predicted {self.predict(best):.1f} ms vs {self.predict(cur):.1f} ms for {cur.label}")
                 self.switches.append(Switch(self._n, cur.label, best.label, why))

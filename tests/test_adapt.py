@@ -409,3 +409,26 @@ def test_after_a_timeout_the_next_request_on_that_deployment_tries_the_edge(bund
         dev._away_since = dev._last_probe = time.monotonic()  # as a timed-out request leaves it
         _, rec = ad.infer(x)
     assert rec["placement"] == "cut 0" and not rec["fallback"] and rec["payload_bytes"] > 0, rec
+
+
+def test_a_measured_collapse_switches_at_once_and_a_small_gain_waits():
+    pol = Policy(CANDS, LinkEstimate(57.0, 28.0))
+    assert pol.current == by_label("edge only")
+    # one request that crossed at 10 Mbit/s: cut 9 is now predicted twice as fast
+    pol.observe({"payload_bytes": 600_000, "transfer_ms": 28 + 600_000 * WIRE_OVERHEAD * 8 / 10e3, "edge_ms": 40,
+                 "total_ms": 600.0})
+    d, why = pol.next_placement()
+    assert d == by_label("cut 9") and why, "a gain of twice the margin, measured, needs no patience"
+    d, why = pol.next_placement()  # nothing measured since: the same, without a reason
+    assert d == by_label("cut 9") and why is None
+
+
+def test_a_far_sample_replaces_the_estimate_only_where_it_was_timed_well():
+    def after(nbytes, mbps):
+        est = LinkEstimate(50.0, 28.0)
+        est.observe_transfer(nbytes, 28.0 + nbytes * WIRE_OVERHEAD * 8 / (mbps * 1e3))
+        return est.mbps
+
+    assert after(600_000, 10.0) == pytest.approx(10.0), "600 KB over 10 Mbit/s: 500 ms on the wire, the link moved"
+    assert 10.0 * 1.5 < after(20_000, 10.0) < 50.0, "20 KB: 17 ms on the wire, under a round trip, is smoothed in"
+    assert 40.0 < after(600_000, 40.0) < 50.0, "off by less than the jump factor: smoothed in"
