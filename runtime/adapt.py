@@ -11,6 +11,7 @@ them; ``Policy`` decides. A policy is one object with two methods, so another ca
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from tlcut.bundle import Bundle
 from tlcut.deployment import Deployment
-from tlcut.placement import DEVICE
+from tlcut.placement import DEVICE, EDGE
 from tlcut.errors import TlcutError
 from tlcut.runtime import protocol as P
 from tlcut.runtime.client import DEFAULT_TIMEOUT_S, EdgeError, EdgeUnavailable
@@ -119,6 +120,9 @@ class Policy:
     timeout_floor_ms: float = 250.0
     switches: list[Switch] = field(default_factory=list)
     edge_scale: float = 1.0  # the edge's measured time over its profiled time (load, another machine)
+    #: the caller sends a probe beside a local request (AdaptiveDevice does): from device only, a
+    #: probe with no head (edge only) then costs the device nothing, and is preferred
+    side_probes: bool = False
     clock: object = time.monotonic  # seconds; tests drive it by hand
 
     def __post_init__(self):
@@ -193,8 +197,11 @@ class Policy:
             # the likeliest to pay now among those that would win on the planned link: the best
             # offloading one at the estimate may lose to the current even on a recovered link,
             # and probing only it never found the recovery
-            probe = next((c for c in ranked if c.placement.where != DEVICE and c != cur
-                          and self.predict(c, self._planned) < self.predict(cur, self._planned)), None)
+            pool = [c for c in ranked if c.placement.where != DEVICE and c != cur
+                    and self.predict(c, self._planned) < self.predict(cur, self._planned)]
+            if self.side_probes and cur.placement.where == DEVICE:
+                pool = [c for c in pool if c.placement.where == EDGE] or pool
+            probe = pool[0] if pool else None
             if probe is not None:
                 self._since_sample, self._last_probe = 0, now
                 return probe, "probe"
@@ -275,6 +282,8 @@ class AdaptiveDevice:
         self.probes = 0
         self.timed_out = 0
         self._answered: set[Deployment] = set()
+        self._side = None  # a probe in flight beside local requests: (deployment, thread, its record)
+        policy.side_probes = True
 
     def warm(self, x: np.ndarray) -> None:
         """``x`` once through every candidate, unobserved, so no timed request pays a cold start
@@ -295,8 +304,60 @@ class AdaptiveDevice:
             if dev.client is not None and not rec.get("fallback"):
                 self._answered.add(d)
 
+    def _side_probe(self, d: Deployment, x: np.ndarray) -> None:
+        """``x`` to the edge on ``d`` (no head) in a thread, while this request runs here: the probe
+        measures the link and costs the device nothing. It never falls back; a timeout is its result."""
+        dev = self.devices[d]
+        timeout_ms = self.max_timeout_s * 1e3
+        if d in self._answered:
+            timeout_ms = min(self.policy.timeout_ms(d), timeout_ms)
+        dev.client.timeout_s, dev.client.retries = timeout_ms / 1e3, 0
+        out: list = []
+
+        def probe():
+            fallback, dev.fallback = dev.fallback, False
+            try:
+                out.append(dev.infer(x)[1])
+            except EdgeUnavailable:
+                out.append({"timed_out": True, "timeout_ms": timeout_ms, "fallback": True, "payload_bytes": 0,
+                            "transfer_ms": 0.0})
+            except Exception as e:  # noqa: BLE001 - raised where the probe is collected
+                out.append(e)
+            finally:
+                dev.fallback = fallback
+
+        t = threading.Thread(target=probe, name="tlcut-probe", daemon=True)
+        t.start()
+        self._side = (d, t, out)
+
+    def _collect(self, wait: bool = False) -> None:
+        """Observe the side probe, once it has its answer (``wait``: block until it has)."""
+        if self._side is None:
+            return
+        d, t, out = self._side
+        if wait:
+            t.join()
+        if t.is_alive():
+            return
+        self._side = None
+        if isinstance(out[0], Exception):
+            raise out[0]
+        if not out[0].get("fallback"):
+            self._answered.add(d)
+        self.policy.observe(out[0], d)
+
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
+        self._collect()
         d, why = self.policy.next_placement()
+        side = None
+        if why == "probe" and d.placement.where == EDGE and self.policy.current.placement.where == DEVICE:
+            if self._side is None:  # (one in flight is still the probe)
+                self._side_probe(d, x)
+                side = d.label
+                self.probes += 1
+            d, why = self.policy.current, None
+        elif self._side is not None and self._side[0] == d:
+            self._collect(wait=True)  # that deployment's connection is the probe's until it answers
         if why == "probe":
             self.probes += 1
         elif why:
@@ -317,7 +378,7 @@ class AdaptiveDevice:
         timed_out = bool(rec.get("fallback")) and not away and d.placement.where != DEVICE
         self.timed_out += timed_out
         rec.update(placement=d.label, probe=why == "probe", t_s=t - self._t0, timed_out=timed_out,
-                   timeout_ms=timeout_ms)
+                   timeout_ms=timeout_ms, side_probe=side)
         self.policy.observe(rec, d)
         rec["link_mbps_estimate"] = self.policy.link.mbps
         self._ping(dev)
@@ -342,6 +403,8 @@ class AdaptiveDevice:
                 "switches": [vars(s) for s in self.policy.switches]}
 
     def close(self):
+        if self._side is not None:
+            self._side[1].join()
         for d in self.devices.values():
             d.close()
 

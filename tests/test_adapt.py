@@ -432,3 +432,25 @@ def test_a_far_sample_replaces_the_estimate_only_where_it_was_timed_well():
     assert after(600_000, 10.0) == pytest.approx(10.0), "600 KB over 10 Mbit/s: 500 ms on the wire, the link moved"
     assert 10.0 * 1.5 < after(20_000, 10.0) < 50.0, "20 KB: 17 ms on the wire, under a round trip, is smoothed in"
     assert 40.0 < after(600_000, 40.0) < 50.0, "off by less than the jump factor: smoothed in"
+
+
+def test_from_device_only_a_probe_goes_to_the_edge_beside_a_local_request(bundle):
+    eo, local = cand(Placement(EDGE), 0, 1, 4096), cand(Placement(DEVICE), 50, 0, 0)
+    mid = cand(Placement(SPLIT, 0), 1, 1, 4096)  # likelier to pay at the estimate, but it has a head
+    pol = Policy([eo, mid, local], LinkEstimate(1000.0, 0.1), start=local, probe_every=1, probe_interval_s=0)
+    pol.link.mbps = 0.05  # the link looked down: device only is current, and stays so
+    xs = inputs(bundle, None, 6, seed=2)
+    with local_edge(bundle, ["input", "0"], tl="off") as ep, Device(bundle, "device") as ref, \
+            AdaptiveDevice(bundle, pol, edge=ep, timeout_s=5, fallback=True) as ad:
+        ad.warm(xs[0])
+        recs = []
+        for x in xs:
+            y, rec = ad.infer(x)
+            assert np.abs(y - ref.infer(x)[0]).max() <= 1e-5
+            recs.append(rec)
+        ad._collect(wait=True)
+        sent = ad.devices[eo].counts["offloaded"]
+    side = [r for r in recs if r["side_probe"]]
+    assert side and all(r["side_probe"] == "edge only" and r["placement"] == "device only" for r in side), recs
+    assert sent == 1 + len(side), "warm-up once, then each side probe went to the edge"
+    assert ad.devices[mid].counts["offloaded"] == 1, "no probe ran a head on the device"
