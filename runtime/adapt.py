@@ -256,8 +256,8 @@ class AdaptiveDevice:
     """Every candidate placement's head loaded at once, each on its own device engine (the
     deployment's backend, precision and threads where the plan names them); a policy (above) picks
     one per request from what the requests so far say of the link. The edge must serve all their
-    tails. Each placement keeps its own connection and fallback, so an unreachable edge runs
-    locally as with one placement, and adaptation resumes when it answers again. With the
+    tails. Each placement keeps its own connection; a request whose edge does not answer in time
+    runs here, and the policy moves at once to what the timeout says of the link. With the
     fallback on (the default), a request waits for the edge only as long as the policy's
     ``timeout_ms`` allows, once, with no retry, then runs here: no request waits for a reply the
     prediction says is overdue. Every switch is logged."""
@@ -266,10 +266,6 @@ class AdaptiveDevice:
         self.policy, self.log, self.ping_every_s = policy, log or (lambda _: None), ping_every_s
         self.devices = {c: Device(bundle, c.placement, edge=edge, **{**device_kw, **engine_kw(c)})
                         for c in policy.candidates}
-        for dev in self.devices.values():
-            # a timeout here means a slow link, not a dead edge: the next request on that deployment
-            # (a probe, mostly) pings and tries the edge, rather than running here untried for seconds
-            dev.probe_s = 0.0
         # one whole model per engine, loaded now: every candidate's fallback, and device only's runner
         local = {}
         for dev in sorted(self.devices.values(), key=lambda v: v.placement.offloads):
@@ -308,6 +304,7 @@ class AdaptiveDevice:
         """``x`` to the edge on ``d`` (no head) in a thread, while this request runs here: the probe
         measures the link and costs the device nothing. It never falls back; a timeout is its result."""
         dev = self.devices[d]
+        dev.retry_edge()
         timeout_ms = self.max_timeout_s * 1e3
         if d in self._answered:
             timeout_ms = min(self.policy.timeout_ms(d), timeout_ms)
@@ -363,7 +360,12 @@ class AdaptiveDevice:
         elif why:
             self.log(f"switch to {d.label}: {why}")
         dev = self.devices[d]
-        away = dev.edge_away
+        # a timeout here means a slow link, not a dead edge, and every wait is bounded: the request
+        # goes out, and what it measures (an answer or another timeout) tells the policy. Run here
+        # untried, as a plain Device does for a while, it told nothing, and the stepped trace's
+        # run stayed on edge only's fallback for the whole 10 Mbit/s phase (a PING on a fresh
+        # connection did not get through in time there)
+        dev.retry_edge()
         timeout_ms = None
         if dev.client is not None and self.fallback:
             # until its edge has answered once (a cold connection, a tail's first run), the command's timeout
@@ -375,7 +377,7 @@ class AdaptiveDevice:
         y, rec = dev.infer(x)
         if dev.client is not None and not rec.get("fallback"):
             self._answered.add(d)
-        timed_out = bool(rec.get("fallback")) and not away and d.placement.where != DEVICE
+        timed_out = bool(rec.get("fallback")) and d.placement.where != DEVICE
         self.timed_out += timed_out
         rec.update(placement=d.label, probe=why == "probe", t_s=t - self._t0, timed_out=timed_out,
                    timeout_ms=timeout_ms, side_probe=side)

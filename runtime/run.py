@@ -112,6 +112,11 @@ class Device:
     def edge_away(self) -> bool:
         return self._away_since is not None
 
+    def retry_edge(self) -> None:
+        """Send the next request to the edge, not here untried: for a caller that knows the last
+        timeout meant a slow link, not a dead edge (an adaptive run, which bounds every wait)."""
+        self._away_since = None
+
     @property
     def engine_key(self) -> tuple:
         return self._be.name, self.precision, self._threads
