@@ -19,8 +19,8 @@ import numpy as np
 
 from tlcut.bundle import Bundle
 from tlcut.deployment import Deployment
-from tlcut.placement import DEVICE, EDGE
 from tlcut.errors import TlcutError
+from tlcut.placement import DEVICE, EDGE
 from tlcut.runtime import protocol as P
 from tlcut.runtime.client import DEFAULT_TIMEOUT_S, EdgeError, EdgeUnavailable
 from tlcut.runtime.run import Device
