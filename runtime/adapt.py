@@ -181,8 +181,8 @@ class Policy:
             prev, count = self._streak
             self._streak = (best, count + 1 if prev == best else 1)
             # patience is for noise: a gain twice the margin that the last request just measured is
-            # the link moving, and waiting for it cost a slow request each time (3 at 500 ms where
-            # device only took 310, on the 5G trace)
+            # the link moving, and waiting for it cost a slow request each time (3 at 499-509 ms where
+            # device only took 312, on the 5G trace)
             large = self._fresh and self.predict(best) < (1 - 2 * self.margin) * self.predict(cur)
             if self._streak[1] >= self.patience or measured or large:
                 why = (f"link {self.link.mbps:.1f} Mbit/s, {self.link.rtt_ms:.0f} ms{' (just measured)' if measured else ''}: "
