@@ -142,7 +142,7 @@ def main() -> int:
 
     for r in ("device", "edge") if a.profiles else ():
         f = Path(a.profiles) / f"profile-{r}.json"
-        configs = json.loads(f.read_text()).get("configurations") or [None] if f.is_file() else [None]
+        configs = (json.loads(f.read_text()).get("configurations") or []) if f.is_file() else []
         if len(configs) > 1:  # the workers and the edge run one engine; so must the plan
             raise SystemExit(f"adaptive.py: {f} holds {len(configs)} engine configurations; it compares placements "
                              "on one per side: bench again with --engines onnxrt:float32, or leave out --profiles")

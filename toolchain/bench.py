@@ -56,6 +56,11 @@ def random_feed(inputs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
 IDLE_MS = {"device": 0.0, "edge": 30.0}
 
 
+def idle_ms_for(role: str, idle_ms: float | None = None) -> float:
+    """``idle_ms`` as given, or the role's default."""
+    return IDLE_MS.get(role, 0.0) if idle_ms is None else idle_ms
+
+
 def time_runner(runner, feed, warmup: int, iterations: int) -> list[float]:
     """Each timed run after the runner's ``idle_s`` of sleep (0: back to back)."""
     for _ in range(warmup):
@@ -219,7 +224,7 @@ def bench(bundle: Bundle, *, role: str, warmup: int = 3, iterations: int = 20, t
     idles between requests (0: back to back, as benchmark_app and trtexec time by default; None:
     the role's ``IDLE_MS``).
     """
-    idle_ms = IDLE_MS.get(role, 0.0) if idle_ms is None else idle_ms
+    idle_ms = idle_ms_for(role, idle_ms)
     check_settings(role, warmup, iterations, slowdown, idle_ms)
     be = _Stretched(backends.get(backend), slowdown, idle_ms / 1e3)
     bar = bar or _no_bar

@@ -55,11 +55,9 @@ class Bench(Verb):
         bad = [q for q in qualities if not 1 <= q <= 100]
         if bad:
             raise TlcutError(f"--jpeg-quality must be 1..100, got {bad[0]}")
-        from tlcut.toolchain.bench import check_settings
+        from tlcut.toolchain.bench import check_settings, idle_ms_for
 
-        from tlcut.toolchain.bench import IDLE_MS
-
-        idle_ms = IDLE_MS.get(a.role, 0.0) if a.idle_ms is None else a.idle_ms
+        idle_ms = idle_ms_for(a.role, a.idle_ms)
         check_settings(a.role, a.warmup, a.iterations, a.slowdown, idle_ms)
         narrow_backend = a.backend if a.backend != backends.DEFAULT else None
         narrow_precision = a.precision if a.precision != "float32" else None
