@@ -454,3 +454,25 @@ def test_from_device_only_a_probe_goes_to_the_edge_beside_a_local_request(bundle
     assert side and all(r["side_probe"] == "edge only" and r["placement"] == "device only" for r in side), recs
     assert sent == 1 + len(side), "warm-up once, then each side probe went to the edge"
     assert ad.devices[mid].counts["offloaded"] == 1, "no probe ran a head on the device"
+
+
+def test_a_silent_edge_costs_each_request_at_most_its_timeout_and_probes_end_with_the_run(bundle):
+    import zmq
+
+    ctx = zmq.Context.instance()
+    silent = ctx.socket(zmq.ROUTER)  # takes every request, answers none
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    eo, local = cand(Placement(EDGE), 0, 1, 4096), cand(Placement(DEVICE), 50, 0, 0)
+    pol = Policy([eo, local], LinkEstimate(1000.0, 0.1), probe_every=1, probe_interval_s=0)
+    xs = inputs(bundle, None, 6, seed=3)
+    t0 = time.monotonic()
+    try:
+        with AdaptiveDevice(bundle, pol, edge=f"tcp://127.0.0.1:{port}", timeout_s=0.5, fallback=True) as ad:
+            ad.warm(xs[0])  # edge only waits the command's timeout once, then runs here
+            recs = [ad.infer(x)[1] for x in xs]
+        took = time.monotonic() - t0
+    finally:
+        silent.close(linger=0)
+    assert recs[0]["placement"] == "edge only" and recs[0]["timed_out"], recs[0]
+    assert all(r["placement"] == "device only" for r in recs[1:]), [r["placement"] for r in recs]
+    assert ad.probes >= 1 and took < 0.5 * 4 + 2.0, (ad.probes, took)
