@@ -159,7 +159,8 @@ def main() -> int:
                "command": "python benchmarks/adaptive.py" + (f" --min-cut {a.min_cut}" if a.min_cut is not None else "")
                + (f" --traces {a.traces}" if a.traces != "stepped,5g-uplink" else "")
                + (f" --speed {a.speed:g}" if a.speed != 1 else "") + (" --scission-space" if a.scission_space else "")
-               + (f" --candidates {a.candidates}" if a.candidates != "pareto" else ""),
+               + (f" --candidates {a.candidates}" if a.candidates != "pareto" else "")
+               + (f" --bundle {a.bundle}" if a.bundle else "") + (f" --profiles {a.profiles}" if a.profiles else ""),
                "traces": {}}
     images = default_images(b)
     with emu as tb, Harness(tb, b.path, images=images) as h:
