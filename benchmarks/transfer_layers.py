@@ -39,6 +39,7 @@ from elpv_models import baseline_and_control, change, keep_args, model_args, ret
 HERE = Path(__file__).resolve().parent
 ENCODINGS = "raw,int8,int8+zstd,int4+zstd"
 GOAL_ENCODING, GOAL_RATIO, GOAL_WITHIN_PTS, GOAL_CUTS = "int8+zstd", Fraction(1, 16), 1.0, Fraction(3, 4)
+GOAL_MODEL = "InspectNet"
 KINDS = {"pool+bottleneck": "pool+bottleneck:{}", "bottleneck/s2": "bottleneck:{}/s2", "bottleneck": "bottleneck:{}"}
 
 
@@ -64,6 +65,8 @@ def main() -> int:
         return 0
     if a.report:
         res = json.loads(Path(a.report).read_text())
+        res["goal"] = goal(res["rows"], res["cuts"], res["args"]["model"])  # as this code reads it
+        Path(a.report).write_text(json.dumps(res, indent=1) + "\n")
         Path(a.report).with_suffix(".md").write_text(markdown(res))
         plot(res, Path(a.report).with_suffix(".png"))
         print(res["goal"]["line"])
@@ -147,7 +150,7 @@ def measure(a, encs: list[str], kinds: list[str], widths: list) -> dict:
             "args": vars(a), "data": base["data"], "classes": base["classes"], "model": base["model"],
             "baseline": {"accuracy": dev["accuracy"], "four_grade": m["baseline"]["four_grade"], "n": dev["n"]},
             "control": m["control"], "jpeg": jpeg, "cuts": cuts, "rows": rows, "training_seconds": training,
-            "goal": goal(rows, cuts), "wall_s": time.perf_counter() - t_start, "reused": reused, "notes": a.note}
+            "goal": goal(rows, cuts, a.model), "wall_s": time.perf_counter() - t_start, "reused": reused, "notes": a.note}
 
 
 @contextlib.contextmanager
@@ -203,9 +206,10 @@ def row(cut: str, tl: str, encoding: str, sent, hits, control_hits, baseline_hit
             "vs_baseline": paired_difference(baseline_hits, hits)}
 
 
-def goal(rows: list[dict], cuts: list[dict]) -> dict:
+def goal(rows: list[dict], cuts: list[dict], model: str = GOAL_MODEL) -> dict:
     """Issue 25's goal: at how many cuts a learned TL with int8+zstd sends at most 1/16 of the float32
-    pool-TL bytes and is within 1 pt of the control (the point estimate, as accuracy.md reads its goal)."""
+    pool-TL bytes and is within 1 pt of the control (the point estimate, as accuracy.md reads its goal).
+    It is set on InspectNet's four cuts; for another model the same test is given per cut, no verdict."""
     per_cut, parts = {}, []
     for c in cuts:
         limit = c["pool_float32_bytes"] * GOAL_RATIO
@@ -225,10 +229,13 @@ def goal(rows: list[dict], cuts: list[dict]) -> dict:
     unmeasured = max(0, GOAL_CUTS.denominator - n)
     verdict = ("met" if n and k >= need else "not met" if k + unmeasured < need
                else f"not decided ({n} of {GOAL_CUTS.denominator} cuts measured)")
+    met = bool(n and k >= need)
+    if model != GOAL_MODEL:
+        verdict, met = f"set on {GOAL_MODEL}, so no verdict for {model}; its test per cut", None
     line = (f"goal {verdict}: at {k} of {n} cuts a learned TL with {GOAL_ENCODING} "
-            f"sends <= {GOAL_RATIO} of the float32 pool-TL bytes within {GOAL_WITHIN_PTS:g} pt of the control "
-            f"(needs {need}); " + "; ".join(parts))
-    return {"cuts_met": k, "cuts": n, "needed": need, "met": bool(n and k >= need), "per_cut": per_cut,
+            f"sends <= {GOAL_RATIO} of the float32 pool-TL bytes within {GOAL_WITHIN_PTS:g} pt of the control"
+            + (f" (needs {need})" if met is not None else "") + "; " + "; ".join(parts))
+    return {"cuts_met": k, "cuts": n, "needed": need, "met": met, "per_cut": per_cut,
             "ratio": str(GOAL_RATIO), "within_pts": GOAL_WITHIN_PTS, "encoding": GOAL_ENCODING, "line": line}
 
 

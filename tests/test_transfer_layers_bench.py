@@ -92,6 +92,19 @@ def test_fewer_cuts_measured_never_meet_the_goal_by_share(bench):
     assert bench.goal(far, cuts)["line"].startswith("goal not met: at 0 of 2 cuts")
 
 
+def test_another_model_gets_the_test_per_cut_and_no_verdict(bench):
+    """The goal is set on InspectNet's four cuts: DenseNet121 at two gets each cut's test, never a
+    'met' or 'not decided' that reads as the goal's."""
+    rows, cuts = [], []
+    for cut, learned in [("pool2_pool", [("pool+bottleneck:16", 900, 0)]), ("pool3_pool", [("pool+bottleneck:32", 900, -3)])]:
+        rows += _rows(bench, cut, 16000, learned)
+        cuts.append({"cut": cut, "pool_float32_bytes": 16000})
+    g = bench.goal(rows, cuts, "DenseNet121")
+    assert g["met"] is None and g["cuts_met"] == 1
+    assert g["line"].startswith("goal set on InspectNet, so no verdict for DenseNet121; its test per cut: at 1 of 2 cuts")
+    assert "needs" not in g["line"] and "pool3_pool: none (closest" in g["line"]
+
+
 def test_the_pool_tl_never_counts_towards_the_goal(bench):
     ctl = [1, 0] * 10
     rows = [bench.row("s3_pool", "pool", "raw", [1600], ctl, ctl, ctl),
