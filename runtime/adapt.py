@@ -181,18 +181,10 @@ class Policy:
         best, cur = ranked[0], self.current
         measured, self._measured = self._measured, False
         # a timeout only bounds the current's time from below (about what running here takes, with
-        # the timeout capped there), and says nothing good of the link: device only, if predicted no
-        # slower, with no margin (an offloading one chosen so, cut 30 with its head, cost 819 ms)
+        # the timeout capped there): whatever is predicted no slower wins, with no margin
         timed_out, self._timed_out = self._timed_out, False
-        local = min((c for c in ranked if c.placement.where == DEVICE), key=self.predict, default=None)
-        if timed_out and local not in (None, cur) and self.predict(local) <= self.predict(cur):
-            best = local
-            why = (f"timed out on {cur.label} (link at most {self.link.mbps:.1f} Mbit/s): {local.label} predicted "
-                   f"{self.predict(local):.1f} ms vs {self.predict(cur):.1f} ms")
-            self.switches.append(Switch(self._n, cur.label, local.label, why))
-            self.current, self._streak = local, (None, 0)
-            return self.current, why
-        if best != cur and self.predict(best) < (1 - self.margin) * self.predict(cur):
+        margin = 0.0 if timed_out else self.margin
+        if best != cur and self.predict(best) <= (1 - margin) * self.predict(cur):
             prev, count = self._streak
             self._streak = (best, count + 1 if prev == best else 1)
             # patience is for noise: a gain twice the margin that the last request just measured is
