@@ -117,7 +117,6 @@ class Policy:
     probe_interval_s: float = 1.0
     stale_s: float = 1.0
     timeout_factor: float = 2.0
-    timeout_slack: float = 1.25
     timeout_floor_ms: float = 250.0
     switches: list[Switch] = field(default_factory=list)
     edge_scale: float = 1.0  # the edge's measured time over its profiled time (load, another machine)
@@ -140,7 +139,6 @@ class Policy:
         self._sampled_at = 0  # the request number of the last sample
         self._measured = False
         self._fresh = False  # the last request measured the link
-        self._timed_out = False  # the last request on the current timed out
         self._planned = LinkEstimate(self.link.mbps, self.link.rtt_ms)
 
     # -- the two methods a policy has ----------------------------------------------------------
@@ -159,7 +157,6 @@ class Policy:
                 waited = rec.get("timeout_ms") or self.timeout_ms(c, c != self.current)
                 self.link.observe_bound(c.upload_bytes, waited - edge, fixed)
                 self._last_sample, self._measured = now, True
-                self._timed_out = c == self.current
             elif not rec.get("fallback"):
                 # stale: requests without a sample between (running here), and seconds of them
                 stale = self._n - self._sampled_at > 1 and now - self._last_sample > self.stale_s
@@ -180,11 +177,7 @@ class Policy:
         ranked = sorted(self.candidates, key=self.predict)
         best, cur = ranked[0], self.current
         measured, self._measured = self._measured, False
-        # a timeout only bounds the current's time from below (about what running here takes, with
-        # the timeout capped there): whatever is predicted no slower wins, with no margin
-        timed_out, self._timed_out = self._timed_out, False
-        margin = 0.0 if timed_out else self.margin
-        if best != cur and self.predict(best) <= (1 - margin) * self.predict(cur):
+        if best != cur and self.predict(best) < (1 - self.margin) * self.predict(cur):
             prev, count = self._streak
             self._streak = (best, count + 1 if prev == best else 1)
             # patience is for noise: a gain twice the margin that the last request just measured is
@@ -216,18 +209,13 @@ class Policy:
 
     def timeout_ms(self, c: Deployment, probe: bool = False) -> float:
         """How long a request on ``c`` waits for the edge after its head has run, before it runs
-        here instead (a probe: what is left of the current placement's predicted time, past which
-        it cannot pay), never under the floor. A request gives up once it has waited as long as
-        running here would take (the ski-rental rule: a request that timed out cost at most twice
-        device only), unless that is within ``timeout_slack`` of its own prediction: there jitter
-        alone would time it out. At most ``timeout_factor`` times the prediction. So no request
-        takes longer than its head, this, and device only's time."""
+        here instead: a multiple of that wait's prediction (a probe: what is left of the current
+        placement's predicted time, past which it cannot pay), never under the floor. So no
+        request takes longer than its head, this, and device only's time."""
         head = c.components_ms["device"] + c.components_ms["device_tl"]
         if probe:
             return max(self.timeout_floor_ms, self.predict(self.current) - head)
-        wait = self.predict(c) - head
-        local = min((self.predict(d) for d in self.candidates if d.placement.where == DEVICE), default=math.inf)
-        return max(self.timeout_floor_ms, self.timeout_slack * wait, min(self.timeout_factor * wait, local))
+        return max(self.timeout_floor_ms, self.timeout_factor * (self.predict(c) - head))
 
     # -- arithmetic ----------------------------------------------------------------------------
     def predict(self, c: Deployment, link: LinkEstimate | None = None) -> float:
