@@ -2,7 +2,7 @@
 
     python benchmarks/adaptive.py [--model DenseNet169] [--traces stepped,5g-uplink,PATH.csv] [--speed 1]
                                   [--min-cut K] [--scission-space] [--candidates pareto|ranked]
-                                  [--bundle DIR --profiles DIR] [--period-ms MS]
+                                  [--bundle DIR --profiles DIR]
 
 On the testbed as root (loopback emulation otherwise, stated in the results): bench both roles,
 plan for the trace's first link, then for each trace run, over the same replayed trace: Scission's
@@ -11,12 +11,7 @@ static best (any encoding), device only, edge only (the input as float32, as uin
 JPEG), and tlcut run --adapt over the plan's Pareto set (or, with --candidates ranked, its best
 and the best at each of the trace's rates) and the statics, all on the same images. The
 oracle of each phase (a span of the trace at one rate) is the static placement whose median was
-lowest there, as measured. By default each run sends its next request when the last one answers
-(a closed loop: a run that is faster where the link is slow serves more frames there, and a median
-over requests counts them); with --period-ms, frames come as from a camera, one every period at the
-same times in every run, and a frame's latency counts from its time (a frame that found the last one
-still running waits), so the runs answer the same frames and are also compared frame by frame.
-Each run is a worker in the device's namespace that loads and warms up
+lowest there, as measured. Each run is a worker in the device's namespace that loads and warms up
 first, then starts on a signal with the trace replay, so both share one clock. Writes
 benchmarks/results/adaptive.{json,md}, and per trace (named by its file's stem, so a trace given as
 a path works too) a timeline PNG and the adaptive run's per-request records.
@@ -66,18 +61,11 @@ def worker(args: dict) -> None:
         print("ready", flush=True)
         sys.stdin.readline()
         t0 = time.perf_counter()
-        recs, i, period = [], 0, args.get("period_s")
-        while True:
-            slot = i * period if period else time.perf_counter() - t0
-            if slot >= args["duration"]:
-                break
-            if period and t0 + slot > time.perf_counter():
-                time.sleep(t0 + slot - time.perf_counter())
+        recs, i = [], 0
+        while time.perf_counter() - t0 < args["duration"]:
             t = time.perf_counter() - t0
             _, rec = dev.infer(xs[i % len(xs)])
             rec["t_s"] = t
-            if period:  # the frame's time counts from its slot: waiting for the last frame included
-                rec["slot_s"], rec["frame_ms"] = slot, (t - slot) * 1e3 + rec["total_ms"]
             recs.append(rec)
             i += 1
         report = dev.report()
@@ -109,25 +97,9 @@ def phases(steps, speed, duration):
     return [(edges[i], edges[i + 1], steps[i].mbps) for i in range(len(steps)) if edges[i] < duration]
 
 
-def latency(r: dict) -> float:
-    """A frame's latency: from its slot when frames are paced, else the request's own time."""
-    return r["frame_ms"] if "frame_ms" in r else r["total_ms"]
-
-
 def stats(recs):
-    a = np.array([latency(r) for r in recs]) if recs else np.array([np.nan])
+    a = np.array([r["total_ms"] for r in recs]) if recs else np.array([np.nan])
     return {"n": len(recs), "median": float(np.median(a)), "p99": float(np.percentile(a, 99)), "max": float(np.max(a))}
-
-
-def paired(adaptive: list, static: list) -> dict:
-    """Frame by frame (paced runs send frame k at the same time in each): how often the adaptive run
-    answered first, and the median of its latency minus the static run's."""
-    by_slot = {round(r["slot_s"], 6): latency(r) for r in static}
-    d = np.array([latency(r) - by_slot[k] for r in adaptive if (k := round(r["slot_s"], 6)) in by_slot])
-    if not d.size:
-        return {"n": 0}
-    return {"n": int(d.size), "adaptive_faster": int((d < 0).sum()), "median_diff_ms": float(np.median(d)),
-            "p10_diff_ms": float(np.percentile(d, 10)), "p90_diff_ms": float(np.percentile(d, 90))}
 
 
 def trace_name(spec: str) -> str:
@@ -151,9 +123,6 @@ def main() -> int:
     ap.add_argument("--candidates", choices=["pareto", "ranked"], default="pareto",
                     help="what the adaptive run keeps loaded besides the statics: the plan's Pareto set (default), "
                          "or its 4 best and the best at each of the trace's rates")
-    ap.add_argument("--period-ms", type=float,
-                    help="frames at this period, the same in every run, each timed from its slot (default: each "
-                         "request as soon as the last one answers)")
     ap.add_argument("--device-quota", type=float, default=0.2)
     ap.add_argument("--iterations", type=int, default=10, help="bench iterations")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -180,7 +149,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="tlcut-adaptive-"))
     out = HERE / "results"
     tag = "adaptive" + (f"-min-cut-{a.min_cut}" if a.min_cut is not None else "") + \
-        ("-scission-space" if a.scission_space else "") + ("-paced" if a.period_ms else "")
+        ("-scission-space" if a.scission_space else "")
     b = Bundle.open(a.bundle) if a.bundle else export(a.model, root / "bundle", progress=print)
     traces = {trace_name(n): trace.load(n) for n in a.traces.split(",") if n.strip()}
     first = next(iter(traces.values()))[0]
@@ -191,9 +160,8 @@ def main() -> int:
                + (f" --traces {a.traces}" if a.traces != "stepped,5g-uplink" else "")
                + (f" --speed {a.speed:g}" if a.speed != 1 else "") + (" --scission-space" if a.scission_space else "")
                + (f" --candidates {a.candidates}" if a.candidates != "pareto" else "")
-               + (f" --period-ms {a.period_ms:g}" if a.period_ms else "")
                + (f" --bundle {a.bundle}" if a.bundle else "") + (f" --profiles {a.profiles}" if a.profiles else ""),
-               "period_ms": a.period_ms, "traces": {}}
+               "traces": {}}
     images = default_images(b)
     with emu as tb, Harness(tb, b.path, images=images) as h:
         results["emulation"] = tb.describe()
@@ -242,8 +210,7 @@ def main() -> int:
                     args = {"bundle": str(b.path), "edge": tb.state.device_endpoint, "duration": duration,
                             "slowdown": tb.slowdown, "out": str(root / f"{tname}-{len(runs)}.json"),
                             "placement": c.placement.to_json() if c else "adaptive", "plan": str(root / "plan.json"),
-                            "candidates": cand_ranks, "images": images,
-                            "period_s": a.period_ms / 1e3 if a.period_ms else None}
+                            "candidates": cand_ranks, "images": images}
                     runs[label] = run_one(tb, label, args, steps, a.speed)
                 ph = phases(steps, a.speed, duration)
                 table = {}
@@ -259,9 +226,6 @@ def main() -> int:
                 results["traces"][tname] = {"phases": oracle, "table": table,
                                             "switches": runs["tlcut adaptive"]["report"].get("switches", []),
                                             "candidates": cand_names}
-                if a.period_ms:  # the same frames in every run: frame by frame against each static
-                    results["traces"][tname]["paired"] = {
-                        label: paired(runs["tlcut adaptive"]["records"], runs[label]["records"]) for label in statics}
                 (out / f"{tag}-{tname}-adaptive-records.json").write_text(
                     json.dumps(runs["tlcut adaptive"], indent=0) + "\n")
                 timeline.plot(runs["tlcut adaptive"]["records"], out / f"{tag}-{tname}.png",
@@ -280,12 +244,6 @@ def to_markdown(r: dict, tag: str) -> str:
 
     md = [f"# A link that moves: {r['model']}", "", f"Command: `{r['command']}`  ", f"Date: {r['date']}  ",
           f"Emulation: {r['emulation']}. Inputs: {r.get('images', 'random tensors')}.", ""]
-    if r.get("period_ms"):
-        md += [f"Frames paced: one every {r['period_ms']:g} ms at the same times in every run; a frame's latency "
-               "counts from its time, a wait for the frame before included. Medians are over the same frames.", ""]
-    else:
-        md += ["Closed loop: each run sends its next request when the last one answers, so a run that is faster "
-               "where the link is slow serves more requests there, and the medians over requests count them.", ""]
     for tname, t in r["traces"].items():
         md += [f"## Trace `{tname}`", "", f"Timeline of the adaptive run: `{tag}-{tname}.png`; its requests: "
                f"`{tag}-{tname}-adaptive-records.json`. Candidates kept loaded: " + ", ".join(t["candidates"]) + ".", "",
@@ -310,12 +268,6 @@ def to_markdown(r: dict, tag: str) -> str:
                f"The lowest static p99 is {min(v['p99'] for v in statics.values()):.1f} ms "
                f"({min(statics, key=lambda k: statics[k]['p99'])}).", "",
                "Switches: " + ("; ".join(f"request {s['at']}: {s['old']} -> {s['new']}" for s in t["switches"]) or "none"), ""]
-        for label, p in t.get("paired", {}).items():
-            if p.get("n"):
-                md.append(f"- Frame by frame against {label}: the adaptive run answered first in {p['adaptive_faster']} "
-                          f"of {p['n']} frames; its latency minus the static's: median {p['median_diff_ms']:+.1f} ms "
-                          f"(10th to 90th percentile {p['p10_diff_ms']:+.1f} to {p['p90_diff_ms']:+.1f}).")
-        md.append("")
     return "\n".join(md)
 
 
