@@ -452,7 +452,9 @@ def test_from_device_only_a_probe_goes_to_the_edge_beside_a_local_request(bundle
         sent = ad.devices[eo].counts["offloaded"]
     side = [r for r in recs if r["side_probe"]]
     assert side and all(r["side_probe"] == "edge only" and r["placement"] == "device only" for r in side), recs
-    assert sent == 1 + len(side), "warm-up once, then each side probe went to the edge"
+    # a probe's answer can show the (loopback) link fast, and then requests move to edge only
+    moved = sum(r["placement"] == "edge only" for r in recs)
+    assert sent == 1 + len(side) + moved, "warm-up once, then each side probe and each moved request went to the edge"
     assert ad.devices[mid].counts["offloaded"] == 1, "no probe ran a head on the device"
 
 
