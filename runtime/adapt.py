@@ -312,16 +312,13 @@ class AdaptiveDevice:
         out: list = []
 
         def probe():
-            fallback, dev.fallback = dev.fallback, False
             try:
-                out.append(dev.infer(x)[1])
+                out.append(dev.infer(x, fallback=False)[1])
             except EdgeUnavailable:
                 out.append({"timed_out": True, "timeout_ms": timeout_ms, "fallback": True, "payload_bytes": 0,
                             "transfer_ms": 0.0})
             except Exception as e:  # noqa: BLE001 - raised where the probe is collected
                 out.append(e)
-            finally:
-                dev.fallback = fallback
 
         t = threading.Thread(target=probe, name="tlcut-probe", daemon=True)
         t.start()

@@ -147,8 +147,10 @@ class Device:
         return y, {"device_ms": dev, "transfer_ms": 0.0, "edge_ms": 0.0, "total_ms": dev, "payload_bytes": 0,
                    "fallback": fell_back}
 
-    def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
-        """The model's output for ``x`` and where the time went (ms)."""
+    def infer(self, x: np.ndarray, fallback: bool | None = None) -> tuple[np.ndarray, dict]:
+        """The model's output for ``x`` and where the time went (ms). ``fallback``: this request's
+        (default: the device's); a probe that must not run here says False."""
+        fallback = self.fallback if fallback is None else fallback
         t0 = time.perf_counter()
         self.counts["requests"] += 1
         p = self.placement
@@ -161,7 +163,7 @@ class Device:
         try:
             y, h = self._request(payload, cut_id, flags)
         except EdgeUnavailable:
-            if not self.fallback:
+            if not fallback:
                 self.counts["failed"] += 1
                 raise
             self._away_since = self._last_probe = time.monotonic()

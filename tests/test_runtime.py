@@ -231,6 +231,21 @@ def test_a_dead_edge_mid_pipeline_falls_back_for_the_frames_in_flight(bundle):
         assert np.abs(y - full_model(bundle, x)).max() <= 1e-5
 
 
+def test_one_request_can_refuse_to_fall_back_on_a_device_that_does(bundle):
+    """An adaptive run's side probe must not run the model here: its request says so itself, and
+    the device's own setting holds for the next one."""
+    from tlcut.runtime.client import EdgeUnavailable
+
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    x = inputs(bundle, None, 1, seed=9)[0]
+    with Device(bundle, "0", edge=dead, timeout_s=0.3, retries=0, fallback=True) as dev:
+        with pytest.raises(EdgeUnavailable):
+            dev.infer(x, fallback=False)
+        assert dev.fallback and dev.report()["failed"] == 1
+        y, rec = dev.infer(x)
+        assert rec["fallback"] and np.abs(y - full_model(bundle, x)).max() <= 1e-5
+
+
 def test_a_device_given_several_edges_moves_to_the_next_that_answers(bundle, edge):
     ep, _ = edge
     dead = f"tcp://127.0.0.1:{free_port()}"
