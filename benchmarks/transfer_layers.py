@@ -15,7 +15,7 @@ channel counts. Writes benchmarks/results/{name}.{json,md,png}.
     python benchmarks/transfer_layers.py --keep /tmp/tl/inspect                # InspectNet, 4 cuts
     python benchmarks/transfer_layers.py --keep /tmp/tl/inspect --reuse        # measure the kept models again
     python benchmarks/transfer_layers.py --model DenseNet121 --size 96 --cuts pool2_pool,pool3_pool \\
-        --epochs 30 --retrain-epochs 10
+        --epochs 30 --retrain-epochs 5 --widths 1/8 --keep /tmp/tl/densenet121   # its results file, 1.5 h
 """
 
 from __future__ import annotations
