@@ -64,8 +64,12 @@ def main() -> int:
         print(json.loads(Path(a.goal).read_text())["goal"]["line"])
         return 0
     if a.report:
-        res = json.loads(Path(a.report).read_text())
-        res["goal"] = goal(res["rows"], res["cuts"], res["args"]["model"])  # as this code reads it
+        try:
+            res = json.loads(Path(a.report).read_text())
+            res["goal"] = goal(res["rows"], res["cuts"], res["args"]["model"])  # as this code reads it
+        except (ValueError, KeyError, TypeError) as e:
+            ap.error(f"--report {a.report}: not a transfer_layers.py results file ({type(e).__name__}: {e}); "
+                     "give the .json a run of this benchmark wrote")
         Path(a.report).write_text(json.dumps(res, indent=1) + "\n")
         Path(a.report).with_suffix(".md").write_text(markdown(res))
         plot(res, Path(a.report).with_suffix(".png"))

@@ -131,3 +131,16 @@ def test_the_report_and_plot_are_written_from_hand_made_results(bench, tmp_path)
     assert "**9000 B** a frame" in md and len(ctl) == 100
     bench.plot(res, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_report_of_a_file_that_is_not_its_results_is_one_line_and_leaves_it(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "other.json"
+    bad.write_text('{"rows": []}')
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "transfer_layers.py"
+    r = subprocess.run([sys.executable, str(script), "--report", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2 and "not a transfer_layers.py results file" in r.stderr and "Traceback" not in r.stderr
+    assert bad.read_text() == '{"rows": []}' and not (tmp_path / "other.md").exists()
