@@ -170,7 +170,27 @@ class EdgeClient:
             raise EdgeUnavailable(f"could not send to the edge at {self.endpoint} within {self.timeout_s:g} s; "
                                   f"is `tlcut serve` running there and reachable?") from None
 
-    def _wait(self, rid: int, timeout_s: float | None = None):
+    def poll_reply(self, rid: int, timeout_s: float) -> tuple[np.ndarray, P.Header] | None:
+        """The reply to a request of ``send`` if it comes within ``timeout_s``, else None, the request
+        still pending on the same socket: a hedged request waits in slices while its local run goes."""
+        if rid in self._early:
+            return self.receive(rid)
+        got = self._wait(rid, timeout_s, keep=True)
+        if got is None:
+            return None
+        self._early[rid] = got
+        return self.receive(rid)
+
+    def abandon(self) -> None:
+        """Give up every pending request: a fresh socket, so no late reply meets a later request,
+        and what of their payloads is still queued here is not sent."""
+        self._pending.clear()
+        self._early.clear()
+        self._connect()
+
+    def _wait(self, rid: int, timeout_s: float | None = None, keep: bool = False):
+        """``rid``'s reply; on no reply in time, EdgeUnavailable on a fresh socket (``keep``: None,
+        on the same socket)."""
         zmq = self.zmq
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
@@ -183,6 +203,8 @@ class EdgeClient:
                 # results are small (class scores): a copying receive is cheaper than a zero-copy one there
                 frames = self.sock.recv_multipart(copy=True)
             except zmq.Again:
+                if keep:
+                    return None
                 self._connect()  # a reply to this request may still come; a fresh socket never sees it
                 raise EdgeUnavailable(f"no reply from the edge at {self.endpoint} within {timeout_s:g} s"
                                       + (f" after {self.retries + 1} attempts" if self.retries else "")

@@ -478,3 +478,50 @@ def test_a_silent_edge_costs_each_request_at_most_its_timeout_and_probes_end_wit
     assert recs[0]["placement"] == "edge only" and recs[0]["timed_out"], recs[0]
     assert all(r["placement"] == "device only" for r in recs[1:]), [r["placement"] for r in recs]
     assert ad.probes >= 1 and took < 0.5 * 4 + 2.0, (ad.probes, took)
+
+
+def test_a_request_past_its_timeout_is_hedged_and_takes_the_edges_late_answer(bundle):
+    """The edge answers in 0.4 s where the policy predicted a few ms: past the timeout (250 ms) the
+    local run starts beside the wait, but the edge's answer comes first and is taken, the local run
+    stopped; what the request measured slows the link's estimate."""
+    import threading
+
+    import zmq
+
+    from tlcut.lab.loopback import free_port
+    from tlcut.runtime.serve import Edge
+
+    ep, e = f"tcp://127.0.0.1:{free_port()}", Edge(bundle, ["input"])
+    srv = zmq.Context.instance().socket(zmq.ROUTER)
+    srv.bind(ep)
+
+    def serve(delays=(0.0, 0.4)):  # the warm-up at once, then one slow answer
+        for d in delays:
+            f = srv.recv_multipart()
+            time.sleep(d)
+            srv.send_multipart([f[0], *[bytes(b) for b in e.handle(f[1:])]])
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    eo, local = cand(Placement(EDGE), 0, 1, 4096), cand(Placement(DEVICE), 50, 0, 0)
+    pol = Policy([eo, local], LinkEstimate(1000.0, 0.1), start=eo)
+    x = inputs(bundle, None, 1, seed=4)[0]
+    try:
+        with AdaptiveDevice(bundle, pol, edge=ep, timeout_s=5, fallback=True) as ad:
+            ad.warm(x)
+            r = ad.devices[eo].local_runner()
+            run = r._infer_impl
+            r._infer_impl = lambda feed: (r._stop.wait(3.0), run(feed))[1]  # 3 s here, unless stopped
+            t0 = time.monotonic()
+            y, rec = ad.infer(x)
+            took = time.monotonic() - t0
+        th.join(5)
+    finally:
+        srv.close(linger=0)
+        e.close()
+    assert rec["placement"] == "edge only" and rec["hedged"] and not rec["fallback"], rec
+    assert rec["hedge_ms"] == pol.timeout_floor_ms and 350 < rec["total_ms"] < 1500 and took < 1.6, (rec, took)
+    assert rec["cancel_ms"] < 200, "the local run was stopped, not waited for"
+    assert ad.hedged == 1 and pol.link.mbps < 1000.0, "the late answer is a sample of the link"
+    with Device(bundle, "device") as ref:
+        assert np.abs(y - ref.infer(x)[0]).max() <= 1e-5

@@ -119,3 +119,49 @@ def test_int8_needs_calibration_and_calibration_needs_int8(small_bundle, capsys)
     assert "needs calibration images" in capsys.readouterr().err
     assert cli.main(["compile", str(b.path), "--cuts", "0", "--calib", "elpv"]) == 2
     assert "add --precision int8" in capsys.readouterr().err
+
+
+def _long_graph(path, n=300, size=384):
+    """A chain of ``n`` MatMuls: long enough (a second or so on one thread) to be cancelled mid-run."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i}", "w"], [f"h{i + 1}" if i < n - 1 else "y"])
+             for i in range(n)]
+    g = helper.make_graph(nodes, "long", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return np.ones((size, size), np.float32)
+
+
+@pytest.mark.parametrize("backend", ["onnxrt", "openvino"])
+def test_a_run_cancelled_from_another_thread_stops_and_the_runner_still_serves(tmp_path, backend):
+    """A hedged request cancels the local run its edge's answer beat: the run must stop, not hold the
+    device's CPU to its end, and the next run must be whole."""
+    import threading
+    import time
+
+    x = _long_graph(tmp_path / "long.onnx")
+    with backends.get(backend).runner(tmp_path / "long.onnx", threads=1) as r:
+        t0 = time.perf_counter()
+        want = r.infer({"x": x})["y"]
+        full = time.perf_counter() - t0
+        err = []
+
+        def go():
+            try:
+                r.infer({"x": x})
+            except Exception as e:  # noqa: BLE001
+                err.append(e)
+
+        th = threading.Thread(target=go)
+        t0 = time.perf_counter()
+        th.start()
+        time.sleep(full / 10)
+        r.cancel()
+        th.join()
+        took = time.perf_counter() - t0
+        assert err, f"the run was not stopped ({full:.3f} s a run)"
+        assert took < full / 2, f"cancelled after {full / 10:.3f} s, the run still took {took:.3f} of {full:.3f} s"
+        np.testing.assert_allclose(r.infer({"x": x})["y"], want, rtol=1e-5)

@@ -256,3 +256,69 @@ def test_a_device_given_several_edges_moves_to_the_next_that_answers(bundle, edg
         assert dev.edge == ep and dev.report()["edge_switches"] == 1
         dev.infer(x)  # stays on the edge that answers
         assert dev.report()["edge_switches"] == 1
+
+
+def _slow_edge(bundle, delays):
+    """A ROUTER that answers its requests with the real edge's results, the i-th after ``delays[i]`` s."""
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    e = Edge(bundle, ["input"])
+    srv = zmq.Context.instance().socket(zmq.ROUTER)
+    srv.bind(ep)
+
+    def serve():
+        for d in delays:
+            f = srv.recv_multipart()
+            time.sleep(d)
+            srv.send_multipart([f[0], *[bytes(b) for b in e.handle(f[1:])]])
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return ep, lambda: (t.join(5), srv.close(linger=0), e.close())
+
+
+def test_a_hedged_request_takes_the_edges_late_answer_and_stops_the_local_run(bundle):
+    """The edge answers at 300 ms, past the hedge (50 ms) but before the local run (2 s here) ends: its answer is taken when it comes, and the local run is stopped."""
+    ep, close = _slow_edge(bundle, [0.3, 0.3])
+    xs = inputs(bundle, None, 2, seed=11)
+    try:
+        with Device(bundle, "input", edge=ep, fallback=True, timeout_s=5) as dev:
+            r = dev.local_runner()
+            run = r._infer_impl
+            r._infer_impl = lambda feed: (r._stop.wait(2.0), run(feed))[1]  # 2 s here, unless stopped
+            outs = []
+            for x in xs:
+                t0 = time.perf_counter()
+                y, rec = dev.infer(x, hedge_ms=50)
+                outs.append(y)
+                assert time.perf_counter() - t0 < 1.0, "the stopped local run still held the request"
+                assert rec["hedged"] and not rec["fallback"] and 250 < rec["total_ms"] < 900, rec
+                np.testing.assert_allclose(y, full_model(bundle, x), atol=1e-5)
+    finally:
+        close()
+    assert np.abs(outs[0] - outs[1]).max() > 1e-3, "the answers must move with the input"
+    assert dev.counts["offloaded"] == 2 and dev.counts["fell_back"] == 0, dev.counts
+
+
+def test_a_hedged_request_the_edge_answers_too_late_runs_here_and_the_late_reply_is_dropped(bundle):
+    """The first answer takes 2.5 s, the local run about 0.4 s: the local answer is taken at once,
+    the record says how long the edge had, and the next request gets its own reply, not the late one."""
+    ep, close = _slow_edge(bundle, [2.5, 0.0])
+    x1, x2 = inputs(bundle, None, 2, seed=12)
+    try:
+        with Device(bundle, "input", edge=ep, fallback=True, timeout_s=5) as dev:
+            r = dev.local_runner()
+            run = r._infer_impl
+            r._infer_impl = lambda feed: (time.sleep(0.4), run(feed))[1]  # a slow device, steadily
+            t0 = time.perf_counter()
+            y1, rec1 = dev.infer(x1, hedge_ms=100)
+            took = time.perf_counter() - t0
+            time.sleep(2.7 - took)  # the late reply arrives, to a socket given up
+            y2, rec2 = dev.infer(x2, hedge_ms=100)
+    finally:
+        close()
+    assert rec1["fallback"] and rec1["hedged"] and took < 1.8, (rec1, took)
+    assert 100 <= rec1["waited_ms"] <= took * 1e3, rec1
+    np.testing.assert_allclose(y1, full_model(bundle, x1), atol=1e-5)
+    assert not rec2["fallback"], rec2
+    np.testing.assert_allclose(y2, full_model(bundle, x2), atol=1e-5)
+    assert np.abs(y1 - y2).max() > 1e-3

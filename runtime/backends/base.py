@@ -8,6 +8,7 @@ methods only.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -74,11 +75,25 @@ class Runner:
         if check:
             self.check_feed(feed)
         t0 = time.perf_counter()
+        self._stop = stop = threading.Event()
         out = self._infer_impl(feed)
-        if self.slowdown > 1.0:
-            time.sleep((time.perf_counter() - t0) * (self.slowdown - 1.0))
+        if self.slowdown > 1.0 and stop.wait((time.perf_counter() - t0) * (self.slowdown - 1.0)):
+            raise TlcutError(f"{self.name}: run cancelled")
         self.last_inference_time = time.perf_counter() - t0
         return out
+
+    def cancel(self) -> None:
+        """Stop the run in progress, from another thread: its ``infer`` raises. A hedged request
+        (runtime/run.py) cancels the local run the edge's answer beat, so it stops taking the
+        device's CPU; an engine that cannot stop a run lets it finish."""
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()  # ends a lab slowdown's wait too
+        if self.is_active:
+            self._cancel_impl()
+
+    def _cancel_impl(self) -> None:
+        pass
 
     def check_feed(self, feed: dict[str, np.ndarray]) -> None:
         meta = self._input_metadata_impl()

@@ -178,6 +178,7 @@ class OnnxrtRunner(Runner):
                       f"{used[0]} instead. For the GPU: {GPU_HOWTO}")
         self._meta = {i.name: (dtypes.from_ort(i.type), tuple(i.shape)) for i in self.session.get_inputs()}
         self._outs = [o.name for o in self.session.get_outputs()]
+        self._RunOptions, self._run_options = ort.RunOptions, None
 
     def _deactivate_impl(self):
         self.session = None
@@ -189,7 +190,13 @@ class OnnxrtRunner(Runner):
         return self._outs
 
     def _infer_impl(self, feed):
-        return dict(zip(self._outs, self.session.run(self._outs, feed)))
+        self._run_options = ro = self._RunOptions()  # one per run: cancel() sets its terminate flag
+        return dict(zip(self._outs, self.session.run(self._outs, feed, ro)))
+
+    def _cancel_impl(self):
+        ro = getattr(self, "_run_options", None)
+        if ro is not None:
+            ro.terminate = True
 
     def end_profiling(self) -> str:
         """Stop ORT's profiler and return the path of its JSON trace."""

@@ -77,8 +77,14 @@ class OpenvinoRunner(Runner):
         return self._outs
 
     def _infer_impl(self, feed):
-        res = self.request.infer(feed)
-        return {name: np.array(res[port], copy=True) for name, port in zip(self._outs, self._ports)}
+        # started and waited for, not infer(): a synchronous run ignores cancel()
+        self.request.start_async(feed)
+        self.request.wait()
+        return {name: np.array(self.request.get_tensor(port).data, copy=True) for name, port in zip(self._outs, self._ports)}
+
+    def _cancel_impl(self):
+        if self.request is not None:
+            self.request.cancel()
 
 
 class OpenvinoBackend(Backend):
