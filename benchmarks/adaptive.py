@@ -2,6 +2,7 @@
 
     python benchmarks/adaptive.py [--model DenseNet169] [--traces stepped,5g-uplink,PATH.csv] [--speed 1]
                                   [--min-cut K] [--scission-space] [--candidates pareto|ranked]
+                                  [--replay time|frames] [--fps 4]
                                   [--bundle DIR --profiles DIR]
 
 On the testbed as root (loopback emulation otherwise, stated in the results): bench both roles,
@@ -12,7 +13,9 @@ JPEG), and tlcut run --adapt over the plan's Pareto set (or, with --candidates r
 and the best at each of the trace's rates) and the statics, all on the same images. The
 oracle of each phase (a span of the trace at one rate) is the static placement whose median was
 lowest there, as measured. Each run is a worker in the device's namespace that loads and warms up
-first, then starts on a signal with the trace replay, so both share one clock. Writes
+first, then starts on a signal with the trace replay, so both share one clock. With --replay
+frames, each run instead serves --fps frames per second of each phase, and the link is set between
+phases when the worker reaches them: every row the same frames on the same links. Writes
 benchmarks/results/adaptive.{json,md}, and per trace (named by its file's stem, so a trace given as
 a path works too) a timeline PNG and the adaptive run's per-request records.
 """
@@ -62,12 +65,24 @@ def worker(args: dict) -> None:
         sys.stdin.readline()
         t0 = time.perf_counter()
         recs, i = [], 0
-        while time.perf_counter() - t0 < args["duration"]:
+
+        def one(phase=None):
+            nonlocal i
             t = time.perf_counter() - t0
             _, rec = dev.infer(xs[i % len(xs)])
-            rec["t_s"] = t
+            rec.update(t_s=t, phase=phase)
             recs.append(rec)
             i += 1
+
+        if args.get("frames"):  # each phase's frames, on its link: the parent sets it, then says go
+            for ph, n in enumerate(args["frames"]):
+                print(f"phase {ph}", flush=True)
+                sys.stdin.readline()
+                for _ in range(n):
+                    one(ph)
+        else:
+            while time.perf_counter() - t0 < args["duration"]:
+                one()
         report = dev.report()
     Path(args["out"]).write_text(json.dumps({"records": recs, "report": report}))
 
@@ -83,10 +98,22 @@ def run_one(tb, label, args, steps, speed):
         raise SystemExit(f"worker for {label} did not start: {line!r}")
     scaled = [Step(s.t_s / speed, s.mbps, s.ms) for s in steps]
     tb.set_link(scaled[0].mbps, scaled[0].ms)
-    with Replayer(scaled, tb.set_link):
+    if args.get("frames"):  # the link moves between frames, when the worker reaches a phase
         p.stdin.write("go\n")
         p.stdin.flush()
-        p.wait(args["duration"] + 120)
+        for line in p.stdout:
+            if not line.startswith("phase "):
+                continue
+            ph = int(line.split()[1])
+            tb.set_link(steps[ph].mbps, steps[ph].ms)
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        p.wait(120)
+    else:
+        with Replayer(scaled, tb.set_link):
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            p.wait(args["duration"] + 120)
     if p.returncode != 0:
         raise SystemExit(f"worker for {label} failed")
     return json.loads(Path(args["out"]).read_text())
@@ -116,6 +143,11 @@ def main() -> int:
     ap.add_argument("--traces", default="stepped,5g-uplink",
                     help="shipped trace names or CSV paths (time_s,mbps,ms), separated by commas")
     ap.add_argument("--speed", type=float, default=1.0, help="replay traces this many times faster")
+    ap.add_argument("--replay", choices=["time", "frames"], default="time",
+                    help="time: each run for the trace's duration, the link moving on the clock (closed loop: a "
+                         "faster placement serves more frames, and in slow phases too); frames: every run the same "
+                         "frames, --fps per second of each phase, the link moving between them")
+    ap.add_argument("--fps", type=float, default=4.0, help="with --replay frames: frames per second of trace")
     ap.add_argument("--min-cut", type=int)
     ap.add_argument("--scission-space", action="store_true",
                     help="placements of Scission's kind only (no TL, float32 on the wire): the static split the "
@@ -149,7 +181,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="tlcut-adaptive-"))
     out = HERE / "results"
     tag = "adaptive" + (f"-min-cut-{a.min_cut}" if a.min_cut is not None else "") + \
-        ("-scission-space" if a.scission_space else "")
+        ("-scission-space" if a.scission_space else "") + ("-frames" if a.replay == "frames" else "")
     b = Bundle.open(a.bundle) if a.bundle else export(a.model, root / "bundle", progress=print)
     traces = {trace_name(n): trace.load(n) for n in a.traces.split(",") if n.strip()}
     first = next(iter(traces.values()))[0]
@@ -160,6 +192,7 @@ def main() -> int:
                + (f" --traces {a.traces}" if a.traces != "stepped,5g-uplink" else "")
                + (f" --speed {a.speed:g}" if a.speed != 1 else "") + (" --scission-space" if a.scission_space else "")
                + (f" --candidates {a.candidates}" if a.candidates != "pareto" else "")
+               + (f" --replay frames --fps {a.fps:g}" if a.replay == "frames" else "")
                + (f" --bundle {a.bundle}" if a.bundle else "") + (f" --profiles {a.profiles}" if a.profiles else ""),
                "traces": {}}
     images = default_images(b)
@@ -204,26 +237,29 @@ def main() -> int:
         with h.serve_cuts(cuts, log=root / "edge.log"):
             for tname, steps in traces.items():
                 duration = (steps[-1].t_s + 20) / a.speed
+                ph = phases(steps, a.speed, duration)
+                frames = [max(1, round((t1 - t0) * a.speed * a.fps)) for t0, t1, _ in ph] \
+                    if a.replay == "frames" else None
                 runs = {}
                 for label, c in [*statics.items(), ("tlcut adaptive", None)]:
                     print(f"[adaptive] {tname}: {label}")
                     args = {"bundle": str(b.path), "edge": tb.state.device_endpoint, "duration": duration,
                             "slowdown": tb.slowdown, "out": str(root / f"{tname}-{len(runs)}.json"),
                             "placement": c.placement.to_json() if c else "adaptive", "plan": str(root / "plan.json"),
-                            "candidates": cand_ranks, "images": images}
+                            "candidates": cand_ranks, "images": images, "frames": frames}
                     runs[label] = run_one(tb, label, args, steps, a.speed)
-                ph = phases(steps, a.speed, duration)
                 table = {}
                 for label, r in runs.items():
                     recs = r["records"]
-                    table[label] = {"overall": stats(recs),
-                                    "phases": [stats([x for x in recs if t0 <= x["t_s"] < t1]) for t0, t1, _ in ph]}
+                    table[label] = {"overall": stats(recs), "phases": [
+                        stats([x for x in recs if (x["phase"] == i if frames else t0 <= x["t_s"] < t1)])
+                        for i, (t0, t1, _) in enumerate(ph)]}
                 oracle = []
                 for i, (t0, t1, mbps) in enumerate(ph):
                     best = min(statics, key=lambda k: table[k]["phases"][i]["median"])
                     oracle.append({"phase": i, "from_s": t0, "to_s": t1, "mbps": mbps, "placement": best,
                                    "median": table[best]["phases"][i]["median"]})
-                results["traces"][tname] = {"phases": oracle, "table": table,
+                results["traces"][tname] = {"phases": oracle, "table": table, "frames": frames,
                                             "switches": runs["tlcut adaptive"]["report"].get("switches", []),
                                             "candidates": cand_names}
                 (out / f"{tag}-{tname}-adaptive-records.json").write_text(
@@ -243,7 +279,13 @@ def to_markdown(r: dict, tag: str) -> str:
         return f"{o['max']:.1f}" if "max" in o else "-"
 
     md = [f"# A link that moves: {r['model']}", "", f"Command: `{r['command']}`  ", f"Date: {r['date']}  ",
-          f"Emulation: {r['emulation']}. Inputs: {r.get('images', 'random tensors')}.", ""]
+          f"Emulation: {r['emulation']}. Inputs: {r.get('images', 'random tensors')}.  ",
+          "Replay: " + ("by frames: every run serves the same frames, a phase's frames on that phase's link (set "
+                        "between frames), so the medians weigh each phase alike in every row."
+                        if any(t.get("frames") for t in r["traces"].values()) else
+                        "by time: each run lasts the trace, the link moving on the clock; a closed loop, so a "
+                        "placement that is faster in a phase serves more requests there, and the overall "
+                        "medians weigh the phases by each row's own counts."), ""]
     for tname, t in r["traces"].items():
         md += [f"## Trace `{tname}`", "", f"Timeline of the adaptive run: `{tag}-{tname}.png`; its requests: "
                f"`{tag}-{tname}-adaptive-records.json`. Candidates kept loaded: " + ", ".join(t["candidates"]) + ".", "",

@@ -369,7 +369,9 @@ def test_the_benchmark_names_a_trace_file_by_its_stem(tmp_path):
         "table": {"device only": row, "tlcut adaptive": row}, "switches": [], "candidates": ["device only"]}}}
     md = bench.to_markdown(r, "adaptive")
     assert "`adaptive-my-5g.png`" in md and "`adaptive-my-5g-adaptive-records.json`" in md and "/" not in md.split("`")[3]
-    assert "slowest request 2.0 vs 2.0 ms" in md
+    assert "slowest request 2.0 vs 2.0 ms" in md and "Replay: by time" in md
+    r["traces"]["my-5g"]["frames"] = [2]
+    assert "Replay: by frames" in bench.to_markdown(r, "adaptive-frames")
 
 
 def test_an_edge_that_serves_too_few_candidates_is_a_one_line_error(bundle):
