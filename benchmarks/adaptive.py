@@ -124,6 +124,16 @@ def phases(steps, speed, duration):
     return [(edges[i], edges[i + 1], steps[i].mbps) for i in range(len(steps)) if edges[i] < duration]
 
 
+def oracles(phases: list[dict], table: dict) -> list[dict]:
+    """Each phase with its oracle: the static row whose median was lowest there, as measured. A row
+    with no request in a phase (one slow request spanned it) is not its oracle."""
+    for i, p in enumerate(phases):
+        rows = {k: v["phases"][i] for k, v in table.items() if k != "tlcut adaptive" and v["phases"][i]["n"]}
+        p["placement"] = min(rows, key=lambda k: rows[k]["median"])
+        p["median"] = rows[p["placement"]]["median"]
+    return phases
+
+
 def stats(recs):
     a = np.array([r["total_ms"] for r in recs]) if recs else np.array([np.nan])
     return {"n": len(recs), "median": float(np.median(a)), "p99": float(np.percentile(a, 99)), "max": float(np.max(a))}
@@ -157,11 +167,14 @@ def main() -> int:
                          "or its 4 best and the best at each of the trace's rates")
     ap.add_argument("--device-quota", type=float, default=0.2)
     ap.add_argument("--iterations", type=int, default=10, help="bench iterations")
+    ap.add_argument("--report", metavar="JSON", help="no run: the oracles and the summary again from a results JSON")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         worker(json.loads(a.worker))
         return 0
+    if a.report:
+        return report(Path(a.report))
 
     from tlcut.bundle import Bundle
     from tlcut.lab import testbed as tbm, timeline, trace
@@ -254,12 +267,8 @@ def main() -> int:
                     table[label] = {"overall": stats(recs), "phases": [
                         stats([x for x in recs if (x["phase"] == i if frames else t0 <= x["t_s"] < t1)])
                         for i, (t0, t1, _) in enumerate(ph)]}
-                oracle = []
-                for i, (t0, t1, mbps) in enumerate(ph):
-                    best = min(statics, key=lambda k: table[k]["phases"][i]["median"])
-                    oracle.append({"phase": i, "from_s": t0, "to_s": t1, "mbps": mbps, "placement": best,
-                                   "median": table[best]["phases"][i]["median"]})
-                results["traces"][tname] = {"phases": oracle, "table": table, "frames": frames,
+                oracle = [{"phase": i, "from_s": t0, "to_s": t1, "mbps": mbps} for i, (t0, t1, mbps) in enumerate(ph)]
+                results["traces"][tname] = {"phases": oracles(oracle, table), "table": table, "frames": frames,
                                             "switches": runs["tlcut adaptive"]["report"].get("switches", []),
                                             "candidates": cand_names}
                 (out / f"{tag}-{tname}-adaptive-records.json").write_text(
@@ -270,6 +279,23 @@ def main() -> int:
     (out / f"{tag}.json").write_text(json.dumps(results, indent=1) + "\n")
     md = to_markdown(results, tag)
     (out / f"{tag}.md").write_text(md)
+    print(md)
+    return 0
+
+
+def report(path: Path) -> int:
+    """Recompute the oracles and rewrite the summary beside ``path`` (a results JSON of this command)."""
+    try:
+        r = json.loads(path.read_text())
+        for t in r["traces"].values():
+            oracles(t["phases"], t["table"])
+        md = to_markdown(r, path.stem)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"adaptive.py: {path} is not a results file of this command ({type(e).__name__}: {e}); "
+              "give the .json it wrote", file=sys.stderr)
+        return 2
+    path.write_text(json.dumps(r, indent=1) + "\n")
+    path.with_suffix(".md").write_text(md)
     print(md)
     return 0
 

@@ -527,3 +527,26 @@ def test_a_request_past_its_timeout_is_hedged_and_takes_the_edges_late_answer(bu
     assert ad.hedged == 1 and pol.link.mbps < 1000.0, "the late answer is a sample of the link"
     with Device(bundle, "device") as ref:
         assert np.abs(y - ref.infer(x)[0]).max() <= 1e-5
+
+
+def test_the_benchmarks_report_skips_an_empty_phase_for_the_oracle_and_refuses_a_file_not_its_own(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "adaptive_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    empty, fast, slow = ({"n": 0, "median": float("nan")}, {"n": 3, "median": 200.0}, {"n": 5, "median": 300.0})
+    row = lambda p: {"overall": {"n": 5, "median": 1.0, "p99": 2.0, "max": 2.0}, "phases": [p]}  # noqa: E731
+    r = {"model": "m", "command": "c", "date": "d", "emulation": "e", "traces": {"t": {
+        "phases": [{"phase": 0, "mbps": 5.0}], "switches": [], "candidates": [],
+        "table": {"spanned": row(empty), "edge only": row(slow), "device only": row(fast), "tlcut adaptive": row(fast)}}}}
+    f = tmp_path / "adaptive.json"
+    f.write_text(json.dumps(r))
+    assert bench.report(f) == 0
+    assert json.loads(f.read_text())["traces"]["t"]["phases"][0]["placement"] == "device only"
+    assert "200.0 (device only)" in (tmp_path / "adaptive.md").read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": 1}')
+    assert bench.report(bad) == 2 and bad.read_text() == '{"a": 1}' and not (tmp_path / "bad.md").exists()
