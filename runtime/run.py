@@ -167,7 +167,8 @@ class Device:
             return self._run_local(x, t0, True)
         payload, cut_id, flags = self._payload(x)
         t1 = time.perf_counter()
-        if hedge_ms is not None and fallback and isinstance(self.client, EdgeClient):
+        # (with several edges, the plain path tries each in turn before the fallback)
+        if hedge_ms is not None and fallback and isinstance(self.client, EdgeClient) and len(self.edges) == 1:
             return self._hedged(x, payload, cut_id, flags, t0, t1, hedge_ms)
         try:
             y, h = self._request(payload, cut_id, flags)
