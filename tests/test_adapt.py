@@ -486,25 +486,9 @@ def test_a_request_past_its_timeout_is_hedged_and_takes_the_edges_late_answer(bu
     """The edge answers in 0.4 s where the policy predicted a few ms: past the timeout (250 ms) the
     local run starts beside the wait, but the edge's answer comes first and is taken, the local run
     stopped; what the request measured slows the link's estimate."""
-    import threading
+    from test_runtime import slow_edge
 
-    import zmq
-
-    from tlcut.lab.loopback import free_port
-    from tlcut.runtime.serve import Edge
-
-    ep, e = f"tcp://127.0.0.1:{free_port()}", Edge(bundle, ["input"])
-    srv = zmq.Context.instance().socket(zmq.ROUTER)
-    srv.bind(ep)
-
-    def serve(delays=(0.0, 0.4)):  # the warm-up at once, then one slow answer
-        for d in delays:
-            f = srv.recv_multipart()
-            time.sleep(d)
-            srv.send_multipart([f[0], *[bytes(b) for b in e.handle(f[1:])]])
-
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
+    ep, close = slow_edge(bundle, [0.0, 0.4])  # the warm-up at once, then one slow answer
     eo, local = cand(Placement(EDGE), 0, 1, 4096), cand(Placement(DEVICE), 50, 0, 0)
     pol = Policy([eo, local], LinkEstimate(1000.0, 0.1), start=eo)
     x = inputs(bundle, None, 1, seed=4)[0]
@@ -517,10 +501,8 @@ def test_a_request_past_its_timeout_is_hedged_and_takes_the_edges_late_answer(bu
             t0 = time.monotonic()
             y, rec = ad.infer(x)
             took = time.monotonic() - t0
-        th.join(5)
     finally:
-        srv.close(linger=0)
-        e.close()
+        close()
     assert rec["placement"] == "edge only" and rec["hedged"] and not rec["fallback"], rec
     assert rec["hedge_ms"] == pol.timeout_floor_ms and 350 < rec["total_ms"] < 1500 and took < 1.6, (rec, took)
     assert rec["cancel_ms"] < 200, "the local run was stopped, not waited for"

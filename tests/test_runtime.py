@@ -258,7 +258,7 @@ def test_a_device_given_several_edges_moves_to_the_next_that_answers(bundle, edg
         assert dev.report()["edge_switches"] == 1
 
 
-def _slow_edge(bundle, delays):
+def slow_edge(bundle, delays):
     """A ROUTER that answers its requests with the real edge's results, the i-th after ``delays[i]`` s."""
     ep = f"tcp://127.0.0.1:{free_port()}"
     e = Edge(bundle, ["input"])
@@ -278,7 +278,7 @@ def _slow_edge(bundle, delays):
 
 def test_a_hedged_request_takes_the_edges_late_answer_and_stops_the_local_run(bundle):
     """The edge answers at 300 ms, past the hedge (50 ms) but before the local run (2 s here) ends: its answer is taken when it comes, and the local run is stopped."""
-    ep, close = _slow_edge(bundle, [0.3, 0.3])
+    ep, close = slow_edge(bundle, [0.3, 0.3])
     xs = inputs(bundle, None, 2, seed=11)
     try:
         with Device(bundle, "input", edge=ep, fallback=True, timeout_s=5) as dev:
@@ -302,7 +302,7 @@ def test_a_hedged_request_takes_the_edges_late_answer_and_stops_the_local_run(bu
 def test_a_hedged_request_the_edge_answers_too_late_runs_here_and_the_late_reply_is_dropped(bundle):
     """The first answer takes 2.5 s, the local run about 0.4 s: the local answer is taken at once,
     the record says how long the edge had, and the next request gets its own reply, not the late one."""
-    ep, close = _slow_edge(bundle, [2.5, 0.0])
+    ep, close = slow_edge(bundle, [2.5, 0.0])
     x1, x2 = inputs(bundle, None, 2, seed=12)
     try:
         with Device(bundle, "input", edge=ep, fallback=True, timeout_s=5) as dev:
