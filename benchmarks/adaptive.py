@@ -175,6 +175,8 @@ def main() -> int:
         return 0
     if a.report:
         return report(Path(a.report))
+    if a.fps <= 0:
+        ap.error(f"--fps must be above 0 (frames per second of trace), got {a.fps:g}")
 
     from tlcut.bundle import Bundle
     from tlcut.lab import testbed as tbm, timeline, trace

@@ -22,7 +22,7 @@ from tlcut.deployment import Deployment
 from tlcut.errors import TlcutError
 from tlcut.placement import DEVICE, EDGE
 from tlcut.runtime import protocol as P
-from tlcut.runtime.client import DEFAULT_TIMEOUT_S, EdgeClient, EdgeError, EdgeUnavailable
+from tlcut.runtime.client import DEFAULT_TIMEOUT_S, EdgeError, EdgeUnavailable
 from tlcut.runtime.run import Device
 
 #: Link bytes per payload byte (TCP/IPv4 on Ethernet), as the planner counts them.
@@ -372,10 +372,9 @@ class AdaptiveDevice:
             timeout_ms = self.max_timeout_s * 1e3
             if d in self._answered:
                 # past the policy's timeout the request is hedged: the local run starts beside the
-                # wait and the first answer is taken. A client that cannot wait in slices (Triton's)
-                # times out there instead
+                # wait and the first answer is taken. Where the device cannot hedge, it times out there
                 hedge_ms = self.policy.timeout_ms(d, probe=why == "probe")
-                if not isinstance(dev.client, EdgeClient):
+                if not dev.can_hedge:
                     timeout_ms, hedge_ms = min(hedge_ms, timeout_ms), None
             dev.client.timeout_s, dev.client.retries = timeout_ms / 1e3, 0
         t = time.monotonic()

@@ -173,13 +173,12 @@ class EdgeClient:
     def poll_reply(self, rid: int, timeout_s: float) -> tuple[np.ndarray, P.Header] | None:
         """The reply to a request of ``send`` if it comes within ``timeout_s``, else None, the request
         still pending on the same socket: a hedged request waits in slices while its local run goes."""
-        if rid in self._early:
-            return self.receive(rid)
-        got = self._wait(rid, timeout_s, keep=True)
-        if got is None:
-            return None
-        self._early[rid] = got
-        return self.receive(rid)
+        if rid not in self._early:
+            got = self._wait(rid, timeout_s, keep=True)
+            if got is None:
+                return None
+            self._early[rid] = got
+        return self.receive(rid)  # its checks
 
     def abandon(self) -> None:
         """Give up every pending request: a fresh socket, so no late reply meets a later request,

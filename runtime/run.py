@@ -167,8 +167,7 @@ class Device:
             return self._run_local(x, t0, True)
         payload, cut_id, flags = self._payload(x)
         t1 = time.perf_counter()
-        # (with several edges, the plain path tries each in turn before the fallback)
-        if hedge_ms is not None and fallback and isinstance(self.client, EdgeClient) and len(self.edges) == 1:
+        if hedge_ms is not None and fallback and self.can_hedge:
             return self._hedged(x, payload, cut_id, flags, t0, t1, hedge_ms)
         try:
             y, h = self._request(payload, cut_id, flags)
@@ -204,7 +203,11 @@ class Device:
             raise
         if got is not None:
             return got[0], self._record(t0, t1, got[1], nbytes)
-        runner, box, done = self.local_runner(), {}, threading.Event()
+        runner, box, done, stop = self.local_runner(), {}, threading.Event(), threading.Event()
+
+        def cancel():  # the event too: the thread may not have started its run yet
+            stop.set()
+            runner.cancel()
 
         def local():
             try:
@@ -212,7 +215,7 @@ class Device:
             except (AttributeError, OSError):
                 pass
             try:
-                box["y"] = next(iter(runner.infer({self.input["name"]: x}).values()))
+                box["y"] = next(iter(runner.infer({self.input["name"]: x}, stop=stop).values()))
             except Exception as e:  # noqa: BLE001 - a cancelled run raises too; judged below
                 box["error"] = e
             finally:
@@ -228,7 +231,7 @@ class Device:
                 if got is None:
                     raise box["error"]
         except BaseException as e:
-            runner.cancel()
+            cancel()
             th.join()
             if isinstance(e, EdgeError):
                 self.counts["failed"] += 1
@@ -242,7 +245,7 @@ class Device:
             return y, rec
         rec = self._record(t0, t1, got[1], nbytes)
         rec["hedged"] = True
-        runner.cancel()
+        cancel()
         th.join()
         rec["cancel_ms"] = (time.perf_counter() - t0) * 1e3 - rec["total_ms"]
         return got[0], rec
@@ -260,6 +263,12 @@ class Device:
                 self.client = connect(self.edges[self._edge_i], **self._connect_kw)
                 self.counts["edge_switches"] += 1
         raise AssertionError("unreachable")
+
+    @property
+    def can_hedge(self) -> bool:
+        """Whether ``infer`` can hedge: a ZeroMQ edge, which waits in slices (Triton's client cannot),
+        and only one (with several, the plain path tries each in turn before the fallback)."""
+        return isinstance(self.client, EdgeClient) and len(self.edges) == 1
 
     @property
     def edge(self) -> str | None:

@@ -532,3 +532,13 @@ def test_the_benchmarks_report_skips_an_empty_phase_for_the_oracle_and_refuses_a
     bad = tmp_path / "bad.json"
     bad.write_text('{"a": 1}')
     assert bench.report(bad) == 2 and bad.read_text() == '{"a": 1}' and not (tmp_path / "bad.md").exists()
+
+
+def test_the_benchmark_refuses_a_frame_rate_of_zero():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive.py"),
+                        "--replay", "frames", "--fps", "0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--fps must be above 0" in r.stderr and "Traceback" not in r.stderr, r.stderr

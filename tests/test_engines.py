@@ -165,3 +165,11 @@ def test_a_run_cancelled_from_another_thread_stops_and_the_runner_still_serves(t
         assert err, f"the run was not stopped ({full:.3f} s a run)"
         assert took < full / 2, f"cancelled after {full / 10:.3f} s, the run still took {took:.3f} of {full:.3f} s"
         np.testing.assert_allclose(r.infer({"x": x})["y"], want, rtol=1e-5)
+        # a cancel that comes before the thread starts its run (the caller's event) stops it too
+        stop = threading.Event()
+        stop.set()
+        t0 = time.perf_counter()
+        with pytest.raises(Exception, match="cancelled"):
+            r.infer({"x": x}, stop=stop)
+        assert time.perf_counter() - t0 < full / 2
+        np.testing.assert_allclose(r.infer({"x": x})["y"], want, rtol=1e-5)

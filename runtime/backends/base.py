@@ -27,6 +27,7 @@ class Runner:
         #: Lab emulation of a slower device without root: each run is stretched to this many times
         #: its own duration by sleeping after it (the testbed uses a cgroup CPU quota instead).
         self.slowdown = 1.0
+        self._stop = threading.Event()  # the run in progress's: cancel() sets it
 
     # -- to implement -------------------------------------------------------------------------
     def _activate_impl(self) -> None:
@@ -70,12 +71,17 @@ class Runner:
         self._require_active()
         return self._output_names_impl()
 
-    def infer(self, feed: dict[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
+    def infer(self, feed: dict[str, np.ndarray], check: bool = True,
+              stop: threading.Event | None = None) -> dict[str, np.ndarray]:
+        """``stop``: the caller's event; set, with ``cancel()``, it stops this run even if it is set
+        before the run begins (a thread that has not started it yet)."""
         self._require_active()
         if check:
             self.check_feed(feed)
         t0 = time.perf_counter()
-        self._stop = stop = threading.Event()
+        self._stop = stop = stop if stop is not None else threading.Event()
+        if stop.is_set():
+            raise TlcutError(f"{self.name}: run cancelled")
         out = self._infer_impl(feed)
         if self.slowdown > 1.0 and stop.wait((time.perf_counter() - t0) * (self.slowdown - 1.0)):
             raise TlcutError(f"{self.name}: run cancelled")
@@ -86,10 +92,8 @@ class Runner:
         """Stop the run in progress, from another thread: its ``infer`` raises. A hedged request
         (runtime/run.py) cancels the local run the edge's answer beat, so it stops taking the
         device's CPU; an engine that cannot stop a run lets it finish."""
-        stop = getattr(self, "_stop", None)
-        if stop is not None:
-            stop.set()  # ends a lab slowdown's wait too
-        if self.is_active:
+        self._stop.set()  # ends a lab slowdown's wait too
+        if self.is_active:  # an engine checks _stop once its run is started (a cancel just before it)
             self._cancel_impl()
 
     def _cancel_impl(self) -> None:

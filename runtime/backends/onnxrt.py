@@ -191,12 +191,12 @@ class OnnxrtRunner(Runner):
 
     def _infer_impl(self, feed):
         self._run_options = ro = self._RunOptions()  # one per run: cancel() sets its terminate flag
+        ro.terminate = self._stop.is_set()  # a cancel that read the last run's options
         return dict(zip(self._outs, self.session.run(self._outs, feed, ro)))
 
     def _cancel_impl(self):
-        ro = getattr(self, "_run_options", None)
-        if ro is not None:
-            ro.terminate = True
+        if self._run_options is not None:
+            self._run_options.terminate = True
 
     def end_profiling(self) -> str:
         """Stop ORT's profiler and return the path of its JSON trace."""

@@ -79,6 +79,8 @@ class OpenvinoRunner(Runner):
     def _infer_impl(self, feed):
         # started and waited for, not infer(): a synchronous run ignores cancel()
         self.request.start_async(feed)
+        if self._stop.is_set():  # a cancel that came before the start
+            self.request.cancel()
         self.request.wait()
         return {name: np.array(self.request.get_tensor(port).data, copy=True) for name, port in zip(self._outs, self._ports)}
 
