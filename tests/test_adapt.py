@@ -542,3 +542,32 @@ def test_the_benchmark_refuses_a_frame_rate_of_zero():
     r = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive.py"),
                         "--replay", "frames", "--fps", "0"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--fps must be above 0" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_device_only_priced_as_it_measures_comes_back_where_its_profile_would_not():
+    """A device that runs 1.2x slower than profiled: a probe that finds offloading 3% under device
+    only's profile but 19% under its measured time switches back; priced at the profile, it stays."""
+    local, eo = cand(Placement(DEVICE), 300, 0, 0), cand(Placement(EDGE), 0, 40, 600_000)
+    fixed = FIXED["serialize"] + FIXED["deserialize"] + FIXED["reply"]
+    wire = 0.97 * 300 - fixed - 40 - 28  # edge only's upload at the probe's rate: 3% under the profile
+
+    def after_probe(device_ms):
+        t = [0.0]
+        pol = Policy([local, eo], LinkEstimate(57.0, 28.0), start=local, clock=lambda: t[0])
+        pol.link.mbps = 2.0  # local since a fade
+        for _ in range(3):
+            d, why = pol.next_placement()
+            assert d == local and why is None
+            pol.observe({"device_ms": device_ms, "total_ms": device_ms, "payload_bytes": 0, "transfer_ms": 0.0,
+                         "fallback": False}, local)
+            t[0] += device_ms / 1e3
+        d, why = pol.next_placement()
+        assert d == eo and why == "probe"
+        pol.observe({"payload_bytes": 600_000, "transfer_ms": 28 + wire + fixed, "edge_ms": 40, "fallback": False}, eo)
+        return pol.next_placement()[0], pol
+
+    d, pol = after_probe(360.0)
+    assert d == eo and pol.device_scale > 1.1, pol.device_scale
+    d, pol = after_probe(300.0)
+    assert d == local and pol.device_scale == pytest.approx(1.0)
+
