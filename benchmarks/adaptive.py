@@ -14,8 +14,9 @@ and the best at each of the trace's rates) and the statics, all on the same imag
 oracle of each phase (a span of the trace at one rate) is the static placement whose median was
 lowest there, as measured. Each run is a worker in the device's namespace that loads and warms up
 first, then starts on a signal with the trace replay, so both share one clock. With --replay
-frames, each run instead serves --fps frames per second of each phase, and the link is set between
-phases when the worker reaches them: every row the same frames on the same links. Writes
+frames, each run instead serves --fps frames per second of each phase on that phase's link, all
+rows loaded at once and taking turns phase by phase (the order rotating): every row the same frames
+on the same links, on the machine as it is at that phase. Writes
 benchmarks/results/adaptive.{json,md}, and per trace (named by its file's stem, so a trace given as
 a path works too) a timeline PNG and the adaptive run's per-request records.
 """
@@ -75,11 +76,17 @@ def worker(args: dict) -> None:
             i += 1
 
         if args.get("frames"):  # each phase's frames, on its link: the parent sets it, then says go
+            served = 0.0  # t_s counts serving time only: the rows take turns, and a row's wait is not its own
             for ph, n in enumerate(args["frames"]):
                 print(f"phase {ph}", flush=True)
                 sys.stdin.readline()
+                t0 = time.perf_counter() - served
                 for _ in range(n):
                     one(ph)
+                if hasattr(dev, "settle"):
+                    dev.settle()  # no probe of this row's crosses the link while another row is served
+                served = time.perf_counter() - t0
+                print(f"done {ph}", flush=True)
         else:
             while time.perf_counter() - t0 < args["duration"]:
                 one()
@@ -87,36 +94,63 @@ def worker(args: dict) -> None:
     Path(args["out"]).write_text(json.dumps({"records": recs, "report": report}))
 
 
-def run_one(tb, label, args, steps, speed):
-    from tlcut.lab.trace import Replayer, Step
+def start(tb, label, args):
+    """A worker in the device's namespace, loading; ``ready`` waits until it has warmed up."""
+    return tb.popen("device", [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(args)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    p = tb.popen("device", [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(args)],
-                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    line = p.stdout.readline()
-    if line.strip() != "ready":
-        p.kill()
-        raise SystemExit(f"worker for {label} did not start: {line!r}")
-    scaled = [Step(s.t_s / speed, s.mbps, s.ms) for s in steps]
-    tb.set_link(scaled[0].mbps, scaled[0].ms)
-    if args.get("frames"):  # the link moves between frames, when the worker reaches a phase
-        p.stdin.write("go\n")
-        p.stdin.flush()
-        for line in p.stdout:
-            if not line.startswith("phase "):
-                continue
-            ph = int(line.split()[1])
-            tb.set_link(steps[ph].mbps, steps[ph].ms)
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        p.wait(120)
-    else:
-        with Replayer(scaled, tb.set_link):
-            p.stdin.write("go\n")
-            p.stdin.flush()
-            p.wait(args["duration"] + 120)
+
+def expect(p, label, want):
+    """Read the worker's lines up to ``want``; a worker that ends first fails the benchmark."""
+    for line in p.stdout:
+        if line.strip() == want:
+            return
+    p.kill()
+    raise SystemExit(f"worker for {label} ended before saying {want!r} (exit {p.wait()})")
+
+
+def say(p, line="go"):
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+
+
+def finish(p, label, args, timeout_s):
+    p.wait(timeout_s)
     if p.returncode != 0:
         raise SystemExit(f"worker for {label} failed")
     return json.loads(Path(args["out"]).read_text())
+
+
+def run_one(tb, label, args, steps, speed):
+    """One row over the trace on the clock, alone."""
+    from tlcut.lab.trace import Replayer, Step
+
+    p = start(tb, label, args)
+    expect(p, label, "ready")
+    scaled = [Step(s.t_s / speed, s.mbps, s.ms) for s in steps]
+    tb.set_link(scaled[0].mbps, scaled[0].ms)
+    with Replayer(scaled, tb.set_link):
+        say(p)
+        return finish(p, label, args, args["duration"] + 120)
+
+
+def run_frames(tb, jobs: dict, steps, frames) -> dict:
+    """Every row's frames of a phase on that phase's link, the rows taking turns phase by phase, in an
+    order that rotates: the machine's speed drifts over minutes (device only alone measured 301 to
+    519 ms a phase across runs), and rows run one after another each met a different machine."""
+    procs = {label: start(tb, label, args) for label, args in jobs.items()}  # they load side by side
+    for label, p in procs.items():
+        expect(p, label, "ready")
+        say(p)
+    labels = list(procs)
+    for ph, _ in enumerate(frames):
+        tb.set_link(steps[ph].mbps, steps[ph].ms)
+        k = ph % len(labels)
+        for label in labels[k:] + labels[:k]:
+            expect(procs[label], label, f"phase {ph}")
+            say(procs[label])
+            expect(procs[label], label, f"done {ph}")
+    return {label: finish(p, label, jobs[label], 120) for label, p in procs.items()}
 
 
 def phases(steps, speed, duration):
@@ -209,7 +243,7 @@ def main() -> int:
                + (f" --candidates {a.candidates}" if a.candidates != "pareto" else "")
                + (f" --replay frames --fps {a.fps:g}" if a.replay == "frames" else "")
                + (f" --bundle {a.bundle}" if a.bundle else "") + (f" --profiles {a.profiles}" if a.profiles else ""),
-               "traces": {}}
+               "traces": {}, "turns": a.replay == "frames"}
     images = default_images(b)
     with emu as tb, Harness(tb, b.path, images=images) as h:
         results["emulation"] = tb.describe()
@@ -255,14 +289,19 @@ def main() -> int:
                 ph = phases(steps, a.speed, duration)
                 frames = [max(1, round((t1 - t0) * a.speed * a.fps)) for t0, t1, _ in ph] \
                     if a.replay == "frames" else None
-                runs = {}
-                for label, c in [*statics.items(), ("tlcut adaptive", None)]:
-                    print(f"[adaptive] {tname}: {label}")
-                    args = {"bundle": str(b.path), "edge": tb.state.device_endpoint, "duration": duration,
-                            "slowdown": tb.slowdown, "out": str(root / f"{tname}-{len(runs)}.json"),
-                            "placement": c.placement.to_json() if c else "adaptive", "plan": str(root / "plan.json"),
-                            "candidates": cand_ranks, "images": images, "frames": frames}
-                    runs[label] = run_one(tb, label, args, steps, a.speed)
+                jobs = {label: {"bundle": str(b.path), "edge": tb.state.device_endpoint, "duration": duration,
+                                "slowdown": tb.slowdown, "out": str(root / f"{tname}-{i}.json"),
+                                "placement": c.placement.to_json() if c else "adaptive", "plan": str(root / "plan.json"),
+                                "candidates": cand_ranks, "images": images, "frames": frames}
+                        for i, (label, c) in enumerate([*statics.items(), ("tlcut adaptive", None)])}
+                if frames:
+                    print(f"[adaptive] {tname}: {', '.join(jobs)}, taking turns each phase")
+                    runs = run_frames(tb, jobs, steps, frames)
+                else:
+                    runs = {}
+                    for label, args in jobs.items():
+                        print(f"[adaptive] {tname}: {label}")
+                        runs[label] = run_one(tb, label, args, steps, a.speed)
                 table = {}
                 for label, r in runs.items():
                     recs = r["records"]
@@ -310,6 +349,9 @@ def to_markdown(r: dict, tag: str) -> str:
           f"Emulation: {r['emulation']}. Inputs: {r.get('images', 'random tensors')}.  ",
           "Replay: " + ("by frames: every run serves the same frames, a phase's frames on that phase's link (set "
                         "between frames), so the medians weigh each phase alike in every row."
+                        + (" The rows are loaded at once and take turns phase by phase, in an order that "
+                           "rotates, so each phase's rows meet the machine alike." if r.get("turns") else
+                           " The rows ran one after another.")
                         if any(t.get("frames") for t in r["traces"].values()) else
                         "by time: each run lasts the trace, the link moving on the clock; a closed loop, so a "
                         "placement that is faster in a phase serves more requests there, and the overall "

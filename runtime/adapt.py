@@ -403,9 +403,14 @@ class AdaptiveDevice:
         rec.update(placement=d.label, probe=why == "probe", t_s=t - self._t0, timed_out=timed_out,
                    timeout_ms=waited, hedge_ms=hedge_ms, side_probe=side)
         self.policy.observe(rec, d)
-        rec["link_mbps_estimate"] = self.policy.link.mbps
+        rec.update(link_mbps_estimate=self.policy.link.mbps, device_scale=getattr(self.policy, "device_scale", None))
         self._ping(dev)
         return y, rec
+
+    def settle(self) -> None:
+        """Wait for the probe in flight beside the local requests, and observe it: a caller that
+        pauses between requests keeps the probe's traffic off whatever runs meanwhile."""
+        self._collect(wait=True)
 
     def _ping(self, dev: "Device") -> None:
         """A round-trip sample now and then (a PING costs the edge nothing)."""

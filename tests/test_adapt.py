@@ -571,3 +571,48 @@ def test_device_only_priced_as_it_measures_comes_back_where_its_profile_would_no
     d, pol = after_probe(300.0)
     assert d == local and pol.device_scale == pytest.approx(1.0)
 
+
+def test_the_frame_replay_gives_every_row_each_phase_on_its_link_taking_turns(bundle, tmp_path):
+    """The benchmark's real workers (a small bundle, a local edge): each phase's link is set before
+    any row serves it, every row serves its frames of the phase, and the rows' order rotates."""
+    import importlib.util
+    import subprocess
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "adaptive_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from tlcut.lab.trace import Step
+
+    log = []
+
+    class Bed:  # the testbed's two calls the replay makes, on loopback
+        def popen(self, role, argv, **kw):
+            return subprocess.Popen(argv, **kw)
+
+        def set_link(self, mbps, ms):
+            log.append(("link", mbps))
+
+    steps, frames = [Step(0.0, 50.0, 1.0), Step(1.0, 5.0, 1.0), Step(2.0, 20.0, 1.0)], [2, 3, 1]
+    with local_edge(bundle, ["0"], tl="off") as ep:
+        jobs = {label: {"bundle": str(bundle.path), "edge": ep, "duration": 0, "slowdown": 1.0, "images": None,
+                        "out": str(tmp_path / f"{i}.json"), "placement": p.to_json(), "frames": frames}
+                for i, (label, p) in enumerate([("device only", Placement(DEVICE)), ("cut 0", Placement(SPLIT, 0))])}
+        real = bench.expect
+
+        def expect(p, label, want):
+            real(p, label, want)
+            if want.startswith("done"):
+                log.append((label, int(want.split()[1])))
+
+        bench.expect = expect
+        runs = bench.run_frames(Bed(), jobs, steps, frames)
+    assert log == [("link", 50.0), ("device only", 0), ("cut 0", 0), ("link", 5.0), ("cut 0", 1), ("device only", 1),
+                   ("link", 20.0), ("device only", 2), ("cut 0", 2)], log
+    for label, r in runs.items():
+        assert [x["phase"] for x in r["records"]] == [0, 0, 1, 1, 1, 2], label
+        t = [x["t_s"] for x in r["records"]]
+        assert t == sorted(t) and t[0] >= 0
+    assert all(x["payload_bytes"] > 0 for x in runs["cut 0"]["records"])
+    assert all(x["payload_bytes"] == 0 for x in runs["device only"]["records"])
