@@ -132,8 +132,6 @@ class Policy:
     #: the caller sends a probe beside a local request (AdaptiveDevice does): from device only, a
     #: probe with no head (edge only) then costs the device nothing, and is preferred
     side_probes: bool = False
-    #: the caller's side probe has not landed yet: no other is due (set by the caller per request)
-    side_in_flight: bool = False
     clock: object = time.monotonic  # seconds; tests drive it by hand
 
     def __post_init__(self):
@@ -210,22 +208,18 @@ class Policy:
         else:
             self._streak = (None, 0)
         now = self.clock()
-        if now - self._last_probe >= self.probe_interval_s and not self.side_in_flight:
+        if self._since_sample >= self.probe_every and now - self._last_probe >= self.probe_interval_s:
             # the likeliest to pay now among those that would win on the planned link: the best
             # offloading one at the estimate may lose to the current even on a recovered link,
             # and probing only it never found the recovery
             pool = [c for c in ranked if c.placement.where != DEVICE and c != cur
                     and self.predict(c, self._planned) < self.predict(cur, self._planned)]
-            side = self.side_probes and cur.placement.where == DEVICE and any(c.placement.where == EDGE for c in pool)
-            if side:
-                pool = [c for c in pool if c.placement.where == EDGE]
-            # a probe beside a local request costs that request little, so one is due each interval;
-            # after every third, the first probe on a link back at 30 Mbit/s went out 5-6 local
-            # requests in (one sent on the slow link had landed just after it came back, measuring
-            # mostly the slow part), and the 5G trace's phase 5 ran 6 of its 10 requests here
-            if pool and (side or self._since_sample >= self.probe_every):
+            if self.side_probes and cur.placement.where == DEVICE:
+                pool = [c for c in pool if c.placement.where == EDGE] or pool
+            probe = pool[0] if pool else None
+            if probe is not None:
                 self._since_sample, self._last_probe = 0, now
-                return pool[0], "probe"
+                return probe, "probe"
         return self.current, None
 
     def timeout_ms(self, c: Deployment, probe: bool = False) -> float:
@@ -365,7 +359,6 @@ class AdaptiveDevice:
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
         self._collect()
-        self.policy.side_in_flight = self._side is not None
         d, why = self.policy.next_placement()
         side = None
         if why == "probe" and d.placement.where == EDGE and self.policy.current.placement.where == DEVICE:

@@ -616,32 +616,3 @@ def test_the_frame_replay_gives_every_row_each_phase_on_its_link_taking_turns(bu
         assert t == sorted(t) and t[0] >= 0
     assert all(x["payload_bytes"] > 0 for x in runs["cut 0"]["records"])
     assert all(x["payload_bytes"] == 0 for x in runs["device only"]["records"])
-
-
-def test_a_side_probe_is_due_each_interval_once_the_last_has_landed():
-    """From device only with side probes, a probe goes out each probe_interval_s whatever the request
-    count, never while the last is in flight; a probe that would run a head still waits probe_every."""
-    local, eo = cand(Placement(DEVICE), 300, 0, 0), cand(Placement(EDGE), 0, 40, 600_000)
-
-    def probes(cands, side_probes, landed_after=1):
-        t = [0.0]
-        pol = Policy(cands, LinkEstimate(57.0, 28.0), start=local, clock=lambda: t[0], side_probes=side_probes)
-        pol.link.mbps = 1.0  # the link looked down: device only stays current
-        at, flying = [], 0
-        for i in range(12):
-            pol.side_in_flight = flying > 0
-            d, why = pol.next_placement()
-            if why == "probe":
-                at.append(i)
-                flying = landed_after + 1
-            pol.observe({"device_ms": 300.0, "total_ms": 300.0, "payload_bytes": 0, "transfer_ms": 0.0,
-                         "fallback": False}, local)
-            flying = max(0, flying - 1)
-            t[0] += 0.6
-        return at
-
-    assert probes([local, eo], True) == [0, 2, 4, 6, 8, 10], "each 1 s interval (two 0.6 s requests)"
-    assert probes([local, eo], True, landed_after=3) == [0, 4, 8], "none while one is in flight"
-    assert probes([local, eo], False) == [3, 6, 9], "a probe in the request stream: every third request"
-    head = cand(Placement(SPLIT, 3), 60, 30, 300_000)
-    assert probes([local, head], True) == [3, 6, 9], "no edge-only candidate: the probe runs a head"
