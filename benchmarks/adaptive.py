@@ -2,7 +2,7 @@
 
     python benchmarks/adaptive.py [--model DenseNet169] [--traces stepped,5g-uplink,PATH.csv] [--speed 1]
                                   [--min-cut K] [--scission-space] [--candidates pareto|ranked]
-                                  [--replay time|frames] [--fps 4]
+                                  [--replay time|frames] [--fps 4] [--turn 8]
                                   [--bundle DIR --profiles DIR]
 
 On the testbed as root (loopback emulation otherwise, stated in the results): bench both roles,
@@ -15,8 +15,8 @@ oracle of each phase (a span of the trace at one rate) is the static placement w
 lowest there, as measured. Each run is a worker in the device's namespace that loads and warms up
 first, then starts on a signal with the trace replay, so both share one clock. With --replay
 frames, each run instead serves --fps frames per second of each phase on that phase's link, all
-rows loaded at once and taking turns phase by phase (the order rotating): every row the same frames
-on the same links, on the machine as it is at that phase. Writes
+rows loaded at once and taking turns of at most --turn frames (the order rotating): every row the
+same frames on the same links, on the machine as it is then. Writes
 benchmarks/results/adaptive.{json,md}, and per trace (named by its file's stem, so a trace given as
 a path works too) a timeline PNG and the adaptive run's per-request records.
 """
@@ -75,18 +75,20 @@ def worker(args: dict) -> None:
             recs.append(rec)
             i += 1
 
-        if args.get("frames"):  # each phase's frames, on its link: the parent sets it, then says go
+        if args.get("frames"):  # "PHASE N": N frames of that phase, on its link, which the parent has set
             served = 0.0  # t_s counts serving time only: the rows take turns, and a row's wait is not its own
-            for ph, n in enumerate(args["frames"]):
-                print(f"phase {ph}", flush=True)
-                sys.stdin.readline()
+            print("turn", flush=True)
+            for line in iter(sys.stdin.readline, ""):
+                if line.strip() == "end":
+                    break
+                ph, n = map(int, line.split())
                 t0 = time.perf_counter() - served
                 for _ in range(n):
                     one(ph)
                 if hasattr(dev, "settle"):
                     dev.settle()  # no probe of this row's crosses the link while another row is served
                 served = time.perf_counter() - t0
-                print(f"done {ph}", flush=True)
+                print("turn", flush=True)
         else:
             while time.perf_counter() - t0 < args["duration"]:
                 one()
@@ -134,22 +136,27 @@ def run_one(tb, label, args, steps, speed):
         return finish(p, label, args, args["duration"] + 120)
 
 
-def run_frames(tb, jobs: dict, steps, frames) -> dict:
-    """Every row's frames of a phase on that phase's link, the rows taking turns phase by phase, in an
-    order that rotates: the machine's speed drifts over minutes (device only alone measured 301 to
-    519 ms a phase across runs), and rows run one after another each met a different machine."""
+def run_frames(tb, jobs: dict, steps, frames, turn: int) -> dict:
+    """Every row's frames of a phase on that phase's link, the rows taking turns of at most ``turn``
+    frames, in an order that rotates each turn. The machine's speed drifts over minutes (device only
+    alone measured 301 to 519 ms a phase across runs), so rows run one after another each met a
+    different machine; and this machine pages out what a process has not touched for 60 s (its
+    DAMON scheme), so a row left idle longer ran its next frame at twice its time."""
     procs = {label: start(tb, label, args) for label, args in jobs.items()}  # they load side by side
     for label, p in procs.items():
         expect(p, label, "ready")
         say(p)
-    labels = list(procs)
-    for ph, _ in enumerate(frames):
+        expect(p, label, "turn")
+    labels, k = list(procs), 0
+    for ph, n in enumerate(frames):
         tb.set_link(steps[ph].mbps, steps[ph].ms)
-        k = ph % len(labels)
-        for label in labels[k:] + labels[:k]:
-            expect(procs[label], label, f"phase {ph}")
-            say(procs[label])
-            expect(procs[label], label, f"done {ph}")
+        for done in range(0, n, turn):
+            for label in labels[k % len(labels):] + labels[:k % len(labels)]:
+                say(procs[label], f"{ph} {min(turn, n - done)}")
+                expect(procs[label], label, "turn")
+            k += 1
+    for p in procs.values():
+        say(p, "end")
     return {label: finish(p, label, jobs[label], 120) for label, p in procs.items()}
 
 
@@ -192,6 +199,8 @@ def main() -> int:
                          "faster placement serves more frames, and in slow phases too); frames: every run the same "
                          "frames, --fps per second of each phase, the link moving between them")
     ap.add_argument("--fps", type=float, default=4.0, help="with --replay frames: frames per second of trace")
+    ap.add_argument("--turn", type=int, default=8,
+                    help="with --replay frames: the most frames a row serves before the next row's turn")
     ap.add_argument("--min-cut", type=int)
     ap.add_argument("--scission-space", action="store_true",
                     help="placements of Scission's kind only (no TL, float32 on the wire): the static split the "
@@ -211,6 +220,8 @@ def main() -> int:
         return report(Path(a.report))
     if a.fps <= 0:
         ap.error(f"--fps must be above 0 (frames per second of trace), got {a.fps:g}")
+    if a.turn < 1:
+        ap.error(f"--turn must be at least 1 (frames a row serves in a turn), got {a.turn}")
 
     from tlcut.bundle import Bundle
     from tlcut.lab import testbed as tbm, timeline, trace
@@ -241,9 +252,9 @@ def main() -> int:
                + (f" --traces {a.traces}" if a.traces != "stepped,5g-uplink" else "")
                + (f" --speed {a.speed:g}" if a.speed != 1 else "") + (" --scission-space" if a.scission_space else "")
                + (f" --candidates {a.candidates}" if a.candidates != "pareto" else "")
-               + (f" --replay frames --fps {a.fps:g}" if a.replay == "frames" else "")
+               + (f" --replay frames --fps {a.fps:g} --turn {a.turn}" if a.replay == "frames" else "")
                + (f" --bundle {a.bundle}" if a.bundle else "") + (f" --profiles {a.profiles}" if a.profiles else ""),
-               "traces": {}, "turns": a.replay == "frames"}
+               "traces": {}, "turn": a.turn if a.replay == "frames" else None}
     images = default_images(b)
     with emu as tb, Harness(tb, b.path, images=images) as h:
         results["emulation"] = tb.describe()
@@ -295,8 +306,8 @@ def main() -> int:
                                 "candidates": cand_ranks, "images": images, "frames": frames}
                         for i, (label, c) in enumerate([*statics.items(), ("tlcut adaptive", None)])}
                 if frames:
-                    print(f"[adaptive] {tname}: {', '.join(jobs)}, taking turns each phase")
-                    runs = run_frames(tb, jobs, steps, frames)
+                    print(f"[adaptive] {tname}: {', '.join(jobs)}, taking turns of {a.turn} frames at most")
+                    runs = run_frames(tb, jobs, steps, frames, a.turn)
                 else:
                     runs = {}
                     for label, args in jobs.items():
@@ -349,8 +360,8 @@ def to_markdown(r: dict, tag: str) -> str:
           f"Emulation: {r['emulation']}. Inputs: {r.get('images', 'random tensors')}.  ",
           "Replay: " + ("by frames: every run serves the same frames, a phase's frames on that phase's link (set "
                         "between frames), so the medians weigh each phase alike in every row."
-                        + (" The rows are loaded at once and take turns phase by phase, in an order that "
-                           "rotates, so each phase's rows meet the machine alike." if r.get("turns") else
+                        + (f" The rows are loaded at once and take turns of at most {r['turn']} frames, in an "
+                           "order that rotates, so each phase's rows meet the machine alike." if r.get("turn") else
                            " The rows ran one after another.")
                         if any(t.get("frames") for t in r["traces"].values()) else
                         "by time: each run lasts the trace, the link moving on the clock; a closed loop, so a "

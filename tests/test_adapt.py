@@ -572,9 +572,10 @@ def test_device_only_priced_as_it_measures_comes_back_where_its_profile_would_no
     assert d == local and pol.device_scale == pytest.approx(1.0)
 
 
-def test_the_frame_replay_gives_every_row_each_phase_on_its_link_taking_turns(bundle, tmp_path):
+def test_the_frame_replay_gives_every_row_each_phase_on_its_link_in_short_turns(bundle, tmp_path):
     """The benchmark's real workers (a small bundle, a local edge): each phase's link is set before
-    any row serves it, every row serves its frames of the phase, and the rows' order rotates."""
+    any row serves it, every row serves all its frames of the phase in turns of at most ``turn``,
+    and the rows' order rotates each turn."""
     import importlib.util
     import subprocess
     from pathlib import Path
@@ -599,17 +600,22 @@ def test_the_frame_replay_gives_every_row_each_phase_on_its_link_taking_turns(bu
         jobs = {label: {"bundle": str(bundle.path), "edge": ep, "duration": 0, "slowdown": 1.0, "images": None,
                         "out": str(tmp_path / f"{i}.json"), "placement": p.to_json(), "frames": frames}
                 for i, (label, p) in enumerate([("device only", Placement(DEVICE)), ("cut 0", Placement(SPLIT, 0))])}
-        real = bench.expect
+        real = bench.say
 
-        def expect(p, label, want):
-            real(p, label, want)
-            if want.startswith("done"):
-                log.append((label, int(want.split()[1])))
+        def say(p, line="go"):
+            label = next(k for k, v in procs.items() if v is p) if procs else None
+            if line[0].isdigit():
+                log.append((label, line))
+            real(p, line)
 
-        bench.expect = expect
-        runs = bench.run_frames(Bed(), jobs, steps, frames)
-    assert log == [("link", 50.0), ("device only", 0), ("cut 0", 0), ("link", 5.0), ("cut 0", 1), ("device only", 1),
-                   ("link", 20.0), ("device only", 2), ("cut 0", 2)], log
+        procs = {}
+        start = bench.start
+        bench.start = lambda tb, label, args: procs.setdefault(label, start(tb, label, args))
+        bench.say = say
+        runs = bench.run_frames(Bed(), jobs, steps, frames, turn=2)
+    assert log == [("link", 50.0), ("device only", "0 2"), ("cut 0", "0 2"),
+                   ("link", 5.0), ("cut 0", "1 2"), ("device only", "1 2"), ("device only", "1 1"), ("cut 0", "1 1"),
+                   ("link", 20.0), ("cut 0", "2 1"), ("device only", "2 1")], log
     for label, r in runs.items():
         assert [x["phase"] for x in r["records"]] == [0, 0, 1, 1, 1, 2], label
         t = [x["t_s"] for x in r["records"]]
