@@ -97,7 +97,7 @@ def worker(args: dict) -> None:
 
 
 def start(tb, label, args):
-    """A worker in the device's namespace, loading; ``ready`` waits until it has warmed up."""
+    """A worker in the device's namespace, loading; it says ``ready`` once warmed up."""
     return tb.popen("device", [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(args)],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -140,8 +140,8 @@ def run_frames(tb, jobs: dict, steps, frames, turn: int) -> dict:
     """Every row's frames of a phase on that phase's link, the rows taking turns of at most ``turn``
     frames, in an order that rotates each turn. The machine's speed drifts over minutes (device only
     alone measured 301 to 519 ms a phase across runs), so rows run one after another each met a
-    different machine; and this machine pages out what a process has not touched for 60 s (its
-    DAMON scheme), so a row left idle longer ran its next frame at twice its time."""
+    different machine; and on this machine a row left idle a minute or more ran its next frame at
+    about twice its time (its DAMON scheme pages out memory untouched for 60 s, which fits)."""
     procs = {label: start(tb, label, args) for label, args in jobs.items()}  # they load side by side
     for label, p in procs.items():
         expect(p, label, "ready")

@@ -159,9 +159,9 @@ class Policy:
         sampled = None
         planned_dev = c.components_ms["device"] + c.components_ms["device_tl"]
         if planned_dev >= self.device_scale_min_ms and not rec.get("fallback") and rec.get("device_ms", 0) > 0:
-            # the device as it runs now: device only on the 0.2-CPU testbed measured 320-400 ms a
-            # phase against its profile's 322, and priced at the profile, a link back at 30 Mbit/s
-            # looked under the margin's gain and the run stayed local for 10 more requests
+            # the device as it runs now: device only on the 0.2-CPU testbed measured 316-370 ms
+            # against its profile's 321.7; priced at the profile, a link back at 30 Mbit/s looked
+            # under the margin's gain, and 10 of the phase's 14 frames ran here
             self.device_scale = math.exp(0.7 * math.log(self.device_scale) + 0.3 * math.log(rec["device_ms"] / planned_dev))
         if c.placement.where != DEVICE:
             comp = c.components_ms
