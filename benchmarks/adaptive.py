@@ -160,6 +160,23 @@ def run_frames(tb, jobs: dict, steps, frames, turn: int) -> dict:
     return {label: finish(p, label, jobs[label], 120) for label, p in procs.items()}
 
 
+def draw(records, png, steps, speed, frames: bool, title: str) -> None:
+    """The adaptive run's timeline, with the trace as that run met it: on the clock, or, in a frame
+    replay, each phase from its first frame on the row's serving time (the trace's own clock would
+    put the link's changes where this row's frames were not)."""
+    from tlcut.lab import timeline
+    from tlcut.lab.trace import Step
+
+    if frames:
+        first: dict = {}
+        for r in records:
+            first.setdefault(r["phase"], r["t_s"])
+        shown = [Step(first[k], s.mbps, s.ms) for k, s in enumerate(steps) if k in first]
+    else:
+        shown = [Step(s.t_s / speed, s.mbps, s.ms) for s in steps]
+    timeline.plot(records, png, trace=shown, title=title + (" (frame replay: time is the row's serving time)" if frames else ""))
+
+
 def phases(steps, speed, duration):
     edges = [s.t_s / speed for s in steps] + [duration]
     return [(edges[i], edges[i + 1], steps[i].mbps) for i in range(len(steps)) if edges[i] < duration]
@@ -224,7 +241,7 @@ def main() -> int:
         ap.error(f"--turn must be at least 1 (frames a row serves in a turn), got {a.turn}")
 
     from tlcut.bundle import Bundle
-    from tlcut.lab import testbed as tbm, timeline, trace
+    from tlcut.lab import testbed as tbm, trace
     from tlcut.lab.harness import Harness, pick
     from tlcut.placement import EDGE
     from tlcut.runtime.run import default_images
@@ -325,9 +342,8 @@ def main() -> int:
                                             "candidates": cand_names}
                 (out / f"{tag}-{tname}-adaptive-records.json").write_text(
                     json.dumps(runs["tlcut adaptive"], indent=0) + "\n")
-                timeline.plot(runs["tlcut adaptive"]["records"], out / f"{tag}-{tname}.png",
-                              trace=[trace.Step(s.t_s / a.speed, s.mbps, s.ms) for s in steps],
-                              title=f"{b.name}, {tname} trace: tlcut run --adapt")
+                draw(runs["tlcut adaptive"]["records"], out / f"{tag}-{tname}.png", steps, a.speed, bool(frames),
+                     f"{b.name}, {tname} trace: tlcut run --adapt")
     (out / f"{tag}.json").write_text(json.dumps(results, indent=1) + "\n")
     md = to_markdown(results, tag)
     (out / f"{tag}.md").write_text(md)

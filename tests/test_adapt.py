@@ -622,3 +622,27 @@ def test_the_frame_replay_gives_every_row_each_phase_on_its_link_in_short_turns(
         assert t == sorted(t) and t[0] >= 0
     assert all(x["payload_bytes"] > 0 for x in runs["cut 0"]["records"])
     assert all(x["payload_bytes"] == 0 for x in runs["device only"]["records"])
+
+
+def test_a_frame_replays_timeline_draws_each_phase_from_its_first_frame(monkeypatch, tmp_path):
+    """In a frame replay a row's time is its serving time: the trace drawn on the trace's own clock
+    would put the link's changes where the row's frames were not."""
+    import importlib.util
+    from pathlib import Path
+
+    from tlcut.lab import timeline
+    from tlcut.lab.trace import Step
+
+    spec = importlib.util.spec_from_file_location(
+        "adaptive_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    drawn = {}
+    monkeypatch.setattr(timeline, "plot", lambda recs, png, trace=None, title="": drawn.update(trace=trace, title=title))
+    steps = [Step(0.0, 40.0, 28.0), Step(3.5, 5.0, 28.0), Step(9.0, 30.0, 28.0)]
+    recs = [{"phase": 0, "t_s": 0.0}, {"phase": 0, "t_s": 0.2}, {"phase": 1, "t_s": 0.4}, {"phase": 2, "t_s": 1.5}]
+    bench.draw(recs, tmp_path / "f.png", steps, 1.0, True, "t")
+    assert [(s.t_s, s.mbps) for s in drawn["trace"]] == [(0.0, 40.0), (0.4, 5.0), (1.5, 30.0)]
+    assert "serving time" in drawn["title"]
+    bench.draw(recs, tmp_path / "t.png", steps, 2.0, False, "t")
+    assert [s.t_s for s in drawn["trace"]] == [0.0, 1.75, 4.5]
