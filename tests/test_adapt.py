@@ -352,16 +352,23 @@ def test_run_adapt_takes_the_plans_pareto_set(bundle, tmp_path):
     assert set(out["summary"]["counts"]["per_placement"]) == want
 
 
-def test_the_benchmark_names_a_trace_file_by_its_stem(tmp_path):
-    """A trace given as a path: its records and plot go under the results folder, named from the
-    stem, never beside the trace or with the path in a file name."""
+@pytest.fixture
+def bench():
+    """benchmarks/adaptive.py as a module, fresh for each test (some replace its functions)."""
     import importlib.util
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location(
         "adaptive_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_names_a_trace_file_by_its_stem(tmp_path, bench):
+    """A trace given as a path: its records and plot go under the results folder, named from the
+    stem, never beside the trace or with the path in a file name."""
+
     assert bench.trace_name(str(tmp_path / "my-5g.csv")) == "my-5g" and bench.trace_name("5g-uplink") == "5g-uplink"
     row = {"overall": {"n": 2, "median": 1.0, "p99": 2.0, "max": 2.0}, "phases": [{"n": 2, "median": 1.0}]}
     r = {"model": "m", "command": "c", "date": "d", "emulation": "e", "traces": {"my-5g": {
@@ -511,14 +518,8 @@ def test_a_request_past_its_timeout_is_hedged_and_takes_the_edges_late_answer(bu
         assert np.abs(y - ref.infer(x)[0]).max() <= 1e-5
 
 
-def test_the_benchmarks_report_skips_an_empty_phase_for_the_oracle_and_refuses_a_file_not_its_own(tmp_path):
-    import importlib.util
-    from pathlib import Path
+def test_the_benchmarks_report_skips_an_empty_phase_for_the_oracle_and_refuses_a_file_not_its_own(tmp_path, bench):
 
-    spec = importlib.util.spec_from_file_location(
-        "adaptive_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     empty, fast, slow = ({"n": 0, "median": float("nan")}, {"n": 3, "median": 200.0}, {"n": 5, "median": 300.0})
     row = lambda p: {"overall": {"n": 5, "median": 1.0, "p99": 2.0, "max": 2.0}, "phases": [p]}  # noqa: E731
     r = {"model": "m", "command": "c", "date": "d", "emulation": "e", "traces": {"t": {
@@ -572,18 +573,12 @@ def test_device_only_priced_as_it_measures_comes_back_where_its_profile_would_no
     assert d == local and pol.device_scale == pytest.approx(1.0)
 
 
-def test_the_frame_replay_gives_every_row_each_phase_on_its_link_in_short_turns(bundle, tmp_path):
+def test_the_frame_replay_gives_every_row_each_phase_on_its_link_in_short_turns(bundle, tmp_path, bench):
     """The benchmark's real workers (a small bundle, a local edge): each phase's link is set before
     any row serves it, every row serves all its frames of the phase in turns of at most ``turn``,
     and the rows' order rotates each turn."""
-    import importlib.util
     import subprocess
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(
-        "adaptive_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     from tlcut.lab.trace import Step
 
     log = []
@@ -624,19 +619,13 @@ def test_the_frame_replay_gives_every_row_each_phase_on_its_link_in_short_turns(
     assert all(x["payload_bytes"] == 0 for x in runs["device only"]["records"])
 
 
-def test_a_frame_replays_timeline_draws_each_phase_from_its_first_frame(monkeypatch, tmp_path):
+def test_a_frame_replays_timeline_draws_each_phase_from_its_first_frame(monkeypatch, tmp_path, bench):
     """In a frame replay a row's time is its serving time: the trace drawn on the trace's own clock
     would put the link's changes where the row's frames were not."""
-    import importlib.util
-    from pathlib import Path
 
     from tlcut.lab import timeline
     from tlcut.lab.trace import Step
 
-    spec = importlib.util.spec_from_file_location(
-        "adaptive_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     drawn = {}
     monkeypatch.setattr(timeline, "plot", lambda recs, png, trace=None, title="": drawn.update(trace=trace, title=title))
     steps = [Step(0.0, 40.0, 28.0), Step(3.5, 5.0, 28.0), Step(9.0, 30.0, 28.0)]
