@@ -10,7 +10,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from tlcut import cli
-from tlcut.bundle import Bundle
+from tlcut.bundle import Bundle, fidelity_key
 from tlcut.models import graphs
 from tlcut.placement import DEVICE, EDGE, SPLIT, Placement
 from tlcut.toolchain import fidelity
@@ -132,6 +132,20 @@ def test_records_survive_a_reload_and_go_stale_with_their_files(measured):
     fidelity.measure(again, cuts=[cut], tl="on", precisions=["int8"], wire=["int8"], whole=False,
                      images=rows[0]["images"]["source"], count=N_IMAGES)
     assert len(Bundle.open(b.path).fidelity) == len(rows)
+
+
+def test_a_learned_tls_rows_never_stand_for_the_pool_tls(measured):
+    b, rows = measured
+    cut = next(c for c in b.cuts if c.tl)
+    row = _row(rows, where=SPLIT, cut=cut.index, tl=True, encoding="int8", precision="int8")
+    assert row["tl_kind"] == "pool"
+    pool = Placement(SPLIT, cut.index, True, "int8")
+    learned = Placement(SPLIT, cut.index, True, "int8", tl_kind="bottleneck:8")
+    assert fidelity.fidelity_of(b, pool, "onnxrt", "int8")["status"] == "measured"
+    assert fidelity.fidelity_of(b, learned, "onnxrt", "int8") is None  # unknown, not the pool TL's numbers
+    old = {k: v for k, v in row.items() if k != "tl_kind"}  # a row from before kinds were recorded: pool
+    assert fidelity_key(old) == fidelity_key(row) != fidelity_key({**row, "tl_kind": "bottleneck:8"})
+    assert fidelity_key({**old, "tl": False, "cut": None})[3] is None
 
 
 def test_a_changed_file_makes_its_rows_unknown(tmp_path, images):

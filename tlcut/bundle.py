@@ -266,11 +266,14 @@ def build_record(built) -> Path:
 
 
 #: What identifies a fidelity row: the placement's fields, then the engine and precision both halves ran at.
-FIDELITY_KEY = ("where", "cut", "tl", "encoding", "quality", "engine", "precision")
+FIDELITY_KEY = ("where", "cut", "tl", "tl_kind", "encoding", "quality", "engine", "precision")
 
 
 def fidelity_key(row: dict) -> tuple:
-    return tuple(row.get(k) for k in FIDELITY_KEY)
+    """A row's identity; the TL's kind spelled out, as in accuracy rows (rows from before kinds were
+    recorded were measured on the pool TL, the only one then, so they read as ``pool``)."""
+    kind = row.get("tl_kind", "pool" if row.get("tl") else None)
+    return tuple(kind if k == "tl_kind" else row.get(k) for k in FIDELITY_KEY)
 
 
 #: Model files whose sha256 was checked in this process: (path, size, mtime, inode) -> sha256.

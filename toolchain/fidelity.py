@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from tlcut import encodings
-from tlcut.bundle import ONNX, FIDELITY_KEY, Bundle, fidelity_key, sha256_file
+from tlcut.bundle import ONNX, Bundle, fidelity_key, sha256_file
 from tlcut.errors import TlcutError
 from tlcut.placement import CUT_ENCODINGS, DEVICE, EDGE, INPUT_ENCODINGS, SPLIT, Placement, tl_modes
 from tlcut.runtime import backends
@@ -233,8 +233,7 @@ def measure(bundle: Bundle, *, cuts=None, tl: str = "both", engines=(backends.DE
         base["moves"] = round(movement(refs), 6)
 
         def add(placement, engine, precision, ys, files):
-            row = {"where": placement.where, "cut": placement.cut, "tl": placement.tl, "encoding": placement.encoding,
-                   "quality": placement.quality, "engine": engine, "precision": precision, "label": placement.label}
+            row = {**placement.identity, "engine": engine, "precision": precision, "label": placement.label}
             row.update(base, files=files)
             if base["moves"] > MOVE_TOL:
                 row.update(status="measured", **metrics(ys, refs))
@@ -266,7 +265,8 @@ def measure(bundle: Bundle, *, cuts=None, tl: str = "both", engines=(backends.DE
                 for enc in cut_wire:
                     ys = [rn.run(engine, "tail", cut.index, with_tl, prec, _wire(enc, p, None, pixels, p.shape))
                           for p in payloads]
-                    add(Placement(SPLIT, cut.index, with_tl, enc), engine, prec, ys, files)
+                    add(Placement(SPLIT, cut.index, with_tl, enc, tl_kind=cut.tl_kind if with_tl else None),
+                        engine, prec, ys, files)
     bundle.record_fidelity(rows)
     return rows
 
@@ -307,8 +307,7 @@ def fidelity_of(bundle: Bundle, placement: Placement, engine: str = backends.DEF
     whose output does not move, or measured on files that have changed since."""
     if placement.lossless and precision == "float32":
         return dict(EXACT)
-    want = tuple({**placement.to_json(), "quality": placement.quality, "engine": engine,
-                  "precision": precision}[k] for k in FIDELITY_KEY)
+    want = fidelity_key({**placement.identity, "engine": engine, "precision": precision})
     row = next((r for r in bundle.fidelity if fidelity_key(r) == want), None)
     if row is None or row.get("status") != "measured":
         return None
