@@ -231,11 +231,12 @@ def goal(rows: list[dict], cuts: list[dict], model: str = GOAL_MODEL) -> dict:
     k, n = sum(1 for v in per_cut.values() if v["met_by"]), len(cuts)
     need = math.ceil(max(n, GOAL_CUTS.denominator) * GOAL_CUTS)  # fewer cuts measured: still 3 of them
     unmeasured = max(0, GOAL_CUTS.denominator - n)
-    verdict = ("met" if n and k >= need else "not met" if k + unmeasured < need
-               else f"not decided ({n} of {GOAL_CUTS.denominator} cuts measured)")
-    met = bool(n and k >= need)
     if model != GOAL_MODEL:
         verdict, met = f"set on {GOAL_MODEL}, so no verdict for {model}; its test per cut", None
+    else:
+        verdict = ("met" if n and k >= need else "not met" if k + unmeasured < need
+                   else f"not decided ({n} of {GOAL_CUTS.denominator} cuts measured)")
+        met = bool(n and k >= need)
     line = (f"goal {verdict}: at {k} of {n} cuts a learned TL with {GOAL_ENCODING} "
             f"sends <= {GOAL_RATIO} of the float32 pool-TL bytes within {GOAL_WITHIN_PTS:g} pt of the control"
             + (f" (needs {need})" if met is not None else "") + "; " + "; ".join(parts))
