@@ -338,6 +338,7 @@ def main() -> int:
                         for i, (t0, t1, _) in enumerate(ph)]}
                 oracle = [{"phase": i, "from_s": t0, "to_s": t1, "mbps": mbps} for i, (t0, t1, mbps) in enumerate(ph)]
                 results["traces"][tname] = {"phases": oracles(oracle, table), "table": table, "frames": frames,
+                                            "statics": {k: v.label for k, v in statics.items()},
                                             "switches": runs["tlcut adaptive"]["report"].get("switches", []),
                                             "candidates": cand_names}
                 (out / f"{tag}-{tname}-adaptive-records.json").write_text(
@@ -390,8 +391,8 @@ def to_markdown(r: dict, tag: str) -> str:
                    f"phase {p['phase']} ({p['mbps']:g} Mbit/s) median" for p in t["phases"]) + " |",
                "|---|---:|---:|---:|---:|" + "---:|" * len(t["phases"])]
         for label, row in t["table"].items():
-            o = row["overall"]
-            md.append(f"| {label} | {o['n']} | {o['median']:.1f} | {o['p99']:.1f} | {slowest(o)} | "
+            o, what = row["overall"], t.get("statics", {}).get(label)  # the placement a static row kept
+            md.append(f"| {label}{f' ({what})' if what and what not in label else ''} | {o['n']} | {o['median']:.1f} | {o['p99']:.1f} | {slowest(o)} | "
                       + " | ".join(f"{p['median']:.1f}" for p in row["phases"]) + " |")
         md.append("| oracle (best static per phase, measured) | | | | | "
                   + " | ".join(f"{p['median']:.1f} ({p['placement']})" for p in t["phases"]) + " |")

@@ -379,6 +379,11 @@ def test_the_benchmark_names_a_trace_file_by_its_stem(tmp_path, bench):
     assert "slowest request 2.0 vs 2.0 ms" in md and "Replay: by time" in md
     r["traces"]["my-5g"]["frames"] = [2]
     assert "Replay: by frames" in bench.to_markdown(r, "adaptive-frames")
+    assert "| tlcut static best |" not in md
+    r["traces"]["my-5g"]["table"]["tlcut static best"] = row  # a static row names the placement it kept
+    r["traces"]["my-5g"]["statics"] = {"tlcut static best": "cut 0 + TL, int4+zstd", "device only": "device only"}
+    md = bench.to_markdown(r, "adaptive")
+    assert "| tlcut static best (cut 0 + TL, int4+zstd) |" in md and "| device only |" in md
 
 
 def test_an_edge_that_serves_too_few_candidates_is_a_one_line_error(bundle):
