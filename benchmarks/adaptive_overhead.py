@@ -64,8 +64,14 @@ def main() -> int:
     from tlcut.runtime.client import wait_for_edge
     from tlcut.toolchain import plan as planmod
 
-    b = Bundle.open(a.bundle)
-    plan = Plan.load(a.plan, b)
+    from tlcut.errors import TlcutError
+
+    try:
+        b = Bundle.open(a.bundle)
+        plan = Plan.load(a.plan, b)
+    except (TlcutError, OSError, ValueError) as e:
+        print(f"adaptive_overhead.py: {e}", file=sys.stderr)
+        return 2
     cands = planmod.pareto_front(plan.allowed)
     if plan.best not in cands:
         cands.append(plan.best)

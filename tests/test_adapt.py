@@ -640,3 +640,21 @@ def test_a_frame_replays_timeline_draws_each_phase_from_its_first_frame(monkeypa
     assert "serving time" in drawn["title"]
     bench.draw(recs, tmp_path / "t.png", steps, 2.0, False, "t")
     assert [s.t_s for s in drawn["trace"]] == [0.0, 1.75, 4.5]
+
+
+@pytest.mark.parametrize("args, says", [(["--rounds", "0"], "--rounds and --requests must be at least 1"),
+                                        (["--plan", "nowhere.json"], "adaptive_overhead.py: ")])
+def test_the_overhead_benchmark_refuses_bad_input_in_one_line(tmp_path, args, says):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive_overhead.py"
+    base = ["--bundle", str(tmp_path / "no-bundle"), "--plan", str(tmp_path / "p.json")]
+    kept = script.parent / "results" / "adaptive-overhead.md"
+    before = kept.stat().st_mtime_ns if kept.exists() else None
+    p = subprocess.run([sys.executable, str(script), *base, *args], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()  # one line, after argparse's usage where argparse says it
+    assert says in lines[-1] and (len(lines) == 1 or lines[0].startswith("usage:"))
+    assert (kept.stat().st_mtime_ns if kept.exists() else None) == before
