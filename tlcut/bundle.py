@@ -269,11 +269,8 @@ def build_record(built) -> Path:
 FIDELITY_KEY = ("where", "cut", "tl", "tl_kind", "encoding", "quality", "engine", "precision")
 
 
-def fidelity_key(row: dict) -> tuple:
-    """A row's identity; the TL's kind spelled out, as in accuracy rows (rows from before kinds were
-    recorded were measured on the pool TL, the only one then, so they read as ``pool``)."""
-    kind = row.get("tl_kind", "pool" if row.get("tl") else None)
-    return tuple(kind if k == "tl_kind" else row.get(k) for k in FIDELITY_KEY)
+def fidelity_key(row: dict) -> tuple:  # a row from before kinds were recorded: pool, the only TL then
+    return tuple(row.get(k, "pool" if k == "tl_kind" and row.get("tl") else None) for k in FIDELITY_KEY)
 
 
 #: Model files whose sha256 was checked in this process: (path, size, mtime, inode) -> sha256.
