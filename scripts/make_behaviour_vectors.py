@@ -241,6 +241,11 @@ def main():
         request(zq, 62 + len(zbad), 1, encoding=enc_4, scale=zscale, zero_point=zzp), error(P.E_WRONG_TENSOR, 62 + len(zbad), 1))
     row("int8+zstd with scale inf", request(zq, 63 + len(zbad), 1, encoding=enc_z, scale=float("inf"), zero_point=zzp),
         error(P.E_WRONG_TENSOR, 63 + len(zbad), 1))
+    # a finite scale whose zero point takes the restore past float32's range: inf would come out
+    row("int8 whose zero point restores past float32's range", request(q, 64 + len(zbad), 1, encoding=P.ENC_INT8,
+        scale=1e38, zero_point=2**31 - 1), error(P.E_WRONG_TENSOR, 64 + len(zbad), 1))
+    row("int4+zstd whose zero point restores past float32's range", request(q4, 65 + len(zbad), 1, encoding=enc_4,
+        scale=1e37, zero_point=100), error(P.E_WRONG_TENSOR, 65 + len(zbad), 1))
 
     # -- replay refusal: per connection, ids must grow ----------------------------------------------
     row("replay: first id on a connection", request(mid, 100, 1), result(100, 1, run("tail", 1, False, mid)), peer="r")

@@ -1,5 +1,7 @@
 """Cheaper wire formats: float16 and int8 with a scale and zero point, restored on the edge."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,22 @@ def test_mismatched_encodings_are_refused(encoding, wire, scale):
     with pytest.raises(P.ProtocolError) as e:
         P.restore(P.Header(type=P.REQUEST, encoding=encoding, scale=scale), wire)
     assert e.value.code == P.E_WRONG_TENSOR
+
+
+@pytest.mark.parametrize("encoding, wire, zero_point, says", [
+    (P.ENC_INT8, np.zeros(4, np.int8), 2**31 - 1, "restores to 2.14748e+47, past float32's range"),
+    (P.ENC_UINT8, np.zeros((1, 2, 2, 1), np.uint8), -(2**31), "restores to 2.14748e+47, past float32's range"),
+])
+def test_a_finite_scale_whose_zero_point_restores_past_float32_is_refused(encoding, wire, zero_point, says):
+    """Finite, > 0, and still inf once restored: the edge refuses it before computing anything."""
+    h = P.Header(type=P.REQUEST, encoding=encoding, scale=float(np.float32(1e38)), zero_point=zero_point)
+    with pytest.raises(P.ProtocolError, match=re.escape(says)) as e:
+        P.restore(h, wire, (1, 2, 2, 1))
+    assert e.value.code == P.E_WRONG_TENSOR
+    # the same scale near zero's levels, and a zero point in range at a scale that reaches 1.28e38: restored, finite
+    ok = P.restore(P.Header(type=P.REQUEST, encoding=P.ENC_INT8, scale=float(np.float32(1e36)), zero_point=0),
+                   np.array([-128, 127, 0, 1], np.int8))
+    assert np.isfinite(ok).all() and ok.min() < -1.2e38 and ok.max() > 1.2e38
 
 
 # -- the registry: every encoding is one class, and everything that names encodings reads it --------

@@ -21,6 +21,11 @@ import numpy as np
 INPUT, CUT = "input", "cut"
 
 
+#: the largest |(q - zero_point) x scale| an edge restores: float32's range (3.4e38), less a margin
+#: for float32's rounding of the zero point and the product
+RESTORE_LIMIT = 3e38
+
+
 class WireError(ValueError):
     """A payload its encoding cannot restore; an edge answers ERROR wrong tensor with this message."""
 
@@ -35,6 +40,7 @@ class Encoding:
     pixels: bool = False  # sends the input as pixels: encode needs the bundle's pixel mapping (scale, zero_point)
     default_quality: int | None = None  # None: takes no quality
     measured: bool = False  # its bytes depend on the content: bench measures them on real images, the plan reads those
+    levels: tuple[int, int] = (0, 255)  # an affine encoding's q range, which check_scale bounds the restore by
 
     def encode(self, array: np.ndarray, *, scale: float | None = None, zero_point: int = 0,
                quality: int | None = None) -> tuple[np.ndarray, float, int]:
@@ -60,12 +66,17 @@ class Encoding:
     def misfit(self, wire: np.ndarray, why: str = "") -> WireError:
         return WireError(f"encoding {self.code} does not fit a {wire.dtype} payload{why}")
 
-    def check_scale(self, wire: np.ndarray, scale: float) -> None:
-        """An affine scale must be finite and > 0: inf or NaN would restore to non-finite values."""
+    def check_scale(self, wire: np.ndarray, scale: float, zero_point: int) -> None:
+        """An affine scale must be finite and > 0, and with the zero point keep every q's value
+        within RESTORE_LIMIT: inf or NaN would come out otherwise (the C edge checks alike)."""
         if not math.isfinite(scale):
             raise self.misfit(wire, f" with scale {scale} (not finite)")
         if not scale > 0:
             raise self.misfit(wire, " with scale <= 0")
+        top = max(abs(self.levels[0] - zero_point), abs(self.levels[1] - zero_point)) * scale
+        if top > RESTORE_LIMIT:
+            raise self.misfit(wire, f" with scale {scale:g} and zero point {zero_point}: it restores to {top:g}, "
+                                    f"past float32's range")
 
 
 def elements(shape) -> int:
@@ -102,7 +113,7 @@ class Affine(Encoding):
     def restore(self, wire, scale, zero_point, served_shape=None):
         if wire.dtype != self.wire_dtype:
             raise self.misfit(wire)
-        self.check_scale(wire, scale)
+        self.check_scale(wire, scale, zero_point)
         return affine(wire, scale, zero_point)
 
     def wire_bytes(self, shape, dtype):

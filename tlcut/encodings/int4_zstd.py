@@ -17,6 +17,7 @@ TOP = 15
 
 class Int4Zstd(ZstdFrame):
     name, code = "int4+zstd", 6
+    levels = (0, TOP)
 
     def encode(self, array, *, scale=None, zero_point=0, quality=None):
         """q = clip(rint(x / scale) + zero_point, 0, 15) over the range widened to hold 0, scale =

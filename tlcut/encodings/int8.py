@@ -13,6 +13,7 @@ class Int8(Affine):
     applies_to = frozenset({CUT})
     lossy = True
     wire_dtype = np.int8
+    levels = (-128, 127)
 
     def encode(self, array, *, scale=None, zero_point=0, quality=None):
         lo, hi = float(array.min()), float(array.max())

@@ -51,7 +51,7 @@ class ZstdFrame(Encoding):
             raise self.misfit(wire)
         if wire.ndim != 1:
             raise self.misfit(wire, f" with dims {list(wire.shape)}; a zstd frame is sent as dims [payload_len]")
-        self.check_scale(wire, scale)
+        self.check_scale(wire, scale, zero_point)
         shape = _fixed(served_shape, self.name)
         content = decompress(wire, self.content_bytes(elements(shape)))
         return affine(self.values(content, shape), scale, zero_point)
@@ -59,6 +59,7 @@ class ZstdFrame(Encoding):
 
 class Int8Zstd(ZstdFrame):
     name, code = "int8+zstd", 5
+    levels = (-128, 127)
 
     def encode(self, array, *, scale=None, zero_point=0, quality=None):
         """int8 as encoding 2 maps it, then one zstd frame that declares its content size, sent as

@@ -41,7 +41,7 @@ class Jpeg(Pixels):
             raise self.misfit(wire)
         if wire.ndim != 1:
             raise self.misfit(wire, f" with dims {list(wire.shape)}; a JPEG is sent as dims [payload_len]")
-        self.check_scale(wire, scale)
+        self.check_scale(wire, scale, zero_point)
         layout = image_layout(served_shape) if served_shape is not None else None
         if layout is None:
             raise WireError(f"jpeg does not fit this input {list(served_shape or [])}: it takes a "

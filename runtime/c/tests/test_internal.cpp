@@ -199,6 +199,33 @@ static void encodings() {
         h.encoding = b.enc, h.dtype = b.dtype, h.rank = b.rank, h.scale = b.scale, h.dims[0] = 2, h.dims[1] = 2;
         CHECK(!run(h, buf, 4, 4, t) && err == b.says, "encoding %d: '%s', expected '%s'", b.enc, err.c_str(), b.says);
     }
+    // a finite scale whose zero point takes the restore past float32's range (messages as the Python edge's)
+    struct {
+        uint8_t enc, dtype, rank;
+        float scale;
+        int32_t zp;
+        const char *says;
+    } far[] = {
+        {TLC_ENC_INT8, TLC_I8, 2, 1e38f, 2147483647, "encoding 2 does not fit a int8 payload with scale 1e+38 and zero point 2147483647: it restores to 2.14748e+47, past float32's range"},
+        {TLC_ENC_UINT8, TLC_U8, 2, 2e36f, -1000, "encoding 3 does not fit a uint8 payload with scale 2e+36 and zero point -1000: it restores to 2.51e+39, past float32's range"},
+        {TLC_ENC_INT4_ZSTD, TLC_U8, 1, 1e37f, 100, "encoding 6 does not fit a uint8 payload with scale 1e+37 and zero point 100: it restores to 1e+39, past float32's range"},
+        {TLC_ENC_JPEG, TLC_U8, 1, 1e37f, INT32_MIN, "encoding 4 does not fit a uint8 payload with scale 1e+37 and zero point -2147483648: it restores to 2.14748e+46, past float32's range"},
+    };
+    for (auto &b : far) {
+        h = tlc_header{};
+        h.encoding = b.enc, h.dtype = b.dtype, h.rank = b.rank, h.scale = b.scale, h.zero_point = b.zp, h.dims[0] = 2,
+        h.dims[1] = 2;
+        CHECK(!run(h, buf, 4, 4, t) && err == b.says, "encoding %d: '%s', expected '%s'", b.enc, err.c_str(), b.says);
+    }
+    // just inside the range: restored, every value finite
+    h = tlc_header{};
+    h.encoding = TLC_ENC_INT8, h.dtype = TLC_I8, h.rank = 2, h.scale = 1e36f, h.zero_point = 0, h.dims[0] = 2, h.dims[1] = 2;
+    {
+        const int8_t q[4] = {-128, 127, 0, 1};
+        CHECK(run(h, q, 4, 4, t) && t.dtype == TLC_F32, "int8 at scale 1e36: %s", err.c_str());
+        const float *f = static_cast<const float *>(t.data);
+        CHECK(std::isfinite(f[0]) && f[0] < -1.2e38f && std::isfinite(f[1]) && f[1] > 1.2e38f, "int8 at scale 1e36 restores finite");
+    }
 }
 
 static std::vector<uint8_t> seed(const char *name) {

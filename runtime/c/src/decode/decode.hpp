@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -59,7 +60,7 @@ const char *zstd_decoder();
 // What the zstd encodings share (zstd.cpp): the header (dtype uint8, rank 1, a finite scale > 0), the served
 // input's element count in ``n``, and one zstd frame of exactly ``content_bytes(n)`` bytes,
 // decompressed into s.pixels; false and the ERROR wrong-tensor message otherwise.
-bool zstd_content(const Wire &w, const char *name, size_t (*content_bytes)(size_t), Scratch &s, size_t &n,
+bool zstd_content(const Wire &w, const char *name, size_t (*content_bytes)(size_t), int lo, int hi, Scratch &s, size_t &n,
                   std::string &err);
 
 // The table's row for ``code``, or nullptr for a code this edge does not know.
@@ -73,9 +74,14 @@ bool decode(const Wire &w, Scratch &s, Tensor &out, std::string &err);
 // "encoding E does not fit a DTYPE payload" + ``why``: the message of every encoding's refusal.
 std::string misfit(const tlc_header &h, const std::string &why = "");
 
-// An affine scale is finite and > 0 (inf or NaN would restore to non-finite values); else the
-// misfit message in ``err``, as the Python edge words it.
-bool scale_ok(const tlc_header &h, std::string &err);
+// The largest |(q - zero_point) x scale| restored: float32's range less a margin for its rounding
+// (tlcut/encodings/base.py RESTORE_LIMIT).
+constexpr double kRestoreLimit = 3e38;
+
+// An affine scale is finite and > 0, and with the zero point keeps q in lo..hi within
+// kRestoreLimit (inf or NaN would come out otherwise); else the misfit message in ``err``, as the
+// Python edge words it.
+bool scale_ok(const tlc_header &h, int lo, int hi, std::string &err);
 
 // The affine encodings (int8, uint8): a payload of ``dtype`` (integers of type Q) with scale > 0,
 // restored to float32 x = (q - zero_point) x scale in s.f32.
@@ -85,7 +91,7 @@ bool decode_affine(const Wire &w, int dtype, Scratch &s, Tensor &out, std::strin
         err = misfit(w.h);
         return false;
     }
-    if (!scale_ok(w.h, err)) return false;
+    if (!scale_ok(w.h, std::numeric_limits<Q>::min(), std::numeric_limits<Q>::max(), err)) return false;
     const Q *q = static_cast<const Q *>(w.payload);
     s.f32.resize(w.count);
     for (size_t i = 0; i < w.count; i++) s.f32[i] = (float(q[i]) - float(w.h.zero_point)) * w.h.scale;

@@ -11,7 +11,7 @@ size_t two_a_byte(size_t n) { return n / 2 + n % 2; }
 
 bool decode_int4_zstd(const Wire &w, Scratch &s, Tensor &out, std::string &err) {
     size_t n = 0;
-    if (!zstd_content(w, "int4+zstd", two_a_byte, s, n, err)) return false;
+    if (!zstd_content(w, "int4+zstd", two_a_byte, 0, 15, s, n, err)) return false;
     const uint8_t *b = s.pixels.data();
     s.f32.resize(n);
     const float zp = float(w.h.zero_point);

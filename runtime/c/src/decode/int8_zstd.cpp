@@ -10,7 +10,7 @@ size_t one_a_byte(size_t n) { return n; }
 
 bool decode_int8_zstd(const Wire &w, Scratch &s, Tensor &out, std::string &err) {
     size_t n = 0;
-    if (!zstd_content(w, "int8+zstd", one_a_byte, s, n, err)) return false;
+    if (!zstd_content(w, "int8+zstd", one_a_byte, -128, 127, s, n, err)) return false;
     const int8_t *q = reinterpret_cast<const int8_t *>(s.pixels.data());
     s.f32.resize(n);
     const float zp = float(w.h.zero_point);

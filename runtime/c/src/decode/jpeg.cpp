@@ -16,7 +16,7 @@ bool decode_jpeg(const Wire &w, Scratch &s, Tensor &out, std::string &err) {
         err = misfit(h, " with dims " + dims_str(out.shape) + "; a JPEG is sent as dims [payload_len]");
         return false;
     }
-    if (!scale_ok(h, err)) return false;
+    if (!scale_ok(h, 0, 255, err)) return false;
     const std::vector<int64_t> &sv = w.served;
     bool nhwc = sv.size() == 4 && sv[0] == 1 && (sv[3] == 1 || sv[3] == 3);
     bool nchw = !nhwc && sv.size() == 4 && sv[0] == 1 && (sv[1] == 1 || sv[1] == 3);

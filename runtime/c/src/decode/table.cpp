@@ -4,7 +4,9 @@
 
 #include "internal.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 namespace tlc {
 
@@ -35,7 +37,7 @@ std::string misfit(const tlc_header &h, const std::string &why) {
     return "encoding " + std::to_string(h.encoding) + " does not fit a " + dtype_name(h.dtype) + " payload" + why;
 }
 
-bool scale_ok(const tlc_header &h, std::string &err) {
+bool scale_ok(const tlc_header &h, int lo, int hi, std::string &err) {
     if (std::isnan(h.scale) || std::isinf(h.scale)) {  // NaN compares false either way: test it first
         err = misfit(h, std::string(" with scale ") + (std::isnan(h.scale) ? "nan" : h.scale > 0 ? "inf" : "-inf") +
                             " (not finite)");
@@ -43,6 +45,16 @@ bool scale_ok(const tlc_header &h, std::string &err) {
     }
     if (!(h.scale > 0)) {
         err = misfit(h, " with scale <= 0");
+        return false;
+    }
+    // in double, as the Python edge computes it: a zero point far from the levels makes the product
+    // overflow float32 even with a finite scale
+    const double zp = h.zero_point, top = std::max(std::fabs(lo - zp), std::fabs(hi - zp)) * double(h.scale);
+    if (top > kRestoreLimit) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, " with scale %g and zero point %d: it restores to %g, past float32's range",
+                      double(h.scale), int(h.zero_point), top);
+        err = misfit(h, buf);
         return false;
     }
     return true;

@@ -81,7 +81,7 @@ bool unzstd(const void *src, size_t len, size_t n, std::vector<uint8_t> &dst, st
 #endif
 }  // namespace
 
-bool zstd_content(const Wire &w, const char *name, size_t (*content_bytes)(size_t), Scratch &s, size_t &n,
+bool zstd_content(const Wire &w, const char *name, size_t (*content_bytes)(size_t), int lo, int hi, Scratch &s, size_t &n,
                   std::string &err) {
     const tlc_header &h = w.h;
     if (h.dtype != TLC_U8) {
@@ -93,7 +93,7 @@ bool zstd_content(const Wire &w, const char *name, size_t (*content_bytes)(size_
         err = misfit(h, " with dims " + dims_str(dims) + "; a zstd frame is sent as dims [payload_len]");
         return false;
     }
-    if (!scale_ok(h, err)) return false;
+    if (!scale_ok(h, lo, hi, err)) return false;
     n = w.served.empty() ? 0 : 1;
     for (int64_t d : w.served) {
         if (d < 1 || size_t(d) > std::numeric_limits<size_t>::max() / n) {
