@@ -297,6 +297,12 @@ def test_the_c_edge_refuses_any_address_with_the_same_words():
     lines = [l for l in r.stderr.splitlines() if l.startswith("tlcut-edged: error:")]
     assert r.returncode == 2 and len(lines) == 1 and "'127.0.0.1:5555' names no transport: write tcp://127.0.0.1:5555" \
         in lines[0] and "plain TCP" not in lines[0], r.stderr
+    # with --insecure too: the same line, where it was a warning and "cannot listen on ...: Invalid argument"
+    r = subprocess.run([edged, str(data), "--cut", "0", "--bind", "0.0.0.0:5555", "--insecure"], capture_output=True,
+                       text=True, timeout=60)
+    lines = [l for l in r.stderr.splitlines() if l.startswith("tlcut-edged: error:")]
+    assert r.returncode == 2 and len(lines) == 1 and "'0.0.0.0:5555' names no transport: write tcp://0.0.0.0:5555" \
+        in lines[0] and "WARNING" not in r.stderr, r.stderr
 
 
 # -- an endpoint without its transport is called that, not a plain-TCP risk ------------------

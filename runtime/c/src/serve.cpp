@@ -27,6 +27,8 @@ struct Message {
 extern "C" int tlc_edge_serve(tlc_edge *e, const char *endpoint, volatile int *stop, uint64_t max_messages) {
     if (!e || !endpoint) return TLC_E_INVALID_ARGUMENT;
     const std::string ep = endpoint;
+    if (ep.find("://") == std::string::npos)  // a missing transport, with --insecure too: not a listen failure
+        return fail(e, TLC_E_INVALID_ARGUMENT, tlc::plain_tcp_refusal(ep));
     bool local = tlc::is_loopback(ep);
     if (!e->curve && !local && !e->insecure)
         return fail(e, TLC_E_INSECURE, tlc::plain_tcp_refusal(ep));

@@ -181,7 +181,7 @@ int main(int argc, char **argv) {
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    fprintf(stderr, "tlcut-edged %s (%s, %s): %d cut(s) of %s loaded; listening on %s (%s)\n", tlc_version(), tlc_engine(),
+    fprintf(stderr, "tlcut-edged %s (%s, %s): %d cut(s) of %s loaded; serving on %s (%s) once bound\n", tlc_version(), tlc_engine(),
             precision, ncuts, bundle, bind, key ? "CURVE" : "plain TCP");
     rc = tlc_edge_serve(edge, bind, &stop_flag, max_requests);
     tlc_edge_stats s;
