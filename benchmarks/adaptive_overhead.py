@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -55,14 +54,13 @@ def main() -> int:
     if a.rounds < 1 or a.requests < 1:
         ap.error("--rounds and --requests must be at least 1")
 
-    import onnxruntime
-
     from tlcut.bundle import Bundle
     from tlcut.deployment import Plan
     from tlcut.runtime import run as rt
     from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy
     from tlcut.runtime.client import wait_for_edge
     from tlcut.toolchain import plan as planmod
+    from tlcut.toolchain.bench import machine_info
 
     from tlcut.errors import TlcutError
 
@@ -110,8 +108,7 @@ def main() -> int:
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "command": f"python benchmarks/adaptive_overhead.py --bundle B --plan P --rounds {a.rounds} "
                       f"--requests {a.requests}",
-           "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-                       "onnxruntime": onnxruntime.__version__},
+           "machine": machine_info(1),
            "model": b.name, "placement": plan.best.label, "candidates": len(cands), "rounds": rounds,
            "summary": {row: {k: summary(k, row) for k in ("cpu_ms", "wall_ms", "device_ms")}
                        for row in ("static", "adaptive")}}
