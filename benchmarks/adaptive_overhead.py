@@ -57,10 +57,11 @@ def main() -> int:
     from tlcut.bundle import Bundle
     from tlcut.deployment import Plan
     from tlcut.runtime import run as rt
-    from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy
-    from tlcut.runtime.client import wait_for_edge
+    from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy, engine_kw
+    from tlcut.runtime.client import EdgeUnavailable, wait_for_edge
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain.bench import machine_info
+    from tlcut.toolchain.compile import compile_cuts
 
     from tlcut.errors import TlcutError
 
@@ -73,7 +74,11 @@ def main() -> int:
     cands = planmod.pareto_front(plan.allowed)
     if plan.best not in cands:
         cands.append(plan.best)
-    cuts = sorted({str(c.placement.cut) for c in cands if c.placement.cut is not None})
+    cut_ids = sorted({c.placement.cut for c in cands if c.placement.cut is not None})
+    # the candidates' float32 halves, as benchmarks/adaptive.py compiles them (a demo's bundle holds
+    # only the halves its rows ran); int8 ones must be there already (`tlcut compile --precision int8`)
+    compile_cuts(b, [b.cuts[i] for i in cut_ids], tl="both")
+    cuts = [str(i) for i in cut_ids]
     cuts += ["input"] if any(c.placement.cut is None and c.placement.offloads for c in cands) else []
     ep = f"tcp://127.0.0.1:{a.port}"
     edge = subprocess.Popen([sys.executable, "-m", "tlcut", "serve", str(b.path), "--tl", "both", "--bind", ep,
@@ -82,9 +87,22 @@ def main() -> int:
     xs = rt.inputs(b, rt.default_images(b), 8, seed=1)
     rounds = []
     try:
-        wait_for_edge(ep, 600)
+        deadline = time.monotonic() + 600
+        while True:  # the edge loading its halves; one that exits says why on stderr, above
+            if edge.poll() is not None:
+                print(f"adaptive_overhead.py: the edge (tlcut serve) exited with status {edge.returncode} "
+                      "before answering; its error is above", file=sys.stderr)
+                return 1
+            try:
+                wait_for_edge(ep, 5)
+                break
+            except EdgeUnavailable:
+                if time.monotonic() > deadline:
+                    print(f"adaptive_overhead.py: the edge at {ep} did not answer within 600 s", file=sys.stderr)
+                    return 1
         for r in range(a.rounds):
-            with rt.Device(b, plan.best.placement, edge=ep, **kw) as d:
+            # the static row on the plan's best with its own device engine, as the adaptive one runs it
+            with rt.Device(b, plan.best.placement, edge=ep, **{**kw, **engine_kw(plan.best)}) as d:
                 static = measure(d, xs, a.requests)
             pol = Policy(cands, LinkEstimate(plan.network["up_mbps"], plan.network["rtt_ms"]), start=plan.best)
             with AdaptiveDevice(b, pol, edge=ep, **kw) as ad:

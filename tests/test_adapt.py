@@ -676,3 +676,29 @@ def test_the_overhead_benchmark_refuses_bad_input_in_one_line(tmp_path, args, sa
     lines = p.stderr.strip().splitlines()  # one line, after argparse's usage where argparse says it
     assert says in lines[-1] and (len(lines) == 1 or lines[0].startswith("usage:"))
     assert (kept.stat().st_mtime_ns if kept.exists() else None) == before
+
+
+def test_the_overhead_benchmark_says_when_its_edge_could_not_start(small_bundle, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tlcut.toolchain.bench import bench
+
+    b = small_bundle(hw=16, tl="off")  # its own: the benchmark compiles the candidates' halves into it
+    for role in ("device", "edge"):
+        (tmp_path / f"{role}.json").write_text(json.dumps(bench(b, role=role, iterations=3, progress=lambda *_: None)))
+    assert cli.main(["plan", "--device", str(tmp_path / "device.json"), "--edge", str(tmp_path / "edge.json"),
+                     "--tl", "off", "-o", str(tmp_path / "plan.json")]) == 0
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive_overhead.py"
+    kept = script.parent / "results" / "adaptive-overhead.md"
+    before = kept.stat().st_mtime_ns
+    with socket.socket() as taken:  # the edge's port is in use: `tlcut serve` exits at once
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        p = subprocess.run([sys.executable, str(script), "--bundle", str(b.path), "--plan", str(tmp_path / "plan.json"),
+                            "--port", str(taken.getsockname()[1])], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "the edge (tlcut serve) exited with status" in p.stderr.strip().splitlines()[-1]
+    assert kept.stat().st_mtime_ns == before
