@@ -1,10 +1,24 @@
 """Small hand-built ONNX graphs whose cuts are known: for tests and lab scenarios that need no TensorFlow."""
 
+import functools
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 _rng = np.random.default_rng(0)
+
+
+def _seeded(build):
+    """The same weights for the same graph whatever was built before: one module-wide generator made
+    a test's weights depend on the tests that ran first (an int8 tolerance held in one order only)."""
+    @functools.wraps(build)
+    def wrapper(*a, **kw):
+        global _rng
+        _rng = np.random.default_rng(0)
+        return build(*a, **kw)
+
+    return wrapper
 
 
 def _conv(name, x, y, cin, cout, k=3, stride=1, inits=None):
@@ -25,6 +39,7 @@ def make(nodes, inits, shape, out_shape, name="g", input_name="x", output_name="
     return m
 
 
+@_seeded
 def chain(hw=7, c=4):
     """x -> conv -> relu -> conv -> relu -> y. Cuts: a, b, c (y is the output)."""
     i = []
@@ -33,6 +48,7 @@ def chain(hw=7, c=4):
     return make(nodes, i, [1, c, hw, hw], [1, c, hw, hw])
 
 
+@_seeded
 def residual(hw=9, c=4):
     """x -> conv a; a -> conv b -> relu r; add(a, r) -> s; s -> relu y. Inside the skip, a is live
     beside b and r, so the only cuts are a and s."""
@@ -43,6 +59,7 @@ def residual(hw=9, c=4):
     return make(nodes, i, [1, 3, hw, hw], [1, c, hw, hw])
 
 
+@_seeded
 def branches(hw=8, c=4):
     """x -> conv t; three parallel branches of t (one of two nodes) concatenated -> cat; conv -> y.
     Cuts: t, cat."""
@@ -56,6 +73,7 @@ def branches(hw=8, c=4):
     return make(nodes, i, [1, 3, hw, hw], [1, c, hw, hw])
 
 
+@_seeded
 def long_skip(hw=6, c=2):
     """x -> relu a; a -> relu b -> relu d -> relu e; add(a, e) -> y. a stays live across b, d, e,
     so the only cut is a."""
@@ -65,6 +83,7 @@ def long_skip(hw=6, c=2):
     return make(nodes, [], [1, c, hw, hw], [1, c, hw, hw])
 
 
+@_seeded
 def nhwc_classifier(h=7, w=5, c=3, classes=4):
     """Keras-style: NHWC input -> transpose -> conv (NCHW) -> transpose back -> relu (NHWC) ->
     mean over H,W -> flatten -> matmul. Odd 7x5 maps; the relu output is an NHWC cut."""
