@@ -269,6 +269,24 @@ def choose_candidates(ranked: list[Deployment], rtt_ms: float, best: int, rates)
     return list(chosen)
 
 
+def one_edge_engine(cands: list[Deployment], anchor: Deployment) -> tuple[list[Deployment], list[Deployment]]:
+    """The candidates one edge can serve as the plan priced them, and those it cannot: an edge runs
+    one engine configuration (``anchor``'s), so a tail planned on another would run on that one,
+    at another speed and fidelity than predicted. Device only needs no edge and is always kept."""
+    kept = [c for c in cands if not c.placement.offloads or c.edge == anchor.edge]
+    return kept, [c for c in cands if c.placement.offloads and c.edge != anchor.edge]
+
+
+def serve_hint(bundle: Bundle, cands) -> str:
+    """The `tlcut serve` command that serves every candidate's tail, on their edge engine."""
+    offl = [c for c in cands if c.placement.offloads]
+    cuts = sorted({"input" if c.placement.cut is None else str(c.placement.cut) for c in offl})
+    e = offl[0].edge if offl else None
+    engine = [f"--{k} {v}" for k, v in (("backend", e and e.backend), ("precision", e and e.precision),
+                                         ("threads", e and e.threads)) if v is not None]
+    return " ".join(["tlcut serve", str(bundle.path), *(f"--cut {c}" for c in cuts), *engine])
+
+
 class AdaptiveDevice:
     """Every candidate placement's head loaded at once, each on its own device engine (the
     deployment's backend, precision and threads where the plan names them); a policy (above) picks
@@ -280,6 +298,7 @@ class AdaptiveDevice:
 
     def __init__(self, bundle: Bundle, policy, *, edge: str, log=None, ping_every_s: float = 2.0, **device_kw):
         self.policy, self.log, self.ping_every_s = policy, log or (lambda _: None), ping_every_s
+        self.bundle = bundle
         self.devices = {c: Device(bundle, c.placement, edge=edge, **{**device_kw, **engine_kw(c)})
                         for c in policy.candidates}
         # one whole model per engine, loaded now: every candidate's fallback, and device only's runner
@@ -309,11 +328,9 @@ class AdaptiveDevice:
             except EdgeError as e:
                 if e.code != P.E_WRONG_CUT:
                     raise
-                cuts = sorted({"input" if c.placement.cut is None else str(c.placement.cut)
-                               for c in self.devices if c.placement.offloads})
                 raise TlcutError(f"adaptation switches among {len(self.devices)} deployments, and the edge does "
-                                 f"not serve {d.label} ({e.message}); serve every one of them, e.g. tlcut serve "
-                                 f"BUNDLE {' '.join('--cut ' + c for c in cuts)}") from None
+                                 f"not serve {d.label} ({e.message}); serve every one of them: "
+                                 f"{serve_hint(self.bundle, self.devices)}") from None
             if dev.client is not None and not rec.get("fallback"):
                 self._answered.add(d)
 

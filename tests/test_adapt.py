@@ -3,6 +3,7 @@ out), and an adaptive device switching placements mid-stream against a real edge
 request or a correct answer."""
 
 import json
+import re
 import time
 
 import numpy as np
@@ -409,7 +410,7 @@ def test_an_edge_that_serves_too_few_candidates_is_a_one_line_error(bundle):
 
     pol = Policy([cand(Placement(SPLIT, 0), 1, 1, 4096), cand(Placement(DEVICE), 5, 0, 0)], LinkEstimate(1000.0, 0.1))
     with local_edge(bundle, ["1"], tl="off") as ep, AdaptiveDevice(bundle, pol, edge=ep, timeout_s=5) as dev:
-        with pytest.raises(TlcutError, match=r"does not serve cut 0 .*tlcut serve BUNDLE --cut 0$"):
+        with pytest.raises(TlcutError, match=rf"does not serve cut 0 .*tlcut serve {re.escape(str(bundle.path))} --cut 0$"):
             dev.warm(inputs(bundle, None, 1)[0])
 
 
@@ -702,3 +703,23 @@ def test_the_overhead_benchmark_says_when_its_edge_could_not_start(small_bundle,
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     assert "the edge (tlcut serve) exited with status" in p.stderr.strip().splitlines()[-1]
     assert kept.stat().st_mtime_ns == before
+
+
+def test_one_edge_engine_keeps_what_one_edge_serves_as_planned():
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from tlcut.deployment import Engine
+    from tlcut.runtime.adapt import one_edge_engine, serve_hint
+
+    ov8, ort32 = Engine("openvino", "int8", 1), Engine("onnxrt", "float32", 1)
+    edge = replace(CANDS[1], edge=ov8)
+    cut3 = replace(CANDS[2], edge=ov8, device=Engine("onnxrt", "int8", 1))
+    cut9 = replace(CANDS[3], edge=ort32)  # its tail planned on another engine than the edge runs
+    local = replace(CANDS[0], device=Engine("openvino", "int8", 1))
+    kept, out = one_edge_engine([edge, cut3, cut9, local], anchor=cut3)
+    assert kept == [edge, cut3, local] and out == [cut9]
+    assert one_edge_engine([edge, cut3, cut9, local], anchor=cut9) == ([cut9, local], [edge, cut3])
+    b = SimpleNamespace(path="B")
+    assert serve_hint(b, kept) == "tlcut serve B --cut 3 --cut input --backend openvino --precision int8 --threads 1"
+    assert serve_hint(b, CANDS) == "tlcut serve B --cut 3 --cut 9 --cut input"  # a plan of one configuration

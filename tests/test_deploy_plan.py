@@ -213,3 +213,26 @@ def test_tlcut_edged_takes_the_plan(bundle, tmp_path, monkeypatch, capsys):
     assert f"cut {k}" in err and "float32" in err, err
     assert result["placement"] == ranks[0].placement.to_json() and not any(r.get("fallback") for r in result["requests"])
     assert_like_float_model(b, outs, xs, 1e-2)
+
+
+def test_run_adapt_keeps_the_candidates_one_edge_engine_serves(bundle, tmp_path, capsys):
+    from tlcut.runtime.serve import local_edge
+    from tlcut.toolchain.compile import compile_cuts
+
+    b, k = bundle
+    ov = Engine("openvino", "float32", 2)
+    ranks = [candidate(Placement(SPLIT, k, False, "float16"), Engine("onnxrt", "float32", 1), ov),
+             candidate(Placement(SPLIT, k, False, "raw"), Engine("onnxrt", "float32", 1), Engine("onnxrt", "float32", 1), 2.0),
+             candidate(Placement(DEVICE), Engine("onnxrt", "float32", 1), Engine(), 3.0)]
+    save_plan(b, tmp_path / "plan.json", ranks)
+    compile_cuts(b, [b.cuts[k]], tl="off")
+    with local_edge(b, [str(k)], tl="off") as ep:
+        assert cli.main(["run", str(b.path), "--adapt", str(tmp_path / "plan.json"), "--edge", ep, "--requests", "4",
+                         "--warmup", "0", "-o", str(tmp_path / "run.json")]) == 0
+    err = capsys.readouterr().err
+    # the raw-wire candidate's tail was planned on ONNX Runtime, the best's on OpenVINO: one edge runs one
+    assert "1 of the plan's candidates run their tail on another edge engine than openvino float32, 2 threads" in err
+    assert f"2 candidates; the edge must serve them all: tlcut serve {b.path} --cut {k} --backend openvino " \
+           "--precision float32 --threads 2" in err
+    used = {r["placement"] for r in json.loads((tmp_path / "run.json").read_text())["requests"]}
+    assert used <= {ranks[0].label, ranks[2].label} and used

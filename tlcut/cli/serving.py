@@ -273,7 +273,7 @@ def adaptive_device(b, a, start, edge, kw):
     """An AdaptiveDevice over the plan's Pareto set where it has one, else its best allowed
     placements, the best at each rate, and device only."""
     from tlcut.deployment import Plan
-    from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy, choose_candidates
+    from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy, choose_candidates, one_edge_engine, serve_hint
 
     plan = Plan.load(a.adapt, b)
     if a.candidates < 1 or a.patience < 1 or a.probe_every < 1 or not 0 <= a.margin < 1:
@@ -294,6 +294,17 @@ def adaptive_device(b, a, start, edge, kw):
             raise TlcutError(f"--cut names {start.label}, which the plan does not rank")
         if first not in cands:
             cands.append(first)
+    # one edge engine: the start's where it offloads, else the plan's fastest offloading candidate's
+    kept = set(cands)
+    anchor = first if first is not None and first.placement.offloads else \
+        next((c for c in plan.ranking if c.placement.offloads and c in kept), None)
+    if anchor is not None:
+        cands, out = one_edge_engine(cands, anchor)
+        if out:
+            say(f"[adapt] {len(out)} of the plan's candidates run their tail on another edge engine than "
+                f"{anchor.edge.words(threads=True)} (an edge serves one), so they are left out: "
+                f"{'; '.join(c.label for c in out[:3])}{'; ...' if len(out) > 3 else ''}")
+        say(f"[adapt] {len(cands)} candidates; the edge must serve them all: {serve_hint(b, cands)}")
     policy = Policy(cands, LinkEstimate(net["up_mbps"], net["rtt_ms"]), start=first,
                     margin=a.margin, patience=a.patience, probe_every=a.probe_every)
     return AdaptiveDevice(b, policy, edge=edge, log=lambda m: say(f"[adapt] {m}"), **kw)
