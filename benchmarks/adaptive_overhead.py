@@ -87,19 +87,12 @@ def main() -> int:
     xs = rt.inputs(b, rt.default_images(b), 8, seed=1)
     rounds = []
     try:
-        deadline = time.monotonic() + 600
-        while True:  # the edge loading its halves; one that exits says why on stderr, above
-            if edge.poll() is not None:
-                print(f"adaptive_overhead.py: the edge (tlcut serve) exited with status {edge.returncode} "
-                      "before answering; its error is above", file=sys.stderr)
-                return 1
-            try:
-                wait_for_edge(ep, 5)
-                break
-            except EdgeUnavailable:
-                if time.monotonic() > deadline:
-                    print(f"adaptive_overhead.py: the edge at {ep} did not answer within 600 s", file=sys.stderr)
-                    return 1
+        try:  # the edge loading its halves; one that exits says why on stderr, above
+            wait_for_edge(ep, 600, process=edge)
+        except EdgeUnavailable as e:
+            died = f"the edge (tlcut serve) exited with status {edge.returncode} before answering; its error is above"
+            print(f"adaptive_overhead.py: {died if edge.poll() is not None else e}", file=sys.stderr)
+            return 1
         for r in range(a.rounds):
             # the static row on the plan's best with its own device engine, as the adaptive one runs it
             with rt.Device(b, plan.best.placement, edge=ep, **{**kw, **engine_kw(plan.best)}) as d:

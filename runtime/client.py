@@ -222,10 +222,13 @@ class EdgeClient:
             return h, body
 
 
-def wait_for_edge(endpoint: str, timeout_s: float = 30.0, curve=None, insecure: bool = False) -> None:
-    """Ping ``endpoint`` until it answers; a clear error after ``timeout_s`` (an edge loading its halves)."""
+def wait_for_edge(endpoint: str, timeout_s: float = 30.0, curve=None, insecure: bool = False, process=None) -> None:
+    """Ping ``endpoint`` until it answers; a clear error after ``timeout_s`` (an edge loading its halves).
+    ``process``: the edge's own (a Popen), where the caller started it: its exit ends the wait at once."""
     deadline = time.monotonic() + timeout_s
     while True:
+        if process is not None and process.poll() is not None:
+            raise EdgeUnavailable(f"the edge at {endpoint} exited with status {process.returncode} before answering")
         try:
             with EdgeClient(endpoint, timeout_s=0.5, curve=curve, insecure=insecure) as c:
                 c.ping()
