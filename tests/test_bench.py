@@ -114,6 +114,29 @@ def test_the_idle_gap_is_recorded_in_the_profile(branchy):
     edge = bench.bench(branchy, role="edge", warmup=1, iterations=3, check=0, progress=lambda *_: None)
     dev = bench.bench(branchy, role="device", warmup=1, iterations=3, check=0, progress=lambda *_: None)
     assert (edge["settings"]["idle_ms"], dev["settings"]["idle_ms"]) == (30.0, 0.0)
+    # a real head runs once per request, after a wait, in either role; a given gap holds for all
+    assert (edge["settings"]["head_idle_ms"], dev["settings"]["head_idle_ms"], p["settings"]["head_idle_ms"]) == (30.0, 30.0, 5)
+
+
+def test_device_heads_are_timed_after_the_gap_and_the_whole_model_back_to_back(int8_bundle, monkeypatch):
+    """Under a CPU quota a head, which runs after the request's wait, meets a refilled quota; device
+    only runs back to back. The int8 configuration times real halves: each head after the gap."""
+    seen = []
+    real = bench.time_runner
+
+    def spy(runner, feed, warmup, iterations):
+        seen.append((sorted(feed), runner.idle_s))
+        return real(runner, feed, warmup, iterations)
+
+    monkeypatch.setattr(bench, "time_runner", spy)
+    p = bench.bench(int8_bundle, role="device", precision="int8", warmup=0, iterations=2, check=0,
+                    progress=lambda *_: None)
+    inp = sorted(i["name"] for i in int8_bundle.inputs)
+    from_input = [idle for feed, idle in seen if feed == inp]
+    # the whole model first, back to back; then each cut's head and TL head after the gap
+    assert from_input[0] == 0.0 and len(from_input) == 1 + 2 * 2 and set(from_input[1:]) == {bench.HEAD_IDLE_MS / 1e3}
+    assert all(idle == 0.0 for feed, idle in seen if feed != inp)  # tails: the edge's part, not timed here as served
+    assert p["settings"]["head_idle_ms"] == bench.HEAD_IDLE_MS
 
 
 def test_stats_are_in_milliseconds():

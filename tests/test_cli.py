@@ -48,6 +48,9 @@ def test_pipeline_export_cuts_compile_bench_plan(tmp_path, capsys, model_file):
     for role in ("device", "edge"):
         assert run(capsys, "bench", b, "--role", role, "--iterations", "3", "--check", "1",
                    "-o", tmp_path / f"{role}.json")[0] == 0
+    # the device's whole model back to back, its heads after a request's wait
+    dev = json.loads((tmp_path / "device.json").read_text())["settings"]
+    assert (dev["idle_ms"], dev["head_idle_ms"]) == (0.0, 30.0)
     code, out, _ = run(capsys, "plan", "--device", tmp_path / "device.json", "--edge", tmp_path / "edge.json",
                        "--bandwidth", "57", "--latency", "28", "-o", tmp_path / "plan.json")
     assert code == 0 and "best:" in out

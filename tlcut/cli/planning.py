@@ -38,7 +38,8 @@ class Bench(Verb):
                        help="lab: emulate a device X times slower by stretching every compute step (default 1)")
         p.add_argument("--idle-ms", type=float, default=None, metavar="MS",
                        help="sleep before each timed run of the model and its halves, as a served engine idles "
-                            "between requests (default: 30 as the edge, 0 as the device, whose whole model runs back to back)")
+                            "between requests (default: 30 as the edge; as the device 0, whose whole model runs back "
+                            "to back, and 30 before a real head, which runs once per request)")
         p.add_argument("--images", metavar="DIR",
                        help="images for the input's JPEG size and cost: a folder or 'elpv' (default elpv where installed)")
         p.add_argument("--jpeg-quality", default="90", metavar="Q[,Q...]",
@@ -73,7 +74,8 @@ class Bench(Verb):
         prof = bench_configs.bench_engines(b, engines, role=a.role, options=options, warmup=a.warmup,
                                            iterations=a.iterations, check=a.check, progress=say,
                                            bar=bar, slowdown=a.slowdown, images=a.images,
-                                           jpeg_quality=qualities, idle_ms=idle_ms)
+                                           jpeg_quality=qualities, idle_ms=idle_ms,
+                                           head_idle_ms=idle_ms_for(a.role, a.idle_ms, head=True))
         emit_json(prof.to_json(), a.output)
         if a.output and a.output != "-":
             say(f"[bench] wrote {a.output}")
