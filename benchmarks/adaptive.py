@@ -193,8 +193,12 @@ def oracles(phases: list[dict], table: dict) -> list[dict]:
 
 
 def stats(recs):
+    """Latency figures, and the median of each part of a request (where a tie is lost or won)."""
     a = np.array([r["total_ms"] for r in recs]) if recs else np.array([np.nan])
-    return {"n": len(recs), "median": float(np.median(a)), "p99": float(np.percentile(a, 99)), "max": float(np.max(a))}
+    parts = {k: float(np.median([r.get(f"{k}_ms", 0.0) for r in recs])) if recs else float("nan")
+             for k in ("device", "transfer", "edge")}
+    return {"n": len(recs), "median": float(np.median(a)), "p99": float(np.percentile(a, 99)), "max": float(np.max(a)),
+            "parts_ms": parts}
 
 
 def trace_name(spec: str) -> str:
@@ -373,6 +377,12 @@ def to_markdown(r: dict, tag: str) -> str:
     def slowest(o):
         return f"{o['max']:.1f}" if "max" in o else "-"
 
+    def parts(o, b):  # (results written before the parts were kept have none)
+        if "parts_ms" not in o or "parts_ms" not in b:
+            return ""
+        words = lambda x: " / ".join(f"{x['parts_ms'][k]:.1f}" for k in ("device", "transfer", "edge"))  # noqa: E731
+        return f" Median device / transfer / edge ms: adaptive {words(o)}, best static {words(b)}."
+
     md = [f"# A link that moves: {r['model']}", "", f"Command: `{r['command']}`  ", f"Date: {r['date']}  ",
           f"Emulation: {r['emulation']}. Inputs: {r.get('images', 'random tensors')}.  ",
           "Replay: " + ("by frames: every run serves the same frames, a phase's frames on that phase's link (set "
@@ -406,7 +416,7 @@ def to_markdown(r: dict, tag: str) -> str:
                f"Against the best static choice ({best}): median {o['median']:.1f} vs {b['median']:.1f} ms, "
                f"p99 {o['p99']:.1f} vs {b['p99']:.1f} ms, slowest request {slowest(o)} vs {slowest(b)} ms. "
                f"The lowest static p99 is {min(v['p99'] for v in statics.values()):.1f} ms "
-               f"({min(statics, key=lambda k: statics[k]['p99'])}).", "",
+               f"({min(statics, key=lambda k: statics[k]['p99'])})." + parts(o, b), "",
                "Switches: " + ("; ".join(f"request {s['at']}: {s['old']} -> {s['new']}" for s in t["switches"]) or "none"), ""]
     return "\n".join(md)
 

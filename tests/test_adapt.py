@@ -559,6 +559,22 @@ def test_the_benchmarks_report_skips_an_empty_phase_for_the_oracle_and_refuses_a
     assert bench.report(bad) == 2 and bad.read_text() == '{"a": 1}' and not (tmp_path / "bad.md").exists()
 
 
+def test_the_benchmark_says_where_a_tie_is_lost(bench):
+    """Each row keeps the median of each part of its requests, and the summary sets the adaptive
+    run's beside the best static one's."""
+    recs = [{"total_ms": 10.0 + i, "device_ms": 1.0 + i, "transfer_ms": 4.0, "edge_ms": 5.0} for i in range(3)]
+    s = bench.stats(recs)
+    assert s["parts_ms"] == {"device": 2.0, "transfer": 4.0, "edge": 5.0} and s["median"] == 11.0
+    row = lambda o: {"overall": o, "phases": [o]}  # noqa: E731
+    slower = bench.stats([{**r, "total_ms": r["total_ms"] + 1, "device_ms": r["device_ms"] + 1} for r in recs])
+    r = {"model": "m", "command": "c", "date": "d", "emulation": "e", "traces": {"t": {
+        "phases": [{"phase": 0, "mbps": 5.0}], "switches": [], "candidates": [],
+        "table": {"tlcut static best": row(s), "tlcut adaptive": row(slower)}}}}
+    bench.oracles(r["traces"]["t"]["phases"], r["traces"]["t"]["table"])
+    md = bench.to_markdown(r, "x")
+    assert "Median device / transfer / edge ms: adaptive 3.0 / 4.0 / 5.0, best static 2.0 / 4.0 / 5.0." in md
+
+
 def test_the_benchmark_refuses_a_frame_rate_of_zero():
     import subprocess
     import sys
