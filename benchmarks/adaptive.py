@@ -201,6 +201,12 @@ def stats(recs):
             "parts_ms": parts}
 
 
+def samples(recs) -> dict:
+    """Every request's parts (ms, in order) and phase: rows that tie can be compared request by request."""
+    out = {k: [round(float(r.get(f"{k}_ms", 0.0)), 2) for r in recs] for k in ("total", "device", "transfer", "edge")}
+    return {**out, "phase": [r.get("phase") for r in recs]}
+
+
 def trace_name(spec: str) -> str:
     """A shipped trace's name, or a trace file's stem: what the results' file names carry."""
     p = Path(spec)
@@ -344,7 +350,8 @@ def main() -> int:
                 results["traces"][tname] = {"phases": oracles(oracle, table), "table": table, "frames": frames,
                                             "statics": {k: v.label for k, v in statics.items()},
                                             "switches": runs["tlcut adaptive"]["report"].get("switches", []),
-                                            "candidates": cand_names}
+                                            "candidates": cand_names,
+                                            "requests": {label: samples(r["records"]) for label, r in runs.items()}}
                 (out / f"{tag}-{tname}-adaptive-records.json").write_text(
                     json.dumps(runs["tlcut adaptive"], indent=0) + "\n")
                 draw(runs["tlcut adaptive"]["records"], out / f"{tag}-{tname}.png", steps, a.speed, bool(frames),

@@ -565,6 +565,8 @@ def test_the_benchmark_says_where_a_tie_is_lost(bench):
     recs = [{"total_ms": 10.0 + i, "device_ms": 1.0 + i, "transfer_ms": 4.0, "edge_ms": 5.0} for i in range(3)]
     s = bench.stats(recs)
     assert s["parts_ms"] == {"device": 2.0, "transfer": 4.0, "edge": 5.0} and s["median"] == 11.0
+    kept = bench.samples([{**r, "phase": 1} for r in recs])  # every request, for a comparison one by one
+    assert kept["device"] == [1.0, 2.0, 3.0] and kept["total"] == [10.0, 11.0, 12.0] and kept["phase"] == [1, 1, 1]
     row = lambda o: {"overall": o, "phases": [o]}  # noqa: E731
     slower = bench.stats([{**r, "total_ms": r["total_ms"] + 1, "device_ms": r["device_ms"] + 1} for r in recs])
     r = {"model": "m", "command": "c", "date": "d", "emulation": "e", "traces": {"t": {
