@@ -65,6 +65,7 @@ def worker(args: dict) -> None:
         print("ready", flush=True)
         sys.stdin.readline()
         t0 = time.perf_counter()
+        cpu0 = cpu_s()
         recs, i = [], 0
 
         def one(phase=None):
@@ -93,7 +94,17 @@ def worker(args: dict) -> None:
             while time.perf_counter() - t0 < args["duration"]:
                 one()
         report = dev.report()
+        # the process's CPU, every thread: on a quota'd device, what a row spends between its
+        # requests is taken from the quota its next head runs on
+        report["cpu_ms_per_request"] = (cpu_s() - cpu0) * 1e3 / max(len(recs), 1)
     Path(args["out"]).write_text(json.dumps({"records": recs, "report": report}))
+
+
+def cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def start(tb, label, args):
@@ -343,7 +354,8 @@ def main() -> int:
                 table = {}
                 for label, r in runs.items():
                     recs = r["records"]
-                    table[label] = {"overall": stats(recs), "phases": [
+                    table[label] = {"overall": {**stats(recs), "cpu_ms_per_request": r["report"].get("cpu_ms_per_request")},
+                                    "phases": [
                         stats([x for x in recs if (x["phase"] == i if frames else t0 <= x["t_s"] < t1)])
                         for i, (t0, t1, _) in enumerate(ph)]}
                 oracle = [{"phase": i, "from_s": t0, "to_s": t1, "mbps": mbps} for i, (t0, t1, mbps) in enumerate(ph)]
@@ -388,7 +400,9 @@ def to_markdown(r: dict, tag: str) -> str:
         if "parts_ms" not in o or "parts_ms" not in b:
             return ""
         words = lambda x: " / ".join(f"{x['parts_ms'][k]:.1f}" for k in ("device", "transfer", "edge"))  # noqa: E731
-        return f" Median device / transfer / edge ms: adaptive {words(o)}, best static {words(b)}."
+        cpu = (f" CPU per request, every thread of the device's process: adaptive {o['cpu_ms_per_request']:.3f} ms, "
+               f"best static {b['cpu_ms_per_request']:.3f} ms." if o.get("cpu_ms_per_request") and b.get("cpu_ms_per_request") else "")
+        return f" Median device / transfer / edge ms: adaptive {words(o)}, best static {words(b)}." + cpu
 
     md = [f"# A link that moves: {r['model']}", "", f"Command: `{r['command']}`  ", f"Date: {r['date']}  ",
           f"Emulation: {r['emulation']}. Inputs: {r.get('images', 'random tensors')}.  ",

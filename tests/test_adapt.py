@@ -575,6 +575,10 @@ def test_the_benchmark_says_where_a_tie_is_lost(bench):
     bench.oracles(r["traces"]["t"]["phases"], r["traces"]["t"]["table"])
     md = bench.to_markdown(r, "x")
     assert "Median device / transfer / edge ms: adaptive 3.0 / 4.0 / 5.0, best static 2.0 / 4.0 / 5.0." in md
+    assert "CPU per request" not in md  # not measured: not said
+    s["cpu_ms_per_request"], slower["cpu_ms_per_request"] = 1.5, 1.75
+    assert "CPU per request, every thread of the device's process: adaptive 1.750 ms, best static 1.500 ms." \
+        in bench.to_markdown(r, "x")
 
 
 def test_the_benchmark_refuses_a_frame_rate_of_zero():
