@@ -147,12 +147,24 @@ def run_one(tb, label, args, steps, speed):
         return finish(p, label, args, args["duration"] + 120)
 
 
+#: the pause before each row's turn in a frame replay: five of the testbed's 10 ms CPU quota
+#: periods, so every turn starts on a full quota whatever the row before it did
+TURN_GAP_S = 0.05
+
+
 def run_frames(tb, jobs: dict, steps, frames, turn: int) -> dict:
     """Every row's frames of a phase on that phase's link, the rows taking turns of at most ``turn``
     frames, in an order that rotates each turn. The machine's speed drifts over minutes (device only
     alone measured 301 to 519 ms a phase across runs), so rows run one after another each met a
     different machine; and on this machine a row left idle a minute or more ran its next frame at
-    about twice its time (its DAMON scheme pages out memory untouched for 60 s, which fits)."""
+    about twice its time (its DAMON scheme pages out memory untouched for 60 s, which fits).
+
+    Each turn starts after ``TURN_GAP_S`` of nothing: the rows share the device's CPU quota, and a
+    row whose turn ended with the quota spent (device only runs flat out) left the next row's first
+    head to wait for the quota's next period. The rotation keeps each row behind the same one, so
+    that cost fell on one row every turn (the adaptive one, behind device only): in a steady-link
+    replay its first frame of a turn took 22.1 ms on the device (median) against 15.2-17.5 for its
+    others and 16.4 for the static best's first; with the pause, 11.4 against 14.6."""
     procs = {label: start(tb, label, args) for label, args in jobs.items()}  # they load side by side
     for label, p in procs.items():
         expect(p, label, "ready")
@@ -163,6 +175,7 @@ def run_frames(tb, jobs: dict, steps, frames, turn: int) -> dict:
         tb.set_link(steps[ph].mbps, steps[ph].ms)
         for done in range(0, n, turn):
             for label in labels[k % len(labels):] + labels[:k % len(labels)]:
+                time.sleep(TURN_GAP_S)
                 say(procs[label], f"{ph} {min(turn, n - done)}")
                 expect(procs[label], label, "turn")
             k += 1
