@@ -164,7 +164,7 @@ def run_frames(tb, jobs: dict, steps, frames, turn: int) -> dict:
     head to wait for the quota's next period. The rotation keeps each row behind the same one, so
     that cost fell on one row every turn (the adaptive one, behind device only): in a steady-link
     replay its first frame of a turn took 22.1 ms on the device (median) against 15.2-17.5 for its
-    others and 16.4 for the static best's first; with the pause, 11.4 against 14.6."""
+    others and 16.4 for the static best's first; with the pause, 11.4 against 14.7."""
     procs = {label: start(tb, label, args) for label, args in jobs.items()}  # they load side by side
     for label, p in procs.items():
         expect(p, label, "ready")
@@ -409,6 +409,20 @@ def to_markdown(r: dict, tag: str) -> str:
     def slowest(o):
         return f"{o['max']:.1f}" if "max" in o else "-"
 
+    def first_of_turn(t, best):
+        """The device's time on each row's first frame of a turn against its others: turns that start
+        unalike (one behind a row that spent the CPU quota) show here."""
+        req, frames, turn = t.get("requests"), t.get("frames"), r.get("turn")
+        if not (req and frames and turn and best in req and "tlcut adaptive" in req):
+            return ""
+        first = np.array([j % turn == 0 for n in frames for j in range(n)])
+
+        def split(label):
+            d = np.array(req[label]["device"])
+            return f"{np.median(d[first[:len(d)]]):.1f} against {np.median(d[~first[:len(d)]]):.1f}"
+        return (f" Device ms (median) on the first frame of a turn against the others: adaptive {split('tlcut adaptive')}, "
+                f"best static {split(best)}.")
+
     def parts(o, b):  # (results written before the parts were kept have none)
         if "parts_ms" not in o or "parts_ms" not in b:
             return ""
@@ -450,7 +464,7 @@ def to_markdown(r: dict, tag: str) -> str:
                f"Against the best static choice ({best}): median {o['median']:.1f} vs {b['median']:.1f} ms, "
                f"p99 {o['p99']:.1f} vs {b['p99']:.1f} ms, slowest request {slowest(o)} vs {slowest(b)} ms. "
                f"The lowest static p99 is {min(v['p99'] for v in statics.values()):.1f} ms "
-               f"({min(statics, key=lambda k: statics[k]['p99'])})." + parts(o, b), "",
+               f"({min(statics, key=lambda k: statics[k]['p99'])})." + parts(o, b) + first_of_turn(t, best), "",
                "Switches: " + ("; ".join(f"request {s['at']}: {s['old']} -> {s['new']}" for s in t["switches"]) or "none"), ""]
     return "\n".join(md)
 

@@ -576,6 +576,13 @@ def test_the_benchmark_says_where_a_tie_is_lost(bench):
     md = bench.to_markdown(r, "x")
     assert "Median device / transfer / edge ms: adaptive 3.0 / 4.0 / 5.0, best static 2.0 / 4.0 / 5.0." in md
     assert "CPU per request" not in md  # not measured: not said
+    assert "first frame of a turn" not in md  # no requests kept: not said
+    t = r["traces"]["t"]
+    t["frames"], r["turn"] = [2, 3], 2  # turns: frames 1-2, then (the next phase) 3-4 and 5
+    five = recs + [{**recs[0], "device_ms": 9.0}, {**recs[0], "device_ms": 7.0}]  # devices 1, 2, 3, 9, 7
+    t["requests"] = {"tlcut static best": bench.samples(recs + recs[:2]), "tlcut adaptive": bench.samples(five)}
+    assert "first frame of a turn against the others: adaptive 3.0 against 5.5, best static 2.0 against 1.5" \
+        in bench.to_markdown(r, "x")
     s["cpu_ms_per_request"], slower["cpu_ms_per_request"] = 1.5, 1.75
     assert "CPU per request, every thread of the device's process: adaptive 1.750 ms, best static 1.500 ms." \
         in bench.to_markdown(r, "x")
