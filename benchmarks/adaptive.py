@@ -163,8 +163,9 @@ def run_frames(tb, jobs: dict, steps, frames, turn: int) -> dict:
     row whose turn ended with the quota spent (device only runs flat out) left the next row's first
     head to wait for the quota's next period. The rotation keeps each row behind the same one, so
     that cost fell on one row every turn (the adaptive one, behind device only): in a steady-link
-    replay its first frame of a turn took 22.1 ms on the device (median) against 15.2-17.5 for its
-    others and 16.4 for the static best's first; with the pause, 11.4 against 14.7."""
+    replay its first frame of a turn took 22.1 ms on the device (median) against 16.2 for its other
+    frames, the static best's 16.4; with the pause, 11.4 against 14.5, the static best's 14.7
+    (benchmarks/results/adaptive-turn-gap)."""
     procs = {label: start(tb, label, args) for label, args in jobs.items()}  # they load side by side
     for label, p in procs.items():
         expect(p, label, "ready")
