@@ -250,9 +250,7 @@ class Policy:
 def engine_kw(d: Deployment) -> dict:
     """The Device arguments of ``d``'s device engine, where the plan names one (a plan over several
     engine configurations); otherwise the command's own --backend, --precision and --threads hold."""
-    e = d.device
-    return {k: v for k, v in (("backend", e.backend), ("precision", e.precision), ("threads", e.threads))
-            if v is not None}
+    return d.device.given()
 
 
 def choose_candidates(ranked: list[Deployment], rtt_ms: float, best: int, rates) -> list[Deployment]:
@@ -281,9 +279,7 @@ def serve_hint(bundle: Bundle, cands) -> str:
     """The `tlcut serve` command that serves every candidate's tail, on their edge engine."""
     offl = [c for c in cands if c.placement.offloads]
     cuts = sorted({"input" if c.placement.cut is None else str(c.placement.cut) for c in offl})
-    e = offl[0].edge if offl else None
-    engine = [f"--{k} {v}" for k, v in (("backend", e and e.backend), ("precision", e and e.precision),
-                                         ("threads", e and e.threads)) if v is not None]
+    engine = [f"--{k} {v}" for k, v in (offl[0].edge.given() if offl else {}).items()]
     return " ".join(["tlcut serve", str(bundle.path), *(f"--cut {c}" for c in cuts), *engine])
 
 

@@ -46,6 +46,10 @@ class Engine:
         """``openvino:int8:2``: the --engines entry that names this configuration."""
         return ":".join(str(x) for x in (self.backend, self.precision, self.threads) if x is not None)
 
+    def given(self) -> dict:
+        """The fields the plan names (backend, precision, threads), as keyword arguments or flags take them."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
     def to_json(self) -> dict:
         return asdict(self)
 
