@@ -139,7 +139,13 @@ class Policy:
             raise ValueError("a policy needs at least one candidate placement")
         if self.start is not None and self.start not in self.candidates:
             raise ValueError(f"the policy starts on {self.start.label}, which is not a candidate")
-        self.current = self.start or min(self.candidates, key=self.predict)
+        # each candidate's parts that no measurement moves, summed once: the policy prices every
+        # candidate before every request, on a device whose quota that CPU comes out of
+        # (by position, and found by identity: a deployment hashes and compares by its whole key)
+        self._parts = [self._fixed_parts(c) for c in self.candidates]
+        self._at = {id(c): i for i, c in enumerate(self.candidates)}
+        self.current = self.candidates[self.candidates.index(self.start)] if self.start is not None \
+            else min(self.candidates, key=self.predict)
         self._streak: tuple[Deployment | None, int] = (None, 0)
         self._n = 0
         self._since_sample = 0
@@ -189,19 +195,21 @@ class Policy:
     def next_placement(self) -> tuple[Deployment, str | None]:
         """The deployment for the next request, and why it changed (None when it did not). A probe
         is one request on another deployment; it does not change the current one."""
-        ranked = sorted(self.candidates, key=self.predict)
-        best, cur = ranked[0], self.current
+        cands, cur = self.candidates, self.current
+        pred = [self._price(p, self.link) for p in self._parts]
+        i_best = min(range(len(pred)), key=pred.__getitem__)
+        best, p_best, p_cur = cands[i_best], pred[i_best], pred[self._at[id(cur)]]
         measured, self._measured = self._measured, False
-        if best != cur and self.predict(best) < (1 - self.margin) * self.predict(cur):
+        if best is not cur and p_best < (1 - self.margin) * p_cur:
             prev, count = self._streak
             self._streak = (best, count + 1 if prev == best else 1)
             # patience is for noise: a gain twice the margin that the last request just measured is
             # the link moving, and waiting for it cost a slow request each time (3 at 499-509 ms where
             # device only took 312, on the 5G trace)
-            large = self._fresh and self.predict(best) < (1 - 2 * self.margin) * self.predict(cur)
+            large = self._fresh and p_best < (1 - 2 * self.margin) * p_cur
             if self._streak[1] >= self.patience or measured or large:
                 why = (f"link {self.link.mbps:.1f} Mbit/s, {self.link.rtt_ms:.0f} ms{' (just measured)' if measured else ''}: "
-                       f"{best.label} predicted {self.predict(best):.1f} ms vs {self.predict(cur):.1f} ms for {cur.label}")
+                       f"{best.label} predicted {p_best:.1f} ms vs {p_cur:.1f} ms for {cur.label}")
                 self.switches.append(Switch(self._n, cur.label, best.label, why))
                 self.current, self._streak = best, (None, 0)
                 return self.current, why
@@ -212,7 +220,8 @@ class Policy:
             # the likeliest to pay now among those that would win on the planned link: the best
             # offloading one at the estimate may lose to the current even on a recovered link,
             # and probing only it never found the recovery
-            pool = [c for c in ranked if c.placement.where != DEVICE and c != cur
+            ranked = [cands[i] for i in sorted(range(len(pred)), key=pred.__getitem__)]
+            pool = [c for c in ranked if c.placement.where != DEVICE and c is not cur
                     and self.predict(c, self._planned) < self.predict(cur, self._planned)]
             if self.side_probes and cur.placement.where == DEVICE:
                 pool = [c for c in pool if c.placement.where == EDGE] or pool
@@ -237,14 +246,26 @@ class Policy:
     def predict(self, c: Deployment, link: LinkEstimate | None = None) -> float:
         """The candidate's latency for the estimated link (or ``link``): the planner's components,
         with the round trip and the upload re-done for the link as it is now."""
-        link = link or self.link
+        i = self._at.get(id(c))
+        return self._price(self._parts[i] if i is not None else self._fixed_parts(c), link or self.link)
+
+    def _price(self, parts: tuple, link: LinkEstimate) -> float:
+        device, edge, rest, nbytes = parts
+        if nbytes is None:
+            return device * self.device_scale + rest
+        return device * self.device_scale + rest + edge * self.edge_scale + link.rtt_ms + link.up_ms(nbytes)
+
+    @staticmethod
+    def _fixed_parts(c: Deployment) -> tuple[float, float, float, int | None]:
+        """The device's and the edge's planned ms (scaled as they run now), the rest (constant; for
+        an offloading one, less the link's parts, re-done for the link as it is), and the bytes it
+        uploads (None: it runs here)."""
         comp = c.components_ms
-        device = (comp["device"] + comp["device_tl"]) * self.device_scale
+        device = comp["device"] + comp["device_tl"]
         if c.placement.where == DEVICE:
-            return device + sum(v for k, v in comp.items() if k not in ("device", "device_tl"))
-        edge = (comp["edge"] + comp["edge_tl"]) * self.edge_scale
+            return device, 0.0, sum(v for k, v in comp.items() if k not in ("device", "device_tl")), None
         rest = sum(v for k, v in comp.items() if k not in ("latency", "transfer", "edge", "edge_tl", "device", "device_tl"))
-        return device + rest + edge + link.rtt_ms + link.up_ms(c.upload_bytes)
+        return device, comp["edge"] + comp["edge_tl"], rest, c.upload_bytes
 
 
 def engine_kw(d: Deployment) -> dict:
