@@ -15,7 +15,7 @@ oracle of each phase (a span of the trace at one rate) is the static placement w
 lowest there, as measured. Each run is a worker in the device's namespace that loads and warms up
 first, then starts on a signal with the trace replay, so both share one clock. With --replay
 frames, each run instead serves --fps frames per second of each phase on that phase's link, all
-rows loaded at once and taking turns of at most --turn frames (the order rotating): every row the
+rows loaded at once and taking turns of at most --turn frames (the order balanced): every row the
 same frames on the same links, on the machine as it is then. Writes
 benchmarks/results/adaptive.{json,md}, and per trace (named by its file's stem, so a trace given as
 a path works too) a timeline PNG and the adaptive run's per-request records.
@@ -152,30 +152,49 @@ def run_one(tb, label, args, steps, speed):
 TURN_GAP_S = 0.05
 
 
+def turn_orders(n: int) -> list[list[int]]:
+    """Orders of ``n`` rows, one per round of turns, cycled (a Williams design): over a cycle every
+    row takes every place alike and comes right after every other row alike. What a row's turn
+    leaves behind falls on the row after it: device only leaves the edge and the link seconds idle,
+    and, in a rotation, which keeps each row behind the same one, the adaptive row met a cold edge
+    on every turn (the first frame's edge 67.4-68.8 ms where its others took 64.6-66.8, in the
+    three committed --min-cut 5 frame replays of 994f543 and e6fd654)."""
+    first, lo, hi = [0], 1, n - 1
+    while len(first) < n:
+        first.append(lo)
+        lo += 1
+        if len(first) < n:
+            first.append(hi)
+            hi -= 1
+    orders = [[(r + i) % n for r in first] for i in range(n)]
+    return orders + [o[::-1] for o in orders] if n % 2 else orders
+
+
 def run_frames(tb, jobs: dict, steps, frames, turn: int) -> dict:
     """Every row's frames of a phase on that phase's link, the rows taking turns of at most ``turn``
-    frames, in an order that rotates each turn. The machine's speed drifts over minutes (device only
-    alone measured 301 to 519 ms a phase across runs), so rows run one after another each met a
-    different machine; and on this machine a row left idle a minute or more ran its next frame at
-    about twice its time (its DAMON scheme pages out memory untouched for 60 s, which fits).
+    frames, in an order that changes each round (``turn_orders``). The machine's speed drifts over
+    minutes (device only alone measured 301 to 519 ms a phase across runs), so rows run one after
+    another each met a different machine; and on this machine a row left idle a minute or more ran
+    its next frame at about twice its time (its DAMON scheme pages out memory untouched for 60 s,
+    which fits).
 
     Each turn starts after ``TURN_GAP_S`` of nothing: the rows share the device's CPU quota, and a
     row whose turn ended with the quota spent (device only runs flat out) left the next row's first
-    head to wait for the quota's next period. The rotation keeps each row behind the same one, so
-    that cost fell on one row every turn (the adaptive one, behind device only): in a steady-link
-    replay its first frame of a turn took 22.1 ms on the device (median) against 16.2 for its other
-    frames, the static best's 16.4; with the pause, 11.4 against 14.5, the static best's 14.7
-    (benchmarks/results/adaptive-turn-gap)."""
+    head to wait for the quota's next period. The rotation used before kept each row behind the
+    same one, so that cost fell on one row every turn (the adaptive one, behind device only): in a
+    steady-link replay its first frame of a turn took 22.1 ms on the device (median) against 16.2
+    for its other frames, the static best's 16.4; with the pause, 11.4 against 14.5, the static
+    best's 14.7 (benchmarks/results/adaptive-turn-gap)."""
     procs = {label: start(tb, label, args) for label, args in jobs.items()}  # they load side by side
     for label, p in procs.items():
         expect(p, label, "ready")
         say(p)
         expect(p, label, "turn")
-    labels, k = list(procs), 0
+    labels, orders, k = list(procs), turn_orders(len(procs)), 0
     for ph, n in enumerate(frames):
         tb.set_link(steps[ph].mbps, steps[ph].ms)
         for done in range(0, n, turn):
-            for label in labels[k % len(labels):] + labels[:k % len(labels)]:
+            for label in (labels[i] for i in orders[k % len(orders)]):
                 time.sleep(TURN_GAP_S)
                 say(procs[label], f"{ph} {min(turn, n - done)}")
                 expect(procs[label], label, "turn")
@@ -306,7 +325,8 @@ def main() -> int:
                + (f" --candidates {a.candidates}" if a.candidates != "pareto" else "")
                + (f" --replay frames --fps {a.fps:g} --turn {a.turn}" if a.replay == "frames" else "")
                + (f" --bundle {a.bundle}" if a.bundle else "") + (f" --profiles {a.profiles}" if a.profiles else ""),
-               "traces": {}, "turn": a.turn if a.replay == "frames" else None}
+               "traces": {}, "turn": a.turn if a.replay == "frames" else None,
+               "order": "balanced" if a.replay == "frames" else None}
     images = default_images(b)
     with emu as tb, Harness(tb, b.path, images=images) as h:
         results["emulation"] = tb.describe()
@@ -437,7 +457,9 @@ def to_markdown(r: dict, tag: str) -> str:
           "Replay: " + ("by frames: every run serves the same frames, a phase's frames on that phase's link (set "
                         "between frames), so the medians weigh each phase alike in every row."
                         + (f" The rows are loaded at once and take turns of at most {r['turn']} frames, in an "
-                           "order that rotates, so each phase's rows meet the machine alike." if r.get("turn") else
+                           + ("order balanced over rounds (each row in each place, and after each other row, "
+                              "alike)" if r.get("order") == "balanced" else "order that rotates")
+                           + ", so each phase's rows meet the machine alike." if r.get("turn") else
                            " The rows ran one after another.")
                         if any(t.get("frames") for t in r["traces"].values()) else
                         "by time: each run lasts the trace, the link moving on the clock; a closed loop, so a "

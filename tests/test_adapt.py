@@ -629,7 +629,7 @@ def test_device_only_priced_as_it_measures_comes_back_where_its_profile_would_no
 def test_the_frame_replay_gives_every_row_each_phase_on_its_link_in_short_turns(bundle, tmp_path, bench):
     """The benchmark's real workers (a small bundle, a local edge): each phase's link is set before
     any row serves it, every row serves all its frames of the phase in turns of at most ``turn``,
-    and the rows' order rotates each turn."""
+    and the rows' order changes each round."""
     import subprocess
 
     from tlcut.lab.trace import Step
@@ -670,6 +670,21 @@ def test_the_frame_replay_gives_every_row_each_phase_on_its_link_in_short_turns(
         assert t == sorted(t) and t[0] >= 0
     assert all(x["payload_bytes"] > 0 for x in runs["cut 0"]["records"])
     assert all(x["payload_bytes"] == 0 for x in runs["device only"]["records"])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 6, 7])
+def test_the_frame_replays_turn_order_puts_every_row_after_every_other_alike(bench, n):
+    """What a turn leaves (an idle edge, a spent quota) falls on the row after it: over a cycle of
+    rounds each row must follow each other row, and take each place, equally often."""
+    from collections import Counter
+
+    orders = bench.turn_orders(n)
+    assert all(sorted(o) == list(range(n)) for o in orders)
+    after = Counter((a, b) for o in orders for a, b in zip(o, o[1:]))
+    assert set(after) == {(a, b) for a in range(n) for b in range(n) if a != b}
+    assert len(set(after.values())) <= 1, after
+    places = Counter((row, i) for o in orders for i, row in enumerate(o))
+    assert set(places.values()) == {len(orders) // n}
 
 
 def test_a_frame_replays_timeline_draws_each_phase_from_its_first_frame(monkeypatch, tmp_path, bench):
