@@ -125,8 +125,13 @@ class Policy:
     timeout_floor_ms: float = 250.0
     switches: list[Switch] = field(default_factory=list)
     edge_scale: float = 1.0  # the edge's measured time over its profiled time (load, another machine)
-    #: the device's measured time over its profiled time, from runs whose profile is at least
-    #: ``device_scale_min_ms`` (a shorter head's time is mostly fixed cost, not the device's speed)
+    #: the whole model's measured time here over its profiled time, from device only's runs. Each
+    #: head has its own, from its own runs: under a CPU quota a head's time says nothing of the whole
+    #: model's (ONNX Runtime float32's cut 5 head ran in 5.4-6.1 ms against a profile of 26.9,
+    #: where device only's median was 358.2 against 388.7; one scale for both priced device only at
+    #: 93.9 ms, and three frames of a 57 Mbit/s phase ran here at 362-389 ms: the --min-cut 5 frame
+    #: replay at f73d187). Only from runs whose profile is at least ``device_scale_min_ms``: a
+    #: shorter head's time is mostly fixed cost
     device_scale: float = 1.0
     device_scale_min_ms: float = 20.0
     #: the caller sends a probe beside a local request (AdaptiveDevice does): from device only, a
@@ -144,6 +149,7 @@ class Policy:
         # (by position, and found by identity: a deployment hashes and compares by its whole key)
         self._parts = [self._fixed_parts(c) for c in self.candidates]
         self._at = {id(c): i for i, c in enumerate(self.candidates)}
+        self._head_scale = [1.0] * len(self.candidates)  # each head's measured time over its profile
         self.current = self.candidates[self.candidates.index(self.start)] if self.start is not None \
             else min(self.candidates, key=self.predict)
         self._streak: tuple[Deployment | None, int] = (None, 0)
@@ -164,11 +170,16 @@ class Policy:
         c = ran or self.current
         sampled = None
         planned_dev = c.components_ms["device"] + c.components_ms["device_tl"]
+        i = self._at.get(id(c))
         if planned_dev >= self.device_scale_min_ms and not rec.get("fallback") and rec.get("device_ms", 0) > 0:
             # the device as it runs now: device only on the 0.2-CPU testbed measured 316-370 ms
             # against its profile's 321.7; priced at the profile, a link back at 30 Mbit/s looked
             # under the margin's gain, and 10 of the phase's 14 frames ran here
-            self.device_scale = math.exp(0.7 * math.log(self.device_scale) + 0.3 * math.log(rec["device_ms"] / planned_dev))
+            ratio = math.log(rec["device_ms"] / planned_dev)
+            if c.placement.where == DEVICE:
+                self.device_scale = math.exp(0.7 * math.log(self.device_scale) + 0.3 * ratio)
+            elif i is not None:
+                self._head_scale[i] = math.exp(0.7 * math.log(self._head_scale[i]) + 0.3 * ratio)
         if c.placement.where != DEVICE:
             comp = c.components_ms
             fixed = comp["serialize"] + comp["deserialize"] + comp["reply"]
@@ -196,7 +207,7 @@ class Policy:
         """The deployment for the next request, and why it changed (None when it did not). A probe
         is one request on another deployment; it does not change the current one."""
         cands, cur = self.candidates, self.current
-        pred = [self._price(p, self.link) for p in self._parts]
+        pred = [self._price(p, h, self.link) for p, h in zip(self._parts, self._head_scale)]
         i_best = min(range(len(pred)), key=pred.__getitem__)
         best, p_best, p_cur = cands[i_best], pred[i_best], pred[self._at[id(cur)]]
         measured, self._measured = self._measured, False
@@ -237,7 +248,7 @@ class Policy:
         prediction (a probe: what is left of the current placement's predicted time, past which it
         cannot pay), never under the floor. So no request takes longer than its head, this, and
         device only's time."""
-        head = (c.components_ms["device"] + c.components_ms["device_tl"]) * self.device_scale
+        head = (c.components_ms["device"] + c.components_ms["device_tl"]) * self._scale_of(c)
         if probe:
             return max(self.timeout_floor_ms, self.predict(self.current) - head)
         return max(self.timeout_floor_ms, self.timeout_factor * (self.predict(c) - head))
@@ -247,13 +258,21 @@ class Policy:
         """The candidate's latency for the estimated link (or ``link``): the planner's components,
         with the round trip and the upload re-done for the link as it is now."""
         i = self._at.get(id(c))
-        return self._price(self._parts[i] if i is not None else self._fixed_parts(c), link or self.link)
+        if i is None:
+            return self._price(self._fixed_parts(c), 1.0, link or self.link)
+        return self._price(self._parts[i], self._head_scale[i], link or self.link)
 
-    def _price(self, parts: tuple, link: LinkEstimate) -> float:
+    def _scale_of(self, c: Deployment) -> float:
+        if c.placement.where == DEVICE:
+            return self.device_scale
+        i = self._at.get(id(c))
+        return 1.0 if i is None else self._head_scale[i]
+
+    def _price(self, parts: tuple, head_scale: float, link: LinkEstimate) -> float:
         device, edge, rest, nbytes = parts
         if nbytes is None:
             return device * self.device_scale + rest
-        return device * self.device_scale + rest + edge * self.edge_scale + link.rtt_ms + link.up_ms(nbytes)
+        return device * head_scale + rest + edge * self.edge_scale + link.rtt_ms + link.up_ms(nbytes)
 
     @staticmethod
     def _fixed_parts(c: Deployment) -> tuple[float, float, float, int | None]:

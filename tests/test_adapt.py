@@ -3,6 +3,7 @@ out), and an adaptive device switching placements mid-stream against a real edge
 request or a correct answer."""
 
 import json
+import math
 import re
 import time
 
@@ -596,6 +597,24 @@ def test_the_benchmark_refuses_a_frame_rate_of_zero():
     r = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive.py"),
                         "--replay", "frames", "--fps", "0"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--fps must be above 0" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_head_faster_than_its_profile_does_not_make_device_only_look_fast():
+    """Under a CPU quota a short head runs at full speed and the whole model does not: a head timed
+    at a fifth of its profile lowers its own placement's price, not device only's."""
+    local, split = cand(Placement(DEVICE), 390, 0, 0), cand(Placement(SPLIT, 5), 27, 63, 5_000)
+    pol = Policy([local, split], LinkEstimate(57.0, 28.0), start=split)
+    before = {c.label: pol.predict(c) for c in (local, split)}
+    for _ in range(10):
+        pol.observe({"device_ms": 5.4, "edge_ms": 63.0, "payload_bytes": 5_000, "transfer_ms": 40.0,
+                     "fallback": False}, split)
+    assert pol.predict(local) == pytest.approx(before[local.label])
+    assert pol.predict(split, LinkEstimate(57.0, 28.0)) < before[split.label] - 15  # on the same link
+    assert pol.timeout_ms(split) >= pol.timeout_floor_ms
+    for _ in range(3):  # and device only's own runs, 0.92x its profile, move only its price
+        pol.observe({"device_ms": 358.0, "payload_bytes": 0, "transfer_ms": 0.0, "fallback": False}, local)
+    assert pol.predict(local) < before[local.label] - 10
+    assert pol.device_scale == pytest.approx(math.exp(math.log(358.0 / 390) * (1 - 0.7 ** 3)))
 
 
 def test_device_only_priced_as_it_measures_comes_back_where_its_profile_would_not():
