@@ -157,8 +157,9 @@ def turn_orders(n: int) -> list[list[int]]:
     row takes every place alike and comes right after every other row alike. What a row's turn
     leaves behind falls on the row after it: device only leaves the edge and the link seconds idle,
     and, in a rotation, which keeps each row behind the same one, the adaptive row met a cold edge
-    on every turn (the first frame's edge 67.4-68.8 ms where its others took 64.6-66.8, in the
-    three committed --min-cut 5 frame replays of 994f543 and e6fd654)."""
+    on every turn (its first frame of a turn waited 67.4-68.8 ms on the edge, median, where its
+    others took 64.8-67.0, in the three --min-cut 5 frame replays with the pause:
+    benchmarks/results/adaptive-turn-gap/after, adaptive-min-cut-5-runs/at-e6fd654-frames)."""
     first, lo, hi = [0], 1, n - 1
     while len(first) < n:
         first.append(lo)
@@ -431,18 +432,24 @@ def to_markdown(r: dict, tag: str) -> str:
         return f"{o['max']:.1f}" if "max" in o else "-"
 
     def first_of_turn(t, best):
-        """The device's time on each row's first frame of a turn against its others: turns that start
-        unalike (one behind a row that spent the CPU quota) show here."""
+        """The device's and the edge's time on each row's first frame of a turn against its others:
+        turns that start unalike (behind a row that spent the CPU quota, or left the edge idle) show
+        here. And the two rows frame by frame: the same frames, on the same links."""
         req, frames, turn = t.get("requests"), t.get("frames"), r.get("turn")
         if not (req and frames and turn and best in req and "tlcut adaptive" in req):
             return ""
         first = np.array([j % turn == 0 for n in frames for j in range(n)])
 
         def split(label):
-            d = np.array(req[label]["device"])
-            return f"{np.median(d[first[:len(d)]]):.1f} against {np.median(d[~first[:len(d)]]):.1f}"
-        return (f" Device ms (median) on the first frame of a turn against the others: adaptive {split('tlcut adaptive')}, "
-                f"best static {split(best)}.")
+            d, e = np.array(req[label]["device"]), np.array(req[label]["edge"])
+            f = first[:len(d)]
+            return (f"{np.median(d[f]):.1f} / {np.median(e[f]):.1f} against "
+                    f"{np.median(d[~f]):.1f} / {np.median(e[~f]):.1f}")
+        a, b = np.array(req["tlcut adaptive"]["total"]), np.array(req[best]["total"])
+        n = min(len(a), len(b))
+        return (f" Device / edge ms (median) on the first frame of a turn against the others: adaptive "
+                f"{split('tlcut adaptive')}, best static {split(best)}. Frame by frame, the adaptive request's "
+                f"time less the best static's: median {np.median(a[:n] - b[:n]):+.2f} ms, mean {np.mean(a[:n] - b[:n]):+.2f}.")
 
     def parts(o, b):  # (results written before the parts were kept have none)
         if "parts_ms" not in o or "parts_ms" not in b:
