@@ -580,10 +580,15 @@ def test_the_benchmark_says_where_a_tie_is_lost(bench):
     assert "first frame of a turn" not in md  # no requests kept: not said
     t = r["traces"]["t"]
     t["frames"], r["turn"] = [2, 3], 2  # turns: frames 1-2, then (the next phase) 3-4 and 5
-    five = recs + [{**recs[0], "device_ms": 9.0}, {**recs[0], "device_ms": 7.0}]  # devices 1, 2, 3, 9, 7
+    # devices 1, 2, 3, 9, 7; edges 5, 5, 5, 8, 5; totals 10, 11, 12, 13, 14
+    five = recs + [{**recs[0], "device_ms": 9.0, "edge_ms": 8.0, "total_ms": 13.0},
+                   {**recs[0], "device_ms": 7.0, "total_ms": 14.0}]
     t["requests"] = {"tlcut static best": bench.samples(recs + recs[:2]), "tlcut adaptive": bench.samples(five)}
-    assert "first frame of a turn against the others: adaptive 3.0 against 5.5, best static 2.0 against 1.5" \
-        in bench.to_markdown(r, "x")
+    md = bench.to_markdown(r, "x")
+    assert ("first frame of a turn against the others: adaptive 3.0 / 5.0 against 5.5 / 6.5, "
+            "best static 2.0 / 5.0 against 1.5 / 5.0") in md
+    # frame by frame against the static's totals 10, 11, 12, 10, 11: differences 0, 0, 0, 3, 3
+    assert "the adaptive request's time less the best static's: median +0.00 ms, mean +1.20." in md
     s["cpu_ms_per_request"], slower["cpu_ms_per_request"] = 1.5, 1.75
     assert "CPU per request, every thread of the device's process: adaptive 1.750 ms, best static 1.500 ms." \
         in bench.to_markdown(r, "x")
