@@ -103,8 +103,10 @@ class Policy:
     probes. A probe that measures a gain above the margin, or a request that timed out, switches at
     once: each is the measurement patience waits for.
 
-    The predictions price the edge and the device as they run now, not as they were profiled:
-    each side's measured time over its profile (``edge_scale``, ``device_scale``) scales its parts.
+    The predictions price the edge and the device as they run now, not as they were profiled: each
+    part's measured time over its profile scales it (``edge_scale``; ``device_scale`` for the whole
+    model here; each head its own, since under a CPU quota a short head and the whole model do not
+    slow alike).
 
     Every offloaded request has a timeout from its prediction (``timeout_ms``), past which it is
     hedged: the local run starts beside the wait, and the first answer is taken. One the local run
