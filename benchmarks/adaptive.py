@@ -101,6 +101,7 @@ def worker(args: dict) -> None:
 
 
 def cpu_s() -> float:
+    """This process's CPU seconds, every thread (ZeroMQ's I/O thread too); adaptive_overhead.py's too."""
     import resource
 
     r = resource.getrusage(resource.RUSAGE_SELF)

@@ -6,8 +6,8 @@ on the same placement, with an edge on loopback.
 The adaptive device keeps the plan's Pareto set loaded and starts on the plan's best; over
 loopback it stays there, so both rows run the same placement and the difference is the policy,
 its pings and its sockets; the policy's own share is timed apart. On the testbed's 0.2-CPU device
-each millisecond of CPU is about five of wall time once the quota is spent. Rounds alternate static and adaptive; the results file gives the
-median and the range over rounds.
+each millisecond of CPU is about five of wall time once the quota is spent. Rounds alternate static
+and adaptive; the results file gives the median and the range over rounds.
 """
 
 from __future__ import annotations
@@ -15,20 +15,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from adaptive import cpu_s  # (this folder's; the process's CPU, every thread)
 
 HERE = Path(__file__).resolve().parent
-
-
-def cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)  # every thread: ZeroMQ's I/O thread too
-    return r.ru_utime + r.ru_stime
 
 
 def timed_policy(policy) -> list:
