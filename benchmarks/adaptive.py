@@ -16,7 +16,9 @@ lowest there, as measured. Each run is a worker in the device's namespace that l
 first, then starts on a signal with the trace replay, so both share one clock. With --replay
 frames, each run instead serves --fps frames per second of each phase on that phase's link, all
 rows loaded at once and taking turns of at most --turn frames (the order balanced): every row the
-same frames on the same links, on the machine as it is then. Writes
+same frames on the same links, on the machine as it is then; and a control row runs the static
+best's placement again, so the summary can say how far two runs of one placement fall apart (each
+paired difference is given with its bootstrap interval). Writes
 benchmarks/results/adaptive.{json,md}, and per trace (named by its file's stem, so a trace given as
 a path works too) a timeline PNG and the adaptive run's per-request records.
 """
@@ -34,8 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tlcut.stats import percentile_difference
+
 HERE = Path(__file__).resolve().parent
 TLCUT = [sys.executable, "-m", "tlcut"]
+ADAPTIVE = "tlcut adaptive"
+#: a frame replay's second run of the static best's placement: how far two runs of one placement
+#: fall apart on this machine, which is the finest difference the adaptive row can be judged by
+CONTROL = "control: the static best again"
+NOT_CHOICES = (ADAPTIVE, CONTROL)
 
 
 def worker(args: dict) -> None:
@@ -232,7 +241,7 @@ def oracles(phases: list[dict], table: dict) -> list[dict]:
     """Each phase with its oracle: the static row whose median was lowest there, as measured. A row
     with no request in a phase (one slow request spanned it) is not its oracle."""
     for i, p in enumerate(phases):
-        rows = {k: v["phases"][i] for k, v in table.items() if k != "tlcut adaptive" and v["phases"][i]["n"]}
+        rows = {k: v["phases"][i] for k, v in table.items() if k not in NOT_CHOICES and v["phases"][i]["n"]}
         p["placement"] = min(rows, key=lambda k: rows[k]["median"])
         p["median"] = rows[p["placement"]]["median"]
     return phases
@@ -358,6 +367,7 @@ def main() -> int:
                 statics["edge only (uint8 input)"] = edge_only("uint8")
                 statics["edge only (JPEG input)"] = edge_only("jpeg")
         statics = {k: v for k, v in statics.items() if v is not None}
+        ctl = next((k for k, v in statics.items() if v == plan.best), next(iter(statics)))  # what the control repeats
         from tlcut.runtime.adapt import choose_candidates
 
         rates = sorted({s.mbps for steps in traces.values() for s in steps})
@@ -374,11 +384,14 @@ def main() -> int:
                 ph = phases(steps, a.speed, duration)
                 frames = [max(1, round((t1 - t0) * a.speed * a.fps)) for t0, t1, _ in ph] \
                     if a.replay == "frames" else None
+                rows = [*statics.items(), (ADAPTIVE, None)]
+                if frames:  # the static best's placement twice: the two runs' difference is the noise
+                    rows.append((CONTROL, statics[ctl]))
                 jobs = {label: {"bundle": str(b.path), "edge": tb.state.device_endpoint, "duration": duration,
                                 "slowdown": tb.slowdown, "out": str(root / f"{tname}-{i}.json"),
                                 "placement": c.placement.to_json() if c else "adaptive", "plan": str(root / "plan.json"),
                                 "candidates": cand_ranks, "images": images, "frames": frames}
-                        for i, (label, c) in enumerate([*statics.items(), ("tlcut adaptive", None)])}
+                        for i, (label, c) in enumerate(rows)}
                 if frames:
                     print(f"[adaptive] {tname}: {', '.join(jobs)}, taking turns of {a.turn} frames at most")
                     runs = run_frames(tb, jobs, steps, frames, a.turn)
@@ -397,12 +410,13 @@ def main() -> int:
                 oracle = [{"phase": i, "from_s": t0, "to_s": t1, "mbps": mbps} for i, (t0, t1, mbps) in enumerate(ph)]
                 results["traces"][tname] = {"phases": oracles(oracle, table), "table": table, "frames": frames,
                                             "statics": {k: v.label for k, v in statics.items()},
-                                            "switches": runs["tlcut adaptive"]["report"].get("switches", []),
+                                            "control": ctl if frames else None,
+                                            "switches": runs[ADAPTIVE]["report"].get("switches", []),
                                             "candidates": cand_names,
                                             "requests": {label: samples(r["records"]) for label, r in runs.items()}}
                 (out / f"{tag}-{tname}-adaptive-records.json").write_text(
-                    json.dumps(runs["tlcut adaptive"], indent=0) + "\n")
-                draw(runs["tlcut adaptive"]["records"], out / f"{tag}-{tname}.png", steps, a.speed, bool(frames),
+                    json.dumps(runs[ADAPTIVE], indent=0) + "\n")
+                draw(runs[ADAPTIVE]["records"], out / f"{tag}-{tname}.png", steps, a.speed, bool(frames),
                      f"{b.name}, {tname} trace: tlcut run --adapt")
     (out / f"{tag}.json").write_text(json.dumps(results, indent=1) + "\n")
     md = to_markdown(results, tag)
@@ -437,7 +451,7 @@ def to_markdown(r: dict, tag: str) -> str:
         turns that start unalike (behind a row that spent the CPU quota, or left the edge idle) show
         here. And the two rows frame by frame: the same frames, on the same links."""
         req, frames, turn = t.get("requests"), t.get("frames"), r.get("turn")
-        if not (req and frames and turn and best in req and "tlcut adaptive" in req):
+        if not (req and frames and turn and best in req and ADAPTIVE in req):
             return ""
         first = np.array([j % turn == 0 for n in frames for j in range(n)])
 
@@ -446,11 +460,28 @@ def to_markdown(r: dict, tag: str) -> str:
             f = first[:len(d)]
             return (f"{np.median(d[f]):.1f} / {np.median(e[f]):.1f} against "
                     f"{np.median(d[~f]):.1f} / {np.median(e[~f]):.1f}")
-        a, b = np.array(req["tlcut adaptive"]["total"]), np.array(req[best]["total"])
-        n = min(len(a), len(b))
         return (f" Device / edge ms (median) on the first frame of a turn against the others: adaptive "
-                f"{split('tlcut adaptive')}, best static {split(best)}. Frame by frame, the adaptive request's "
-                f"time less the best static's: median {np.median(a[:n] - b[:n]):+.2f} ms, mean {np.mean(a[:n] - b[:n]):+.2f}.")
+                f"{split(ADAPTIVE)}, best static {split(best)}.")
+
+    def paired(t, best):
+        """The adaptive row against the best static over the same frames, and the control against the
+        run it repeats: each difference with its 95% bootstrap interval, frames resampled for both rows
+        alike. Where the control's interval is as wide as the adaptive row's gap, the gap is noise."""
+        req = t.get("requests") or {}
+
+        def diffs(x, y):
+            a, b = np.array(req[x]["total"]), np.array(req[y]["total"])
+            n = min(len(a), len(b))
+            m, p = percentile_difference(a[:n], b[:n]), percentile_difference(a[:n], b[:n], q=99)
+            fig = lambda d: f"{d['diff']:+.2f} ms [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}], {d['verdict']}"  # noqa: E731
+            return f"median {fig(m)}; p99 {fig(p)}; slowest {a[:n].max() - b[:n].max():+.1f} ms"
+        if not (t.get("frames") and ADAPTIVE in req and best in req):
+            return ""
+        out = f" Frame by frame (95% bootstrap interval, the same frames resampled for both), adaptive less {best}: {diffs(ADAPTIVE, best)}."
+        ctl = t.get("control")
+        if CONTROL in req and ctl in req:
+            out += f" The control ({ctl}'s placement run again) less {ctl}: {diffs(CONTROL, ctl)}."
+        return out
 
     def parts(o, b):  # (results written before the parts were kept have none)
         if "parts_ms" not in o or "parts_ms" not in b:
@@ -480,22 +511,24 @@ def to_markdown(r: dict, tag: str) -> str:
                    f"phase {p['phase']} ({p['mbps']:g} Mbit/s) median" for p in t["phases"]) + " |",
                "|---|---:|---:|---:|---:|" + "---:|" * len(t["phases"])]
         for label, row in t["table"].items():
-            o, what = row["overall"], t.get("statics", {}).get(label)  # the placement a static row kept
+            # the placement a static row kept (the control: the one it repeats)
+            o, what = row["overall"], t.get("statics", {}).get(t.get("control") if label == CONTROL else label)
             md.append(f"| {label}{f' ({what})' if what and what not in label else ''} | {o['n']} | {o['median']:.1f} | {o['p99']:.1f} | {slowest(o)} | "
                       + " | ".join(f"{p['median']:.1f}" for p in row["phases"]) + " |")
         md.append("| oracle (best static per phase, measured) | | | | | "
                   + " | ".join(f"{p['median']:.1f} ({p['placement']})" for p in t["phases"]) + " |")
-        ad = t["table"]["tlcut adaptive"]
+        ad = t["table"][ADAPTIVE]
         within = [ad["phases"][i]["median"] <= 1.10 * p["median"] for i, p in enumerate(t["phases"])
                   if ad["phases"][i]["n"]]
-        statics = {k: v["overall"] for k, v in t["table"].items() if k != "tlcut adaptive"}
+        statics = {k: v["overall"] for k, v in t["table"].items() if k not in NOT_CHOICES}
         best = min(statics, key=lambda k: statics[k]["median"])  # the static choice a user would keep
         b, o = statics[best], ad["overall"]
         md += ["", f"Adaptive median within 10% of the oracle in {sum(within)} of {len(within)} phases. "
                f"Against the best static choice ({best}): median {o['median']:.1f} vs {b['median']:.1f} ms, "
                f"p99 {o['p99']:.1f} vs {b['p99']:.1f} ms, slowest request {slowest(o)} vs {slowest(b)} ms. "
                f"The lowest static p99 is {min(v['p99'] for v in statics.values()):.1f} ms "
-               f"({min(statics, key=lambda k: statics[k]['p99'])})." + parts(o, b) + first_of_turn(t, best), "",
+               f"({min(statics, key=lambda k: statics[k]['p99'])})." + parts(o, b) + first_of_turn(t, best)
+               + paired(t, best), "",
                "Switches: " + ("; ".join(f"request {s['at']}: {s['old']} -> {s['new']}" for s in t["switches"]) or "none"), ""]
     return "\n".join(md)
 

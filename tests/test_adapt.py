@@ -587,8 +587,21 @@ def test_the_benchmark_says_where_a_tie_is_lost(bench):
     md = bench.to_markdown(r, "x")
     assert ("first frame of a turn against the others: adaptive 3.0 / 5.0 against 5.5 / 6.5, "
             "best static 2.0 / 5.0 against 1.5 / 5.0") in md
-    # frame by frame against the static's totals 10, 11, 12, 10, 11: differences 0, 0, 0, 3, 3
-    assert "the adaptive request's time less the best static's: median +0.00 ms, mean +1.20." in md
+    # frame by frame against the static's totals 10, 11, 12, 10, 11: medians 12 and 11, slowest 14 and 12
+    said = md.split("adaptive less tlcut static best: ")[1]
+    assert said.startswith("median +1.00 ms [") and "; slowest +2.0 ms." in said
+    assert "control" not in md  # none ran: none said
+    # the control: the static best's placement run again, here 2 ms slower on every frame. It is
+    # no choice: it is never the best static, nor a phase's oracle, though its median is the lowest
+    t["control"], t["statics"] = "tlcut static best", {"tlcut static best": "cut 0 + TL"}
+    t["requests"][bench.CONTROL] = bench.samples([{**x, "total_ms": x["total_ms"] + 2} for x in recs + recs[:2]])
+    t["table"][bench.CONTROL] = row(bench.stats([{**x, "total_ms": 1.0} for x in recs]))
+    bench.oracles(t["phases"], t["table"])
+    md = bench.to_markdown(r, "x")
+    assert t["phases"][0]["placement"] == "tlcut static best" and "Against the best static choice (tlcut static best)" in md
+    assert f"| {bench.CONTROL} (cut 0 + TL) |" in md
+    assert ("The control (tlcut static best's placement run again) less tlcut static best: median +2.00 ms "
+            "[+2.00, +2.00], higher; p99 +2.00 ms [+2.00, +2.00], higher; slowest +2.0 ms.") in md
     s["cpu_ms_per_request"], slower["cpu_ms_per_request"] = 1.5, 1.75
     assert "CPU per request, every thread of the device's process: adaptive 1.750 ms, best static 1.500 ms." \
         in bench.to_markdown(r, "x")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tlcut.errors import TlcutError
-from tlcut.stats import accuracy_interval, mcnemar_p, paired_difference
+from tlcut.stats import accuracy_interval, mcnemar_p, paired_difference, percentile_difference
 
 
 @pytest.mark.parametrize("a,b,p", [(0, 0, 1.0), (1, 0, 1.0), (5, 5, 1.0), (10, 2, 0.0385742), (0, 6, 0.03125),
@@ -36,3 +36,18 @@ def test_accuracy_interval_narrows_with_more_items():
     assert np.diff(large["ci95_pts"])[0] < np.diff(small["ci95_pts"])[0] / 2
     with pytest.raises(TlcutError):
         accuracy_interval([])
+
+
+def test_percentile_difference_tells_a_shift_from_noise():
+    rng = np.random.default_rng(3)
+    base = 120 + rng.normal(0, 5, 300)  # one run's request times
+    again = 120 + rng.normal(0, 5, 300)  # the same placement run again: only noise apart
+    same = percentile_difference(again, base)
+    assert same["verdict"] == "not distinguishable" and same["ci95"][0] < 0 < same["ci95"][1]
+    assert same["diff"] == pytest.approx(np.median(again) - np.median(base))
+    slower = percentile_difference(base + 3.0, base)
+    assert slower["verdict"] == "higher" and slower["diff"] == pytest.approx(3.0) and slower["ci95"][0] > 0
+    faster = percentile_difference(base - 3.0, base, q=99)
+    assert faster["verdict"] == "lower" and faster["diff"] == pytest.approx(-3.0)
+    with pytest.raises(TlcutError):
+        percentile_difference(base, base[:-1])

@@ -1,5 +1,6 @@
 """The statistics every report uses: one summary of timings (median, p90, p99, mean, min, max, n),
-and, for accuracy on a test set, bootstrap intervals and McNemar's test on paired predictions."""
+a paired bootstrap interval for the difference of two runs' timings over the same requests, and,
+for accuracy on a test set, bootstrap intervals and McNemar's test on paired predictions."""
 
 from __future__ import annotations
 
@@ -27,6 +28,22 @@ def paired_difference(a, b, resamples: int = 2000, seed: int = 0) -> dict:
     only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
     return {"diff_pts": float(d.mean() * 100), "mcnemar_p": mcnemar_p(only_a, only_b), "ci95_pts": _bootstrap_ci(d, resamples, seed),
             "only_a_right": only_a, "only_b_right": only_b, "n": int(d.size)}
+
+
+def percentile_difference(a, b, q: float = 50, resamples: int = 2000, seed: int = 0) -> dict:
+    """The ``q``-th percentile of timings ``a`` less that of ``b`` (the same requests, in order: two
+    runs over the same frames and links), with a 95% paired bootstrap interval (the same requests
+    resampled for both). ``verdict``: "higher" or "lower" where the interval excludes 0, else
+    "not distinguishable": two runs of one placement differ by about as much as a policy's choice
+    does, and a point estimate alone would call that noise a loss or a win."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.size == 0:
+        raise TlcutError("a paired comparison needs the same requests, at least one")
+    idx = np.random.default_rng(seed).integers(0, a.size, (resamples, a.size))
+    boots = np.percentile(a[idx], q, axis=1) - np.percentile(b[idx], q, axis=1)
+    lo, hi = float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+    return {"diff": float(np.percentile(a, q) - np.percentile(b, q)), "ci95": [lo, hi], "n": int(a.size),
+            "verdict": "higher" if lo > 0 else "lower" if hi < 0 else "not distinguishable"}
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
