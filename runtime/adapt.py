@@ -165,14 +165,17 @@ class Policy:
         self._planned = LinkEstimate(self.link.mbps, self.link.rtt_ms)
 
     # -- the two methods a policy has ----------------------------------------------------------
-    def observe(self, rec: dict, ran: Deployment | None = None) -> None:
+    def observe(self, rec: dict, ran: Deployment | None = None) -> bool:
         """One finished request's record (as Device.infer returns it), run on ``ran`` (default: the
-        current). ``timed_out`` in the record: it waited its whole timeout for no reply."""
+        current). ``timed_out`` in the record: it waited its whole timeout for no reply. Whether it
+        is news: a request that ran here instead, or moved what the prices stand on (the link, a
+        scale) by over half the margin; a decision made before it should then be made again."""
         self._n += 1
         c = ran or self.current
         sampled = None
         planned_dev = c.components_ms["device"] + c.components_ms["device_tl"]
         i = self._at.get(id(c))
+        before = self._inputs(i)
         if planned_dev >= self.device_scale_min_ms and not rec.get("fallback") and rec.get("device_ms", 0) > 0:
             # the device as it runs now: device only on the 0.2-CPU testbed measured 316-370 ms
             # against its profile's 321.7; priced at the profile, a link back at 30 Mbit/s looked
@@ -204,6 +207,14 @@ class Policy:
                     self.edge_scale = math.exp(0.7 * math.log(self.edge_scale) + 0.3 * math.log(rec["edge_ms"] / planned_edge))
         self._since_sample = 0 if sampled is not None else self._since_sample + 1
         self._fresh = sampled is not None
+        step = math.log(1 + self.margin / 2)
+        return bool(rec.get("fallback") or rec.get("hedged")) or \
+            any(abs(math.log(a / b)) > step for a, b in zip(self._inputs(i), before))
+
+    def _inputs(self, i: int | None) -> tuple:
+        """What every price stands on, besides the fixed parts (and ``i``'s head scale)."""
+        return (self.link.mbps, self.link.rtt_ms, self.edge_scale, self.device_scale,
+                self._head_scale[i] if i is not None else 1.0)
 
     def next_placement(self) -> tuple[Deployment, str | None]:
         """The deployment for the next request, and why it changed (None when it did not). A probe
@@ -332,7 +343,8 @@ class AdaptiveDevice:
     tails. Each placement keeps its own connection. With the fallback on (the default), a request
     the edge has not answered by the policy's ``timeout_ms`` is hedged, once, with no retry: the
     whole model starts here beside the wait, and the first answer is taken. Where the local run
-    wins, the policy moves at once to what the wait says of the link. Every switch is logged."""
+    wins, the policy moves at once to what the wait says of the link. The next request's placement
+    is decided while this one's edge works (``_next``). Every switch is logged."""
 
     def __init__(self, bundle: Bundle, policy, *, edge: str, log=None, ping_every_s: float = 2.0, **device_kw):
         self.policy, self.log, self.ping_every_s = policy, log or (lambda _: None), ping_every_s
@@ -353,6 +365,10 @@ class AdaptiveDevice:
         self.hedged = 0
         self._answered: set[Deployment] = set()
         self._side = None  # a probe in flight beside local requests: (deployment, thread, its record)
+        #: the next request's (deployment, why), decided while this one's edge worked: with what the
+        #: requests before this one said (this one's answer is not in yet), so a plain stay is decided
+        #: again where this one's answer turns out to be news
+        self._next: tuple | None = None
         policy.side_probes = True
 
     def warm(self, x: np.ndarray) -> None:
@@ -410,11 +426,16 @@ class AdaptiveDevice:
             raise out[0]
         if not out[0].get("fallback"):
             self._answered.add(d)
-        self.policy.observe(out[0], d)
+        self._observe(out[0], d)
+
+    def _observe(self, rec: dict, d: Deployment) -> None:
+        if self.policy.observe(rec, d) and self._next is not None and self._next[1] is None:
+            self._next = None  # a stay decided before this news: decided again with it
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
         self._collect()
-        d, why = self.policy.next_placement()
+        d, why = self._next or self.policy.next_placement()
+        self._next = None
         side = None
         if why == "probe" and d.placement.where == EDGE and self.policy.current.placement.where == DEVICE:
             if self._side is None:  # (one in flight is still the probe)
@@ -447,7 +468,11 @@ class AdaptiveDevice:
                     timeout_ms, hedge_ms = min(hedge_ms, timeout_ms), None
             dev.client.timeout_s, dev.client.retries = timeout_ms / 1e3, 0
         t = time.monotonic()
-        y, rec = dev.infer(x, hedge_ms=hedge_ms)
+
+        def decide():  # while the edge works: the policy's CPU then delays no head (a 0.2-CPU quota's
+            # 2 ms a period, spent just before a head, delays it by about five times the work)
+            self._next = self.policy.next_placement()
+        y, rec = dev.infer(x, hedge_ms=hedge_ms, idle=decide)
         if dev.client is not None and not rec.get("fallback"):
             self._answered.add(d)
         timed_out = bool(rec.get("fallback")) and d.placement.where != DEVICE
@@ -457,7 +482,7 @@ class AdaptiveDevice:
         waited = rec.get("waited_ms", timeout_ms) if timed_out else timeout_ms
         rec.update(placement=d.label, probe=why == "probe", t_s=t - self._t0, timed_out=timed_out,
                    timeout_ms=waited, hedge_ms=hedge_ms, side_probe=side)
-        self.policy.observe(rec, d)
+        self._observe(rec, d)
         rec.update(link_mbps_estimate=self.policy.link.mbps, device_scale=getattr(self.policy, "device_scale", None))
         self._ping(dev)
         return y, rec

@@ -152,11 +152,14 @@ class Device:
         return {"device_ms": dev, "transfer_ms": 0.0, "edge_ms": 0.0, "total_ms": dev, "payload_bytes": 0,
                 "fallback": fell_back}
 
-    def infer(self, x: np.ndarray, fallback: bool | None = None,
-              hedge_ms: float | None = None) -> tuple[np.ndarray, dict]:
+    def infer(self, x: np.ndarray, fallback: bool | None = None, hedge_ms: float | None = None,
+              idle=None) -> tuple[np.ndarray, dict]:
         """The model's output for ``x`` and where the time went (ms). ``fallback``: this request's
         (default: the device's); a probe that must not run here says False. ``hedge_ms``: with the
-        fallback, hedge the request (``_hedged``) after that long without the edge's answer."""
+        fallback, hedge the request (``_hedged``) after that long without the edge's answer.
+        ``idle``: called once a hedged request is sent, while the edge works: the caller's own work
+        then costs no head its CPU (on a quota'd device, CPU spent just before a head delays it by
+        several times as much)."""
         fallback = self.fallback if fallback is None else fallback
         t0 = time.perf_counter()
         self.counts["requests"] += 1
@@ -168,7 +171,7 @@ class Device:
         payload, cut_id, flags = self._payload(x)
         t1 = time.perf_counter()
         if hedge_ms is not None and fallback and self.can_hedge:
-            return self._hedged(x, payload, cut_id, flags, t0, t1, hedge_ms)
+            return self._hedged(x, payload, cut_id, flags, t0, t1, hedge_ms, idle)
         try:
             y, h = self._request(payload, cut_id, flags)
         except EdgeUnavailable:
@@ -183,7 +186,7 @@ class Device:
             raise
         return y, self._record(t0, t1, h, self.client.last_payload_bytes)
 
-    def _hedged(self, x, payload, cut_id: int, flags: int, t0: float, t1: float, hedge_ms: float):
+    def _hedged(self, x, payload, cut_id: int, flags: int, t0: float, t1: float, hedge_ms: float, idle=None):
         """Send; where no answer has come ``hedge_ms`` after, run the whole model here beside the wait
         and take the first answer: the local run is cancelled, or the edge's request dropped with
         its socket. A request then waits at most that plus the local run, and one the edge answers
@@ -193,7 +196,9 @@ class Device:
         try:
             rid = c.send(payload, cut_id, flags, self.placement.encoding, **self._enc_kw)
             nbytes = c.last_payload_bytes
-            got = c.poll_reply(rid, hedge_ms / 1e3)
+            if idle is not None:
+                idle()
+            got = c.poll_reply(rid, max(0.0, hedge_ms / 1e3 - (time.perf_counter() - t1)))
         except EdgeUnavailable:  # could not even send: as a timeout would
             c.abandon()
             self.counts["fell_back"] += 1

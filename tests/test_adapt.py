@@ -804,3 +804,41 @@ def test_one_edge_engine_keeps_what_one_edge_serves_as_planned():
     b = SimpleNamespace(path="B")
     assert serve_hint(b, kept) == "tlcut serve B --cut 3 --cut input --backend openvino --precision int8 --threads 1"
     assert serve_hint(b, CANDS) == "tlcut serve B --cut 3 --cut 9 --cut input"  # a plan of one configuration
+
+
+def test_the_next_placement_is_decided_while_the_edge_works_and_again_on_news(bundle):
+    """On a quota'd device the policy's CPU just before a head delays it several times over, so the
+    next request's placement is decided while this one's edge works (with what the requests before
+    it said); a stay so decided is decided again where this request's answer is news."""
+    # (no edge time planned, and a link set by hand: loopback's answers are never news here)
+    eo, local = cand(Placement(EDGE), 0, 0, 4096), cand(Placement(DEVICE), 50, 0, 0)
+    pol = Policy([eo, local], HandLink(1000.0, 0.1), start=eo, probe_every=1000)
+    xs = inputs(bundle, None, 5, seed=6)
+    with local_edge(bundle, ["input"], tl="off") as ep, \
+            AdaptiveDevice(bundle, pol, edge=ep, timeout_s=5, fallback=True) as ad:
+        ad.warm(xs[0])
+        decide, in_flight = pol.next_placement, []
+
+        def watched():
+            in_flight.append(bool(ad.devices[eo].client._pending))
+            return decide()
+        pol.next_placement = watched
+        with Device(bundle, "device") as ref:
+            for x in xs:
+                y, rec = ad.infer(x)
+                assert rec["placement"] == "edge only" and np.abs(y - ref.infer(x)[0]).max() <= 1e-5
+    # the first request's placement had nothing before it; every later one's was decided mid-request
+    assert in_flight == [False] + [True] * len(xs), in_flight
+    # news: a request that ran here, or one that moved the link's estimate; a steady answer is not
+    pol2 = Policy([eo, local], LinkEstimate(57.0, 28.0), start=eo)
+    steady = {"payload_bytes": 600_000, "transfer_ms": 28.0 + 600_000 * WIRE_OVERHEAD * 8 / 57e3 + 2.0,
+              "edge_ms": 1.0, "device_ms": 0.0}
+    assert pol2.observe(steady) is False
+    assert pol2.observe({**steady, "transfer_ms": 28.0 + 600_000 * WIRE_OVERHEAD * 8 / 10e3}) is True
+    assert pol2.observe({**steady, "fallback": True, "timed_out": True, "timeout_ms": 300.0}) is True
+    ad._next = (eo, None)
+    ad._observe({**steady, "hedged": True}, eo)
+    assert ad._next is None, "a stay decided before the news is decided again"
+    ad._next = (local, "link 1.0 Mbit/s: device only predicted ...")
+    ad._observe({**steady, "hedged": True}, eo)
+    assert ad._next is not None, "a switch already decided is kept (and logged when it runs)"
