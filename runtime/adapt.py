@@ -168,14 +168,16 @@ class Policy:
     def observe(self, rec: dict, ran: Deployment | None = None) -> bool:
         """One finished request's record (as Device.infer returns it), run on ``ran`` (default: the
         current). ``timed_out`` in the record: it waited its whole timeout for no reply. Whether it
-        is news: a request that ran here instead, or moved what the prices stand on (the link, a
-        scale) by over half the margin; a decision made before it should then be made again."""
+        is news: a request that ran here instead, or a sample that moved the link's estimate by over
+        half the margin; a decision made before it should then be made again. (Not the scales: a
+        head's time under the quota moves its scale by several percent a request, and a scale
+        drifts, where the link jumps.)"""
         self._n += 1
         c = ran or self.current
         sampled = None
         planned_dev = c.components_ms["device"] + c.components_ms["device_tl"]
         i = self._at.get(id(c))
-        before = self._inputs(i)
+        before = (self.link.mbps, self.link.rtt_ms)
         if planned_dev >= self.device_scale_min_ms and not rec.get("fallback") and rec.get("device_ms", 0) > 0:
             # the device as it runs now: device only on the 0.2-CPU testbed measured 316-370 ms
             # against its profile's 321.7; priced at the profile, a link back at 30 Mbit/s looked
@@ -209,12 +211,7 @@ class Policy:
         self._fresh = sampled is not None
         step = math.log(1 + self.margin / 2)
         return bool(rec.get("fallback") or rec.get("hedged")) or \
-            any(abs(math.log(a / b)) > step for a, b in zip(self._inputs(i), before))
-
-    def _inputs(self, i: int | None) -> tuple:
-        """What every price stands on, besides the fixed parts (and ``i``'s head scale)."""
-        return (self.link.mbps, self.link.rtt_ms, self.edge_scale, self.device_scale,
-                self._head_scale[i] if i is not None else 1.0)
+            any(abs(math.log(a / b)) > step for a, b in zip((self.link.mbps, self.link.rtt_ms), before))
 
     def next_placement(self) -> tuple[Deployment, str | None]:
         """The deployment for the next request, and why it changed (None when it did not). A probe

@@ -829,11 +829,16 @@ def test_the_next_placement_is_decided_while_the_edge_works_and_again_on_news(bu
                 assert rec["placement"] == "edge only" and np.abs(y - ref.infer(x)[0]).max() <= 1e-5
     # the first request's placement had nothing before it; every later one's was decided mid-request
     assert in_flight == [False] + [True] * len(xs), in_flight
-    # news: a request that ran here, or one that moved the link's estimate; a steady answer is not
+    # news: a request that ran here, or one that moved the link's estimate; a steady answer is not,
+    # nor a head that ran at a third of its profile (under a quota a head's time jumps about)
     pol2 = Policy([eo, local], LinkEstimate(57.0, 28.0), start=eo)
     steady = {"payload_bytes": 600_000, "transfer_ms": 28.0 + 600_000 * WIRE_OVERHEAD * 8 / 57e3 + 2.0,
               "edge_ms": 1.0, "device_ms": 0.0}
     assert pol2.observe(steady) is False
+    split = cand(Placement(SPLIT, 3), 30, 1, 4096)
+    pol3 = Policy([split, local], LinkEstimate(57.0, 28.0), start=split, device_scale_min_ms=20.0)
+    assert pol3.observe({**steady, "payload_bytes": 4096, "transfer_ms": 30.0, "device_ms": 10.0}) is False
+    assert pol3._head_scale[0] < 0.8, "the head's scale moved, and that alone is no news"
     assert pol2.observe({**steady, "transfer_ms": 28.0 + 600_000 * WIRE_OVERHEAD * 8 / 10e3}) is True
     assert pol2.observe({**steady, "fallback": True, "timed_out": True, "timeout_ms": 300.0}) is True
     ad._next = (eo, None)
