@@ -466,8 +466,8 @@ class AdaptiveDevice:
             dev.client.timeout_s, dev.client.retries = timeout_ms / 1e3, 0
         t = time.monotonic()
 
-        def decide():  # while the edge works: the policy's CPU then delays no head (a 0.2-CPU quota's
-            # 2 ms a period, spent just before a head, delays it by about five times the work)
+        def decide():  # while the edge works: the policy's CPU then delays no head (of a 0.2-CPU
+            # quota's 2 ms a 10 ms period, work spent just before a head can delay it by five times as much)
             self._next = self.policy.next_placement()
         y, rec = dev.infer(x, hedge_ms=hedge_ms, idle=decide)
         if dev.client is not None and not rec.get("fallback"):
