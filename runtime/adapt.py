@@ -43,11 +43,18 @@ class LinkEstimate:
     def observe_transfer(self, payload_bytes: int, transfer_ms: float, fixed_ms: float = 0.0,
                          weight: float | None = None) -> float | None:
         """One request's goodput sample, blended with ``weight`` (default ``alpha``; 1 replaces the
-        estimate); None where the payload crossed within the round trip (too small to tell the rate)."""
+        estimate); None where the payload was too small to tell the rate: it crossed within 5% of
+        the request's transfer time, or within a round trip at a rate under the estimate."""
         wire_ms = transfer_ms - self.rtt_ms - fixed_ms
         if payload_bytes <= 0 or wire_ms <= 0.05 * transfer_ms:
             return None
         sample = payload_bytes * WIRE_OVERHEAD * 8 / (wire_ms * 1e3)
+        if wire_ms < self.rtt_ms and sample < self.mbps:
+            # crossed within a round trip: its time is mostly the round trip's jitter, and says only
+            # that the link is at least this fast (cut 101's 6.7 KB on a 57 Mbit/s link read 2-9
+            # Mbit/s, priced edge only at a second, and every request counted as a sample, so no
+            # probe went out: 80 frames at 370-420 ms where edge only took 190, at aea8554)
+            return None
         w = self.alpha if weight is None else weight
         if wire_ms >= self.rtt_ms and abs(math.log(sample / self.mbps)) > math.log(self.jump):
             # a sample timed well (the payload took a round trip or more to cross) and far off is
@@ -151,7 +158,11 @@ class Policy:
         # (by position, and found by identity: a deployment hashes and compares by its whole key)
         self._parts = [self._fixed_parts(c) for c in self.candidates]
         self._at = {id(c): i for i, c in enumerate(self.candidates)}
-        self._head_scale = [1.0] * len(self.candidates)  # each head's measured time over its profile
+        # each head's measured time over its profile; None until it has run: then the device's, as
+        # device only measures it (at 1.0, device only, slowed to 1.27 of its profile in a slow
+        # spell, lost to cut 103's untried head, which is nearly the whole model: the --scission-space
+        # frame replay at aea8554)
+        self._head_scale: list[float | None] = [None] * len(self.candidates)
         self.current = self.candidates[self.candidates.index(self.start)] if self.start is not None \
             else min(self.candidates, key=self.predict)
         self._streak: tuple[Deployment | None, int] = (None, 0)
@@ -186,7 +197,7 @@ class Policy:
             if c.placement.where == DEVICE:
                 self.device_scale = math.exp(0.7 * math.log(self.device_scale) + 0.3 * ratio)
             elif i is not None:
-                self._head_scale[i] = math.exp(0.7 * math.log(self._head_scale[i]) + 0.3 * ratio)
+                self._head_scale[i] = math.exp(0.7 * math.log(self._head_scale[i] or self.device_scale) + 0.3 * ratio)
         if c.placement.where != DEVICE:
             comp = c.components_ms
             fixed = comp["serialize"] + comp["deserialize"] + comp["reply"]
@@ -269,17 +280,19 @@ class Policy:
         with the round trip and the upload re-done for the link as it is now."""
         i = self._at.get(id(c))
         if i is None:
-            return self._price(self._fixed_parts(c), 1.0, link or self.link)
+            return self._price(self._fixed_parts(c), None, link or self.link)
         return self._price(self._parts[i], self._head_scale[i], link or self.link)
 
     def _scale_of(self, c: Deployment) -> float:
         if c.placement.where == DEVICE:
             return self.device_scale
         i = self._at.get(id(c))
-        return 1.0 if i is None else self._head_scale[i]
+        return self.device_scale if i is None or self._head_scale[i] is None else self._head_scale[i]
 
-    def _price(self, parts: tuple, head_scale: float, link: LinkEstimate) -> float:
+    def _price(self, parts: tuple, head_scale: float | None, link: LinkEstimate) -> float:
         device, edge, rest, nbytes = parts
+        if head_scale is None:  # a head not run yet: as the device runs now
+            head_scale = self.device_scale
         if nbytes is None:
             return device * self.device_scale + rest
         return device * head_scale + rest + edge * self.edge_scale + link.rtt_ms + link.up_ms(nbytes)

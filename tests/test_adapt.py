@@ -464,8 +464,13 @@ def test_a_far_sample_replaces_the_estimate_only_where_it_was_timed_well():
         return est.mbps
 
     assert after(600_000, 10.0) == pytest.approx(10.0), "600 KB over 10 Mbit/s: 500 ms on the wire, the link moved"
-    assert 10.0 * 1.5 < after(20_000, 10.0) < 50.0, "20 KB: 17 ms on the wire, under a round trip, is smoothed in"
     assert 40.0 < after(600_000, 40.0) < 50.0, "off by less than the jump factor: smoothed in"
+    # within a round trip the time is mostly the round trip's jitter: it says the link is at least
+    # this fast, so it raises the estimate (smoothed in) and never lowers it (6.7 KB on a 57 Mbit/s
+    # link read 2-9 Mbit/s, and kept edge only priced at a second)
+    assert after(20_000, 10.0) == 50.0, "20 KB in 17 ms on the wire: the link is at least 10 Mbit/s"
+    assert LinkEstimate(50.0, 28.0).observe_transfer(20_000, 28.0 + 17.0) is None, "and it is no sample"
+    assert 50.0 < after(200_000, 100.0) < 100.0, "200 KB in 17 ms: at least 100 Mbit/s, smoothed in"
 
 
 def test_from_device_only_a_probe_goes_to_the_edge_beside_a_local_request(bundle):
@@ -847,3 +852,18 @@ def test_the_next_placement_is_decided_while_the_edge_works_and_again_on_news(bu
     ad._next = (local, "link 1.0 Mbit/s: device only predicted ...")
     ad._observe({**steady, "hedged": True}, eo)
     assert ad._next is not None, "a switch already decided is kept (and logged when it runs)"
+
+
+def test_a_head_not_yet_run_is_priced_as_the_device_runs_now():
+    """Device only measured slow (a slow spell: 1.3 of its profile) must not make a late cut, whose
+    head is nearly the whole model and has not run, look faster at its profile's time."""
+    local, late = cand(Placement(DEVICE), 300, 0, 0), cand(Placement(SPLIT, 9), 295, 1, 4000)
+    pol = Policy([local, late], LinkEstimate(57.0, 28.0), start=local, probe_every=1000)
+    for _ in range(10):
+        pol.observe({"device_ms": 390.0, "payload_bytes": 0, "transfer_ms": 0.0, "edge_ms": 0.0}, local)
+    assert pol.device_scale > 1.25
+    assert pol.predict(late) > 295 * 1.25, "priced at the device's scale, not its profile's"
+    assert [pol.next_placement()[0] for _ in range(5)] == [local] * 5
+    # once it has run, its own time prices it
+    pol.observe({"device_ms": 150.0, "payload_bytes": 4000, "transfer_ms": 30.0, "edge_ms": 1.0}, late)
+    assert pol.predict(late) < 295 * pol.device_scale
