@@ -466,8 +466,8 @@ def test_a_far_sample_replaces_the_estimate_only_where_it_was_timed_well():
     assert after(600_000, 10.0) == pytest.approx(10.0), "600 KB over 10 Mbit/s: 500 ms on the wire, the link moved"
     assert 40.0 < after(600_000, 40.0) < 50.0, "off by less than the jump factor: smoothed in"
     # within a round trip the time is mostly the round trip's jitter: it says the link is at least
-    # this fast, so it raises the estimate (smoothed in) and never lowers it (6.7 KB on a 57 Mbit/s
-    # link read 2-9 Mbit/s, and kept edge only priced at a second)
+    # this fast, so it raises the estimate (smoothed in) and never lowers it (6.7 KB payloads kept
+    # a 57 Mbit/s link's estimate at 2.2-10.4 Mbit/s, and edge only priced at over half a second)
     assert after(20_000, 10.0) == 50.0, "20 KB in 17 ms on the wire: the link is at least 10 Mbit/s"
     assert LinkEstimate(50.0, 28.0).observe_transfer(20_000, 28.0 + 17.0) is None, "and it is no sample"
     assert 50.0 < after(200_000, 100.0) < 100.0, "200 KB in 17 ms: at least 100 Mbit/s, smoothed in"
