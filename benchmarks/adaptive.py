@@ -57,7 +57,8 @@ def worker(args: dict) -> None:
     kw = dict(timeout_s=10, retries=1, fallback=True, insecure=True, threads=1, slowdown=args["slowdown"])
     if args["placement"] == "adaptive":
         from tlcut.deployment import Plan
-        from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy
+        from tlcut.runtime.adapt import AdaptiveDevice
+        from tlcut.runtime.policy import LinkEstimate, Policy
 
         plan = Plan.load(args["plan"], b)
         cands = [plan.ranking[i] for i in args["candidates"]]  # by rank in the plan saved for the workers

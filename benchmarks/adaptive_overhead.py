@@ -72,7 +72,8 @@ def main() -> int:
     from tlcut.bundle import Bundle
     from tlcut.deployment import Plan
     from tlcut.runtime import run as rt
-    from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy, engine_kw
+    from tlcut.runtime.adapt import AdaptiveDevice, engine_kw
+    from tlcut.runtime.policy import LinkEstimate, Policy
     from tlcut.runtime.client import EdgeUnavailable, wait_for_edge
     from tlcut.toolchain import plan as planmod
     from tlcut.toolchain.bench import machine_info

@@ -13,7 +13,8 @@ import pytest
 from tlcut import cli
 from tlcut.deployment import Deployment, Plan
 from tlcut.placement import DEVICE, EDGE, SPLIT, Placement
-from tlcut.runtime.adapt import WIRE_OVERHEAD, AdaptiveDevice, LinkEstimate, Policy
+from tlcut.runtime.adapt import AdaptiveDevice
+from tlcut.runtime.policy import WIRE_OVERHEAD, LinkEstimate, Policy
 from tlcut.runtime.run import Device, inputs
 from tlcut.runtime.serve import local_edge
 

@@ -273,7 +273,8 @@ def adaptive_device(b, a, start, edge, kw):
     """An AdaptiveDevice over the plan's Pareto set where it has one, else its best allowed
     placements, the best at each rate, and device only."""
     from tlcut.deployment import Plan
-    from tlcut.runtime.adapt import AdaptiveDevice, LinkEstimate, Policy, choose_candidates, one_edge_engine, serve_hint
+    from tlcut.runtime.adapt import AdaptiveDevice, choose_candidates, one_edge_engine, serve_hint
+    from tlcut.runtime.policy import LinkEstimate, Policy
 
     plan = Plan.load(a.adapt, b)
     if a.candidates < 1 or a.patience < 1 or a.probe_every < 1 or not 0 <= a.margin < 1:
