@@ -450,7 +450,7 @@ def to_markdown(r: dict, tag: str) -> str:
     def first_of_turn(t, best):
         """The device's and the edge's time on each row's first frame of a turn against its others:
         turns that start unalike (behind a row that spent the CPU quota, or left the edge idle) show
-        here. And the two rows frame by frame: the same frames, on the same links."""
+        here."""
         req, frames, turn = t.get("requests"), t.get("frames"), r.get("turn")
         if not (req and frames and turn and best in req and ADAPTIVE in req):
             return ""
@@ -467,7 +467,8 @@ def to_markdown(r: dict, tag: str) -> str:
     def paired(t, best):
         """The adaptive row against the best static over the same frames, and the control against the
         run it repeats: each difference with its 95% bootstrap interval, frames resampled for both rows
-        alike. Where the control's interval is as wide as the adaptive row's gap, the gap is noise."""
+        alike. That interval resamples frames, not runs; the control's own gap is what a second run of
+        one placement moves (in the Scission-space run at b9fac37 it lay outside its interval)."""
         req = t.get("requests") or {}
 
         def diffs(x, y):
