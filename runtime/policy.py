@@ -189,7 +189,7 @@ class Policy:
             if c.placement.where == DEVICE:
                 self.device_scale = math.exp(0.7 * math.log(self.device_scale) + 0.3 * ratio)
             elif i is not None:
-                self._head_scale[i] = math.exp(0.7 * math.log(self._head_scale[i] or self.device_scale) + 0.3 * ratio)
+                self._head_scale[i] = math.exp(0.7 * math.log(self._head(i)) + 0.3 * ratio)
         if c.placement.where != DEVICE:
             comp = c.components_ms
             fixed = comp["serialize"] + comp["deserialize"] + comp["reply"]
@@ -220,7 +220,7 @@ class Policy:
         """The deployment for the next request, and why it changed (None when it did not). A probe
         is one request on another deployment; it does not change the current one."""
         cands, cur = self.candidates, self.current
-        pred = [self._price(p, h, self.link) for p, h in zip(self._parts, self._head_scale)]
+        pred = [self._price(p, self._head(i), self.link) for i, p in enumerate(self._parts)]
         i_best = min(range(len(pred)), key=pred.__getitem__)
         best, p_best, p_cur = cands[i_best], pred[i_best], pred[self._at[id(cur)]]
         measured, self._measured = self._measured, False
@@ -272,19 +272,19 @@ class Policy:
         with the round trip and the upload re-done for the link as it is now."""
         i = self._at.get(id(c))
         if i is None:
-            return self._price(self._fixed_parts(c), None, link or self.link)
-        return self._price(self._parts[i], self._head_scale[i], link or self.link)
+            return self._price(self._fixed_parts(c), self.device_scale, link or self.link)
+        return self._price(self._parts[i], self._head(i), link or self.link)
 
     def _scale_of(self, c: Deployment) -> float:
-        if c.placement.where == DEVICE:
-            return self.device_scale
-        i = self._at.get(id(c))
-        return self.device_scale if i is None or self._head_scale[i] is None else self._head_scale[i]
+        return self.device_scale if c.placement.where == DEVICE else self._head(self._at.get(id(c)))
 
-    def _price(self, parts: tuple, head_scale: float | None, link: LinkEstimate) -> float:
+    def _head(self, i: int | None) -> float:
+        """Candidate ``i``'s head scale; a head not run yet (or no candidate): as the device runs now."""
+        h = None if i is None else self._head_scale[i]
+        return self.device_scale if h is None else h
+
+    def _price(self, parts: tuple, head_scale: float, link: LinkEstimate) -> float:
         device, edge, rest, nbytes = parts
-        if head_scale is None:  # a head not run yet: as the device runs now
-            head_scale = self.device_scale
         if nbytes is None:
             return device * self.device_scale + rest
         return device * head_scale + rest + edge * self.edge_scale + link.rtt_ms + link.up_ms(nbytes)
