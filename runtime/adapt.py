@@ -56,6 +56,28 @@ def serve_hint(bundle: Bundle, cands) -> str:
     return " ".join(["tlcut serve", str(bundle.path), *(f"--cut {c}" for c in cuts), *engine])
 
 
+class _Race:
+    """A side probe carrying the request's own input, against the request's local run: where the
+    edge answers first, its answer is the request's and the local run is stopped. The probe was to
+    cross anyway, so a link that came back pays off on that request, not on the next."""
+
+    def __init__(self, runner):
+        self.runner, self.stop, self.won = runner, threading.Event(), None
+        self.t0 = time.perf_counter()  # the request's clock starts before its probe is sent
+        self._open, self._lock = True, threading.Lock()
+
+    def edge_answered(self, y: np.ndarray, rec: dict) -> None:
+        with self._lock:  # never after close: the runner may by then be on the next request
+            if self._open:
+                self.won = (y, rec)
+                self.stop.set()
+                self.runner.cancel()
+
+    def close(self) -> None:
+        with self._lock:
+            self._open = False
+
+
 class AdaptiveDevice:
     """Every candidate placement's head loaded at once, each on its own device engine (the
     deployment's backend, precision and threads where the plan names them); a policy (above) picks
@@ -83,6 +105,7 @@ class AdaptiveDevice:
         self.probes = 0
         self.timed_out = 0
         self.hedged = 0
+        self.races_won = 0  # requests a side probe answered before their local run
         self._answered: set[Deployment] = set()
         self._side = None  # a probe in flight beside local requests: (deployment, thread, its record)
         #: the next request's (deployment, why), decided while this one's edge worked: with what the
@@ -108,9 +131,10 @@ class AdaptiveDevice:
             if dev.client is not None and not rec.get("fallback"):
                 self._answered.add(d)
 
-    def _side_probe(self, d: Deployment, x: np.ndarray) -> None:
+    def _side_probe(self, d: Deployment, x: np.ndarray, race: _Race) -> None:
         """``x`` to the edge on ``d`` (no head) in a thread, while this request runs here: the probe
-        measures the link and costs the device nothing. It never falls back; a timeout is its result."""
+        measures the link and costs the device nothing, and its answer, where it comes first, is the
+        request's (``race``). It never falls back; a timeout is its result."""
         dev = self.devices[d]
         dev.retry_edge()
         timeout_ms = self.max_timeout_s * 1e3
@@ -121,7 +145,9 @@ class AdaptiveDevice:
 
         def probe():
             try:
-                out.append(dev.infer(x, fallback=False)[1])
+                y, rec = dev.infer(x, fallback=False)
+                out.append(rec)
+                race.edge_answered(y, rec)
             except EdgeUnavailable:
                 out.append({"timed_out": True, "timeout_ms": timeout_ms, "fallback": True, "payload_bytes": 0,
                             "transfer_ms": 0.0})
@@ -156,10 +182,11 @@ class AdaptiveDevice:
         self._collect()
         d, why = self._next or self.policy.next_placement()
         self._next = None
-        side = None
+        side = race = None
         if why == "probe" and d.placement.where == EDGE and self.policy.current.placement.where == DEVICE:
             if self._side is None:  # (one in flight is still the probe)
-                self._side_probe(d, x)
+                race = _Race(self.devices[self.policy.current].local_runner())
+                self._side_probe(d, x, race)
                 side = d.label
                 self.probes += 1
             d, why = self.policy.current, None
@@ -192,7 +219,11 @@ class AdaptiveDevice:
         def decide():  # while the edge works: the policy's CPU then delays no head (of a 0.2-CPU
             # quota's 2 ms a 10 ms period, work spent just before a head can delay it by five times as much)
             self._next = self.policy.next_placement()
-        y, rec = dev.infer(x, hedge_ms=hedge_ms, idle=decide)
+        if race is None:
+            y, rec = dev.infer(x, hedge_ms=hedge_ms, idle=decide)
+        else:
+            d, y, rec = self._raced(dev, d, x, race)
+            dev = self.devices[d]
         if dev.client is not None and not rec.get("fallback"):
             self._answered.add(d)
         timed_out = bool(rec.get("fallback")) and d.placement.where != DEVICE
@@ -201,11 +232,31 @@ class AdaptiveDevice:
         # what the edge was given before the answer came from here: the bound the policy takes
         waited = rec.get("waited_ms", timeout_ms) if timed_out else timeout_ms
         rec.update(placement=d.label, probe=why == "probe", t_s=t - self._t0, timed_out=timed_out,
-                   timeout_ms=waited, hedge_ms=hedge_ms, side_probe=side)
+                   timeout_ms=waited, hedge_ms=hedge_ms, side_probe=side,
+                   raced=None if race is None else "edge" if race.won and d != self.policy.current else "here")
         self._observe(rec, d)
         rec.update(link_mbps_estimate=self.policy.link.mbps, device_scale=getattr(self.policy, "device_scale", None))
         self._ping(dev)
         return y, rec
+
+    def _raced(self, dev: Device, d: Deployment, x: np.ndarray, race: _Race) -> tuple:
+        """Device only's run of ``x`` beside the side probe carrying it: the deployment that
+        answered, the answer and its record (the edge's, where it won), timed from the probe's send."""
+        try:
+            y, rec = dev.infer(x, stop=race.stop)
+        except Exception:
+            race.close()
+            if race.won is None:  # a failure of its own, not the cancel
+                raise
+        else:
+            race.close()  # here first (an answer the edge had by then is observed later)
+            return d, y, {**rec, "total_ms": (time.perf_counter() - race.t0) * 1e3}
+        pd, th, _ = self._side
+        th.join()  # it has its record: the request's, observed as one on pd
+        self._side = None
+        self.races_won += 1
+        y, rec = race.won
+        return pd, y, {**rec, "total_ms": (time.perf_counter() - race.t0) * 1e3}
 
     def settle(self) -> None:
         """Wait for the probe in flight beside the local requests, and observe it: a caller that
@@ -228,6 +279,7 @@ class AdaptiveDevice:
     def report(self) -> dict:
         counts = {c.label: d.report() for c, d in self.devices.items()}
         return {"per_placement": counts, "probes": self.probes, "timed_out": self.timed_out, "hedged": self.hedged,
+                "races_won": self.races_won,
                 "switches": [vars(s) for s in self.policy.switches]}
 
     def close(self):

@@ -141,8 +141,8 @@ class Device:
             self._local.activate()
         return self._local
 
-    def _run_local(self, x, t0, fell_back: bool):
-        y = next(iter(self.local_runner().infer({self.input["name"]: x}).values()))
+    def _run_local(self, x, t0, fell_back: bool, stop=None):
+        y = next(iter(self.local_runner().infer({self.input["name"]: x}, stop=stop).values()))
         return y, self._local_record(t0, fell_back)
 
     def _local_record(self, t0: float, fell_back: bool) -> dict:
@@ -153,19 +153,20 @@ class Device:
                 "fallback": fell_back}
 
     def infer(self, x: np.ndarray, fallback: bool | None = None, hedge_ms: float | None = None,
-              idle=None) -> tuple[np.ndarray, dict]:
+              idle=None, stop: threading.Event | None = None) -> tuple[np.ndarray, dict]:
         """The model's output for ``x`` and where the time went (ms). ``fallback``: this request's
         (default: the device's); a probe that must not run here says False. ``hedge_ms``: with the
         fallback, hedge the request (``_hedged``) after that long without the edge's answer.
         ``idle``: called once a hedged request is sent, while the edge works: the caller's own work
         then costs no head its CPU (on a quota'd device, CPU spent just before a head delays it by
-        several times as much)."""
+        several times as much). ``stop``: device only's run, set (with the runner's ``cancel``) by a
+        caller that got the answer elsewhere first; the run then raises."""
         fallback = self.fallback if fallback is None else fallback
         t0 = time.perf_counter()
         self.counts["requests"] += 1
         p = self.placement
         if p.where == DEVICE:
-            return self._run_local(x, t0, False)
+            return self._run_local(x, t0, False, stop)
         if self.edge_away and not self._edge_back():
             return self._run_local(x, t0, True)
         payload, cut_id, flags = self._payload(x)

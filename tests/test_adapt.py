@@ -491,9 +491,11 @@ def test_from_device_only_a_probe_goes_to_the_edge_beside_a_local_request(bundle
         ad._collect(wait=True)
         sent = ad.devices[eo].counts["offloaded"]
     side = [r for r in recs if r["side_probe"]]
-    assert side and all(r["side_probe"] == "edge only" and r["placement"] == "device only" for r in side), recs
+    # each carried its request's input: the request is the edge's where the edge answered first
+    assert side and all(r["side_probe"] == "edge only" for r in side), recs
+    assert all(r["placement"] == ("edge only" if r["raced"] == "edge" else "device only") for r in side), recs
     # a probe's answer can show the (loopback) link fast, and then requests move to edge only
-    moved = sum(r["placement"] == "edge only" for r in recs)
+    moved = sum(r["placement"] == "edge only" and not r["side_probe"] for r in recs)
     assert sent == 1 + len(side) + moved, "warm-up once, then each side probe and each moved request went to the edge"
     assert ad.devices[mid].counts["offloaded"] == 1, "no probe ran a head on the device"
 
@@ -868,3 +870,83 @@ def test_a_head_not_yet_run_is_priced_as_the_device_runs_now():
     # once it has run, its own time prices it
     pol.observe({"device_ms": 150.0, "payload_bytes": 4000, "transfer_ms": 30.0, "edge_ms": 1.0}, late)
     assert pol.predict(late) < 295 * pol.device_scale
+
+
+def test_a_side_probe_that_answers_first_is_the_requests_answer(bundle):
+    """From device only a side probe carries the request's own input: on a link that came back the
+    edge answers before the local run ends, and its answer is the request's, the local run stopped
+    (the probe was to cross anyway). The stop reaches no later run."""
+    eo, local = cand(Placement(EDGE), 0, 1, 4096), cand(Placement(DEVICE), 50, 0, 0)
+    pol = Policy([eo, local], HandLink(1000.0, 0.1), start=local)
+    pol.link.mbps = 0.05  # the link looked down, and nothing measured moves it (HandLink)
+    xs = inputs(bundle, None, 3, seed=8)
+    with local_edge(bundle, ["input"], tl="off") as ep, Device(bundle, "device") as ref, \
+            AdaptiveDevice(bundle, pol, edge=ep, timeout_s=5, fallback=True) as ad:
+        ad.warm(xs[0])
+        pol._since_sample = 1  # as after a request here: the next goes with a side probe
+        r = ad.devices[local].local_runner()
+        run = r._infer_impl
+        r._infer_impl = lambda feed: (r._stop.wait(3.0), run(feed))[1]  # 3 s here, unless stopped
+        outs = []
+        for x in xs[:2]:
+            t0 = time.monotonic()
+            y, rec = ad.infer(x)
+            took = time.monotonic() - t0
+            ad.settle()
+            assert rec["placement"] == "edge only" and rec["raced"] == "edge" and rec["side_probe"] == "edge only", rec
+            assert took < 1.5 and rec["total_ms"] < 1500, (took, rec)
+            assert np.abs(y - ref.infer(x)[0]).max() <= 1e-5
+            outs.append(y)
+        assert ad.races_won == 2 and ad.report()["races_won"] == 2
+        assert pol.current == local, "a race won is a probe: the policy decides as ever (here nothing moved it)"
+        r._infer_impl = run
+        y, rec = ad.devices[local].infer(xs[2])  # the cancels stopped their runs only
+        assert np.abs(y - ref.infer(xs[2])[0]).max() <= 1e-5
+    assert np.abs(outs[0] - outs[1]).max() > 1e-3, "the answers must move with the input"
+
+
+def test_a_side_probe_the_local_run_beats_is_still_observed(bundle):
+    """The edge answers the side probe late: the request is the local run's, and the probe's
+    answer, when it comes, is a sample of the link."""
+    from test_runtime import slow_edge
+
+    ep, close = slow_edge(bundle, [0.0, 0.5])  # the warm-up at once, then the probe after 0.5 s
+    eo, local = cand(Placement(EDGE), 0, 1, 4096), cand(Placement(DEVICE), 50, 0, 0)
+    pol = Policy([eo, local], LinkEstimate(1000.0, 0.1), start=local)
+    pol.link.mbps = 0.05
+    xs = inputs(bundle, None, 2, seed=9)
+    try:
+        with AdaptiveDevice(bundle, pol, edge=ep, timeout_s=5, fallback=True) as ad, \
+                Device(bundle, "device") as ref:
+            ad.warm(xs[0])
+            pol._since_sample = 1  # as after a request here: the next goes with a side probe
+            y, rec = ad.infer(xs[1])
+            samples = pol.link.samples
+            ad.settle()
+    finally:
+        close()
+    assert rec["placement"] == "device only" and rec["raced"] == "here" and rec["total_ms"] < 450, rec
+    assert np.abs(y - ref.infer(xs[1])[0]).max() <= 1e-5
+    assert ad.races_won == 0 and samples == 0 and pol.link.samples == 1, "the late answer measured the link"
+
+
+def test_from_device_only_side_probes_go_every_request_and_those_with_a_head_as_before():
+    t = [0.0]
+    local_rec = {"payload_bytes": 0, "transfer_ms": 0.0, "edge_ms": 0.0, "device_ms": 300.0}
+
+    def probes(cands):
+        pol = Policy(cands, LinkEstimate(57.0, 28.0), start=cands[0], clock=lambda: t[0], side_probes=True)
+        pol.link.mbps = 1.0  # local since a fade
+        out = []
+        for _ in range(9):
+            d, why = pol.next_placement()
+            out.append(d.label if why == "probe" else None)
+            pol.observe(local_rec, cands[0])  # (a side probe's answer not back yet)
+            t[0] += 0.4
+        return out
+
+    # edge only costs the device nothing beside a local request: every request after the first
+    assert probes(CANDS) == [None] + ["edge only"] * 8
+    # no placement without a head: probes run here, every 3 requests and 1 s
+    heads = probes([CANDS[0], CANDS[2], CANDS[3]])
+    assert heads.count(None) >= 6 and set(heads) - {None} == {"cut 9"}, heads
