@@ -178,6 +178,12 @@ def test_run_adapt_from_the_cli(bundle, tmp_path, capsys):
     assert "per_placement" in out["summary"]["counts"]
     assert all(r["link_mbps_estimate"] > 0 for r in out["requests"])
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert cli.main(["run", str(bundle.path), "--adapt", str(tmp_path / "plan.json"), "--edge", "tcp://127.0.0.1:9",
+                     "--side-probe-every", "0", "-o", str(tmp_path / "bad.json")]) != 0
+    err = capsys.readouterr().err
+    assert "--side-probe-every must be at least 1" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_candidates_cover_the_rates_the_link_may_move_to():

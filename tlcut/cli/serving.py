@@ -191,6 +191,10 @@ fallback, so the timings are not the placement's."""
         g.add_argument("--probe-every", type=int, default=3, metavar="N",
                        help="while the link goes unmeasured, offload every Nth request, at most one a second, to "
                             "measure it (default 3)")
+        g.add_argument("--side-probe-every", type=int, default=1, metavar="N",
+                       help="running locally, send every Nth request's input to the edge beside the local run, "
+                            "one in flight at a time; the first answer is taken. Raise it to spend fewer uplink "
+                            "bytes while local (default 1)")
         g.add_argument("--timeline", metavar="PNG", help="draw latency, placement and link estimate over time")
 
     def run(self, a):
@@ -277,8 +281,9 @@ def adaptive_device(b, a, start, edge, kw):
     from tlcut.runtime.policy import LinkEstimate, Policy
 
     plan = Plan.load(a.adapt, b)
-    if a.candidates < 1 or a.patience < 1 or a.probe_every < 1 or not 0 <= a.margin < 1:
-        raise TlcutError("--candidates, --patience and --probe-every must be at least 1, --margin in [0, 1)")
+    if min(a.candidates, a.patience, a.probe_every, a.side_probe_every) < 1 or not 0 <= a.margin < 1:
+        raise TlcutError("--candidates, --patience, --probe-every and --side-probe-every must be at least 1, "
+                         "--margin in [0, 1)")
     net = plan.network
     try:
         rates = ([float(r) for r in a.rates.split(",") if r.strip()] if a.rates
@@ -307,7 +312,8 @@ def adaptive_device(b, a, start, edge, kw):
                 f"{'; '.join(c.label for c in out[:3])}{'; ...' if len(out) > 3 else ''}")
         say(f"[adapt] {len(cands)} candidates; the edge must serve them all: {serve_hint(b, cands)}")
     policy = Policy(cands, LinkEstimate(net["up_mbps"], net["rtt_ms"]), start=first,
-                    margin=a.margin, patience=a.patience, probe_every=a.probe_every)
+                    margin=a.margin, patience=a.patience, probe_every=a.probe_every,
+                    side_probe_every=a.side_probe_every)
     return AdaptiveDevice(b, policy, edge=edge, log=lambda m: say(f"[adapt] {m}"), **kw)
 
 
