@@ -258,8 +258,9 @@ class Policy:
             # offloading one at the estimate may lose to the current even on a recovered link,
             # and probing only it never found the recovery
             ranked = [cands[i] for i in sorted(range(len(pred)), key=pred.__getitem__)]
+            planned_cur = self.predict(cur, self._planned)
             pool = [c for c in ranked if c.placement.where != DEVICE and c is not cur
-                    and self.predict(c, self._planned) < self.predict(cur, self._planned)]
+                    and self.predict(c, self._planned) < planned_cur]
             if side:  # a side probe where one can go; one with a head only as often as any probe
                 heads = pool
                 pool = [c for c in pool if c.placement.where == EDGE]

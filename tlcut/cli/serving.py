@@ -192,9 +192,9 @@ fallback, so the timings are not the placement's."""
                        help="while the link goes unmeasured, offload every Nth request, at most one a second, to "
                             "measure it (default 3)")
         g.add_argument("--side-probe-every", type=int, default=1, metavar="N",
-                       help="running locally, send every Nth request's input to the edge beside the local run, "
-                            "one in flight at a time; the first answer is taken. Raise it to spend fewer uplink "
-                            "bytes while local (default 1)")
+                       help="running locally, where edge only is a candidate, send every Nth request's input to the "
+                            "edge beside the local run, one in flight at a time; the first answer is taken. Raise "
+                            "it to spend fewer uplink bytes while local (default 1)")
         g.add_argument("--timeline", metavar="PNG", help="draw latency, placement and link estimate over time")
 
     def run(self, a):
