@@ -340,6 +340,7 @@ def main() -> int:
                "traces": {}, "turn": a.turn if a.replay == "frames" else None,
                "order": "balanced" if a.replay == "frames" else None}
     images = default_images(b)
+    adaptive_records = {}
     with emu as tb, Harness(tb, b.path, images=images) as h:
         results["emulation"] = tb.describe()
         prof = Path(a.profiles) if a.profiles else root
@@ -415,12 +416,13 @@ def main() -> int:
                                             "switches": runs[ADAPTIVE]["report"].get("switches", []),
                                             "candidates": cand_names,
                                             "requests": {label: samples(r["records"]) for label, r in runs.items()}}
+                adaptive_records[tname] = runs[ADAPTIVE]["records"]
                 (out / f"{tag}-{tname}-adaptive-records.json").write_text(
                     json.dumps(runs[ADAPTIVE], indent=0) + "\n")
                 draw(runs[ADAPTIVE]["records"], out / f"{tag}-{tname}.png", steps, a.speed, bool(frames),
                      f"{b.name}, {tname} trace: tlcut run --adapt")
     (out / f"{tag}.json").write_text(json.dumps(results, indent=1) + "\n")
-    md = to_markdown(results, tag)
+    md = to_markdown(results, tag, adaptive_records)
     (out / f"{tag}.md").write_text(md)
     print(md)
     return 0
@@ -430,9 +432,13 @@ def report(path: Path) -> int:
     """Recompute the oracles and rewrite the summary beside ``path`` (a results JSON of this command)."""
     try:
         r = json.loads(path.read_text())
-        for t in r["traces"].values():
+        records = {}
+        for tname, t in r["traces"].items():
             oracles(t["phases"], t["table"])
-        md = to_markdown(r, path.stem)
+            beside = path.with_name(f"{path.stem}-{tname}-adaptive-records.json")
+            if beside.exists():
+                records[tname] = json.loads(beside.read_text())["records"]
+        md = to_markdown(r, path.stem, records)
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"adaptive.py: {path} is not a results file of this command ({type(e).__name__}: {e}); "
               "give the .json it wrote", file=sys.stderr)
@@ -443,7 +449,45 @@ def report(path: Path) -> int:
     return 0
 
 
-def to_markdown(r: dict, tag: str) -> str:
+def from_records(t: dict, recs: list | None) -> str:
+    """What the adaptive run's own records say: the requests it ran here in phases whose best static
+    offloads (recoveries not yet made), those a raced side probe answered, and, in a frame replay,
+    what every row took on the frame of its slowest request."""
+    if not recs:
+        return ""
+
+    def phase(x):
+        if x.get("phase") is not None:
+            return x["phase"]
+        return next((p["phase"] for p in t["phases"] if p["from_s"] <= x["t_s"] < p["to_s"]), None)
+
+    def span(v):
+        return f"{min(v):.1f}-{max(v):.1f} ms" if v else "none"
+    offloads = {p["phase"] for p in t["phases"] if p.get("placement") != "device only"}
+    here = [(phase(x), x["total_ms"]) for x in recs if x["placement"] == "device only" and phase(x) in offloads]
+    by = {}
+    for ph, _ in here:
+        by[ph] = by.get(ph, 0) + 1
+    out = (f" Requests the adaptive run ran here in phases whose best static offloads: {len(here)} "
+           f"({span([ms for _, ms in here])}{'; by phase ' if by else ''}"
+           + ", ".join(f"{ph}: {n}" for ph, n in sorted(by.items())) + ").")
+    if any("raced" in x for x in recs):
+        won = [x["total_ms"] for x in recs if x.get("raced") == "edge"]
+        out += f" Requests a raced side probe answered: {len(won)} ({span(won)})."
+    req = t.get("requests") or {}
+    if t.get("frames") and ADAPTIVE in req:
+        i = int(np.argmax(req[ADAPTIVE]["total"]))
+        x, ph = recs[i], req[ADAPTIVE]["phase"][i]
+        k = sum(1 for p in req[ADAPTIVE]["phase"][:i] if p == ph)
+        how = f"{x['placement']}" + (f", hedged after {x['hedge_ms']:.0f} ms" if x.get("hedged") and x.get("hedge_ms") else "")
+        out += (f" Its slowest request is frame {i} (phase {ph}, the phase's frame {k}; {how}); on that frame: "
+                + ", ".join(f"{label} {v['total'][i]:.1f}" for label, v in req.items() if label != ADAPTIVE
+                            and i < len(v["total"])) + " ms.")
+    return out
+
+
+def to_markdown(r: dict, tag: str, records: dict | None = None) -> str:
+    """``records``: each trace's adaptive records, where they are at hand."""
     def slowest(o):
         return f"{o['max']:.1f}" if "max" in o else "-"
 
@@ -530,7 +574,7 @@ def to_markdown(r: dict, tag: str) -> str:
                f"p99 {o['p99']:.1f} vs {b['p99']:.1f} ms, slowest request {slowest(o)} vs {slowest(b)} ms. "
                f"The lowest static p99 is {min(v['p99'] for v in statics.values()):.1f} ms "
                f"({min(statics, key=lambda k: statics[k]['p99'])})." + parts(o, b) + first_of_turn(t, best)
-               + paired(t, best), "",
+               + paired(t, best) + from_records(t, (records or {}).get(tname)), "",
                "Switches: " + ("; ".join(f"request {s['at']}: {s['old']} -> {s['new']}" for s in t["switches"]) or "none"), ""]
     return "\n".join(md)
 

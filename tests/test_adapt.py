@@ -956,3 +956,21 @@ def test_from_device_only_side_probes_go_every_request_and_those_with_a_head_as_
     # no placement without a head: probes run here, every 3 requests and 1 s
     heads = probes([CANDS[0], CANDS[2], CANDS[3]])
     assert heads.count(None) >= 6 and set(heads) - {None} == {"cut 9"}, heads
+
+
+def test_the_benchmarks_summary_says_what_the_adaptive_records_show(bench):
+    """Recoveries not yet made, races won and the slowest frame come from the records, so anyone
+    re-running --report gets the figures the docs quote."""
+    t = {"phases": [{"phase": 0, "placement": "edge only"}, {"phase": 1, "placement": "device only"}],
+         "frames": [2, 2],
+         "requests": {bench.ADAPTIVE: {"total": [300.0, 200.0, 350.0, 360.0], "phase": [0, 0, 1, 1]},
+                      "edge only": {"total": [210.0, 205.0, 900.0, 910.0], "phase": [0, 0, 1, 1]}}}
+    recs = [{"placement": "device only", "total_ms": 300.0, "phase": 0, "raced": "here"},
+            {"placement": "edge only", "total_ms": 200.0, "phase": 0, "raced": "edge"},
+            {"placement": "device only", "total_ms": 350.0, "phase": 1, "raced": None},
+            {"placement": "edge only", "total_ms": 360.0, "phase": 1, "hedged": True, "hedge_ms": 250.0}]
+    out = bench.from_records(t, recs)
+    assert "phases whose best static offloads: 1 (300.0-300.0 ms; by phase 0: 1)" in out, out
+    assert "raced side probe answered: 1 (200.0-200.0 ms)" in out, out
+    assert "frame 3 (phase 1, the phase's frame 1; edge only, hedged after 250 ms); on that frame: edge only 910.0 ms" in out
+    assert bench.from_records(t, None) == "", "no records at hand: nothing said"
