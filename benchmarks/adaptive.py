@@ -437,7 +437,12 @@ def report(path: Path) -> int:
             oracles(t["phases"], t["table"])
             beside = path.with_name(f"{path.stem}-{tname}-adaptive-records.json")
             if beside.exists():
-                records[tname] = json.loads(beside.read_text())["records"]
+                try:
+                    records[tname] = json.loads(beside.read_text())["records"]
+                except (ValueError, KeyError, TypeError) as e:
+                    print(f"adaptive.py: {beside} is not the adaptive records this command wrote beside {path.name} "
+                          f"({type(e).__name__}: {e}); restore it or move it away", file=sys.stderr)
+                    return 2
         md = to_markdown(r, path.stem, records)
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"adaptive.py: {path} is not a results file of this command ({type(e).__name__}: {e}); "

@@ -974,3 +974,15 @@ def test_the_benchmarks_summary_says_what_the_adaptive_records_show(bench):
     assert "raced side probe answered: 1 (200.0-200.0 ms)" in out, out
     assert "frame 3 (phase 1, the phase's frame 1; edge only, hedged after 250 ms); on that frame: edge only 910.0 ms" in out
     assert bench.from_records(t, None) == "", "no records at hand: nothing said"
+
+
+def test_the_benchmarks_report_names_a_broken_records_file_beside_it(tmp_path, bench, capsys):
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "adaptive-frames.json"
+    (tmp_path / "x.json").write_text(src.read_text())
+    (tmp_path / "x-stepped-adaptive-records.json").write_text('{"nope": 1}')
+    assert bench.report(tmp_path / "x.json") == 2
+    err = capsys.readouterr().err.strip()
+    assert "x-stepped-adaptive-records.json is not the adaptive records" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x.md").exists(), "nothing half-written"
