@@ -263,10 +263,25 @@ def samples(recs) -> dict:
     return {**out, "phase": [r.get("phase") for r in recs]}
 
 
+DEFAULT_TRACES = "stepped,5g-uplink"
+#: a trace with more phases than this (one of 1 s steps) gets no column per phase in the summary
+MAX_PHASE_COLUMNS = 30
+
+
 def trace_name(spec: str) -> str:
     """A shipped trace's name, or a trace file's stem: what the results' file names carry."""
     p = Path(spec)
     return p.stem if p.suffix or len(p.parts) > 1 else spec
+
+
+def results_tag(a, traces: list[str]) -> str:
+    """The results' file stem: other traces, or another speed, than the shipped pair's at 1x are
+    another benchmark, and must not overwrite that one's committed results."""
+    tag = "adaptive" + (f"-min-cut-{a.min_cut}" if a.min_cut is not None else "") + \
+        ("-scission-space" if a.scission_space else "") + ("-frames" if a.replay == "frames" else "")
+    if traces != list(DEFAULT_TRACES.split(",")):
+        tag += "-" + "-".join(traces)
+    return tag + (f"-x{a.speed:g}" if a.speed != 1 else "")
 
 
 def main() -> int:
@@ -274,7 +289,7 @@ def main() -> int:
     ap.add_argument("--model", default="DenseNet169")
     ap.add_argument("--bundle")
     ap.add_argument("--profiles", help="folder with profile-device.json and profile-edge.json to reuse")
-    ap.add_argument("--traces", default="stepped,5g-uplink",
+    ap.add_argument("--traces", default=DEFAULT_TRACES,
                     help="shipped trace names or CSV paths (time_s,mbps,ms), separated by commas")
     ap.add_argument("--speed", type=float, default=1.0, help="replay traces this many times faster")
     ap.add_argument("--replay", choices=["time", "frames"], default="time",
@@ -323,16 +338,15 @@ def main() -> int:
                              "on one per side: bench again with --engines onnxrt:float32, or leave out --profiles")
     root = Path(tempfile.mkdtemp(prefix="tlcut-adaptive-"))
     out = HERE / "results"
-    tag = "adaptive" + (f"-min-cut-{a.min_cut}" if a.min_cut is not None else "") + \
-        ("-scission-space" if a.scission_space else "") + ("-frames" if a.replay == "frames" else "")
-    b = Bundle.open(a.bundle) if a.bundle else export(a.model, root / "bundle", progress=print)
     traces = {trace_name(n): trace.load(n) for n in a.traces.split(",") if n.strip()}
+    tag = results_tag(a, list(traces))
+    b = Bundle.open(a.bundle) if a.bundle else export(a.model, root / "bundle", progress=print)
     first = next(iter(traces.values()))[0]
     cfg = tbm.Config(bandwidth_mbps=first.mbps, latency_ms=first.ms, device_quota=a.device_quota, port=5931)
     emu = pick()[0](cfg, log=print)
     results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": b.name,
                "command": "python benchmarks/adaptive.py" + (f" --min-cut {a.min_cut}" if a.min_cut is not None else "")
-               + (f" --traces {a.traces}" if a.traces != "stepped,5g-uplink" else "")
+               + (f" --traces {a.traces}" if a.traces != DEFAULT_TRACES else "")
                + (f" --speed {a.speed:g}" if a.speed != 1 else "") + (" --scission-space" if a.scission_space else "")
                + (f" --candidates {a.candidates}" if a.candidates != "pareto" else "")
                + (f" --replay frames --fps {a.fps:g} --turn {a.turn}" if a.replay == "frames" else "")
@@ -556,18 +570,22 @@ def to_markdown(r: dict, tag: str, records: dict | None = None) -> str:
                         "placement that is faster in a phase serves more requests there, and the overall "
                         "medians weigh the phases by each row's own counts."), ""]
     for tname, t in r["traces"].items():
+        shown = t["phases"] if len(t["phases"]) <= MAX_PHASE_COLUMNS else []  # (a table people can read)
         md += [f"## Trace `{tname}`", "", f"Timeline of the adaptive run: `{tag}-{tname}.png`; its requests: "
-               f"`{tag}-{tname}-adaptive-records.json`. Candidates kept loaded: " + ", ".join(t["candidates"]) + ".", "",
-               "| placement | requests | median ms | p99 ms | slowest ms | " + " | ".join(
-                   f"phase {p['phase']} ({p['mbps']:g} Mbit/s) median" for p in t["phases"]) + " |",
-               "|---|---:|---:|---:|---:|" + "---:|" * len(t["phases"])]
+               f"`{tag}-{tname}-adaptive-records.json`. Candidates kept loaded: " + ", ".join(t["candidates"]) + "."
+               + ("" if shown else f" Each row's median in each of the {len(t['phases'])} phases, and each phase's "
+                  f"oracle, are in `{tag}.json`, not in this table."), "",
+               "| placement | requests | median ms | p99 ms | slowest ms |" + "".join(
+                   f" phase {p['phase']} ({p['mbps']:g} Mbit/s) median |" for p in shown),
+               "|---|---:|---:|---:|---:|" + "---:|" * len(shown)]
         for label, row in t["table"].items():
             # the placement a static row kept (the control: the one it repeats)
             o, what = row["overall"], t.get("statics", {}).get(t.get("control") if label == CONTROL else label)
-            md.append(f"| {label}{f' ({what})' if what and what not in label else ''} | {o['n']} | {o['median']:.1f} | {o['p99']:.1f} | {slowest(o)} | "
-                      + " | ".join(f"{p['median']:.1f}" for p in row["phases"]) + " |")
-        md.append("| oracle (best static per phase, measured) | | | | | "
-                  + " | ".join(f"{p['median']:.1f} ({p['placement']})" for p in t["phases"]) + " |")
+            md.append(f"| {label}{f' ({what})' if what and what not in label else ''} | {o['n']} | {o['median']:.1f} | {o['p99']:.1f} | {slowest(o)} |"
+                      + "".join(f" {p['median']:.1f} |" for p in row["phases"][:len(shown)]))
+        if shown:
+            md.append("| oracle (best static per phase, measured) | | | | |"
+                      + "".join(f" {p['median']:.1f} ({p['placement']}) |" for p in shown))
         ad = t["table"][ADAPTIVE]
         within = [ad["phases"][i]["median"] <= 1.10 * p["median"] for i, p in enumerate(t["phases"])
                   if ad["phases"][i]["n"]]

@@ -8,8 +8,9 @@
 
 ``Replayer`` applies a trace to a running link (the testbed's tc shaper and delay, or the loopback
 relay's settings) on its own thread, changing the link in place at each row's time. Traces ship in
-lab/traces/: a stepped one (57 -> 10 -> 57 Mbit/s) and one shaped like a 5G uplink (5-60 Mbit/s,
-changes every few seconds).
+lab/traces/: a stepped one (57 -> 10 -> 57 Mbit/s), one shaped like a 5G uplink (5-60 Mbit/s,
+changes every few seconds), and a longer, faster one (5g-1s: 180 s, a new level every second, 2-63
+Mbit/s, the round trip moving too).
 """
 
 from __future__ import annotations

@@ -413,6 +413,32 @@ def test_the_benchmark_names_a_trace_file_by_its_stem(tmp_path, bench):
     assert "| tlcut static best (cut 0 + TL, int4+zstd) |" in md and "| device only |" in md
 
 
+def test_another_trace_or_speed_writes_results_of_its_own(bench):
+    """The shipped pair at 1x keeps its file names (the committed results are that command's); any
+    other traces or speed is named for them, so it never overwrites those."""
+    from types import SimpleNamespace as NS
+
+    a = NS(min_cut=None, scission_space=True, replay="time", speed=1.0)
+    assert bench.results_tag(a, ["stepped", "5g-uplink"]) == "adaptive-scission-space"
+    assert bench.results_tag(a, ["5g-1s"]) == "adaptive-scission-space-5g-1s"
+    assert bench.results_tag(NS(**{**vars(a), "speed": 2.0}), ["5g-1s"]) == "adaptive-scission-space-5g-1s-x2"
+    assert bench.results_tag(NS(**{**vars(a), "replay": "frames"}), ["stepped"]) == "adaptive-scission-space-frames-stepped"
+
+
+def test_a_trace_of_many_phases_keeps_its_per_phase_medians_out_of_the_table(bench):
+    n = bench.MAX_PHASE_COLUMNS + 1
+    row = {"overall": {"n": n, "median": 1.0, "p99": 2.0, "max": 2.0}, "phases": [{"n": 1, "median": 1.0}] * n}
+    t = {"phases": [{"phase": i, "mbps": 5.0, "placement": "device only", "median": 1.0} for i in range(n)],
+         "table": {"device only": row, "tlcut adaptive": row}, "switches": [], "candidates": ["device only"]}
+    r = {"model": "m", "command": "c", "date": "d", "emulation": "e", "traces": {"long": t}}
+    md = bench.to_markdown(r, "adaptive-long")
+    assert "phase 0 (" not in md and f"each of the {n} phases, and each phase's oracle, are in `adaptive-long.json`" in md
+    assert "| device only | 31 | 1.0 | 2.0 | 2.0 |\n" in md and f"within 10% of the oracle in {n} of {n} phases" in md
+    t["phases"], row["phases"] = t["phases"][:3], row["phases"][:3]
+    md = bench.to_markdown(r, "adaptive-long")
+    assert "| device only | 31 | 1.0 | 2.0 | 2.0 | 1.0 | 1.0 | 1.0 |\n" in md and "are in `adaptive-long.json`" not in md
+
+
 def test_an_edge_that_serves_too_few_candidates_is_a_one_line_error(bundle):
     from tlcut.errors import TlcutError
 

@@ -42,7 +42,7 @@ class Testbed(Verb):
         ex.add_argument("role", choices=["device", "edge", "cloud"])
         ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
         rp = sub.add_parser("replay", help="replay a link trace (CSV time_s,mbps,ms) on a testbed that is up")
-        rp.add_argument("trace", help="a CSV of time_s,mbps,ms rows, or a shipped one: stepped, 5g-uplink")
+        rp.add_argument("trace", help="a CSV of time_s,mbps,ms rows, or a shipped one: stepped, 5g-uplink, 5g-1s")
         sub.add_parser("down", help="tear a testbed down")
         sub.add_parser("status", help="show a testbed")
         for sp in sub.choices.values():
