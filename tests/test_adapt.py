@@ -465,6 +465,61 @@ def test_running_locally_it_probes_a_placement_that_would_win_on_the_planned_lin
     assert probes and all(p == by_label("cut 9") for p in probes), [p.label for p in probes]
 
 
+def test_running_locally_it_still_probes_once_the_device_beats_the_plan_on_its_own_link():
+    """A plan made where offloading barely won (12 Mbit/s): device only, once it ran 10% under its
+    profile, beat every candidate on the planned link, and probing stopped for good, though the
+    link had been far faster. A probe must be able to win on the fastest link measured since."""
+    cut3 = cand(Placement(SPLIT, 3), 9, 30, 300_000, mbps=12.0)  # 276.5 ms at 12 Mbit/s, device only 300
+    t = [0.0]
+
+    def run(fast_mbps):
+        pol = Policy([CANDS[0], cut3], LinkEstimate(12.0, 28.0), start=cut3, clock=lambda: t[0])
+        seq = [fast_mbps] * 6 + [2.0] * 14 + [40.0] * 30  # the link's rate per request
+        probes, local = 0, 0
+        for i, mbps in enumerate(seq):
+            c, why = pol.next_placement()
+            if c.placement.where == DEVICE:
+                rec = {"payload_bytes": 0, "transfer_ms": 0.0, "edge_ms": 0.0, "device_ms": 270.0}
+                local += i >= 20
+            else:
+                probes += why == "probe" and i >= 20
+                wire = c.upload_bytes * WIRE_OVERHEAD * 8 / (mbps * 1e3)
+                rec = {"payload_bytes": c.upload_bytes, "transfer_ms": 28.0 + wire + 0.5, "edge_ms": 30.0,
+                       "device_ms": 9.0}
+            pol.observe(rec, c)
+            t[0] += 0.4
+        return pol, probes, local
+
+    pol, probes, local = run(40.0)
+    assert probes >= 1 and pol.current == cut3 and local < 10, (probes, local)  # it came back
+    # a link never seen faster than the plan's: a probe with a head costs latency, and none goes
+    pol, probes, local = run(12.0)
+    assert probes == 0 and local == 30, (probes, local)
+    planned = LinkEstimate(12.0, 28.0)  # where device only, as it runs now, beats cut 3
+    assert pol.device_scale < 0.92 and pol.predict(CANDS[0], planned) < pol.predict(cut3, planned)
+
+
+def test_side_probes_go_wherever_offloading_could_win_on_any_link():
+    """A side probe costs the device nothing, so it is not held to the links seen so far: a link
+    faster than any yet is found too. Where the edge could not win even on an unbounded link, none goes."""
+    t = [0.0]
+    local_rec = {"payload_bytes": 0, "transfer_ms": 0.0, "edge_ms": 0.0, "device_ms": 300.0}
+
+    def probes(edge_ms):
+        edge = cand(Placement(EDGE), 0, edge_ms, 600_000, mbps=10.0)  # 570 ms at the planned 10 Mbit/s
+        pol = Policy([CANDS[0], edge], LinkEstimate(10.0, 28.0), start=CANDS[0], clock=lambda: t[0], side_probes=True)
+        out = []
+        for _ in range(6):
+            d, why = pol.next_placement()
+            out.append(why == "probe")
+            pol.observe(local_rec, CANDS[0])
+            t[0] += 0.4
+        return out
+
+    assert probes(40.0) == [False] + [True] * 5
+    assert not any(probes(400.0))  # 428 ms over any link against device only's 300
+
+
 def test_after_a_timeout_the_next_request_on_that_deployment_tries_the_edge(bundle):
     # a plain Device whose edge did not answer runs here, untried, for probe_s seconds; an adaptive
     # run's timeouts mean a slow link, and its next probe must measure the link, not skip it
