@@ -235,7 +235,8 @@ class AdaptiveDevice:
                    timeout_ms=waited, hedge_ms=hedge_ms, side_probe=side,
                    raced=None if race is None else "edge" if race.won and d != self.policy.current else "here")
         self._observe(rec, d)
-        rec.update(link_mbps_estimate=self.policy.link.mbps, device_scale=getattr(self.policy, "device_scale", None))
+        rec.update(link_mbps_estimate=self.policy.link.mbps, rtt_ms_estimate=self.policy.link.rtt_ms,
+                   device_scale=getattr(self.policy, "device_scale", None))
         self._ping(dev)
         return y, rec
 
@@ -264,9 +265,14 @@ class AdaptiveDevice:
         self._collect(wait=True)
 
     def _ping(self, dev: "Device") -> None:
-        """A round-trip sample now and then (a PING costs the edge nothing)."""
+        """A round-trip sample now and then (a PING costs the edge nothing), never while a side
+        probe crosses: queued behind its payload, a PING times the probe, not the round trip. (In
+        5g-1s's time replay at 175cbdd the rate's estimate went to 121-147 Mbit/s on a link of at
+        most 63, a few seconds after races the local run won, whose probes were still crossing; the
+        transfers it saw imply a round-trip estimate of about 70-130 ms on a 23-30 ms link. That run
+        did not record the round trip's estimate; the records now do.)"""
         now = time.monotonic()
-        if dev.client is None or dev.edge_away or now - self._last_ping < self.ping_every_s:
+        if dev.client is None or dev.edge_away or self._side is not None or now - self._last_ping < self.ping_every_s:
             return
         self._last_ping = now
         t0 = time.perf_counter()

@@ -31,6 +31,11 @@ class LinkEstimate:
     alpha: float = 0.4
     jump: float = 1.5  # a well-timed sample off by more than this factor replaces the estimate
     samples: int = 0
+    #: the round trip is the least of the last this many samples (BBR's min filter): queueing only
+    #: ever adds to a sample, and one PING behind a payload, averaged in, made every transfer after
+    #: it look like no time on the wire
+    rtt_window: int = 3
+    _rtts: list = field(default_factory=list, repr=False)
 
     def observe_transfer(self, payload_bytes: int, transfer_ms: float, fixed_ms: float = 0.0,
                          weight: float | None = None) -> float | None:
@@ -68,7 +73,8 @@ class LinkEstimate:
         return bound
 
     def observe_rtt(self, rtt_ms: float) -> None:
-        self.rtt_ms = (1 - self.alpha) * self.rtt_ms + self.alpha * rtt_ms
+        self._rtts = [*self._rtts, rtt_ms][-self.rtt_window:]
+        self.rtt_ms = min(self._rtts)
 
     def up_ms(self, nbytes: int) -> float:
         return nbytes * WIRE_OVERHEAD * 8 / (self.mbps * 1e3)

@@ -520,6 +520,39 @@ def test_side_probes_go_wherever_offloading_could_win_on_any_link():
     assert not any(probes(400.0))  # 428 ms over any link against device only's 300
 
 
+def test_a_round_trip_sample_behind_a_payload_does_not_inflate_the_estimate():
+    """Queueing only adds to a round-trip sample: one PING behind a payload (300 ms on a 28 ms link)
+    must not make the next transfers look like no time on the wire. A round trip that really grows
+    is followed once the window has only the new samples."""
+    link = LinkEstimate(30.0, 28.0)
+    for rtt in (28.0, 300.0, 27.0):
+        link.observe_rtt(rtt)
+    assert link.rtt_ms == 27.0
+    wire = 600_000 * WIRE_OVERHEAD * 8 / 30e3  # 600 KB at 30 Mbit/s
+    assert link.observe_transfer(600_000, 27.0 + wire) == pytest.approx(30.0)
+    for _ in range(link.rtt_window):
+        link.observe_rtt(36.0)
+    assert link.rtt_ms == 36.0
+
+
+def test_no_round_trip_is_timed_while_a_side_probe_crosses(bundle):
+    """A PING sent while a side probe's payload is on the link waits behind it, and times the probe."""
+    import threading
+
+    eo, local = cand(Placement(EDGE), 0, 1, 4096), cand(Placement(DEVICE), 50, 0, 0)
+    pol = Policy([eo, local], LinkEstimate(57.0, 28.0), start=local)
+    with local_edge(bundle, ["input"], tl="off") as ep, \
+            AdaptiveDevice(bundle, pol, edge=ep, timeout_s=5, fallback=True, ping_every_s=0.0) as ad:
+        dev, sent = ad.devices[eo], []
+        dev.client.ping = lambda timeout_s=None: sent.append(timeout_s)
+        ad._side = (eo, threading.Thread(), [])  # a probe in flight
+        ad._ping(dev)
+        assert sent == []
+        ad._side = None
+        ad._ping(dev)
+        assert len(sent) == 1
+
+
 def test_after_a_timeout_the_next_request_on_that_deployment_tries_the_edge(bundle):
     # a plain Device whose edge did not answer runs here, untried, for probe_s seconds; an adaptive
     # run's timeouts mean a slow link, and its next probe must measure the link, not skip it
