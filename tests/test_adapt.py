@@ -553,6 +553,23 @@ def test_no_round_trip_is_timed_while_a_side_probe_crosses(bundle):
         assert len(sent) == 1
 
 
+def test_predictions_within_the_tie_go_to_the_first_candidate_given():
+    """Profiles do not tell apart two placements priced 0.1 ms apart; the order given (the plan's)
+    does, so coming back from running here the policy takes the plan's, not the one a hair cheaper."""
+    eo = cand(Placement(EDGE), 0, 68.7, 600_000)
+    cut0 = cand(Placement(SPLIT, 0), 0.1, 68.5, 600_000)
+    local = cand(Placement(DEVICE), 300, 0, 0)
+    assert Policy([cut0, eo, local], LinkEstimate(57.0, 28.0)).predict(cut0) < Policy([eo], LinkEstimate(57.0, 28.0)).predict(eo)
+    assert Policy([eo, cut0, local], LinkEstimate(57.0, 28.0)).current == eo
+    pol = Policy([eo, cut0, local], LinkEstimate(57.0, 28.0), start=local)
+    for _ in range(pol.patience):  # (patience: three decisions in a row)
+        d, why = pol.next_placement()
+    assert d == eo and why and pol.switches[-1].new == "edge only"
+    # outside the tie, the cheaper one wins whatever the order
+    cut0_fast = cand(Placement(SPLIT, 0), 0.1, 60.0, 600_000)
+    assert Policy([eo, cut0_fast, local], LinkEstimate(57.0, 28.0)).current == cut0_fast
+
+
 def test_after_a_timeout_the_next_request_on_that_deployment_tries_the_edge(bundle):
     # a plain Device whose edge did not answer runs here, untried, for probe_s seconds; an adaptive
     # run's timeouts mean a slow link, and its next probe must measure the link, not skip it
