@@ -103,7 +103,8 @@ class Policy:
     fastest rate measured since, where that is faster), that placement would win: where the device
     is far ahead anyway, probing would only cost latency.
     A caller that can send a probe beside a local request (``side_probes``) does so more often
-    (``side_probe_every``), for such a probe costs the device nothing and may answer first.
+    (``side_probe_every``), for such a probe costs the device nothing and may answer first; one
+    that does (``raced: edge`` in its record) switches to its deployment at once.
 
     A sample that comes after requests without one and over ``stale_s`` seconds (a probe, mostly)
     replaces the estimate rather than moving it by ``alpha``: an estimate seconds old says nothing
@@ -182,6 +183,7 @@ class Policy:
         self._sampled_at = 0  # the request number of the last sample
         self._measured = False
         self._fresh = False  # the last request measured the link
+        self._won: tuple | None = None  # (deployment, ms) of a side probe that answered its request first
         #: the link a probe must be able to win on: the planned one, its rate raised to the fastest
         #: the estimate has been since. Gated on the planned link alone, a plan made on a link where
         #: offloading and device only were close (5g-1s's first second, 20.2 Mbit/s) stopped probing
@@ -234,6 +236,8 @@ class Policy:
                 if planned_edge > 0 and rec.get("edge_ms", 0) > 0:  # a busy edge shows as edge time
                     self.edge_scale = math.exp(0.7 * math.log(self.edge_scale) + 0.3 * math.log(rec["edge_ms"] / planned_edge))
         self._since_sample = 0 if sampled is not None else self._since_sample + 1
+        if rec.get("raced") == "edge" and c is not self.current:
+            self._won = (c, rec.get("total_ms", 0.0))
         self._peak.mbps = max(self._peak.mbps, self.link.mbps)
         self._fresh = sampled is not None
         step = math.log(1 + self.margin / 2)
@@ -248,6 +252,16 @@ class Policy:
         i_best = self._first_best(pred)
         best, p_best, p_cur = cands[i_best], pred[i_best], pred[self._at[id(cur)]]
         measured, self._measured = self._measured, False
+        won, self._won = self._won, None
+        if won is not None and won[0] is not cur:
+            # the edge answered a request before the device did, beside the device's own run: the
+            # most direct measurement there is. Its transfer, timed while the local run held the
+            # quota, makes the link look slower than it is, and the estimate alone kept three
+            # requests here after three such races (the command at 6909bd0, 5G phase 5)
+            why = f"a side probe on {won[0].label} answered its request in {won[1]:.1f} ms, before the run here"
+            self.switches.append(Switch(self._n, cur.label, won[0].label, why))
+            self.current, self._streak = won[0], (None, 0)
+            return self.current, why
         if best is not cur and p_best < (1 - self.margin) * p_cur:
             prev, count = self._streak
             self._streak = (best, count + 1 if prev == best else 1)

@@ -1034,12 +1034,30 @@ def test_a_side_probe_that_answers_first_is_the_requests_answer(bundle):
             assert took < 1.5 and rec["total_ms"] < 1500, (took, rec)
             assert np.abs(y - ref.infer(x)[0]).max() <= 1e-5
             outs.append(y)
+            # the edge beat the device on a request of its own: the next goes there, though the
+            # link's estimate (held down here) says otherwise
+            assert ad.policy.next_placement()[0] == eo and "before the run here" in pol.switches[-1].reason
+            pol.current, pol._since_sample = local, 1  # (here again, for the next race)
         assert ad.races_won == 2 and ad.report()["races_won"] == 2
-        assert pol.current == local, "a race won is a probe: the policy decides as ever (here nothing moved it)"
         r._infer_impl = run
         y, rec = ad.devices[local].infer(xs[2])  # the cancels stopped their runs only
         assert np.abs(y - ref.infer(xs[2])[0]).max() <= 1e-5
     assert np.abs(outs[0] - outs[1]).max() > 1e-3, "the answers must move with the input"
+
+
+def test_a_race_the_edge_won_switches_though_its_transfer_looked_slow():
+    """A side probe's transfer is timed while the local run holds the device's CPU, so it makes the
+    link look slower than it is; the race itself says the edge answered first. One the device won
+    switches nothing."""
+    eo, local = cand(Placement(EDGE), 0, 40, 600_000), cand(Placement(DEVICE), 300, 0, 0)
+    slow = 28.0 + 600_000 * WIRE_OVERHEAD * 8 / 18e3 + 0.5  # 18 Mbit/s: edge only priced over 290 ms
+    for raced, switches in (("here", False), ("edge", True)):
+        pol = Policy([eo, local], LinkEstimate(5.0, 28.0), start=local, side_probes=True)
+        pol.observe({"payload_bytes": 600_000, "transfer_ms": slow, "edge_ms": 40.0, "total_ms": 290.0,
+                     "raced": raced}, eo)
+        assert pol.predict(eo) > 0.9 * pol.predict(local), "the estimate alone would not switch"
+        d, why = pol.next_placement()
+        assert (d == eo and pol.current == eo and "290.0 ms" in why) if switches else pol.current == local, (raced, d.label, why)
 
 
 def test_a_side_probe_the_local_run_beats_is_still_observed(bundle):
