@@ -267,10 +267,10 @@ class AdaptiveDevice:
     def _ping(self, dev: "Device") -> None:
         """A round-trip sample now and then (a PING costs the edge nothing), never while a side
         probe crosses: queued behind its payload, a PING times the probe, not the round trip. (In
-        5g-1s's time replay at 175cbdd the rate's estimate went to 121-147 Mbit/s on a link of at
-        most 63, a few seconds after races the local run won, whose probes were still crossing; the
-        transfers it saw imply a round-trip estimate of about 70 ms to over 130 on a 23-30 ms link. That run
-        did not record the round trip's estimate; the records now do.)"""
+        5g-1s's time replay at 175cbdd the rate's estimate, in its timeline, went over 120 Mbit/s on
+        a link of at most 63, a few seconds after races the local run won, whose probes were still
+        crossing: an inflated round trip makes a transfer look like little time on the wire. That
+        run did not record the round trip's estimate; the records now do.)"""
         now = time.monotonic()
         if dev.client is None or dev.edge_away or self._side is not None or now - self._last_ping < self.ping_every_s:
             return

@@ -187,9 +187,9 @@ class Policy:
         #: the link a probe must be able to win on: the planned one, its rate raised to the fastest
         #: the estimate has been since. Gated on the planned link alone, a plan made on a link where
         #: offloading and device only were close (5g-1s's first second, 20.2 Mbit/s) stopped probing
-        #: once device only ran about 11% under its profile: no candidate beat it there any more,
-        #: and 86 requests ran here at 323-380 ms with no probe, through phases 14-71, in 47 of which
-        #: a static row offloaded faster (the --scission-space time replay of 5g-1s at d3cadbb)
+        #: once device only ran under its profile: no candidate beat it there any more, and 113
+        #: requests ran here in phases whose best static row offloaded (the --scission-space time
+        #: replay of 5g-1s at d3cadbb, its summary)
         self._peak = LinkEstimate(self.link.mbps, self.link.rtt_ms)
 
     # -- the two methods a policy has ----------------------------------------------------------
@@ -306,10 +306,10 @@ class Policy:
     def _first_best(self, pred: list[float]) -> int:
         """The first candidate (the caller's order: the plan's) predicted within ``tie`` of the
         lowest. Predictions that close are not told apart by the profiles: in Scission's space cut 0
-        (a layout change of the input here) was priced 0.1 ms under edge only and ran 0.14-0.33 ms
-        over it (the static rows' paired median where edge only took under 330 ms, 5g-1s's frame
-        replays at 175cbdd and a901167), and the adaptive run took it every time it came back from
-        running here (at a901167: median 280.7 against edge only's 280.2, paired +0.47 ms, higher)."""
+        (a layout change of the input here) was priced a hair under edge only, and its static row's
+        median came 0.5 and 0.3 ms over edge only's (5g-1s's frame replays at 175cbdd and a901167);
+        the adaptive run took it every time it came back from running here (at a901167: median
+        280.7 against edge only's 280.2, paired +0.47 ms, higher)."""
         low = min(pred)
         return next(i for i, p in enumerate(pred) if p <= low * (1 + self.tie))
 
