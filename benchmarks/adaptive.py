@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -279,7 +280,7 @@ def results_tag(a, traces: list[str]) -> str:
     another benchmark, and must not overwrite that one's committed results."""
     tag = "adaptive" + (f"-min-cut-{a.min_cut}" if a.min_cut is not None else "") + \
         ("-scission-space" if a.scission_space else "") + ("-frames" if a.replay == "frames" else "")
-    if traces != list(DEFAULT_TRACES.split(",")):
+    if traces != DEFAULT_TRACES.split(","):
         tag += "-" + "-".join(traces)
     return tag + (f"-x{a.speed:g}" if a.speed != 1 else "")
 
@@ -484,9 +485,7 @@ def from_records(t: dict, recs: list | None) -> str:
         return f"{min(v):.1f}-{max(v):.1f} ms" if v else "none"
     offloads = {p["phase"] for p in t["phases"] if p.get("placement") != "device only"}
     here = [(phase(x), x["total_ms"]) for x in recs if x["placement"] == "device only" and phase(x) in offloads]
-    by = {}
-    for ph, _ in here:
-        by[ph] = by.get(ph, 0) + 1
+    by = Counter(ph for ph, _ in here)
     out = (f" Requests the adaptive run ran here in phases whose best static offloads: {len(here)} "
            f"({span([ms for _, ms in here])}{'; by phase ' if by else ''}"
            + ", ".join(f"{ph}: {n}" for ph, n in sorted(by.items())) + ").")
