@@ -2,7 +2,11 @@
 
 ONNX Runtime's own `quantize_static` makes QDQ models (symmetric int8 activations, symmetric
 per-channel int8 weights): the form TensorRT consumes for explicit quantization and that ONNX
-Runtime and OpenVINO both run on a CPU. Head and tail are calibrated separately, each on what it
+Runtime and OpenVINO both run on a CPU. The weights use 7 of the 8 bits (``reduce_range``): a CPU
+without VNNI adds pairs of 8-bit products in 16 bits, which saturate with full-range weights, so
+one half answered differently on a machine with VNNI, where its fidelity may have been measured,
+and on one without (tests/test_calibration.py); with 7-bit weights every CPU computes the QDQ graph
+as written. Head and tail are calibrated separately, each on what it
 really sees: the head on model inputs, the tail on the float32 head's outputs for those same
 inputs (through the DeviceTL where the half carries it). Calibration images come from the training
 split, never the test split.
@@ -23,6 +27,7 @@ from tlcut.errors import TlcutError
 METHODS = ("entropy", "percentile", "minmax")
 DEFAULT_COUNT = 64
 DEFAULT_BATCH = 8  # samples whose intermediate outputs are held at once
+WEIGHT_BITS = 7  # reduce_range: see above
 
 
 def calibration_inputs(bundle, data: str, count: int = DEFAULT_COUNT, seed: int = 0) -> tuple[list[np.ndarray], dict]:
@@ -186,7 +191,8 @@ def _write_qdq(onnx_in: Path, onnx_out: Path, ranges, soft: list[str], workdir: 
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     kw = dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-              per_channel=True, calibrate_method=ranges.calibration_method, extra_options=dict(QUANT_OPTIONS),
+              per_channel=True, reduce_range=WEIGHT_BITS == 7, calibrate_method=ranges.calibration_method,
+              extra_options=dict(QUANT_OPTIONS),
               use_external_data_format=False, nodes_to_exclude=soft)
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         from onnxruntime.quantization.calibrate import save_tensors_data

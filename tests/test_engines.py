@@ -80,7 +80,7 @@ def test_int8_halves_are_qdq_calibrated_and_run_on_both_engines(small_bundle, im
 
     b = Bundle.open(b.path)
     head = b.find("head", 0, False, precision="int8")
-    assert head and head.calibration == {"source": str(images.resolve()), "count": 10, "seed": 0, "method": "percentile"}
+    assert head and head.calibration == {"source": str(images.resolve()), "count": 10, "seed": 0, "method": "percentile", "weight_bits": 7}
     assert b.find("head", 0, False, precision="float32"), "compiling int8 keeps the float32 halves"
     for kind in ("head", "tail"):
         ops = collections.Counter(n.op_type for n in onnx.load(str(b.path / b.find(kind, 0, False, precision="int8").file)).graph.node)

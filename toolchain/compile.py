@@ -64,7 +64,7 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
     tl = tl if tl in TL_CHOICES else "on"  # a kind, held at every cut (checked above)
     calib_info, xs = None, None
     if precision == "int8":
-        from tlcut.calibrate.int8 import METHODS, calibration_inputs, check_batch
+        from tlcut.calibrate.int8 import METHODS, WEIGHT_BITS, calibration_inputs, check_batch
 
         if not calib:
             raise TlcutError("--precision int8 needs calibration images: --calib elpv or --calib FOLDER")
@@ -72,7 +72,7 @@ def compile_cuts(bundle: Bundle, cuts: list[Cut], *, tl: str = "both", backend=b
             raise TlcutError(f"--calib-method must be one of {', '.join(METHODS)}, got '{calib_method}'")
         check_batch(calib_batch)
         xs, calib_info = calibration_inputs(bundle, calib, calib_count)
-        calib_info["method"] = calib_method
+        calib_info.update(method=calib_method, weight_bits=WEIGHT_BITS)
     model = load_model(bundle)
     if precision == "int8":
         _quantize_model(bundle, be, xs, calib_info, threads, calib_batch)

@@ -328,6 +328,7 @@ static void int8_halves(void) {
 
     uint32_t dx[4] = {1, 8, 8, 3};
     float *x = load("int8_in.f32", 192 * 4), *want = load("int8_out.f32", 16), *want_f32 = load("int8_out_f32model.f32", 16);
+    float *step = load("int8_out_step.f32", 4);
     float got[2][4] = {{0}};
     for (int q = 0; q < 2; q++) {  /* float32, then int8 */
         e = open_edge("bundle_int8");
@@ -344,8 +345,20 @@ static void int8_halves(void) {
         reply r = ask(e, h, x, 192 * 4, TLC_HEADER_SIZE);
         CHECK(r.r.type == TLC_RESULT && r.r.dtype == TLC_F32 && r.len == 16, "%s result", q ? "int8" : "float32");
         if (r.len == 16) memcpy(got[q], r.out, 16);
-        const float *ref = q ? want : want_f32;
-        for (int i = 0; i < 4; i++) CHECK(fabsf(got[q][i] - ref[i]) <= 1e-3f, "%s value %d: %g, ONNX Runtime %g", q ? "int8" : "float32", i, got[q][i], ref[i]);
+        /* float32: ONNX Runtime's answer. int8: the QDQ graph computed as written. Int8 kernels may
+         * still differ from it by CPU (halves with 8-bit weights, on an AVX2 CPU without VNNI, came
+         * up to 3 output steps off; the 7-bit weights tlcut now writes come exact), so the answer
+         * must be a whole number of output steps (the quantized graph ran, not a float one) and
+         * within 4 steps of the reference. */
+        for (int i = 0; i < 4; i++) {
+            if (!q) {
+                CHECK(fabsf(got[q][i] - want_f32[i]) <= 1e-3f, "float32 value %d: %g, ONNX Runtime %g", i, got[q][i], want_f32[i]);
+                continue;
+            }
+            float k = got[q][i] / step[0];
+            CHECK(fabsf(k - rintf(k)) <= 1e-3f, "int8 value %d: %g is not a whole number of output steps (%g)", i, got[q][i], step[0]);
+            CHECK(fabsf(got[q][i] - want[i]) <= 4 * step[0], "int8 value %d: %g, the QDQ graph %g (step %g)", i, got[q][i], want[i], step[0]);
+        }
         tlc_header t;
         CHECK(tlc_edge_request_header(e, 4, TLC_FLAG_TL, &t) == TLC_OK && t.dims[2] == 4, "cut 4 + TL is served at %s", q ? "int8" : "float32");
         tlc_edge_destroy(e);
@@ -355,7 +368,7 @@ static void int8_halves(void) {
             CHECK(d > 5e-3f, "int8 and float32 answers differ (by %g)", d);
         }
     }
-    free(x); free(want); free(want_f32);
+    free(x); free(want); free(want_f32); free(step);
 }
 
 int main(int argc, char **argv) {
