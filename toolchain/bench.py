@@ -181,7 +181,7 @@ def machine_info(threads) -> dict:
     info = {"hostname": platform.node(), "platform": platform.platform(), "machine": platform.machine(),
             "processor": cpu_model(), "cpus_visible": len(os.sched_getaffinity(0)), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "threads": threads,
-            "cpu_quota": _cpu_quota()}
+            "cpu_quota": _cpu_quota(), "vnni": has_vnni()}
     return info
 
 
@@ -194,6 +194,18 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "?"
+
+
+def has_vnni() -> bool | None:
+    """Whether the CPU sums int8 products in 32 bits (VNNI): without it int8 kernels gain less, and
+    8-bit weights saturate (calibrate/int8.py). None where /proc/cpuinfo cannot say."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                return bool(set(line.split(":", 1)[1].split()) & {"avx512_vnni", "avx_vnni"})
+    except OSError:
+        pass
+    return None
 
 
 def _cpu_quota() -> str | None:
