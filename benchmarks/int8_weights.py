@@ -82,7 +82,7 @@ def main() -> int:
     from tlcut.calibrate.int8 import calibration_inputs
     from tlcut.runtime import backends
     from tlcut.stats import summary
-    from tlcut.toolchain.bench import cpu_model, has_vnni
+    from tlcut.machine import cpu_model, has_vnni
     from tlcut.toolchain.export import export
 
     t_start = time.perf_counter()

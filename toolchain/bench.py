@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 
 from tlcut import __version__, encodings
+from tlcut.machine import cpu_model, has_vnni
 from tlcut.bundle import Bundle, Cut
 from tlcut.errors import TlcutError
 from tlcut.runtime import backends, protocol
@@ -183,29 +184,6 @@ def machine_info(threads) -> dict:
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "threads": threads,
             "cpu_quota": _cpu_quota(), "vnni": has_vnni()}
     return info
-
-
-def cpu_model() -> str:
-    """The CPU's name, for the machine line of every results file."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def has_vnni() -> bool | None:
-    """Whether the CPU sums int8 products in 32 bits (VNNI): without it int8 kernels gain less, and
-    8-bit weights saturate (calibrate/int8.py). None where /proc/cpuinfo cannot say."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                return bool(set(line.split(":", 1)[1].split()) & {"avx512_vnni", "avx_vnni"})
-    except OSError:
-        pass
-    return None
 
 
 def _cpu_quota() -> str | None:
