@@ -66,12 +66,18 @@ def agreement(got, ref) -> dict:
             "top1_agreement": float(np.mean([np.argmax(g) == np.argmax(w) for g, w in zip(got, ref)]))}
 
 
+def positive(v: str) -> int:
+    if not v.isdigit() or int(v) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number, at least 1, got '{v}'")
+    return int(v)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", help="a bundle to reuse (default: export DenseNet169)")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=10, help="timed runs of each file on each engine per round")
-    ap.add_argument("--images", type=int, default=32, help="ELPV images for agreement, none seen by calibration")
+    ap.add_argument("--rounds", type=positive, default=5)
+    ap.add_argument("--runs", type=positive, default=10, help="timed runs of each file on each engine per round")
+    ap.add_argument("--images", type=positive, default=32, help="ELPV images for agreement, none seen by calibration")
     a = ap.parse_args()
 
     import onnxruntime as ort
@@ -178,4 +184,9 @@ def to_markdown(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from tlcut.errors import TlcutError
+
+    try:
+        raise SystemExit(main())
+    except TlcutError as e:  # a bad --bundle, no ELPV images: one line, not a traceback
+        raise SystemExit(f"int8_weights.py: error: {e}") from None
