@@ -160,7 +160,7 @@ def to_markdown(r: dict) -> str:
     m = r["machine"]
     lines = [f"# int8 weights in 8 bits or 7: {r['model']}", "",
              f"Command: `{r['command']}`  ", f"Date: {r['date']}  ",
-             f"Machine: {m['cpu']}, VNNI {'yes' if m['vnni'] else 'no'}; Python {m['python']}; "
+             f"Machine: {m['cpu']}, VNNI {({True: 'yes', False: 'no'}).get(m['vnni'], 'unknown')}; Python {m['python']}; "
              + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + "  ",
              f"Calibration: {r['calibration']['count']} ELPV training images, {r['calibration']['method']} "
              f"(quantizing took {r['quantize_seconds']['8']} s at 8 bits, {r['quantize_seconds']['7']} s at 7).  ",

@@ -207,8 +207,8 @@ def main():
     compile_cuts(bq, picks, tl="both", precision="int8", calib=str(calib))
     xq = np.random.default_rng(4).random((1, 8, 8, 3), dtype=np.float32)
     # The reference is the QDQ graph computed as written (Quantize/Dequantize in float), which no
-    # CPU changes: fused int8 kernels are not (on an AVX2 CPU without VNNI, ONNX Runtime's fused
-    # answer for this input was up to 0.9 off it, OpenVINO's up to 3 output steps).
+    # CPU changes; fused int8 kernels may (with 8-bit weights on an AVX2 CPU without VNNI, both
+    # engines' answers moved off it: docs/engines.md).
     exact = ort.SessionOptions()
     exact.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     mq = bq.path / bq.find("model", precision="int8").file

@@ -347,7 +347,7 @@ static void int8_halves(void) {
         if (r.len == 16) memcpy(got[q], r.out, 16);
         /* float32: ONNX Runtime's answer. int8: the QDQ graph computed as written. Int8 kernels may
          * still differ from it by CPU (halves with 8-bit weights, on an AVX2 CPU without VNNI, came
-         * up to 3 output steps off; the 7-bit weights tlcut now writes come exact), so the answer
+         * several output steps off; the 7-bit weights tlcut now writes come exact), so the answer
          * must be a whole number of output steps (the quantized graph ran, not a float one) and
          * within 4 steps of the reference. */
         for (int i = 0; i < 4; i++) {
